@@ -1,0 +1,53 @@
+import type { DescService } from "@bufbuild/protobuf";
+import { ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import type { Dispatch } from "../services/policy/call.js";
+import { normalize } from "../services/policy/client-ip.js";
+import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
+
+const forwardedHeaders = ["authorization", "user-agent", "x-request-id"];
+
+/**
+ * Forwards gateway calls to a gRPC instance, which runs the chain. The client
+ * address travels as X-Forwarded-For: list the gateway in the gRPC instance's
+ * TRUSTED_PROXIES so limits count the real client.
+ */
+export function forwardingDispatch(upstream: string, services: readonly DescService[]): { dispatch: Dispatch; ready: () => Promise<boolean> } {
+  const transport = createGrpcTransport({ baseUrl: upstream });
+  const clients = new Map<DescService, Client<DescService>>(services.map((s) => [s, createClient(s, transport)]));
+  const health = createClient(Health, transport);
+
+  const dispatch: Dispatch = async (incoming, request) => {
+    const headers = new Headers();
+    for (const name of forwardedHeaders) {
+      const value = incoming.header(name);
+      if (value !== undefined) headers.set(name, value);
+    }
+    const chain = incoming.header("x-forwarded-for");
+    const peer = normalize(incoming.peer);
+    headers.set("x-forwarded-for", chain ? `${chain}, ${peer}` : peer);
+    const client = clients.get(incoming.method.parent)! as unknown as Record<string, (req: unknown, options: unknown) => Promise<unknown>>;
+    try {
+      return await client[incoming.method.localName]!(request, { headers });
+    } catch (error) {
+      const upstreamError = ConnectError.from(error);
+      // Keep what the client needs (Retry-After), not the upstream's transport headers.
+      const metadata = new Headers();
+      const retryAfter = upstreamError.metadata.get("retry-after");
+      if (retryAfter) metadata.set("retry-after", retryAfter);
+      const forwarded = new ConnectError(upstreamError.rawMessage, upstreamError.code, metadata);
+      forwarded.details.push(...upstreamError.details);
+      throw forwarded;
+    }
+  };
+
+  const ready = async () => {
+    try {
+      const response = await health.check({ service: "" }, { timeoutMs: 2000 });
+      return response.status === HealthCheckResponse_ServingStatus.SERVING;
+    } catch {
+      return false;
+    }
+  };
+  return { dispatch, ready };
+}

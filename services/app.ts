@@ -1,0 +1,135 @@
+import type { DescMethod, DescService } from "@bufbuild/protobuf";
+import type { Config } from "./platform/config.js";
+import { openDatabase, pingDatabase, type MikroORM } from "./platform/database.js";
+import { embeddedKeyEncryptionKey, startEmbeddedPostgres } from "./platform/embedded.js";
+import { deriveKey, Envelope } from "./platform/envelope.js";
+import type { Logger } from "./platform/logger.js";
+import { connectRedis, pingRedis, type Redis } from "./platform/redis.js";
+import { readPolicies } from "./policy/access.js";
+import type { Dispatch, UnaryHandler } from "./policy/call.js";
+import { Chain } from "./policy/chain.js";
+import { ClientIpResolver } from "./policy/client-ip.js";
+import { MemoryRateLimiter, RedisRateLimiter } from "./policy/rate-limiter.js";
+import { AccessTokens } from "./tokens/access-token.js";
+import { KeyRing } from "./tokens/key-ring.js";
+import { SigningKey } from "./tokens/signing-key.js";
+import { RevocationList } from "./session/revocations.js";
+import { authHandlers } from "./auth/handlers.js";
+import { sessionHandlers } from "./session/handlers.js";
+import { kycHandlers } from "./kyc/handlers.js";
+import { AuthService } from "../gen/portcullis/v1/auth_service_pb.js";
+import { SessionService } from "../gen/portcullis/v1/session_service_pb.js";
+import { KycService } from "../gen/portcullis/v1/kyc_service_pb.js";
+
+export const services: readonly DescService[] = [AuthService, SessionService, KycService];
+
+/** Everything a serving instance holds: stores, key ring, chain and handlers. */
+export interface App {
+  orm: MikroORM;
+  redis?: Redis;
+  keyRing: KeyRing;
+  tokens: AccessTokens;
+  dispatch: Dispatch;
+  /** True while Postgres and Redis (when used) answer. */
+  ready(): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+export async function createApp(config: Config, logger: Logger): Promise<App> {
+  // Read before any connection is made: a bad contract should fail fast.
+  const policies = readPolicies(services, config.rateLimits);
+  const closers: (() => Promise<void> | void)[] = [];
+  try {
+    let databaseUrl = config.databaseUrl;
+    let keyEncryptionKey = config.keyEncryptionKey;
+    let redis: Redis | undefined;
+    const poolSize = 10;
+    if (!databaseUrl) {
+      logger.warn(
+        { dataDir: config.dataDir },
+        "no DATABASE_URL and no REDIS_URL: running on the embedded default (PGlite and in-process stores). " +
+          "This is a SINGLE-INSTANCE mode: do not run several instances on it or use it in production",
+      );
+      const embedded = await startEmbeddedPostgres(config.dataDir, poolSize + 2);
+      closers.push(() => embedded.stop());
+      databaseUrl = embedded.url;
+      keyEncryptionKey ??= embeddedKeyEncryptionKey(config.dataDir, logger);
+    } else {
+      redis = await connectRedis(config.redisUrl!);
+      closers.push(() => void redis!.disconnect());
+    }
+    const orm = await openDatabase(databaseUrl, [SigningKey], logger, poolSize);
+    closers.push(() => orm.close());
+
+    const keyRing = new KeyRing(
+      orm,
+      new Envelope(keyEncryptionKey!, "signing-keys"),
+      config.jwt.algorithm,
+      {
+        rotationIntervalSeconds: config.keys.rotationIntervalSeconds,
+        publishLeadSeconds: config.keys.publishLeadSeconds,
+        verifyGraceSeconds: config.jwt.accessTokenTtlSeconds + config.jwt.clockToleranceSeconds,
+      },
+      logger,
+    );
+    await keyRing.start();
+    closers.push(() => keyRing.stop());
+
+    const tokens = new AccessTokens(keyRing, {
+      issuer: config.jwt.issuer,
+      audience: config.jwt.audience,
+      ttlSeconds: config.jwt.accessTokenTtlSeconds,
+      clockToleranceSeconds: config.jwt.clockToleranceSeconds,
+      verifiedCacheSize: config.jwt.verifiedCacheSize,
+    });
+    const chain = new Chain({
+      policies,
+      limiter: redis ? new RedisRateLimiter(redis, config.redisKeyPrefix) : new MemoryRateLimiter(),
+      tokens,
+      sessions: new RevocationList(),
+      clientIp: new ClientIpResolver(config.trustedProxies),
+      limitKeySecret: deriveKey(keyEncryptionKey!, "rate-limit-keys"),
+      logger,
+    });
+
+    const handlers = collectHandlers([
+      [AuthService, authHandlers(keyRing)],
+      [SessionService, sessionHandlers()],
+      [KycService, kycHandlers()],
+    ]);
+    return {
+      orm,
+      redis,
+      keyRing,
+      tokens,
+      dispatch: (incoming, request) => chain.run(incoming, request, handlers.get(incoming.method)!),
+      async ready() {
+        try {
+          await Promise.all([pingDatabase(orm), redis && pingRedis(redis)]);
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      async close() {
+        for (const close of closers.reverse()) await close();
+      },
+    };
+  } catch (error) {
+    for (const close of closers.reverse()) await Promise.resolve(close()).catch(() => {});
+    throw error;
+  }
+}
+
+/** Handlers by method descriptor; every method of every service must have one. */
+function collectHandlers(implementations: [DescService, Record<string, UnaryHandler<any, any>>][]): Map<DescMethod, UnaryHandler> {
+  const handlers = new Map<DescMethod, UnaryHandler>();
+  for (const [service, byLocalName] of implementations) {
+    for (const method of service.methods) {
+      const handler = byLocalName[method.localName];
+      if (!handler) throw new Error(`${service.typeName}.${method.name} has no handler`);
+      handlers.set(method, handler);
+    }
+  }
+  return handlers;
+}

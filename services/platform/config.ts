@@ -1,0 +1,202 @@
+import { isIP } from "node:net";
+
+/**
+ * Every setting Portcullis reads, with its default, in one place. `loadConfig`
+ * is the only reader of process.env; a bad value stops start-up with a message
+ * that names the variable.
+ */
+
+export type Mode = "all" | "grpc" | "gateway";
+export type SigningAlgorithm = "ES256" | "RS256" | "EdDSA";
+
+export interface RateLimitRule {
+  /** Requests allowed per period (also the burst). */
+  limit: number;
+  periodSeconds: number;
+  /**
+   * Whether the call goes through when the limit store cannot be reached.
+   * Only limits that protect capacity (not credentials) fail open.
+   */
+  failOpen: boolean;
+}
+
+export interface Config {
+  mode: Mode;
+  host: string;
+  grpcPort: number;
+  httpPort: number;
+  /** Where a gateway-only process forwards calls (MODE=gateway). */
+  gatewayUpstream: string;
+  /** Undefined for the embedded default. */
+  databaseUrl?: string;
+  redisUrl?: string;
+  redisKeyPrefix: string;
+  dataDir: string;
+  /** 32 bytes; undefined only in embedded mode, which keeps one in dataDir. */
+  keyEncryptionKey?: Buffer;
+  jwt: {
+    issuer: string;
+    audience: string;
+    algorithm: SigningAlgorithm;
+    accessTokenTtlSeconds: number;
+    clockToleranceSeconds: number;
+    verifiedCacheSize: number;
+  };
+  keys: {
+    rotationIntervalSeconds: number;
+    /** How long a new key is published before it signs: covers JWKS caches. */
+    publishLeadSeconds: number;
+  };
+  trustedProxies: string[];
+  corsOrigins: string[];
+  rateLimits: Record<string, RateLimitRule>;
+  maxRequestBytes: number;
+  logLevel: string;
+  shutdownGraceSeconds: number;
+}
+
+const minute = 60;
+const hour = 60 * minute;
+const day = 24 * hour;
+
+/** The design's default limits; RATE_LIMITS overrides any of them. */
+export const defaultRateLimits: Record<string, RateLimitRule> = {
+  otp_send_phone: { limit: 3, periodSeconds: hour, failOpen: false },
+  otp_send_ip: { limit: 10, periodSeconds: hour, failOpen: false },
+  otp_send_global: { limit: 1000, periodSeconds: minute, failOpen: false },
+  otp_verify_ip: { limit: 20, periodSeconds: hour, failOpen: false },
+  register_ip: { limit: 10, periodSeconds: hour, failOpen: false },
+  login_email: { limit: 5, periodSeconds: 15 * minute, failOpen: false },
+  login_ip: { limit: 10, periodSeconds: 15 * minute, failOpen: false },
+  refresh_user: { limit: 10, periodSeconds: minute, failOpen: false },
+  refresh_ip: { limit: 30, periodSeconds: minute, failOpen: false },
+  change_password_user: { limit: 5, periodSeconds: 15 * minute, failOpen: false },
+  kyc_submit_user: { limit: 10, periodSeconds: day, failOpen: false },
+  api_user: { limit: 1000, periodSeconds: minute, failOpen: true },
+  api_ip: { limit: 3000, periodSeconds: minute, failOpen: true },
+};
+
+export class ConfigError extends Error {
+  constructor(variable: string, problem: string) {
+    super(`${variable}: ${problem}`);
+    this.name = "ConfigError";
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+export function loadConfig(env: Env = process.env): Config {
+  const read = (name: string) => {
+    const value = env[name]?.trim();
+    return value === "" ? undefined : value;
+  };
+  const int = (name: string, fallback: number, min: number, max: number) => {
+    const raw = read(name);
+    if (raw === undefined) return fallback;
+    const value = Number(raw);
+    if (!Number.isInteger(value) || value < min || value > max) {
+      throw new ConfigError(name, `expected a whole number from ${min} to ${max}, got "${raw}"`);
+    }
+    return value;
+  };
+  const oneOf = <T extends string>(name: string, allowed: readonly T[], fallback: T): T => {
+    const raw = read(name) ?? fallback;
+    if (!(allowed as readonly string[]).includes(raw)) {
+      throw new ConfigError(name, `expected one of ${allowed.join(", ")}, got "${raw}"`);
+    }
+    return raw as T;
+  };
+  const list = (name: string) =>
+    (read(name) ?? "").split(",").map((item) => item.trim()).filter(Boolean);
+
+  const databaseUrl = read("DATABASE_URL");
+  const redisUrl = read("REDIS_URL");
+  if (Boolean(databaseUrl) !== Boolean(redisUrl)) {
+    const missing = databaseUrl ? "REDIS_URL" : "DATABASE_URL";
+    throw new ConfigError(
+      missing,
+      "set both DATABASE_URL and REDIS_URL for a shared deployment, or neither for the embedded single-instance default",
+    );
+  }
+  if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    throw new ConfigError("DATABASE_URL", "expected a postgres:// URL");
+  }
+  if (redisUrl && !/^rediss?:\/\//.test(redisUrl)) {
+    throw new ConfigError("REDIS_URL", "expected a redis:// or rediss:// URL");
+  }
+
+  const keyEncryptionKey = parseKek(read("KEY_ENCRYPTION_KEY"));
+  if (databaseUrl && !keyEncryptionKey) {
+    throw new ConfigError(
+      "KEY_ENCRYPTION_KEY",
+      "required with DATABASE_URL: 32 random bytes in base64 (for example: openssl rand -base64 32)",
+    );
+  }
+
+  const trustedProxies = list("TRUSTED_PROXIES");
+  for (const proxy of trustedProxies) {
+    if (!isIP(proxy.split("/")[0]!)) throw new ConfigError("TRUSTED_PROXIES", `"${proxy}" is not an IP address or CIDR`);
+  }
+  const corsOrigins = list("CORS_ORIGINS");
+  for (const origin of corsOrigins) {
+    if (!/^https?:\/\/[^/]+$/.test(origin)) {
+      throw new ConfigError("CORS_ORIGINS", `"${origin}" is not an origin like https://app.example.com`);
+    }
+  }
+
+  const accessTokenTtlSeconds = int("ACCESS_TOKEN_TTL_SECONDS", 15 * minute, 60, day);
+  return {
+    mode: oneOf("MODE", ["all", "grpc", "gateway"], "all"),
+    host: read("HOST") ?? "127.0.0.1",
+    grpcPort: int("GRPC_PORT", 50051, 0, 65535),
+    httpPort: int("HTTP_PORT", 8080, 0, 65535),
+    gatewayUpstream: read("GATEWAY_UPSTREAM") ?? "http://127.0.0.1:50051",
+    databaseUrl,
+    redisUrl,
+    redisKeyPrefix: read("REDIS_KEY_PREFIX") ?? "portcullis:",
+    dataDir: read("DATA_DIR") ?? ".data",
+    keyEncryptionKey,
+    jwt: {
+      issuer: read("JWT_ISSUER") ?? "portcullis",
+      audience: read("JWT_AUDIENCE") ?? "portcullis",
+      algorithm: oneOf("JWT_ALGORITHM", ["ES256", "RS256", "EdDSA"], "ES256"),
+      accessTokenTtlSeconds,
+      clockToleranceSeconds: int("JWT_CLOCK_TOLERANCE_SECONDS", 5, 0, 300),
+      verifiedCacheSize: int("TOKEN_CACHE_SIZE", 10_000, 0, 10_000_000),
+    },
+    keys: {
+      rotationIntervalSeconds: int("KEY_ROTATION_INTERVAL_SECONDS", 30 * day, hour, 365 * day),
+      publishLeadSeconds: int("KEY_PUBLISH_LEAD_SECONDS", hour, 0, 7 * day),
+    },
+    trustedProxies,
+    corsOrigins,
+    rateLimits: parseRateLimits(read("RATE_LIMITS")),
+    maxRequestBytes: int("MAX_REQUEST_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
+    logLevel: oneOf("LOG_LEVEL", ["trace", "debug", "info", "warn", "error", "fatal", "silent"], "info"),
+    shutdownGraceSeconds: int("SHUTDOWN_GRACE_SECONDS", 10, 0, 600),
+  };
+}
+
+function parseKek(raw: string | undefined): Buffer | undefined {
+  if (raw === undefined) return undefined;
+  const key = Buffer.from(raw, "base64");
+  if (key.length !== 32) {
+    throw new ConfigError("KEY_ENCRYPTION_KEY", `expected 32 bytes in base64, got ${key.length} bytes`);
+  }
+  return key;
+}
+
+/** RATE_LIMITS="otp_send_phone=5/3600,api_ip=6000/60" overrides the named rules. */
+function parseRateLimits(raw: string | undefined): Record<string, RateLimitRule> {
+  const rules = structuredClone(defaultRateLimits);
+  for (const entry of (raw ?? "").split(",").map((s) => s.trim()).filter(Boolean)) {
+    const match = /^([a-z0-9_]+)=(\d+)\/(\d+)$/.exec(entry);
+    if (!match) throw new ConfigError("RATE_LIMITS", `"${entry}" is not rule=limit/periodSeconds`);
+    const [, name, limit, period] = match as unknown as [string, string, string, string];
+    const rule = rules[name];
+    if (!rule) throw new ConfigError("RATE_LIMITS", `unknown rule "${name}"; known: ${Object.keys(rules).join(", ")}`);
+    if (Number(limit) < 1 || Number(period) < 1) throw new ConfigError("RATE_LIMITS", `"${entry}" needs a limit and period of at least 1`);
+    rules[name] = { ...rule, limit: Number(limit), periodSeconds: Number(period) };
+  }
+  return rules;
+}

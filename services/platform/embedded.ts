@@ -1,0 +1,45 @@
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { join } from "node:path";
+import { PGlite } from "@electric-sql/pglite";
+import { PGLiteSocketServer } from "@electric-sql/pglite-socket";
+import type { Logger } from "./logger.js";
+
+/**
+ * The embedded default: real Postgres (PGlite, compiled to WASM) served over the
+ * wire protocol on a loopback port, so `pg`, MikroORM and the migrations run
+ * unchanged. One process, one data folder: a single-instance mode for trying
+ * Portcullis out, never for production.
+ */
+export interface EmbeddedPostgres {
+  url: string;
+  stop(): Promise<void>;
+}
+
+export async function startEmbeddedPostgres(dataDir: string, maxConnections: number): Promise<EmbeddedPostgres> {
+  mkdirSync(dataDir, { recursive: true });
+  const db = await PGlite.create(join(dataDir, "pg"));
+  const server = new PGLiteSocketServer({ db, host: "127.0.0.1", port: 0, maxConnections });
+  await server.start();
+  return {
+    url: `postgres://postgres@${server.getServerConn()}/postgres?sslmode=disable`,
+    async stop() {
+      await server.stop();
+      await db.close();
+    },
+  };
+}
+
+/** The key-encryption key of the embedded mode, created once and kept in the data folder. */
+export function embeddedKeyEncryptionKey(dataDir: string, logger: Logger): Buffer {
+  const path = join(dataDir, "key-encryption-key");
+  if (!existsSync(path)) {
+    mkdirSync(dataDir, { recursive: true });
+    writeFileSync(path, randomBytes(32).toString("base64"), { mode: 0o600 });
+  }
+  logger.warn(
+    { path },
+    "KEY_ENCRYPTION_KEY is not set: using a key kept next to the data it protects; set KEY_ENCRYPTION_KEY in any real deployment",
+  );
+  return Buffer.from(readFileSync(path, "utf8"), "base64");
+}

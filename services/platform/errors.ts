@@ -1,0 +1,80 @@
+import { create, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  BadRequestSchema,
+  ErrorInfoSchema,
+  RetryInfoSchema,
+} from "../../gen/google/rpc/error_details_pb.js";
+
+/**
+ * Errors are ConnectErrors with google.rpc details: connect-node sends them as
+ * they are, and the gRPC adapter turns them into grpc-status-details-bin.
+ */
+
+const domain = "portcullis.dev";
+
+function detail<D extends DescMessage>(desc: D, value: MessageInitShape<D>) {
+  return { desc, value: create(desc, value) };
+}
+
+export interface FieldViolation {
+  field: string;
+  description: string;
+}
+
+export function invalidArgument(violations: FieldViolation[]): ConnectError {
+  const message = violations.map((v) => `${v.field}: ${v.description}`).join("; ");
+  return new ConnectError(message, Code.InvalidArgument, undefined, [
+    detail(BadRequestSchema, { fieldViolations: violations }),
+  ]);
+}
+
+export type UnauthenticatedReason = "TOKEN_MISSING" | "TOKEN_EXPIRED" | "TOKEN_INVALID" | "SESSION_REVOKED";
+
+export function unauthenticated(reason: UnauthenticatedReason, message: string): ConnectError {
+  return new ConnectError(message, Code.Unauthenticated, undefined, [
+    detail(ErrorInfoSchema, { reason, domain }),
+  ]);
+}
+
+export function kycLevelRequired(required: number, current: number): ConnectError {
+  return new ConnectError(
+    `this call needs KYC level ${required}; the token carries level ${current}`,
+    Code.PermissionDenied,
+    undefined,
+    [detail(ErrorInfoSchema, {
+      reason: "KYC_LEVEL_REQUIRED",
+      domain,
+      metadata: { required_level: String(required), current_level: String(current) },
+    })],
+  );
+}
+
+export function permissionDenied(reason: string, message: string, metadata: Record<string, string> = {}): ConnectError {
+  return new ConnectError(message, Code.PermissionDenied, undefined, [
+    detail(ErrorInfoSchema, { reason, domain, metadata }),
+  ]);
+}
+
+export function rateLimited(rule: string, retryAfterMs: number): ConnectError {
+  return new ConnectError(
+    "too many requests; retry later",
+    Code.ResourceExhausted,
+    { "retry-after": String(Math.max(1, Math.ceil(retryAfterMs / 1000))) },
+    [
+      detail(RetryInfoSchema, { retryDelay: durationFromMs(Math.max(1, retryAfterMs)) }),
+      detail(ErrorInfoSchema, { reason: "RATE_LIMITED", domain, metadata: { rule } }),
+    ],
+  );
+}
+
+export function unavailable(message: string): ConnectError {
+  return new ConnectError(message, Code.Unavailable);
+}
+
+export function unimplemented(method: string, comesWith: string): ConnectError {
+  return new ConnectError(`${method} is not implemented yet (${comesWith})`, Code.Unimplemented);
+}
+
+export { Code, ConnectError };

@@ -1,0 +1,83 @@
+import { getOption, hasOption, type DescMethod, type DescService } from "@bufbuild/protobuf";
+import type { RateLimitRule } from "../platform/config.js";
+import { access, Caller, RateLimitKey } from "../../gen/portcullis/v1/policy_pb.js";
+
+/** One rate-limit rule of a method, resolved against configuration. */
+export interface MethodLimit {
+  name: string;
+  rule: RateLimitRule;
+  key: RateLimitKey;
+  /** For PHONE and EMAIL keys: the request field that holds the value. */
+  field?: string;
+}
+
+/** A method's access policy, read once from the contract and checked at start-up. */
+export interface MethodPolicy {
+  method: DescMethod;
+  /** "/portcullis.v1.AuthService/SendOtp", as in logs and gRPC paths. */
+  path: string;
+  caller: Caller;
+  minKycLevel: number;
+  permissions: readonly string[];
+  /** Limits keyed by what is known before authentication (ip, phone, email, global). */
+  anonymousLimits: MethodLimit[];
+  /** Limits keyed by the authenticated user, checked after authentication. */
+  userLimits: MethodLimit[];
+}
+
+export class PolicyError extends Error {
+  constructor(path: string, problem: string) {
+    super(`${path}: ${problem}`);
+    this.name = "PolicyError";
+  }
+}
+
+const keyFields: Partial<Record<RateLimitKey, string>> = {
+  [RateLimitKey.PHONE]: "phoneNumber",
+  [RateLimitKey.EMAIL]: "email",
+};
+
+/**
+ * Reads the `portcullis.v1.access` option of every method. A method without
+ * a policy, or with one that cannot be enforced, stops start-up: the default is deny.
+ */
+export function readPolicies(
+  services: readonly DescService[],
+  rateLimits: Record<string, RateLimitRule>,
+): Map<DescMethod, MethodPolicy> {
+  const policies = new Map<DescMethod, MethodPolicy>();
+  for (const service of services) {
+    for (const method of service.methods) {
+      const path = `/${service.typeName}/${method.name}`;
+      if (!hasOption(method, access)) throw new PolicyError(path, "no (portcullis.v1.access) option: every RPC must declare who may call it");
+      const option = getOption(method, access);
+      if (option.caller === Caller.UNSPECIFIED) throw new PolicyError(path, "access.caller is unspecified");
+      if (option.caller === Caller.PUBLIC && (option.minKycLevel > 0 || option.permissions.length > 0)) {
+        throw new PolicyError(path, "a public method cannot require a KYC level or permissions");
+      }
+      const limits = option.rateLimits.map((limit): MethodLimit => {
+        const rule = rateLimits[limit.rule];
+        if (!rule) throw new PolicyError(path, `rate-limit rule "${limit.rule}" is not configured`);
+        if (limit.key === RateLimitKey.UNSPECIFIED) throw new PolicyError(path, `rate-limit rule "${limit.rule}" has no key`);
+        if (limit.key === RateLimitKey.USER && option.caller === Caller.PUBLIC) {
+          throw new PolicyError(path, `rate-limit rule "${limit.rule}" is keyed by user on a public method`);
+        }
+        const field = keyFields[limit.key];
+        if (field && !method.input.fields.some((f) => f.localName === field && f.fieldKind === "scalar")) {
+          throw new PolicyError(path, `rate-limit rule "${limit.rule}" needs a ${field} field in ${method.input.typeName}`);
+        }
+        return { name: limit.rule, rule, key: limit.key, field };
+      });
+      policies.set(method, {
+        method,
+        path,
+        caller: option.caller,
+        minKycLevel: option.minKycLevel,
+        permissions: option.permissions,
+        anonymousLimits: limits.filter((l) => l.key !== RateLimitKey.USER),
+        userLimits: limits.filter((l) => l.key === RateLimitKey.USER),
+      });
+    }
+  }
+  return policies;
+}

@@ -1,0 +1,155 @@
+import { createHmac, randomUUID } from "node:crypto";
+import type { DescMethod, Message } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { kycLevelRequired, permissionDenied, rateLimited, unauthenticated, unavailable } from "../platform/errors.js";
+import type { Logger } from "../platform/logger.js";
+import type { AccessTokens, Principal } from "../tokens/access-token.js";
+import { Caller, RateLimitKey } from "../../gen/portcullis/v1/policy_pb.js";
+import type { MethodLimit, MethodPolicy } from "./access.js";
+import type { CallContext, IncomingCall, UnaryHandler } from "./call.js";
+import type { ClientIpResolver } from "./client-ip.js";
+import type { RateLimiter } from "./rate-limiter.js";
+
+/** Decides whether a verified token's session may still be used (revocation, expiry). */
+export interface SessionGate {
+  check(principal: Principal): void;
+}
+
+export interface ChainDeps {
+  policies: Map<DescMethod, MethodPolicy>;
+  limiter: RateLimiter;
+  tokens: AccessTokens;
+  sessions: SessionGate;
+  clientIp: ClientIpResolver;
+  /** Keys the hashes that stand for phone numbers and emails in rate-limit keys. */
+  limitKeySecret: Buffer;
+  logger: Logger;
+}
+
+const requestIdPattern = /^[\w.:-]{1,128}$/;
+
+/**
+ * The one interceptor chain. Both doors call `run`; it applies, in order:
+ * request id and logging, client identity, rate limits, authentication, KYC
+ * level, permissions, then the handler. The policy comes from the method's
+ * `access` option, read once at start-up.
+ */
+export class Chain {
+  constructor(private readonly deps: ChainDeps) {}
+
+  async run(incoming: IncomingCall, request: Message, handler: UnaryHandler): Promise<unknown> {
+    const started = performance.now();
+    const policy = this.deps.policies.get(incoming.method);
+    const headerId = incoming.header("x-request-id");
+    const requestId = headerId && requestIdPattern.test(headerId) ? headerId : randomUUID();
+    const clientIp = this.deps.clientIp.resolve(incoming.peer, incoming.header("x-forwarded-for"));
+    let principal: Principal | undefined;
+    let code = Code.Unknown as Code | 0;
+    try {
+      if (!policy) throw new ConnectError("no access policy for this method", Code.PermissionDenied);
+      await this.enforceLimits(policy.anonymousLimits, request, clientIp, undefined);
+      if (policy.caller !== Caller.PUBLIC) {
+        principal = await this.authenticate(policy, incoming.header("authorization"));
+        await this.enforceLimits(policy.userLimits, request, clientIp, principal);
+        authorize(policy, principal);
+      }
+      const call: CallContext = {
+        path: policy.path,
+        requestId,
+        clientIp,
+        userAgent: incoming.header("user-agent") ?? "",
+        principal,
+      };
+      const response = await handler(request, call);
+      code = 0;
+      return response;
+    } catch (error) {
+      const connectError = this.toConnectError(error, requestId);
+      code = connectError.code;
+      throw connectError;
+    } finally {
+      this.deps.logger.info(
+        {
+          rid: requestId,
+          method: policy?.path ?? incoming.method.name,
+          status: code === 0 ? "ok" : Code[code],
+          ms: Math.round((performance.now() - started) * 100) / 100,
+          ip: clientIp,
+          sub: principal?.subject,
+        },
+        "call",
+      );
+    }
+  }
+
+  private async authenticate(policy: MethodPolicy, authorization: string | undefined): Promise<Principal> {
+    const match = authorization && /^Bearer ([\w-]+\.[\w-]+\.[\w-]+)$/i.exec(authorization);
+    if (!match) {
+      throw unauthenticated(authorization ? "TOKEN_INVALID" : "TOKEN_MISSING", "send an access token as: Authorization: Bearer <token>");
+    }
+    const principal = await this.deps.tokens.verify(match[1]!);
+    const wanted = policy.caller === Caller.SERVICE ? "service" : "user";
+    if (principal.kind !== wanted) {
+      throw permissionDenied("WRONG_CALLER", `this method is for ${wanted} tokens`);
+    }
+    if (principal.kind === "user") this.deps.sessions.check(principal);
+    return principal;
+  }
+
+  private async enforceLimits(limits: MethodLimit[], request: Message, clientIp: string, principal: Principal | undefined) {
+    if (limits.length === 0) return;
+    const decisions = await Promise.all(
+      limits.map(async (limit) => {
+        const key = `${limit.name}:${this.limitKey(limit, request, clientIp, principal)}`;
+        try {
+          return { limit, ...(await this.deps.limiter.consume(key, limit.rule.limit, limit.rule.periodSeconds * 1000)) };
+        } catch (error) {
+          if (limit.rule.failOpen) {
+            this.deps.logger.warn({ err: error, rule: limit.name }, "rate-limit store unreachable; failing open");
+            return { limit, allowed: true, retryAfterMs: 0 };
+          }
+          this.deps.logger.error({ err: error, rule: limit.name }, "rate-limit store unreachable; failing closed");
+          throw unavailable("a safety check could not be made; retry shortly");
+        }
+      }),
+    );
+    const denied = decisions.filter((d) => !d.allowed);
+    if (denied.length > 0) {
+      const longest = denied.reduce((a, b) => (a.retryAfterMs >= b.retryAfterMs ? a : b));
+      throw rateLimited(longest.limit.name, longest.retryAfterMs);
+    }
+  }
+
+  private limitKey(limit: MethodLimit, request: Message, clientIp: string, principal: Principal | undefined): string {
+    switch (limit.key) {
+      case RateLimitKey.IP:
+        return clientIp;
+      case RateLimitKey.USER:
+        return principal!.subject;
+      case RateLimitKey.GLOBAL:
+        return "*";
+      default: {
+        // Phone numbers and emails are hashed so Redis never holds them in clear.
+        const raw = String((request as unknown as Record<string, unknown>)[limit.field!] ?? "");
+        const normalized = limit.key === RateLimitKey.PHONE ? raw.replace(/[^\d+]/g, "") : raw.trim().toLowerCase();
+        return createHmac("sha256", this.deps.limitKeySecret).update(normalized).digest("base64url").slice(0, 22);
+      }
+    }
+  }
+
+  private toConnectError(error: unknown, requestId: string): ConnectError {
+    if (error instanceof ConnectError) return error;
+    this.deps.logger.error({ err: error, rid: requestId }, "unexpected error");
+    return new ConnectError(`internal error (request id ${requestId})`, Code.Internal);
+  }
+}
+
+function authorize(policy: MethodPolicy, principal: Principal): void {
+  if (principal.kycLevel < policy.minKycLevel) throw kycLevelRequired(policy.minKycLevel, principal.kycLevel);
+  const missing = policy.permissions.filter((p) => !principal.permissions.includes(p));
+  if (missing.length > 0) {
+    throw permissionDenied("PERMISSION_REQUIRED", `this call needs the permission ${missing.join(", ")}`, {
+      permissions: missing.join(","),
+    });
+  }
+}

@@ -1,0 +1,48 @@
+import { BlockList, isIP } from "node:net";
+
+/**
+ * The client's address: the peer, unless the peer is a trusted proxy, in which
+ * case the right-most X-Forwarded-For entry that is not itself a trusted proxy.
+ * Entries left of that could be written by anyone, so they are never used.
+ */
+export class ClientIpResolver {
+  private readonly trusted = new BlockList();
+  private readonly any: boolean;
+
+  constructor(trustedProxies: readonly string[]) {
+    for (const entry of trustedProxies) {
+      const [address, bits] = entry.split("/") as [string, string | undefined];
+      const family = isIP(address) === 6 ? "ipv6" : "ipv4";
+      if (bits === undefined) this.trusted.addAddress(address, family);
+      else this.trusted.addSubnet(address, Number(bits), family);
+    }
+    this.any = trustedProxies.length > 0;
+  }
+
+  resolve(peer: string, forwardedFor: string | undefined): string {
+    const peerIp = normalize(peer);
+    if (!this.any || !forwardedFor || !this.isTrusted(peerIp)) return peerIp;
+    const hops = forwardedFor.split(",").map((hop) => normalize(hop.trim()));
+    for (let i = hops.length - 1; i >= 0; i--) {
+      const hop = hops[i]!;
+      if (!isIP(hop)) return peerIp;
+      if (!this.isTrusted(hop)) return hop;
+    }
+    return hops[0] ?? peerIp;
+  }
+
+  private isTrusted(ip: string): boolean {
+    const family = isIP(ip);
+    return family !== 0 && this.trusted.check(ip, family === 6 ? "ipv6" : "ipv4");
+  }
+}
+
+/** "ipv4:1.2.3.4:5", "[::1]:5", "::ffff:1.2.3.4" → the bare address. */
+export function normalize(address: string): string {
+  let ip = address.startsWith("ipv4:") || address.startsWith("ipv6:") ? address.slice(5) : address;
+  const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(ip);
+  if (bracketed) ip = bracketed[1]!;
+  else if (!isIP(ip) && /^[\d.]+:\d+$/.test(ip)) ip = ip.slice(0, ip.lastIndexOf(":"));
+  if (ip.startsWith("::ffff:") && isIP(ip.slice(7)) === 4) ip = ip.slice(7);
+  return ip;
+}

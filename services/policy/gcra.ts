@@ -1,0 +1,21 @@
+/**
+ * The generic cell rate algorithm: `limit` requests per `period`, all of them
+ * available at once, then one every period/limit. The state is a single
+ * number, the theoretical arrival time (TAT). Mirrored by the Lua script in
+ * redis-rate-limiter.ts, which runs the same arithmetic atomically in Redis.
+ */
+export interface GcraDecision {
+  allowed: boolean;
+  /** The new TAT to store when allowed. */
+  tat: number;
+  /** When denied: how long until one more request would be allowed. */
+  retryAfterMs: number;
+}
+
+export function gcra(storedTat: number | undefined, nowMs: number, limit: number, periodMs: number): GcraDecision {
+  const interval = periodMs / limit;
+  const tat = Math.max(storedTat ?? nowMs, nowMs) + interval;
+  const ahead = tat - nowMs;
+  if (ahead > periodMs) return { allowed: false, tat: storedTat ?? nowMs, retryAfterMs: Math.ceil(ahead - periodMs) };
+  return { allowed: true, tat, retryAfterMs: 0 };
+}

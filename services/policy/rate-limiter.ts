@@ -1,0 +1,70 @@
+import type { Redis } from "../platform/redis.js";
+import { gcra } from "./gcra.js";
+
+export interface RateDecision {
+  allowed: boolean;
+  retryAfterMs: number;
+}
+
+/** Counts requests against a rule, shared by every instance that uses the same store. */
+export interface RateLimiter {
+  consume(key: string, limit: number, periodMs: number): Promise<RateDecision>;
+}
+
+/**
+ * GCRA in one Lua script: read, decide and write happen atomically in Redis,
+ * on Redis's clock, so any number of instances share one exact count. One key
+ * per call, so it runs unchanged on Redis Cluster.
+ */
+const gcraScript = `
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local limit = tonumber(ARGV[1])
+local period = tonumber(ARGV[2])
+local interval = period / limit
+local stored = tonumber(redis.call('GET', KEYS[1]))
+local tat = math.max(stored or now, now) + interval
+local ahead = tat - now
+if ahead > period then
+  return math.ceil(ahead - period)
+end
+redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(ahead))
+return 0
+`;
+
+type RedisWithGcra = Redis & { portcullisGcra(key: string, limit: number, periodMs: number): Promise<number> };
+
+export class RedisRateLimiter implements RateLimiter {
+  private readonly redis: RedisWithGcra;
+
+  constructor(redis: Redis, private readonly prefix: string) {
+    if (!("portcullisGcra" in redis)) redis.defineCommand("portcullisGcra", { numberOfKeys: 1, lua: gcraScript });
+    this.redis = redis as RedisWithGcra;
+  }
+
+  async consume(key: string, limit: number, periodMs: number): Promise<RateDecision> {
+    const retryAfterMs = await this.redis.portcullisGcra(`${this.prefix}rl:{${key}}`, limit, periodMs);
+    return { allowed: retryAfterMs === 0, retryAfterMs };
+  }
+}
+
+/** The embedded single-instance store: the same algorithm over a Map. */
+export class MemoryRateLimiter implements RateLimiter {
+  private readonly tats = new Map<string, { tat: number; periodMs: number }>();
+  private consumedSincePrune = 0;
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  async consume(key: string, limit: number, periodMs: number): Promise<RateDecision> {
+    const now = this.now();
+    if (++this.consumedSincePrune >= 10_000) this.prune(now);
+    const decision = gcra(this.tats.get(key)?.tat, now, limit, periodMs);
+    if (decision.allowed) this.tats.set(key, { tat: decision.tat, periodMs });
+    return decision;
+  }
+
+  private prune(now: number): void {
+    this.consumedSincePrune = 0;
+    for (const [key, entry] of this.tats) if (entry.tat <= now) this.tats.delete(key);
+  }
+}

@@ -1,0 +1,147 @@
+import { randomUUID } from "node:crypto";
+import { SignJWT, decodeProtectedHeader, errors, jwtVerify, type JWTPayload } from "jose";
+import { unauthenticated } from "../platform/errors.js";
+import type { KeyRing } from "./key-ring.js";
+
+/** What a verified access token says about its bearer. */
+export interface Principal {
+  kind: "user" | "service";
+  /** User id, or the service's name for service tokens. */
+  subject: string;
+  sessionId: string;
+  deviceId: string;
+  kycLevel: number;
+  kycStatus: string;
+  permissions: readonly string[];
+  amr: readonly string[];
+  tokenId: string;
+  issuedAt: number;
+  /** Seconds since the epoch. */
+  expiresAt: number;
+}
+
+export type TokenSubject = Omit<Principal, "tokenId" | "issuedAt" | "expiresAt">;
+
+interface Claims extends JWTPayload {
+  sid?: string;
+  did?: string;
+  kyc_lvl?: number;
+  kyc_st?: string;
+  perm?: string[];
+  amr?: string[];
+  svc?: boolean;
+}
+
+export interface AccessTokenSettings {
+  issuer: string;
+  audience: string;
+  ttlSeconds: number;
+  clockToleranceSeconds: number;
+  verifiedCacheSize: number;
+}
+
+/**
+ * Signs and verifies access tokens (RFC 9068 profile: typ at+jwt) with the key
+ * ring. Verification is jose's; a bounded cache of tokens already verified,
+ * each kept until its exp, takes the signature check off the hot path.
+ */
+export class AccessTokens {
+  private readonly verified = new Map<string, Principal>();
+
+  constructor(
+    private readonly keyRing: KeyRing,
+    private readonly settings: AccessTokenSettings,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  async issue(subject: TokenSubject): Promise<{ token: string; expiresAt: Date }> {
+    const { kid, algorithm, key } = await this.keyRing.signingKey();
+    const issuedAt = Math.floor(this.now() / 1000);
+    const expiresAt = issuedAt + this.settings.ttlSeconds;
+    const claims: Claims = {
+      sid: subject.sessionId || undefined,
+      did: subject.deviceId || undefined,
+      kyc_lvl: subject.kycLevel,
+      kyc_st: subject.kycStatus,
+      perm: [...subject.permissions],
+      amr: [...subject.amr],
+      svc: subject.kind === "service" || undefined,
+    };
+    const token = await new SignJWT(claims)
+      .setProtectedHeader({ alg: algorithm, kid, typ: "at+jwt" })
+      .setIssuer(this.settings.issuer)
+      .setAudience(this.settings.audience)
+      .setSubject(subject.subject)
+      .setJti(randomUUID())
+      .setIssuedAt(issuedAt)
+      .setNotBefore(issuedAt)
+      .setExpirationTime(expiresAt)
+      .sign(key);
+    return { token, expiresAt: new Date(expiresAt * 1000) };
+  }
+
+  /** The token's principal, or an UNAUTHENTICATED error saying whether to refresh. */
+  async verify(token: string): Promise<Principal> {
+    const cached = this.verified.get(token);
+    if (cached) {
+      if (cached.expiresAt * 1000 + this.settings.clockToleranceSeconds * 1000 > this.now()) return cached;
+      this.verified.delete(token);
+      throw unauthenticated("TOKEN_EXPIRED", "the access token has expired; refresh it");
+    }
+    const principal = await this.verifyUncached(token);
+    this.remember(token, principal);
+    return principal;
+  }
+
+  private async verifyUncached(token: string): Promise<Principal> {
+    let payload: Claims;
+    try {
+      const kid = decodeProtectedHeader(token).kid;
+      const found = typeof kid === "string" ? await this.keyRing.verificationKey(kid) : undefined;
+      if (!found) throw unauthenticated("TOKEN_INVALID", "the access token is not valid");
+      ({ payload } = await jwtVerify<Claims>(token, found.key, {
+        algorithms: [found.algorithm],
+        issuer: this.settings.issuer,
+        audience: this.settings.audience,
+        typ: "at+jwt",
+        clockTolerance: this.settings.clockToleranceSeconds,
+        requiredClaims: ["sub", "exp", "iat", "jti"],
+        currentDate: new Date(this.now()),
+      }));
+    } catch (error) {
+      if (error instanceof errors.JWTExpired) {
+        throw unauthenticated("TOKEN_EXPIRED", "the access token has expired; refresh it");
+      }
+      if (error instanceof errors.JOSEError || error instanceof TypeError || error instanceof SyntaxError) {
+        throw unauthenticated("TOKEN_INVALID", "the access token is not valid");
+      }
+      throw error;
+    }
+    const service = payload.svc === true;
+    if (!service && typeof payload.sid !== "string") {
+      throw unauthenticated("TOKEN_INVALID", "the access token is not valid");
+    }
+    return {
+      kind: service ? "service" : "user",
+      subject: payload.sub!,
+      sessionId: payload.sid ?? "",
+      deviceId: payload.did ?? "",
+      kycLevel: typeof payload.kyc_lvl === "number" ? payload.kyc_lvl : 0,
+      kycStatus: payload.kyc_st ?? "",
+      permissions: Array.isArray(payload.perm) ? payload.perm : [],
+      amr: Array.isArray(payload.amr) ? payload.amr : [],
+      tokenId: payload.jti!,
+      issuedAt: payload.iat!,
+      expiresAt: payload.exp!,
+    };
+  }
+
+  /** First in, first out: a full cache drops its oldest entry, which expires soonest. */
+  private remember(token: string, principal: Principal): void {
+    if (this.settings.verifiedCacheSize === 0) return;
+    if (this.verified.size >= this.settings.verifiedCacheSize) {
+      this.verified.delete(this.verified.keys().next().value!);
+    }
+    this.verified.set(token, principal);
+  }
+}
