@@ -29,6 +29,7 @@ export interface App {
   redis?: Redis;
   keyRing: KeyRing;
   tokens: AccessTokens;
+  chain: Chain;
   dispatch: Dispatch;
   /** True while Postgres and Redis (when used) answer. */
   ready(): Promise<boolean>;
@@ -102,6 +103,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       redis,
       keyRing,
       tokens,
+      chain,
       dispatch: (incoming, request) => chain.run(incoming, request, handlers.get(incoming.method)!),
       async ready() {
         try {
