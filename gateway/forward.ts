@@ -1,9 +1,13 @@
-import type { DescService } from "@bufbuild/protobuf";
+import { createRegistry, fromBinary, type DescService } from "@bufbuild/protobuf";
 import { ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import type { Dispatch } from "../services/policy/call.js";
 import { normalize } from "../services/policy/client-ip.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
+import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.js";
+
+/** Error details are decoded again so the gateway's JSON errors carry their readable "debug" form. */
+const detailTypes = createRegistry(file_google_rpc_error_details);
 
 const forwardedHeaders = ["authorization", "user-agent", "x-request-id"];
 
@@ -36,7 +40,10 @@ export function forwardingDispatch(upstream: string, services: readonly DescServ
       const retryAfter = upstreamError.metadata.get("retry-after");
       if (retryAfter) metadata.set("retry-after", retryAfter);
       const forwarded = new ConnectError(upstreamError.rawMessage, upstreamError.code, metadata);
-      forwarded.details.push(...upstreamError.details);
+      for (const detail of upstreamError.details) {
+        const desc = "desc" in detail ? undefined : detailTypes.getMessage(detail.type);
+        forwarded.details.push(desc ? { desc, value: fromBinary(desc, (detail as { value: Uint8Array }).value) } : detail);
+      }
       throw forwarded;
     }
   };

@@ -1,0 +1,43 @@
+import { loadConfig } from "../../services/platform/config.js";
+import { createLogger } from "../../services/platform/logger.js";
+import { startServers, type Running } from "../../services/servers.js";
+import { createTestDatabase, runId, testKeyEncryptionKey, testRedisUrl } from "./stores.js";
+
+export interface SharedStores {
+  DATABASE_URL: string;
+  REDIS_URL: string;
+  REDIS_KEY_PREFIX: string;
+  KEY_ENCRYPTION_KEY: string;
+}
+
+let instances = 0;
+
+/** A fresh database and Redis prefix that several instances can share. */
+export async function sharedStores(): Promise<SharedStores> {
+  return {
+    DATABASE_URL: await createTestDatabase(),
+    REDIS_URL: testRedisUrl,
+    REDIS_KEY_PREFIX: `test:${runId}:${instances++}:`,
+    KEY_ENCRYPTION_KEY: testKeyEncryptionKey(),
+  };
+}
+
+/** Starts real servers on free loopback ports, as `npm start` would with this environment. */
+export async function startPlatform(env: Record<string, string>): Promise<Running> {
+  const config = loadConfig({ HOST: "127.0.0.1", GRPC_PORT: "0", HTTP_PORT: "0", LOG_LEVEL: "silent", ...env });
+  return startServers(config, createLogger(config.logLevel));
+}
+
+/** A user token straight from the key ring, until sign-in exists. */
+export function mintUserToken(running: Running, claims: { kycLevel?: number; permissions?: string[]; subject?: string } = {}) {
+  return running.app!.tokens.issue({
+    kind: "user",
+    subject: claims.subject ?? crypto.randomUUID(),
+    sessionId: crypto.randomUUID(),
+    deviceId: "test-device",
+    kycLevel: claims.kycLevel ?? 0,
+    kycStatus: "",
+    permissions: claims.permissions ?? [],
+    amr: ["otp"],
+  });
+}
