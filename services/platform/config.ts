@@ -20,6 +20,15 @@ export interface RateLimitRule {
   failOpen: boolean;
 }
 
+export type SmsProviderName = "console" | "webhook" | "twilio";
+
+export interface SmsConfig {
+  provider: SmsProviderName;
+  timeoutMs: number;
+  webhook?: { url: string; secret?: string };
+  twilio?: { accountSid: string; authToken: string; from?: string; messagingServiceSid?: string; baseUrl: string };
+}
+
 export interface Config {
   mode: Mode;
   host: string;
@@ -50,6 +59,27 @@ export interface Config {
   trustedProxies: string[];
   corsOrigins: string[];
   rateLimits: Record<string, RateLimitRule>;
+  otp: {
+    /** ISO 3166 alpha-2 codes; empty means every country. */
+    allowedCountries: string[];
+    ttlSeconds: number;
+    maxAttempts: number;
+    resendCooldownSeconds: number;
+    /** Wrong codes per phone number in failureWindowSeconds before the number is locked. */
+    failureBudget: number;
+    failureWindowSeconds: number;
+    /** SMS per country per hour, against SMS pumping; a country not listed gets the default. */
+    countryHourlyBudget: number;
+  };
+  password: {
+    lockoutThreshold: number;
+    lockoutBaseSeconds: number;
+  };
+  session: {
+    refreshTokenTtlSeconds: number;
+    refreshReuseIntervalSeconds: number;
+  };
+  sms: SmsConfig;
   maxRequestBytes: number;
   logLevel: string;
   shutdownGraceSeconds: number;
@@ -171,6 +201,27 @@ export function loadConfig(env: Env = process.env): Config {
     trustedProxies,
     corsOrigins,
     rateLimits: parseRateLimits(read("RATE_LIMITS")),
+    otp: {
+      allowedCountries: list("OTP_ALLOWED_COUNTRIES").map((code) => {
+        if (!/^[A-Z]{2}$/.test(code)) throw new ConfigError("OTP_ALLOWED_COUNTRIES", `"${code}" is not an ISO 3166 alpha-2 code like GB`);
+        return code;
+      }),
+      ttlSeconds: int("OTP_TTL_SECONDS", 5 * minute, 30, hour),
+      maxAttempts: int("OTP_MAX_ATTEMPTS", 3, 1, 10),
+      resendCooldownSeconds: int("OTP_RESEND_COOLDOWN_SECONDS", minute, 0, hour),
+      failureBudget: int("OTP_FAILURE_BUDGET", 10, 1, 1000),
+      failureWindowSeconds: int("OTP_FAILURE_WINDOW_SECONDS", day, minute, 30 * day),
+      countryHourlyBudget: int("OTP_COUNTRY_HOURLY_BUDGET", 500, 1, 10_000_000),
+    },
+    password: {
+      lockoutThreshold: int("PASSWORD_LOCKOUT_THRESHOLD", 5, 1, 100),
+      lockoutBaseSeconds: int("PASSWORD_LOCKOUT_BASE_SECONDS", 15 * minute, 1, day),
+    },
+    session: {
+      refreshTokenTtlSeconds: int("REFRESH_TOKEN_TTL_SECONDS", 30 * day, hour, 365 * day),
+      refreshReuseIntervalSeconds: int("REFRESH_REUSE_INTERVAL", 10, 0, 300),
+    },
+    sms: parseSms(read, int),
     maxRequestBytes: int("MAX_REQUEST_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
     logLevel: oneOf("LOG_LEVEL", ["trace", "debug", "info", "warn", "error", "fatal", "silent"], "info"),
     shutdownGraceSeconds: int("SHUTDOWN_GRACE_SECONDS", 10, 0, 600),
@@ -199,4 +250,45 @@ function parseRateLimits(raw: string | undefined): Record<string, RateLimitRule>
     rules[name] = { ...rule, limit: Number(limit), periodSeconds: Number(period) };
   }
   return rules;
+}
+
+function parseSms(
+  read: (name: string) => string | undefined,
+  int: (name: string, fallback: number, min: number, max: number) => number,
+): SmsConfig {
+  const provider = read("SMS_PROVIDER") ?? "console";
+  const timeoutMs = int("SMS_TIMEOUT_MS", 5000, 100, 60_000);
+  const required = (name: string) => {
+    const value = read(name);
+    if (!value) throw new ConfigError(name, `required with SMS_PROVIDER=${provider}`);
+    return value;
+  };
+  const httpUrl = (name: string, value: string) => {
+    if (!/^https?:\/\//.test(value)) throw new ConfigError(name, `expected an http(s) URL, got "${value}"`);
+    return value.replace(/\/$/, "");
+  };
+  switch (provider) {
+    case "console":
+      return { provider, timeoutMs };
+    case "webhook":
+      return { provider, timeoutMs, webhook: { url: httpUrl("SMS_WEBHOOK_URL", required("SMS_WEBHOOK_URL")), secret: read("SMS_WEBHOOK_SECRET") } };
+    case "twilio": {
+      const from = read("TWILIO_FROM");
+      const messagingServiceSid = read("TWILIO_MESSAGING_SERVICE_SID");
+      if (!from && !messagingServiceSid) throw new ConfigError("TWILIO_FROM", "set TWILIO_FROM or TWILIO_MESSAGING_SERVICE_SID");
+      return {
+        provider,
+        timeoutMs,
+        twilio: {
+          accountSid: required("TWILIO_ACCOUNT_SID"),
+          authToken: required("TWILIO_AUTH_TOKEN"),
+          from,
+          messagingServiceSid,
+          baseUrl: httpUrl("TWILIO_BASE_URL", read("TWILIO_BASE_URL") ?? "https://api.twilio.com"),
+        },
+      };
+    }
+    default:
+      throw new ConfigError("SMS_PROVIDER", `expected one of console, webhook, twilio, got "${provider}"`);
+  }
 }
