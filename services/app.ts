@@ -9,12 +9,19 @@ import { readPolicies } from "./policy/access.js";
 import type { Dispatch, UnaryHandler } from "./policy/call.js";
 import { Chain } from "./policy/chain.js";
 import { ClientIpResolver } from "./policy/client-ip.js";
-import { MemoryRateLimiter, RedisRateLimiter } from "./policy/rate-limiter.js";
+import { auditLimitHits } from "./policy/limit-audit.js";
+import { consumeRule, MemoryRateLimiter, RedisRateLimiter } from "./policy/rate-limiter.js";
+import { rateLimited } from "./platform/errors.js";
 import { AccessTokens } from "./tokens/access-token.js";
 import { KeyRing } from "./tokens/key-ring.js";
+import { RefreshRotation } from "./tokens/refresh.js";
 import { SigningKey } from "./tokens/signing-key.js";
-import { RevocationList } from "./session/revocations.js";
+import { RevocationFeed } from "./session/revocation-feed.js";
+import { Sessions } from "./session/sessions.js";
 import { authHandlers } from "./auth/handlers.js";
+import { OtpSignIn } from "./auth/otp.js";
+import { PasswordSignIn } from "./auth/password-sign-in.js";
+import { createSmsProvider } from "./auth/sms.js";
 import { sessionHandlers } from "./session/handlers.js";
 import { kycHandlers } from "./kyc/handlers.js";
 import { AuthService } from "../gen/portcullis/v1/auth_service_pb.js";
@@ -29,6 +36,7 @@ export interface App {
   redis?: Redis;
   keyRing: KeyRing;
   tokens: AccessTokens;
+  revocations: RevocationFeed;
   chain: Chain;
   dispatch: Dispatch;
   /** True while Postgres and Redis (when used) answer. */
@@ -83,18 +91,58 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       clockToleranceSeconds: config.jwt.clockToleranceSeconds,
       verifiedCacheSize: config.jwt.verifiedCacheSize,
     });
+    // An access token outlives the revocation of its session by at most this much.
+    const accessTokenLifetimeMs = (config.jwt.accessTokenTtlSeconds + config.jwt.clockToleranceSeconds) * 1000;
+    const revocations = new RevocationFeed(
+      () => Sessions.recentlyRevoked(orm.em.fork(), accessTokenLifetimeMs),
+      logger,
+      redis && { client: redis, channel: `${config.redisKeyPrefix}revocations` },
+    );
+    await revocations.start();
+    closers.push(() => revocations.stop());
+    const sessions = new Sessions(config.session, revocations, accessTokenLifetimeMs);
+
+    const limiter = redis ? new RedisRateLimiter(redis, config.redisKeyPrefix) : new MemoryRateLimiter();
     const chain = new Chain({
       policies,
-      limiter: redis ? new RedisRateLimiter(redis, config.redisKeyPrefix) : new MemoryRateLimiter(),
+      limiter,
       tokens,
-      sessions: new RevocationList(),
+      sessions: revocations,
       clientIp: new ClientIpResolver(config.trustedProxies),
       limitKeySecret: deriveKey(keyEncryptionKey!, "rate-limit-keys"),
+      onLimited: auditLimitHits(orm, logger),
       logger,
     });
 
+    const refreshUserRule = config.rateLimits.refresh_user!;
+    const refresh = new RefreshRotation(
+      orm,
+      tokens,
+      sessions,
+      {
+        reuseIntervalSeconds: config.session.refreshReuseIntervalSeconds,
+        idleTimeoutSeconds: config.session.idleTimeoutSeconds,
+        successorKey: deriveKey(keyEncryptionKey!, "refresh-successors"),
+      },
+      async (userId) => {
+        const decision = await consumeRule(limiter, "refresh_user", refreshUserRule, userId, logger);
+        if (!decision.allowed) throw rateLimited("refresh_user", decision.retryAfterMs);
+      },
+    );
+    const otp = new OtpSignIn(
+      orm,
+      config.otp,
+      createSmsProvider(config.sms, logger),
+      limiter,
+      deriveKey(keyEncryptionKey!, "otp-codes"),
+      sessions,
+      tokens,
+      logger,
+    );
+    const passwords = new PasswordSignIn(orm, config.password, sessions, tokens);
+
     const handlers = collectHandlers([
-      [AuthService, authHandlers(keyRing)],
+      [AuthService, authHandlers({ orm, keyRing, otp, passwords, refresh, sessions })],
       [SessionService, sessionHandlers()],
       [KycService, kycHandlers()],
     ]);
@@ -103,6 +151,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       redis,
       keyRing,
       tokens,
+      revocations,
       chain,
       dispatch: (incoming, request) => chain.run(incoming, request, handlers.get(incoming.method)!),
       async ready() {

@@ -76,7 +76,11 @@ export interface Config {
     lockoutBaseSeconds: number;
   };
   session: {
-    refreshTokenTtlSeconds: number;
+    /** Absolute lifetime: the session and its refresh tokens end then, whatever happens. */
+    lifetimeSeconds: number;
+    idleTimeoutSeconds: number;
+    maxPerUser: number;
+    /** A used refresh token presented again within this window gets the same successor. */
     refreshReuseIntervalSeconds: number;
   };
   sms: SmsConfig;
@@ -218,7 +222,9 @@ export function loadConfig(env: Env = process.env): Config {
       lockoutBaseSeconds: int("PASSWORD_LOCKOUT_BASE_SECONDS", 15 * minute, 1, day),
     },
     session: {
-      refreshTokenTtlSeconds: int("REFRESH_TOKEN_TTL_SECONDS", 30 * day, hour, 365 * day),
+      lifetimeSeconds: int("SESSION_LIFETIME_SECONDS", 30 * day, hour, 365 * day),
+      idleTimeoutSeconds: int("SESSION_IDLE_TIMEOUT_SECONDS", 7 * day, 5 * minute, 365 * day),
+      maxPerUser: int("SESSION_LIMIT_PER_USER", 5, 1, 1000),
       refreshReuseIntervalSeconds: int("REFRESH_REUSE_INTERVAL", 10, 0, 300),
     },
     sms: parseSms(read, int),

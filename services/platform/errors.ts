@@ -30,7 +30,7 @@ export function invalidArgument(violations: FieldViolation[]): ConnectError {
   ]);
 }
 
-export type UnauthenticatedReason = "TOKEN_MISSING" | "TOKEN_EXPIRED" | "TOKEN_INVALID" | "SESSION_REVOKED";
+export type UnauthenticatedReason = "TOKEN_MISSING" | "TOKEN_EXPIRED" | "TOKEN_INVALID" | "SESSION_REVOKED" | "INVALID_CREDENTIALS";
 
 export function unauthenticated(reason: UnauthenticatedReason, message: string): ConnectError {
   return new ConnectError(message, Code.Unauthenticated, undefined, [

@@ -1,14 +1,14 @@
 import { createHmac, randomUUID } from "node:crypto";
 import type { DescMethod, Message } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { kycLevelRequired, permissionDenied, rateLimited, unauthenticated, unavailable } from "../platform/errors.js";
+import { kycLevelRequired, permissionDenied, rateLimited, unauthenticated } from "../platform/errors.js";
 import type { Logger } from "../platform/logger.js";
 import type { AccessTokens, Principal } from "../tokens/access-token.js";
 import { Caller, RateLimitKey } from "../../gen/portcullis/v1/policy_pb.js";
 import type { MethodLimit, MethodPolicy } from "./access.js";
 import type { CallContext, IncomingCall, UnaryHandler } from "./call.js";
 import type { ClientIpResolver } from "./client-ip.js";
-import type { RateLimiter } from "./rate-limiter.js";
+import { consumeRule, type RateLimiter } from "./rate-limiter.js";
 
 /** Decides whether a verified token's session may still be used (revocation, expiry). */
 export interface SessionGate {
@@ -23,7 +23,22 @@ export interface ChainDeps {
   clientIp: ClientIpResolver;
   /** Keys the hashes that stand for phone numbers and emails in rate-limit keys. */
   limitKeySecret: Buffer;
+  /** Told of every refusal by a rate limit, for the audit log. */
+  onLimited: (hit: LimitHit) => void;
   logger: Logger;
+}
+
+interface LimitedCall {
+  requestId: string;
+  clientIp: string;
+  userAgent: string;
+}
+
+export interface LimitHit extends LimitedCall {
+  rule: string;
+  /** The limit's key: an IP, a user id, or a hash standing for a phone number or email. */
+  key: string;
+  userId?: string;
 }
 
 const requestIdPattern = /^[\w.:-]{1,128}$/;
@@ -47,19 +62,14 @@ export class Chain {
     let code = Code.Unknown as Code | 0;
     try {
       if (!policy) throw new ConnectError("no access policy for this method", Code.PermissionDenied);
-      await this.enforceLimits(policy.anonymousLimits, request, clientIp, undefined);
+      const limited: LimitedCall = { requestId, clientIp, userAgent: incoming.header("user-agent") ?? "" };
+      await this.enforceLimits(policy.anonymousLimits, request, limited, undefined);
       if (policy.caller !== Caller.PUBLIC) {
         principal = await this.authenticate(policy, incoming.header("authorization"));
-        await this.enforceLimits(policy.userLimits, request, clientIp, principal);
+        await this.enforceLimits(policy.userLimits, request, limited, principal);
         authorize(policy, principal);
       }
-      const call: CallContext = {
-        path: policy.path,
-        requestId,
-        clientIp,
-        userAgent: incoming.header("user-agent") ?? "",
-        principal,
-      };
+      const call: CallContext = { ...limited, path: policy.path, principal };
       const response = await handler(request, call);
       code = 0;
       return response;
@@ -96,26 +106,18 @@ export class Chain {
     return principal;
   }
 
-  private async enforceLimits(limits: MethodLimit[], request: Message, clientIp: string, principal: Principal | undefined) {
+  private async enforceLimits(limits: MethodLimit[], request: Message, call: LimitedCall, principal: Principal | undefined) {
     if (limits.length === 0) return;
     const decisions = await Promise.all(
       limits.map(async (limit) => {
-        const key = `${limit.name}:${this.limitKey(limit, request, clientIp, principal)}`;
-        try {
-          return { limit, ...(await this.deps.limiter.consume(key, limit.rule.limit, limit.rule.periodSeconds * 1000)) };
-        } catch (error) {
-          if (limit.rule.failOpen) {
-            this.deps.logger.warn({ err: error, rule: limit.name }, "rate-limit store unreachable; failing open");
-            return { limit, allowed: true, retryAfterMs: 0 };
-          }
-          this.deps.logger.error({ err: error, rule: limit.name }, "rate-limit store unreachable; failing closed");
-          throw unavailable("a safety check could not be made; retry shortly");
-        }
+        const key = this.limitKey(limit, request, call.clientIp, principal);
+        return { limit, key, ...(await consumeRule(this.deps.limiter, limit.name, limit.rule, key, this.deps.logger)) };
       }),
     );
     const denied = decisions.filter((d) => !d.allowed);
     if (denied.length > 0) {
       const longest = denied.reduce((a, b) => (a.retryAfterMs >= b.retryAfterMs ? a : b));
+      this.deps.onLimited({ ...call, rule: longest.limit.name, key: longest.key, userId: principal?.subject });
       throw rateLimited(longest.limit.name, longest.retryAfterMs);
     }
   }

@@ -1,3 +1,6 @@
+import type { RateLimitRule } from "../platform/config.js";
+import { unavailable } from "../platform/errors.js";
+import type { Logger } from "../platform/logger.js";
 import type { Redis } from "../platform/redis.js";
 import { gcra } from "./gcra.js";
 
@@ -9,6 +12,29 @@ export interface RateDecision {
 /** Counts requests against a rule, shared by every instance that uses the same store. */
 export interface RateLimiter {
   consume(key: string, limit: number, periodMs: number): Promise<RateDecision>;
+}
+
+/**
+ * One rule for one key. When the store cannot be reached the rule decides:
+ * limits that protect credentials fail closed (UNAVAILABLE), capacity limits fail open.
+ */
+export async function consumeRule(
+  limiter: RateLimiter,
+  name: string,
+  rule: RateLimitRule,
+  key: string,
+  logger: Logger,
+): Promise<RateDecision> {
+  try {
+    return await limiter.consume(`${name}:${key}`, rule.limit, rule.periodSeconds * 1000);
+  } catch (error) {
+    if (rule.failOpen) {
+      logger.warn({ err: error, rule: name }, "rate-limit store unreachable; failing open");
+      return { allowed: true, retryAfterMs: 0 };
+    }
+    logger.error({ err: error, rule: name }, "rate-limit store unreachable; failing closed");
+    throw unavailable("a safety check could not be made; retry shortly");
+  }
 }
 
 /**

@@ -1,3 +1,4 @@
+import { Writable } from "node:stream";
 import { loadConfig } from "../../services/platform/config.js";
 import { createLogger } from "../../services/platform/logger.js";
 import { startServers, type Running } from "../../services/servers.js";
@@ -22,10 +23,14 @@ export async function sharedStores(): Promise<SharedStores> {
   };
 }
 
-/** Starts real servers on free loopback ports, as `npm start` would with this environment. */
-export async function startPlatform(env: Record<string, string>): Promise<Running> {
-  const config = loadConfig({ HOST: "127.0.0.1", GRPC_PORT: "0", HTTP_PORT: "0", LOG_LEVEL: "silent", ...env });
-  return startServers(config, createLogger(config.logLevel));
+/**
+ * Starts real servers on free loopback ports, as `npm start` would with this
+ * environment. Log lines go to `logLines` when given.
+ */
+export async function startPlatform(env: Record<string, string>, logLines?: string[]): Promise<Running> {
+  const config = loadConfig({ HOST: "127.0.0.1", GRPC_PORT: "0", HTTP_PORT: "0", LOG_LEVEL: logLines ? "info" : "silent", ...env });
+  const sink = logLines && new Writable({ write(chunk, _encoding, done) { logLines.push(String(chunk)); done(); } });
+  return startServers(config, createLogger(config.logLevel, sink));
 }
 
 /** A user token straight from the key ring, until sign-in exists. */

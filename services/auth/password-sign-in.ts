@@ -1,0 +1,172 @@
+import { randomUUID } from "node:crypto";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { MikroORM } from "@mikro-orm/postgresql";
+import { audit, type AuditOrigin } from "../platform/audit.js";
+import type { Config } from "../platform/config.js";
+import { Code, ConnectError, invalidArgument, unauthenticated } from "../platform/errors.js";
+import { lengthProblem, Violations } from "../platform/validation.js";
+import type { Sessions } from "../session/sessions.js";
+import type { AccessTokens, Principal } from "../tokens/access-token.js";
+import { issueTokenPair } from "../tokens/token-issuer.js";
+import { SignInMethod, type Device } from "../../gen/portcullis/v1/common_pb.js";
+import type { LoginResponseSchema, RegisterResponseSchema } from "../../gen/portcullis/v1/auth_service_pb.js";
+import { emailProblem, hashPassword, normalizeEmail, passwordProblem, verifyPassword } from "./password.js";
+import { checkDevice, claimsOf, userColumns, userMessage, type UserRow } from "./users.js";
+
+const wrongCredentials = () => unauthenticated("INVALID_CREDENTIALS", "the email or the password is wrong");
+const locked = () =>
+  new ConnectError("this account is locked for a while after repeated failed sign-ins; try again later", Code.FailedPrecondition);
+
+interface CredentialRow extends UserRow {
+  password_hash: string | null;
+  locked: boolean;
+}
+
+/**
+ * Email and password: argon2id, NIST-style rules, and a progressive lockout.
+ * An unknown email costs one argon2id check, like a wrong password, and gets
+ * the same answer.
+ */
+export class PasswordSignIn {
+  constructor(
+    private readonly orm: MikroORM,
+    private readonly settings: Config["password"],
+    private readonly sessions: Sessions,
+    private readonly tokens: AccessTokens,
+  ) {}
+
+  async register(
+    request: { email: string; password: string; displayName: string; device?: Device },
+    origin: AuditOrigin,
+  ): Promise<MessageInitShape<typeof RegisterResponseSchema>> {
+    const email = normalizeEmail(request.email);
+    const violations = new Violations()
+      .add("email", emailProblem(email))
+      .add("password", passwordProblem(request.password, email))
+      .add("display_name", lengthProblem(request.displayName, 0, 100));
+    const device = checkDevice(request.device, violations);
+    violations.throwIfAny();
+
+    const passwordHash = await hashPassword(request.password);
+    const signedIn = await this.orm.em.fork().transactional(async (tx) => {
+      const [user] = await tx.execute<UserRow[]>(
+        `insert into app_user (id, email, password_hash, display_name) values (?, ?, ?, ?)
+         on conflict (email) do nothing returning ${userColumns}`,
+        [randomUUID(), email, passwordHash, request.displayName],
+      );
+      if (!user) return undefined;
+      const created = await this.sessions.create(tx, user.id, device, SignInMethod.PASSWORD, origin);
+      await audit(tx, origin, { event: "register", outcome: "success", userId: user.id, sessionId: created.session.id });
+      return { user, ...created };
+    });
+    if (!signedIn) {
+      throw new ConnectError("an account with this email exists; sign in instead", Code.AlreadyExists);
+    }
+    return {
+      tokens: await issueTokenPair(this.tokens, claimsOf(signedIn.user), signedIn.session, signedIn.refreshToken),
+      user: userMessage(signedIn.user),
+      sessionId: signedIn.session.id,
+    };
+  }
+
+  async login(
+    request: { email: string; password: string; device?: Device },
+    origin: AuditOrigin,
+  ): Promise<MessageInitShape<typeof LoginResponseSchema>> {
+    const email = normalizeEmail(request.email);
+    const violations = new Violations()
+      .add("email", emailProblem(email))
+      .add("password", request.password.length === 0 ? "required" : undefined);
+    const device = checkDevice(request.device, violations);
+    violations.throwIfAny();
+
+    const em = this.orm.em.fork();
+    const [user] = await em.execute<CredentialRow[]>(
+      `select ${userColumns}, password_hash, coalesce(locked_until > now(), false) as locked from app_user where email = ?`,
+      [email],
+    );
+    const passwordOk = await verifyPassword(user?.password_hash ?? undefined, request.password);
+    if (!user || user.disable_time) {
+      await audit(em, origin, { event: "sign_in", outcome: "failure", userId: user?.id, detail: { method: "pwd", reason: user ? "disabled" : "unknown_email" } });
+      throw wrongCredentials();
+    }
+    if (user.locked) {
+      await audit(em, origin, { event: "sign_in", outcome: "denied", userId: user.id, detail: { method: "pwd", reason: "locked" } });
+      throw locked();
+    }
+    if (!passwordOk) {
+      await this.recordFailure(user.id, origin);
+      throw wrongCredentials();
+    }
+
+    const signedIn = await em.transactional(async (tx) => {
+      await tx.execute("update app_user set failed_logins = 0, lockouts = 0 where id = ?", [user.id]);
+      const created = await this.sessions.create(tx, user.id, device, SignInMethod.PASSWORD, origin);
+      await audit(tx, origin, { event: "sign_in", outcome: "success", userId: user.id, sessionId: created.session.id, detail: { method: "pwd" } });
+      return created;
+    });
+    await this.sessions.published(signedIn.evicted);
+    return {
+      tokens: await issueTokenPair(this.tokens, claimsOf(user), signedIn.session, signedIn.refreshToken),
+      user: userMessage(user),
+      sessionId: signedIn.session.id,
+    };
+  }
+
+  /** Checks the current password, sets the new one and signs out every other session. */
+  async changePassword(principal: Principal, current: string, next: string, origin: AuditOrigin): Promise<number> {
+    const em = this.orm.em.fork();
+    const [user] = await em.execute<CredentialRow[]>(
+      `select ${userColumns}, password_hash, coalesce(locked_until > now(), false) as locked from app_user where id = ?`,
+      [principal.subject],
+    );
+    const violations = new Violations()
+      .add("current_password", current.length === 0 ? "required" : undefined)
+      .add("new_password", passwordProblem(next, user?.email ?? ""));
+    if (next.length > 0 && next === current) violations.add("new_password", "choose a password different from the current one");
+    violations.throwIfAny();
+    if (!user?.password_hash) {
+      throw new ConnectError("this account signs in by phone and has no password to change", Code.FailedPrecondition);
+    }
+    if (user.locked) throw locked();
+    if (!(await verifyPassword(user.password_hash, current))) {
+      await this.recordFailure(user.id, origin);
+      throw invalidArgument([{ field: "current_password", description: "wrong password" }]);
+    }
+    const passwordHash = await hashPassword(next);
+    const revoked = await em.transactional(async (tx) => {
+      await tx.execute("update app_user set password_hash = ?, failed_logins = 0, update_time = now() where id = ?", [passwordHash, user.id]);
+      const ids = await this.sessions.revoke(tx, { userId: user.id, except: principal.sessionId }, "password_changed");
+      await audit(tx, origin, { event: "password.change", outcome: "success", userId: user.id, sessionId: principal.sessionId, detail: { revoked_sessions: ids.length } });
+      return ids;
+    });
+    await this.sessions.published(revoked);
+    return revoked.length;
+  }
+
+  /**
+   * Counts a wrong password; the Nth consecutive one locks the account for
+   * base × 2^(earlier lockouts), so repeated attacks wait longer each time.
+   */
+  private async recordFailure(userId: string, origin: AuditOrigin): Promise<void> {
+    await this.orm.em.fork().transactional(async (tx) => {
+      const [state] = (await tx.execute<{ failed_logins: number; lockouts: number; locked_until: Date | null }[]>(
+        `update app_user set
+           failed_logins = case when failed_logins + 1 >= ? then 0 else failed_logins + 1 end,
+           lockouts = case when failed_logins + 1 >= ? then lockouts + 1 else lockouts end,
+           locked_until = case when failed_logins + 1 >= ? then now() + make_interval(secs => ? * power(2, least(lockouts, 10))) else locked_until end
+         where id = ? returning failed_logins, lockouts, locked_until`,
+        [this.settings.lockoutThreshold, this.settings.lockoutThreshold, this.settings.lockoutThreshold, this.settings.lockoutBaseSeconds, userId],
+      )) as [{ failed_logins: number; lockouts: number; locked_until: Date | null }];
+      await audit(tx, origin, { event: "sign_in", outcome: "failure", userId, detail: { method: "pwd", reason: "wrong_password" } });
+      if (state.failed_logins === 0) {
+        await audit(tx, origin, {
+          event: "account.locked",
+          outcome: "denied",
+          userId,
+          detail: { lockouts: state.lockouts, until: new Date(state.locked_until!).toISOString() },
+        });
+      }
+    });
+  }
+}

@@ -1,0 +1,53 @@
+import { hash, verify } from "@node-rs/argon2";
+import { dictionary } from "@zxcvbn-ts/language-common";
+
+/** OWASP's argon2id parameters (m=19 MiB, t=2, p=1). */
+const argon2Options = { algorithm: 2 /* Argon2id */, memoryCost: 19_456, timeCost: 2, parallelism: 1 };
+
+/** zxcvbn's list of ~49k common passwords: maintained, and big enough to matter. */
+const commonPasswords = new Set((dictionary["passwords-common"] as string[]).map((p) => p.toLowerCase()));
+
+export const passwordLength = { min: 8, max: 128 };
+
+/**
+ * NIST 800-63B: length and a blocklist, no composition rules. Returns what is
+ * wrong, or undefined. Length counts characters, not UTF-16 units.
+ */
+export function passwordProblem(password: string, email = ""): string | undefined {
+  const length = [...password].length;
+  if (length < passwordLength.min) return `use at least ${passwordLength.min} characters`;
+  if (length > passwordLength.max) return `use at most ${passwordLength.max} characters`;
+  const lower = password.toLowerCase();
+  if (commonPasswords.has(lower)) return "this password is too common; choose another";
+  const local = email.split("@")[0]?.toLowerCase();
+  if (local && local.length >= 4 && lower.includes(local)) return "do not use your email address in the password";
+  return undefined;
+}
+
+export function hashPassword(password: string): Promise<string> {
+  return hash(password, argon2Options);
+}
+
+/** A hash of a random password: checked for unknown emails so they cost what a wrong password costs. */
+const decoyHash = hashPassword(crypto.randomUUID());
+
+export async function verifyPassword(passwordHash: string | undefined, password: string): Promise<boolean> {
+  try {
+    const ok = await verify(passwordHash ?? (await decoyHash), password);
+    return ok && passwordHash !== undefined;
+  } catch {
+    return false;
+  }
+}
+
+/** Emails are compared in lower case with surrounding space removed. */
+export function normalizeEmail(raw: string): string {
+  return raw.trim().toLowerCase();
+}
+
+export function emailProblem(email: string): string | undefined {
+  if (email.length === 0) return "required";
+  if (email.length > 254) return "at most 254 characters";
+  if (!/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(email)) return "not an email address";
+  return undefined;
+}

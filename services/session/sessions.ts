@@ -1,0 +1,111 @@
+import { randomUUID } from "node:crypto";
+import type { EntityManager } from "@mikro-orm/postgresql";
+import type { Config } from "../platform/config.js";
+import { hashRefreshToken, newRefreshToken } from "../tokens/refresh-token.js";
+import type { RevocationFeed } from "./revocation-feed.js";
+import { DeviceType, SignInMethod } from "../../gen/portcullis/v1/common_pb.js";
+
+export interface DeviceInput {
+  deviceId: string;
+  deviceType: DeviceType;
+  deviceName: string;
+}
+
+export interface SessionRow {
+  id: string;
+  userId: string;
+  deviceId: string;
+  signInMethod: SignInMethod;
+  expireTime: Date;
+}
+
+export type RevokeReason = "logout" | "evicted" | "password_changed" | "refresh_token_reused" | "revoked_by_user" | "revoked_by_admin" | "account_disabled";
+
+/**
+ * Device sessions in Postgres, the truth; revocations are also published to
+ * every instance, which check them in memory on each call.
+ */
+export class Sessions {
+  constructor(
+    private readonly settings: Config["session"],
+    private readonly feed: RevocationFeed,
+    /** How long an access token can outlive its session's revocation. */
+    private readonly accessTokenLifetimeMs: number,
+  ) {}
+
+  /**
+   * Creates a session and its first refresh token inside the sign-in
+   * transaction; beyond the per-user limit the oldest live sessions are
+   * revoked. Call `published` with the result once the transaction commits.
+   */
+  async create(
+    em: EntityManager,
+    userId: string,
+    device: DeviceInput,
+    method: SignInMethod,
+    origin: { clientIp: string; userAgent: string },
+  ): Promise<{ session: SessionRow; refreshToken: string; evicted: string[] }> {
+    // One sign-in at a time per user, so two cannot both stay under the limit.
+    await em.execute("select 1 from app_user where id = ? for update", [userId]);
+    const evicted = (
+      await em.execute<{ id: string }[]>(
+        `update session set revoke_time = now(), revoke_reason = 'evicted'
+         where id in (select id from session where user_id = ? and revoke_time is null and expire_time > now()
+                      order by create_time desc offset ?)
+         returning id`,
+        [userId, this.settings.maxPerUser - 1],
+      )
+    ).map((row) => row.id);
+    const id = randomUUID();
+    const now = Date.now();
+    const expireTime = new Date(now + this.settings.lifetimeSeconds * 1000);
+    const idleExpireTime = new Date(Math.min(now + this.settings.idleTimeoutSeconds * 1000, expireTime.getTime()));
+    await em.execute(
+      `insert into session (id, user_id, device_id, device_type, device_name, ip_address, user_agent, sign_in_method, idle_expire_time, expire_time)
+       values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      [
+        id, userId, device.deviceId, DeviceType[device.deviceType], device.deviceName, origin.clientIp,
+        origin.userAgent.slice(0, 512), SignInMethod[method], idleExpireTime, expireTime,
+      ],
+    );
+    const refreshToken = newRefreshToken();
+    await em.execute("insert into refresh_token (token_hash, session_id, expire_time) values (?, ?, ?)", [
+      hashRefreshToken(refreshToken), id, expireTime,
+    ]);
+    return { session: { id, userId, deviceId: device.deviceId, signInMethod: method, expireTime }, refreshToken, evicted };
+  }
+
+  /** Revokes live sessions; returns their ids. Publish them once the transaction commits. */
+  async revoke(
+    em: EntityManager,
+    which: { sessionIds: string[] } | { userId: string; except?: string },
+    reason: RevokeReason,
+  ): Promise<string[]> {
+    const rows =
+      "sessionIds" in which
+        ? await em.execute<{ id: string }[]>(
+            `update session set revoke_time = now(), revoke_reason = ? where id = any(?) and revoke_time is null returning id`,
+            [reason, which.sessionIds],
+          )
+        : await em.execute<{ id: string }[]>(
+            `update session set revoke_time = now(), revoke_reason = ?
+             where user_id = ? and revoke_time is null and id <> coalesce(?::uuid, '00000000-0000-0000-0000-000000000000') returning id`,
+            [reason, which.userId, which.except ?? null],
+          );
+    return rows.map((row) => row.id);
+  }
+
+  /** Tells every instance, after commit, that these sessions' access tokens are dead. */
+  published(sessionIds: string[]): Promise<void> {
+    return this.feed.publish(sessionIds, Date.now() + this.accessTokenLifetimeMs);
+  }
+
+  /** Sessions revoked recently enough that their access tokens may still be alive. */
+  static async recentlyRevoked(em: EntityManager, accessTokenLifetimeMs: number) {
+    const rows = await em.execute<{ id: string; revoke_time: Date }[]>(
+      "select id, revoke_time from session where revoke_time > ?",
+      [new Date(Date.now() - accessTokenLifetimeMs)],
+    );
+    return rows.map((row) => ({ sessionId: row.id, untilMs: new Date(row.revoke_time).getTime() + accessTokenLifetimeMs }));
+  }
+}

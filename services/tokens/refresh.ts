@@ -1,0 +1,122 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { MikroORM } from "@mikro-orm/postgresql";
+import { audit, type AuditOrigin } from "../platform/audit.js";
+import { unauthenticated } from "../platform/errors.js";
+import type { Sessions } from "../session/sessions.js";
+import { SignInMethod, type TokenPairSchema } from "../../gen/portcullis/v1/common_pb.js";
+import type { AccessTokens } from "./access-token.js";
+import { hashRefreshToken, looksLikeRefreshToken, successorOf } from "./refresh-token.js";
+import { issueTokenPair } from "./token-issuer.js";
+
+interface SessionAndUser {
+  id: string;
+  user_id: string;
+  device_id: string;
+  sign_in_method: keyof typeof SignInMethod;
+  expire_time: Date;
+  kyc_level: number;
+  kyc_status: string;
+  permissions: string[];
+}
+
+export interface RefreshSettings {
+  reuseIntervalSeconds: number;
+  idleTimeoutSeconds: number;
+  /** Keys successors: see refresh-token.ts. */
+  successorKey: Buffer;
+}
+
+/**
+ * Refresh-token rotation (RFC 9700): each token is used once, in one statement
+ * that marks it used, extends the session and stores its successor. Presenting
+ * a used token again inside the reuse interval returns the same successor (two
+ * tabs, a lost response); after it, the session is revoked as stolen.
+ */
+export class RefreshRotation {
+  constructor(
+    private readonly orm: MikroORM,
+    private readonly tokens: AccessTokens,
+    private readonly sessions: Sessions,
+    private readonly settings: RefreshSettings,
+    /** Applies the per-user refresh limit once the token has named its user. */
+    private readonly limitUser: (userId: string) => Promise<void>,
+  ) {}
+
+  async refresh(token: string, origin: AuditOrigin): Promise<MessageInitShape<typeof TokenPairSchema>> {
+    const em = this.orm.em.fork();
+    const invalid = async () => {
+      await audit(em, origin, { event: "token.refresh", outcome: "failure", detail: { reason: "unknown_token" } });
+      return unauthenticated("TOKEN_INVALID", "the refresh token is not valid; sign in again");
+    };
+    if (!looksLikeRefreshToken(token)) throw await invalid();
+    const hash = hashRefreshToken(token);
+    const [owner] = await em.execute<{ user_id: string; used: boolean }[]>(
+      `select s.user_id, rt.use_time is not null as used
+       from refresh_token rt join session s on s.id = rt.session_id where rt.token_hash = ?`,
+      [hash],
+    );
+    if (!owner) throw await invalid();
+    await this.limitUser(owner.user_id);
+
+    const successor = successorOf(token, this.settings.successorKey);
+    if (!owner.used) {
+      const [rotated] = await em.execute<SessionAndUser[]>(
+        `with used as (
+           update refresh_token set use_time = now()
+           where token_hash = ? and use_time is null and expire_time > now()
+           returning session_id),
+         live as (
+           update session set last_active_time = now(), idle_expire_time = least(now() + make_interval(secs => ?), expire_time)
+           where id = (select session_id from used) and revoke_time is null and idle_expire_time > now() and expire_time > now()
+           returning id, user_id, device_id, sign_in_method, expire_time),
+         successor as (
+           insert into refresh_token (token_hash, session_id, expire_time) select ?, id, expire_time from live),
+         audited as (
+           insert into audit_event (event, outcome, user_id, session_id, ip_address, user_agent, request_id)
+           select 'token.refresh', 'success', user_id, id, ?, ?, ? from live)
+         select live.*, u.kyc_level, u.kyc_status, u.permissions
+         from live join app_user u on u.id = live.user_id`,
+        [hash, this.settings.idleTimeoutSeconds, hashRefreshToken(successor), origin.clientIp, origin.userAgent.slice(0, 512), origin.requestId],
+      );
+      if (rotated) return this.pair(rotated, successor);
+    }
+    return this.refreshUsedToken(hash, successor, origin);
+  }
+
+  /** The token was used already (or just now, by a concurrent call), or its session has ended. */
+  private async refreshUsedToken(hash: Buffer, successor: string, origin: AuditOrigin) {
+    const em = this.orm.em.fork();
+    const [row] = await em.execute<(SessionAndUser & { used: boolean; within_interval: boolean; session_live: boolean; revoked: boolean })[]>(
+      `select s.id, s.user_id, s.device_id, s.sign_in_method, s.expire_time, u.kyc_level, u.kyc_status, u.permissions,
+              rt.use_time is not null as used,
+              rt.use_time > now() - make_interval(secs => ?) as within_interval,
+              s.revoke_time is not null as revoked,
+              s.revoke_time is null and s.idle_expire_time > now() and s.expire_time > now() as session_live
+       from refresh_token rt join session s on s.id = rt.session_id join app_user u on u.id = s.user_id
+       where rt.token_hash = ?`,
+      [this.settings.reuseIntervalSeconds, hash],
+    );
+    if (!row || row.revoked) throw unauthenticated("SESSION_REVOKED", "this session has been signed out; sign in again");
+    if (!row.session_live || !row.used) throw unauthenticated("TOKEN_EXPIRED", "this session has expired; sign in again");
+    if (row.within_interval) {
+      await audit(em, origin, { event: "token.refresh", outcome: "success", userId: row.user_id, sessionId: row.id, detail: { retry: true } });
+      return this.pair(row, successor);
+    }
+    const revoked = await em.transactional(async (tx) => {
+      const ids = await this.sessions.revoke(tx, { sessionIds: [row.id] }, "refresh_token_reused");
+      await audit(tx, origin, { event: "token.reuse_detected", outcome: "denied", userId: row.user_id, sessionId: row.id });
+      return ids;
+    });
+    await this.sessions.published(revoked);
+    throw unauthenticated("SESSION_REVOKED", "this refresh token was already used; the session has been signed out");
+  }
+
+  private pair(row: SessionAndUser, refreshToken: string) {
+    return issueTokenPair(
+      this.tokens,
+      { userId: row.user_id, kycLevel: row.kyc_level, kycStatus: row.kyc_status, permissions: row.permissions },
+      { id: row.id, deviceId: row.device_id, signInMethod: SignInMethod[row.sign_in_method], expireTime: new Date(row.expire_time) },
+      refreshToken,
+    );
+  }
+}

@@ -1,0 +1,51 @@
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { SignInMethod, type TokenPairSchema } from "../../gen/portcullis/v1/common_pb.js";
+import type { AccessTokens } from "./access-token.js";
+
+/** The user facts an access token carries, as of the moment it is issued. */
+export interface ClaimsSource {
+  userId: string;
+  kycLevel: number;
+  kycStatus: string;
+  permissions: readonly string[];
+}
+
+export interface SessionClaims {
+  id: string;
+  deviceId: string;
+  signInMethod: SignInMethod;
+  expireTime: Date;
+}
+
+const amrOf: Record<SignInMethod, string[]> = {
+  [SignInMethod.UNSPECIFIED]: [],
+  [SignInMethod.OTP]: ["otp", "sms"],
+  [SignInMethod.PASSWORD]: ["pwd"],
+};
+
+/** Puts an access token and its refresh token together into the pair clients receive. */
+export async function issueTokenPair(
+  tokens: AccessTokens,
+  user: ClaimsSource,
+  session: SessionClaims,
+  refreshToken: string,
+): Promise<MessageInitShape<typeof TokenPairSchema>> {
+  const access = await tokens.issue({
+    kind: "user",
+    subject: user.userId,
+    sessionId: session.id,
+    deviceId: session.deviceId,
+    kycLevel: user.kycLevel,
+    kycStatus: user.kycStatus,
+    permissions: user.permissions,
+    amr: amrOf[session.signInMethod],
+  });
+  return {
+    accessToken: access.token,
+    accessTokenExpireTime: timestampFromDate(access.expiresAt),
+    refreshToken,
+    refreshTokenExpireTime: timestampFromDate(session.expireTime),
+    tokenType: "Bearer",
+  };
+}

@@ -1,0 +1,327 @@
+import { createPublicKey, verify as verifySignature } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import { expect } from "chai";
+import * as grpc from "@grpc/grpc-js";
+import pg from "pg";
+import type { Running } from "../services/servers.js";
+import { AuthService } from "../gen/portcullis/v1/auth_service_pb.js";
+import { DeviceType } from "../gen/portcullis/v1/common_pb.js";
+import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "../gen/google/rpc/error_details_pb.js";
+import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "./support/clients.js";
+import { sharedStores, startPlatform } from "./support/platform.js";
+import { SmsInbox } from "./support/sms-inbox.js";
+import { dropTestDatabases } from "./support/stores.js";
+
+const device = { deviceId: "device-1", deviceType: DeviceType.IOS, deviceName: "Test phone" };
+let phoneCounter = 0;
+/** A fresh valid UK mobile number per test, so limits of one test do not touch another. */
+const newPhone = () => `+4479111${String(10000 + phoneCounter++).padStart(5, "0")}`;
+const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+
+describe("Sign-in", () => {
+  const inbox = new SmsInbox();
+  const logLines: string[] = [];
+  let running: Running;
+  let databaseUrl: string;
+  let auth: ReturnType<typeof grpcClient<typeof AuthService>>;
+  let db: pg.Client;
+  const secrets: string[] = [];
+
+  before(async () => {
+    const stores = await sharedStores();
+    databaseUrl = stores.DATABASE_URL;
+    running = await startPlatform(
+      {
+        ...stores,
+        SMS_PROVIDER: "webhook",
+        SMS_WEBHOOK_URL: await inbox.start(),
+        OTP_RESEND_COOLDOWN_SECONDS: "0",
+        REFRESH_REUSE_INTERVAL: "1",
+        OTP_FAILURE_BUDGET: "7",
+        RATE_LIMITS: [
+          "otp_verify_ip=1000/3600", "otp_send_ip=1000/3600", "login_ip=1000/900", "login_email=1000/900",
+          "register_ip=1000/3600", "refresh_user=1000/60", "refresh_ip=1000/60",
+        ].join(","),
+      },
+      logLines,
+    );
+    auth = grpcClient(AuthService, running.grpcPort!);
+    db = new pg.Client({ connectionString: databaseUrl });
+    await db.connect();
+  });
+
+  after(async () => {
+    // Nothing secret may reach the logs or the audit log.
+    const audit = JSON.stringify((await db.query("select * from audit_event")).rows);
+    const logs = logLines.join("");
+    for (const secret of secrets) {
+      expect(logs, "log lines").not.to.contain(secret);
+      expect(audit, "audit rows").not.to.contain(secret);
+    }
+    await db.end();
+    auth.close();
+    await running.stop();
+    await inbox.stop();
+    await dropTestDatabases();
+  });
+
+  async function signInByPhone(phone = newPhone()) {
+    const sent = await auth.call("sendOtp", { phoneNumber: phone });
+    expect(sent.error).to.equal(undefined);
+    const code = inbox.codeFor(phone);
+    secrets.push(code);
+    const { response, error } = await auth.call("verifyOtp", { phoneNumber: phone, code, device });
+    expect(error).to.equal(undefined);
+    secrets.push(response!.tokens!.accessToken, response!.tokens!.refreshToken);
+    return { phone, ...response! };
+  }
+
+  describe("by phone one-time code", () => {
+    it("signs in over gRPC, reaches GetProfile, refreshes, logs out, and the old tokens are refused", async () => {
+      const phone = newPhone();
+      const signedIn = await signInByPhone(phone);
+      expect(signedIn.newUser).to.equal(true);
+      expect(signedIn.user!.phoneNumber).to.equal(phone);
+      expect(signedIn.user!.kycLevel).to.equal(0);
+
+      const profile = await auth.call("getProfile", {}, bearer(signedIn.tokens!.accessToken));
+      expect(profile.response?.user?.userId).to.equal(signedIn.user!.userId);
+
+      const refreshed = await auth.call("refreshToken", { refreshToken: signedIn.tokens!.refreshToken });
+      const next = refreshed.response!.tokens!;
+      expect(next.refreshToken).not.to.equal(signedIn.tokens!.refreshToken);
+      secrets.push(next.accessToken, next.refreshToken);
+
+      expect((await auth.call("logout", {}, bearer(next.accessToken))).error).to.equal(undefined);
+      const after = await auth.call("getProfile", {}, bearer(next.accessToken));
+      expect(after.error?.code).to.equal(grpc.status.UNAUTHENTICATED);
+      expect(detailOf(grpcErrorDetails(after.error!), ErrorInfoSchema)?.reason).to.equal("SESSION_REVOKED");
+      const refreshAfter = await auth.call("refreshToken", { refreshToken: next.refreshToken });
+      expect(refreshAfter.error?.code).to.equal(grpc.status.UNAUTHENTICATED);
+
+      const again = await signInByPhone(phone);
+      expect(again.newUser, "the second sign-in finds the same user").to.equal(false);
+      expect(again.user!.userId).to.equal(signedIn.user!.userId);
+    });
+
+    it("signs in through the gateway with Connect JSON, and the same steps hold", async () => {
+      const port = running.httpPort!;
+      const phone = newPhone();
+      expect((await connectCall(port, "/portcullis.v1.AuthService/SendOtp", { phoneNumber: phone })).status).to.equal(200);
+      const code = inbox.codeFor(phone);
+      const verified = await connectCall(port, "/portcullis.v1.AuthService/VerifyOtp", {
+        phoneNumber: phone, code, device: { deviceId: "web-1", deviceType: "DEVICE_TYPE_WEB", deviceName: "Firefox" },
+      });
+      expect(verified.status).to.equal(200);
+      const { accessToken, refreshToken } = verified.json.tokens;
+      secrets.push(code, accessToken, refreshToken);
+
+      const profile = await connectCall(port, "/portcullis.v1.AuthService/GetProfile", {}, bearer(accessToken));
+      expect(profile.json.user.phoneNumber).to.equal(phone);
+      const refreshed = await connectCall(port, "/portcullis.v1.AuthService/RefreshToken", { refreshToken });
+      expect(refreshed.status).to.equal(200);
+      const next = refreshed.json.tokens;
+      secrets.push(next.accessToken, next.refreshToken);
+      expect((await connectCall(port, "/portcullis.v1.AuthService/Logout", {}, bearer(next.accessToken))).status).to.equal(200);
+      const after = await connectCall(port, "/portcullis.v1.AuthService/GetProfile", {}, bearer(next.accessToken));
+      expect(after.status).to.equal(401);
+      expect(after.json.details[0].debug.reason).to.equal("SESSION_REVOKED");
+    });
+
+    it("rejects a number that is not a valid mobile number, naming the field", async () => {
+      const { error } = await auth.call("sendOtp", { phoneNumber: "12345" });
+      expect(error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+      expect(detailOf(grpcErrorDetails(error!), BadRequestSchema)?.fieldViolations[0]?.field).to.equal("phone_number");
+    });
+
+    it("counts at most 3 of 50 concurrent wrong guesses, then the code is dead", async () => {
+      const phone = newPhone();
+      await auth.call("sendOtp", { phoneNumber: phone });
+      const code = inbox.codeFor(phone);
+      const wrong = code === "000000" ? "111111" : "000000";
+      const guesses = await Promise.all(Array.from({ length: 50 }, () => auth.call("verifyOtp", { phoneNumber: phone, code: wrong, device })));
+      expect(guesses.every((g) => g.error?.code === grpc.status.INVALID_ARGUMENT)).to.equal(true);
+      const counted = await db.query("select count(*)::int as n from otp_failure where phone_number = $1", [phone]);
+      expect(counted.rows[0].n).to.equal(3);
+      const late = await auth.call("verifyOtp", { phoneNumber: phone, code, device });
+      expect(late.error?.code, "the right code after 3 wrong ones").to.equal(grpc.status.INVALID_ARGUMENT);
+    });
+
+    it("lets exactly one of two simultaneous submissions of the right code sign in", async () => {
+      const phone = newPhone();
+      await auth.call("sendOtp", { phoneNumber: phone });
+      const code = inbox.codeFor(phone);
+      const results = await Promise.all([1, 2].map(() => auth.call("verifyOtp", { phoneNumber: phone, code, device })));
+      expect(results.filter((r) => r.response).length).to.equal(1);
+      expect(results.filter((r) => r.error?.code === grpc.status.INVALID_ARGUMENT).length).to.equal(1);
+    });
+
+    it("keeps counting failures across a resend, and locks the number when the budget is spent", async () => {
+      // The budget here is 7: 3 wrong on the first code, 3 on a second, 1 on a third.
+      const phone = newPhone();
+      for (const wrongGuesses of [3, 3, 1]) {
+        await auth.call("sendOtp", { phoneNumber: phone });
+        const code = inbox.codeFor(phone);
+        const wrong = code === "000000" ? "111111" : "000000";
+        for (let i = 0; i < wrongGuesses; i++) await auth.call("verifyOtp", { phoneNumber: phone, code: wrong, device });
+      }
+      const code = inbox.codeFor(phone);
+      const locked = await auth.call("verifyOtp", { phoneNumber: phone, code, device });
+      expect(locked.error?.code).to.equal(grpc.status.RESOURCE_EXHAUSTED);
+      expect(detailOf(grpcErrorDetails(locked.error!), ErrorInfoSchema)?.metadata.rule).to.equal("otp_failure_budget");
+      const resend = await auth.call("sendOtp", { phoneNumber: phone });
+      expect(resend.error?.code, "no new code for a locked number").to.equal(grpc.status.RESOURCE_EXHAUSTED);
+      const audited = await db.query("select count(*)::int as n from audit_event where event = 'otp.phone_locked'");
+      expect(audited.rows[0].n).to.be.greaterThan(0);
+    });
+
+    it("refuses the 4th code for one number within the hour, with RetryInfo and Retry-After", async () => {
+      const phone = newPhone();
+      for (let i = 0; i < 3; i++) expect((await auth.call("sendOtp", { phoneNumber: phone })).error).to.equal(undefined);
+      const fourth = await auth.call("sendOtp", { phoneNumber: phone });
+      expect(fourth.error?.code).to.equal(grpc.status.RESOURCE_EXHAUSTED);
+      const retry = detailOf(grpcErrorDetails(fourth.error!), RetryInfoSchema);
+      expect(Number(retry?.retryDelay?.seconds)).to.be.greaterThan(0);
+      const http = await connectCall(running.httpPort!, "/portcullis.v1.AuthService/SendOtp", { phoneNumber: phone });
+      expect(http.status).to.equal(429);
+      expect(Number(http.headers.get("retry-after"))).to.be.greaterThan(0);
+      const audited = await db.query("select count(*)::int as n from audit_event where event = 'rate_limit.hit'");
+      expect(audited.rows[0].n).to.be.greaterThan(0);
+    });
+
+    it("answers UNAVAILABLE when the SMS provider fails, without spending the cooldown or attempts", async () => {
+      const phone = newPhone();
+      inbox.failing = true;
+      const failed = await auth.call("sendOtp", { phoneNumber: phone });
+      inbox.failing = false;
+      expect(failed.error?.code).to.equal(grpc.status.UNAVAILABLE);
+      const open = await db.query("select count(*)::int as n from otp_challenge where phone_number = $1", [phone]);
+      expect(open.rows[0].n, "no code left behind").to.equal(0);
+      expect((await auth.call("sendOtp", { phoneNumber: phone })).error).to.equal(undefined);
+    });
+  });
+
+  describe("refresh-token rotation", () => {
+    it("gives 20 concurrent refreshes of one token exactly one successor, and revokes nothing", async () => {
+      const signedIn = await signInByPhone();
+      const results = await Promise.all(
+        Array.from({ length: 20 }, () => auth.call("refreshToken", { refreshToken: signedIn.tokens!.refreshToken })),
+      );
+      const successors = new Set(results.map((r) => r.response?.tokens?.refreshToken).filter(Boolean));
+      expect(results.every((r) => r.response), results.find((r) => r.error)?.error?.message).to.equal(true);
+      expect(successors.size).to.equal(1);
+      const stored = await db.query(
+        "select count(*)::int as n from refresh_token rt join session s on s.id = rt.session_id where s.id = $1 and s.revoke_time is null",
+        [signedIn.sessionId],
+      );
+      expect(stored.rows[0].n, "the original and its one successor").to.equal(2);
+      const [successor] = successors;
+      secrets.push(successor!);
+      expect((await auth.call("refreshToken", { refreshToken: successor! })).error).to.equal(undefined);
+    });
+
+    it("revokes the session when a used token comes back after the reuse interval", async () => {
+      const signedIn = await signInByPhone();
+      const first = await auth.call("refreshToken", { refreshToken: signedIn.tokens!.refreshToken });
+      await sleep(1_500);
+      const replay = await auth.call("refreshToken", { refreshToken: signedIn.tokens!.refreshToken });
+      expect(replay.error?.code).to.equal(grpc.status.UNAUTHENTICATED);
+      expect(detailOf(grpcErrorDetails(replay.error!), ErrorInfoSchema)?.reason).to.equal("SESSION_REVOKED");
+      const successorRefused = await auth.call("refreshToken", { refreshToken: first.response!.tokens!.refreshToken });
+      expect(successorRefused.error?.code).to.equal(grpc.status.UNAUTHENTICATED);
+      const accessRefused = await auth.call("getProfile", {}, bearer(first.response!.tokens!.accessToken));
+      expect(accessRefused.error?.code).to.equal(grpc.status.UNAUTHENTICATED);
+      const audited = await db.query("select count(*)::int as n from audit_event where event = 'token.reuse_detected' and session_id = $1", [signedIn.sessionId]);
+      expect(audited.rows[0].n).to.equal(1);
+    });
+  });
+
+  describe("by email and password", () => {
+    const password = "correct horse battery staple";
+    secrets.push(password);
+
+    it("registers, logs in, changes the password, and signs out the other sessions — over gRPC", async () => {
+      const email = `ana.${phoneCounter++}@example.com`;
+      const registered = await auth.call("register", { email: email.toUpperCase(), password, displayName: "Ana", device });
+      expect(registered.response?.user?.email, "normalised").to.equal(email);
+      const login = await auth.call("login", { email, password, device });
+      expect(login.error).to.equal(undefined);
+      const profile = await auth.call("getProfile", {}, bearer(login.response!.tokens!.accessToken));
+      expect(profile.response?.user?.displayName).to.equal("Ana");
+
+      const newPassword = "a whole new passphrase";
+      secrets.push(newPassword);
+      const changed = await auth.call(
+        "changePassword",
+        { currentPassword: password, newPassword },
+        bearer(login.response!.tokens!.accessToken),
+      );
+      expect(changed.response?.revokedSessionCount).to.equal(1);
+      const other = await auth.call("getProfile", {}, bearer(registered.response!.tokens!.accessToken));
+      expect(other.error?.code, "the other session is signed out").to.equal(grpc.status.UNAUTHENTICATED);
+      expect((await auth.call("login", { email, password, device })).error?.code).to.equal(grpc.status.UNAUTHENTICATED);
+      expect((await auth.call("login", { email, password: newPassword, device })).error).to.equal(undefined);
+    });
+
+    it("registers and logs in through the gateway with Connect JSON", async () => {
+      const port = running.httpPort!;
+      const email = `web.${phoneCounter++}@example.com`;
+      const registered = await connectCall(port, "/portcullis.v1.AuthService/Register", { email, password, device: { deviceId: "w", deviceType: "DEVICE_TYPE_WEB" } });
+      expect(registered.status).to.equal(200);
+      const login = await connectCall(port, "/portcullis.v1.AuthService/Login", { email, password, device: { deviceId: "w" } });
+      expect(login.status).to.equal(200);
+      const profile = await connectCall(port, "/portcullis.v1.AuthService/GetProfile", {}, bearer(login.json.tokens.accessToken));
+      expect(profile.json.user.email).to.equal(email);
+    });
+
+    it("refuses short and common passwords, naming the field, with no composition rules", async () => {
+      for (const weak of ["short", "password123", "qwertyuiop"]) {
+        const { error } = await auth.call("register", { email: `weak.${phoneCounter++}@example.com`, password: weak, device });
+        expect(error?.code, weak).to.equal(grpc.status.INVALID_ARGUMENT);
+        expect(detailOf(grpcErrorDetails(error!), BadRequestSchema)?.fieldViolations[0]?.field).to.equal("password");
+      }
+    });
+
+    it("answers an unknown email exactly as a wrong password", async () => {
+      const email = `known.${phoneCounter++}@example.com`;
+      await auth.call("register", { email, password, device });
+      const wrong = await auth.call("login", { email, password: "not the password at all", device });
+      const unknown = await auth.call("login", { email: `nobody.${phoneCounter++}@example.com`, password: "not the password at all", device });
+      expect(wrong.error?.code).to.equal(grpc.status.UNAUTHENTICATED);
+      expect(unknown.error?.code).to.equal(wrong.error?.code);
+      expect(unknown.error?.details).to.equal(wrong.error?.details);
+    });
+
+    it("locks the account after 5 consecutive failures, with FAILED_PRECONDITION and an audit event", async () => {
+      const email = `locked.${phoneCounter++}@example.com`;
+      await auth.call("register", { email, password, device });
+      for (let i = 0; i < 5; i++) await auth.call("login", { email, password: "wrong wrong wrong", device });
+      const lockedOut = await auth.call("login", { email, password, device });
+      expect(lockedOut.error?.code, "even the right password waits").to.equal(grpc.status.FAILED_PRECONDITION);
+      const audited = await db.query(
+        "select count(*)::int as n from audit_event a join app_user u on u.id = a.user_id where u.email = $1 and a.event = 'account.locked'",
+        [email],
+      );
+      expect(audited.rows[0].n).to.equal(1);
+    });
+  });
+
+  describe("access tokens", () => {
+    it("verify with an independent implementation (node:crypto) against the published JWKS", async () => {
+      const signedIn = await signInByPhone();
+      const token = signedIn.tokens!.accessToken;
+      const [header, payload, signature] = token.split(".") as [string, string, string];
+      const { kid, alg, typ } = JSON.parse(Buffer.from(header, "base64url").toString());
+      expect({ alg, typ }).to.deep.equal({ alg: "ES256", typ: "at+jwt" });
+      const jwks = (await (await fetch(`http://127.0.0.1:${running.httpPort}/.well-known/jwks.json`)).json()) as { keys: { kid: string }[] };
+      const jwk = jwks.keys.find((k) => k.kid === kid)!;
+      const key = createPublicKey({ key: jwk as never, format: "jwk" });
+      const valid = verifySignature("sha256", Buffer.from(`${header}.${payload}`), { key, dsaEncoding: "ieee-p1363" }, Buffer.from(signature, "base64url"));
+      expect(valid).to.equal(true);
+      const claims = JSON.parse(Buffer.from(payload, "base64url").toString());
+      expect(claims).to.include({ iss: "portcullis", aud: "portcullis", sub: signedIn.user!.userId, sid: signedIn.sessionId, did: "device-1", kyc_lvl: 0 });
+      expect(claims.amr).to.include("otp");
+      expect(claims.exp - claims.iat).to.equal(900);
+    });
+  });
+});
