@@ -89,10 +89,10 @@ for (const [deployment, start] of Object.entries(deployments)) {
 
       it("lets a key-ring token through the chain to the handler", async () => {
         const { token } = await mintUserToken(grpcSide);
-        const { error } = await auth.call("getProfile", {}, { authorization: `Bearer ${token}` });
+        const { error } = await kyc.call("getKycStatus", {}, { authorization: `Bearer ${token}` });
         expect(error?.code, "the chain passed; the flow itself comes later").to.equal(grpc.status.UNIMPLEMENTED);
 
-        const http = await connectCall(gatewayPort, "/portcullis.v1.AuthService/GetProfile", {}, { authorization: `Bearer ${token}` });
+        const http = await connectCall(gatewayPort, "/portcullis.v1.KycService/GetKycStatus", {}, { authorization: `Bearer ${token}` });
         expect(http.json.code).to.equal("unimplemented");
       });
 

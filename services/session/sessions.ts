@@ -84,7 +84,7 @@ export class Sessions {
     const rows =
       "sessionIds" in which
         ? await em.execute<{ id: string }[]>(
-            `update session set revoke_time = now(), revoke_reason = ? where id = any(?) and revoke_time is null returning id`,
+            `update session set revoke_time = now(), revoke_reason = ? where id in (?) and revoke_time is null returning id`,
             [reason, which.sessionIds],
           )
         : await em.execute<{ id: string }[]>(
