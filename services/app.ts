@@ -4,7 +4,7 @@ import { openDatabase, pingDatabase, type MikroORM } from "./platform/database.j
 import { embeddedKeyEncryptionKey, startEmbeddedPostgres } from "./platform/embedded.js";
 import { deriveKey, Envelope } from "./platform/envelope.js";
 import type { Logger } from "./platform/logger.js";
-import { connectRedis, pingRedis, type Redis } from "./platform/redis.js";
+import { connectRedis, pingRedis, type RedisClient } from "./platform/redis.js";
 import { readPolicies } from "./policy/access.js";
 import type { Dispatch, UnaryHandler } from "./policy/call.js";
 import { Chain } from "./policy/chain.js";
@@ -18,6 +18,8 @@ import { RefreshRotation } from "./tokens/refresh.js";
 import { SigningKey } from "./tokens/signing-key.js";
 import { RevocationFeed } from "./session/revocation-feed.js";
 import { Sessions } from "./session/sessions.js";
+import { SessionGuard } from "./session/session-guard.js";
+import { Cleanup } from "./session/cleanup.js";
 import { authHandlers } from "./auth/handlers.js";
 import { OtpSignIn } from "./auth/otp.js";
 import { PasswordSignIn } from "./auth/password-sign-in.js";
@@ -33,10 +35,11 @@ export const services: readonly DescService[] = [AuthService, SessionService, Ky
 /** Everything a serving instance holds: stores, key ring, chain and handlers. */
 export interface App {
   orm: MikroORM;
-  redis?: Redis;
+  redis?: RedisClient;
   keyRing: KeyRing;
   tokens: AccessTokens;
   revocations: RevocationFeed;
+  cleanup: Cleanup;
   chain: Chain;
   dispatch: Dispatch;
   /** True while Postgres and Redis (when used) answer. */
@@ -51,7 +54,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
   try {
     let databaseUrl = config.databaseUrl;
     let keyEncryptionKey = config.keyEncryptionKey;
-    let redis: Redis | undefined;
+    let redis: RedisClient | undefined;
     const poolSize = 10;
     if (!databaseUrl) {
       logger.warn(
@@ -64,7 +67,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       databaseUrl = embedded.url;
       keyEncryptionKey ??= embeddedKeyEncryptionKey(config.dataDir, logger);
     } else {
-      redis = await connectRedis(config.redisUrl!);
+      redis = await connectRedis(config.redisUrl!, config.redisCluster);
       closers.push(() => void redis!.disconnect());
     }
     const orm = await openDatabase(databaseUrl, [SigningKey], logger, poolSize);
@@ -101,13 +104,27 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
     await revocations.start();
     closers.push(() => revocations.stop());
     const sessions = new Sessions(config.session, revocations, accessTokenLifetimeMs);
+    const guard = new SessionGuard(revocations, orm, config.session.idleTimeoutSeconds, logger);
+    guard.start();
+    closers.push(() => guard.stop());
+    const cleanup = new Cleanup(
+      orm,
+      {
+        intervalSeconds: config.cleanupIntervalSeconds,
+        revokedRetentionSeconds: accessTokenLifetimeMs / 1000,
+        otpFailureWindowSeconds: config.otp.failureWindowSeconds,
+      },
+      logger,
+    );
+    cleanup.start();
+    closers.push(() => cleanup.stop());
 
     const limiter = redis ? new RedisRateLimiter(redis, config.redisKeyPrefix) : new MemoryRateLimiter();
     const chain = new Chain({
       policies,
       limiter,
       tokens,
-      sessions: revocations,
+      sessions: guard,
       clientIp: new ClientIpResolver(config.trustedProxies),
       limitKeySecret: deriveKey(keyEncryptionKey!, "rate-limit-keys"),
       onLimited: auditLimitHits(orm, logger),
@@ -143,7 +160,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
 
     const handlers = collectHandlers([
       [AuthService, authHandlers({ orm, keyRing, otp, passwords, refresh, sessions })],
-      [SessionService, sessionHandlers()],
+      [SessionService, sessionHandlers(orm, sessions)],
       [KycService, kycHandlers()],
     ]);
     return {
@@ -152,6 +169,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       keyRing,
       tokens,
       revocations,
+      cleanup,
       chain,
       dispatch: (incoming, request) => chain.run(incoming, request, handlers.get(incoming.method)!),
       async ready() {

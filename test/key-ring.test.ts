@@ -11,7 +11,7 @@ import { createTestDatabase, dropTestDatabases, testKeyEncryptionKey } from "./s
 const day = 86_400_000;
 const policy = { rotationIntervalSeconds: 30 * 86_400, publishLeadSeconds: 3_600, verifyGraceSeconds: 905 };
 const settings = { issuer: "portcullis", audience: "portcullis", ttlSeconds: 900, clockToleranceSeconds: 5, verifiedCacheSize: 100 };
-const user = { kind: "user" as const, subject: "u1", sessionId: "s1", deviceId: "d1", kycLevel: 0, kycStatus: "", permissions: [], amr: ["otp"] };
+const user = { kind: "user" as const, subject: "u1", sessionId: "s1", sessionExpiresAt: 0, deviceId: "d1", kycLevel: 0, kycStatus: "", permissions: [], amr: ["otp"] };
 
 describe("The key ring", () => {
   let orm: MikroORM;

@@ -38,7 +38,9 @@ export interface Config {
   gatewayUpstream: string;
   /** Undefined for the embedded default. */
   databaseUrl?: string;
+  /** One URL, or with redisCluster the comma-separated seed nodes. */
   redisUrl?: string;
+  redisCluster: boolean;
   redisKeyPrefix: string;
   dataDir: string;
   /** 32 bytes; undefined only in embedded mode, which keeps one in dataDir. */
@@ -84,6 +86,7 @@ export interface Config {
     refreshReuseIntervalSeconds: number;
   };
   sms: SmsConfig;
+  cleanupIntervalSeconds: number;
   maxRequestBytes: number;
   logLevel: string;
   shutdownGraceSeconds: number;
@@ -155,8 +158,12 @@ export function loadConfig(env: Env = process.env): Config {
   if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
     throw new ConfigError("DATABASE_URL", "expected a postgres:// URL");
   }
-  if (redisUrl && !/^rediss?:\/\//.test(redisUrl)) {
-    throw new ConfigError("REDIS_URL", "expected a redis:// or rediss:// URL");
+  const redisCluster = oneOf("REDIS_CLUSTER", ["true", "false"], "false") === "true";
+  for (const url of redisUrl?.split(",") ?? []) {
+    if (!/^rediss?:\/\//.test(url.trim())) throw new ConfigError("REDIS_URL", `expected redis:// or rediss:// URLs, got "${url.trim()}"`);
+  }
+  if (redisUrl?.includes(",") && !redisCluster) {
+    throw new ConfigError("REDIS_URL", "several URLs are seed nodes of a cluster: set REDIS_CLUSTER=true");
   }
 
   const keyEncryptionKey = parseKek(read("KEY_ENCRYPTION_KEY"));
@@ -187,6 +194,7 @@ export function loadConfig(env: Env = process.env): Config {
     gatewayUpstream: read("GATEWAY_UPSTREAM") ?? "http://127.0.0.1:50051",
     databaseUrl,
     redisUrl,
+    redisCluster,
     redisKeyPrefix: read("REDIS_KEY_PREFIX") ?? "portcullis:",
     dataDir: read("DATA_DIR") ?? ".data",
     keyEncryptionKey,
@@ -228,6 +236,7 @@ export function loadConfig(env: Env = process.env): Config {
       refreshReuseIntervalSeconds: int("REFRESH_REUSE_INTERVAL", 10, 0, 300),
     },
     sms: parseSms(read, int),
+    cleanupIntervalSeconds: int("CLEANUP_INTERVAL_SECONDS", 10 * minute, 10, day),
     maxRequestBytes: int("MAX_REQUEST_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
     logLevel: oneOf("LOG_LEVEL", ["trace", "debug", "info", "warn", "error", "fatal", "silent"], "info"),
     shutdownGraceSeconds: int("SHUTDOWN_GRACE_SECONDS", 10, 0, 600),

@@ -1,7 +1,7 @@
 import type { RateLimitRule } from "../platform/config.js";
 import { unavailable } from "../platform/errors.js";
 import type { Logger } from "../platform/logger.js";
-import type { Redis } from "../platform/redis.js";
+import type { RedisClient } from "../platform/redis.js";
 import { gcra } from "./gcra.js";
 
 export interface RateDecision {
@@ -58,12 +58,12 @@ redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(ahead))
 return 0
 `;
 
-type RedisWithGcra = Redis & { portcullisGcra(key: string, limit: number, periodMs: number): Promise<number> };
+type RedisWithGcra = RedisClient & { portcullisGcra(key: string, limit: number, periodMs: number): Promise<number> };
 
 export class RedisRateLimiter implements RateLimiter {
   private readonly redis: RedisWithGcra;
 
-  constructor(redis: Redis, private readonly prefix: string) {
+  constructor(redis: RedisClient, private readonly prefix: string) {
     if (!("portcullisGcra" in redis)) redis.defineCommand("portcullisGcra", { numberOfKeys: 1, lua: gcraScript });
     this.redis = redis as RedisWithGcra;
   }

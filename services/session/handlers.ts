@@ -1,14 +1,124 @@
-import type { ServiceHandlers } from "../policy/call.js";
-import { unimplemented } from "../platform/errors.js";
-import { SessionService } from "../../gen/portcullis/v1/session_service_pb.js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { EntityManager, MikroORM } from "@mikro-orm/postgresql";
+import { audit } from "../platform/audit.js";
+import { Code, ConnectError, invalidArgument } from "../platform/errors.js";
+import type { CallContext, ServiceHandlers } from "../policy/call.js";
+import { DeviceType, SignInMethod } from "../../gen/portcullis/v1/common_pb.js";
+import { SessionService, type SessionSchema } from "../../gen/portcullis/v1/session_service_pb.js";
+import type { Sessions } from "./sessions.js";
 
-const sessions = "device sessions come with issue #4";
+/** Holders may sign out anyone's session (support, incident response). */
+export const sessionAdminPermission = "session.admin";
 
-export function sessionHandlers(): ServiceHandlers<typeof SessionService> {
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const liveSession = "revoke_time is null and expire_time > now() and idle_expire_time > now()";
+
+interface SessionRow {
+  id: string;
+  user_id: string;
+  device_id: string;
+  device_type: keyof typeof DeviceType;
+  device_name: string;
+  ip_address: string;
+  user_agent: string;
+  sign_in_method: keyof typeof SignInMethod;
+  create_time: Date;
+  last_active_time: Date;
+  idle_expire_time: Date;
+  expire_time: Date;
+}
+
+function sessionMessage(row: SessionRow, currentSessionId: string): MessageInitShape<typeof SessionSchema> {
   return {
-    getSession: async () => { throw unimplemented("GetSession", sessions); },
-    listSessions: async () => { throw unimplemented("ListSessions", sessions); },
-    revokeSession: async () => { throw unimplemented("RevokeSession", sessions); },
-    revokeAllSessions: async () => { throw unimplemented("RevokeAllSessions", sessions); },
+    sessionId: row.id,
+    userId: row.user_id,
+    device: { deviceId: row.device_id, deviceType: DeviceType[row.device_type], deviceName: row.device_name },
+    ipAddress: row.ip_address,
+    userAgent: row.user_agent,
+    signInMethod: SignInMethod[row.sign_in_method],
+    createTime: timestampFromDate(new Date(row.create_time)),
+    lastActiveTime: timestampFromDate(new Date(row.last_active_time)),
+    idleExpireTime: timestampFromDate(new Date(row.idle_expire_time)),
+    expireTime: timestampFromDate(new Date(row.expire_time)),
+    current: row.id === currentSessionId,
+  };
+}
+
+/** Keyset pagination: the token is where the previous page ended, opaque to clients. */
+const pageTokens = {
+  encode: (row: SessionRow) => Buffer.from(`${new Date(row.create_time).toISOString()}|${row.id}`).toString("base64url"),
+  decode(token: string): [Date, string] {
+    const [time, id] = Buffer.from(token, "base64url").toString().split("|");
+    const date = new Date(time ?? "");
+    if (Number.isNaN(date.getTime()) || !id || !uuidPattern.test(id)) {
+      throw invalidArgument([{ field: "page_token", description: "not a token from a previous response" }]);
+    }
+    return [date, id];
+  },
+};
+
+export function sessionHandlers(orm: MikroORM, sessions: Sessions): ServiceHandlers<typeof SessionService> {
+  const revoke = async (em: EntityManager, call: CallContext, which: Parameters<Sessions["revoke"]>[1], owner: string) => {
+    const principal = call.principal!;
+    const reason = owner === principal.subject ? "revoked_by_user" : "revoked_by_admin";
+    const revoked = await em.transactional(async (tx) => {
+      const ids = await sessions.revoke(tx, which, reason);
+      for (const sessionId of ids) {
+        await audit(tx, call, { event: "session.revoke", outcome: "success", userId: owner, sessionId, detail: { by: principal.subject, reason } });
+      }
+      return ids;
+    });
+    await sessions.published(revoked);
+    return revoked;
+  };
+
+  return {
+    async getSession(_request, call) {
+      const principal = call.principal!;
+      const [row] = await orm.em.fork().execute<SessionRow[]>("select * from session where id = ? and user_id = ?", [
+        principal.sessionId,
+        principal.subject,
+      ]);
+      if (!row) throw new ConnectError("this session no longer exists", Code.Unauthenticated);
+      return { session: sessionMessage(row, principal.sessionId) };
+    },
+
+    async listSessions(request, call) {
+      const principal = call.principal!;
+      if (request.pageSize < 0 || request.pageSize > 100) throw invalidArgument([{ field: "page_size", description: "from 1 to 100, or 0 for 50" }]);
+      const pageSize = request.pageSize || 50;
+      const after = request.pageToken ? pageTokens.decode(request.pageToken) : undefined;
+      const rows = await orm.em.fork().execute<SessionRow[]>(
+        `select * from session where user_id = ? and ${liveSession}
+         ${after ? "and (create_time, id) < (?, ?)" : ""}
+         order by create_time desc, id desc limit ?`,
+        [principal.subject, ...(after ?? []), pageSize + 1],
+      );
+      const page = rows.slice(0, pageSize);
+      return {
+        sessions: page.map((row) => sessionMessage(row, principal.sessionId)),
+        nextPageToken: rows.length > pageSize ? pageTokens.encode(page.at(-1)!) : "",
+      };
+    },
+
+    async revokeSession(request, call) {
+      const principal = call.principal!;
+      if (!uuidPattern.test(request.sessionId)) throw invalidArgument([{ field: "session_id", description: "not a session id" }]);
+      const em = orm.em.fork();
+      const [row] = await em.execute<{ user_id: string }[]>("select user_id from session where id = ?", [request.sessionId]);
+      const allowed = row && (row.user_id === principal.subject || principal.permissions.includes(sessionAdminPermission));
+      // Another user's session answers like a missing one: ids are not to be probed.
+      if (!allowed) throw new ConnectError("no such session", Code.NotFound);
+      await revoke(em, call, { sessionIds: [request.sessionId] }, row.user_id);
+      return {};
+    },
+
+    async revokeAllSessions(request, call) {
+      const principal = call.principal!;
+      const except = request.keepCurrent ? principal.sessionId : undefined;
+      const revoked = await revoke(orm.em.fork(), call, { userId: principal.subject, except }, principal.subject);
+      return { revokedSessionCount: revoked.length };
+    },
   };
 }

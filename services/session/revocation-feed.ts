@@ -1,6 +1,6 @@
 import { unauthenticated, unavailable } from "../platform/errors.js";
 import type { Logger } from "../platform/logger.js";
-import type { Redis } from "../platform/redis.js";
+import { subscriberConnection, type RedisClient } from "../platform/redis.js";
 import type { SessionGate } from "../policy/chain.js";
 import type { Principal } from "../tokens/access-token.js";
 
@@ -17,13 +17,13 @@ export type RecentRevocations = () => Promise<{ sessionId: string; untilMs: numb
 export class RevocationFeed implements SessionGate {
   private readonly revoked = new Map<string, number>();
   private live: boolean;
-  private subscriber?: Redis;
+  private subscriber?: RedisClient;
   private pruneTimer?: NodeJS.Timeout;
 
   constructor(
     private readonly recent: RecentRevocations,
     private readonly logger: Logger,
-    private readonly redis?: { client: Redis; channel: string },
+    private readonly redis?: { client: RedisClient; channel: string },
   ) {
     this.live = !redis;
   }
@@ -33,7 +33,7 @@ export class RevocationFeed implements SessionGate {
     this.pruneTimer = setInterval(() => this.prune(Date.now()), 60_000);
     this.pruneTimer.unref();
     if (!this.redis) return;
-    const subscriber = this.redis.client.duplicate({ enableOfflineQueue: true, lazyConnect: true });
+    const subscriber = subscriberConnection(this.redis.client);
     this.subscriber = subscriber;
     subscriber.on("error", () => {});
     subscriber.on("close", () => {
@@ -49,7 +49,7 @@ export class RevocationFeed implements SessionGate {
       subscriber
         .subscribe(channel)
         .then(() => this.catchUp())
-        .catch((error) => this.logger.error({ err: error }, "revocation catch-up failed"));
+        .catch((error: unknown) => this.logger.error({ err: error }, "revocation catch-up failed"));
     });
     await subscriber.connect();
     await subscriber.subscribe(channel);

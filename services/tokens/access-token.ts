@@ -14,6 +14,8 @@ export interface Principal {
   kycStatus: string;
   permissions: readonly string[];
   amr: readonly string[];
+  /** Seconds since the epoch when the session ends for good; 0 for service tokens. */
+  sessionExpiresAt: number;
   tokenId: string;
   issuedAt: number;
   /** Seconds since the epoch. */
@@ -24,6 +26,7 @@ export type TokenSubject = Omit<Principal, "tokenId" | "issuedAt" | "expiresAt">
 
 interface Claims extends JWTPayload {
   sid?: string;
+  sid_exp?: number;
   did?: string;
   kyc_lvl?: number;
   kyc_st?: string;
@@ -60,6 +63,7 @@ export class AccessTokens {
     const expiresAt = issuedAt + this.settings.ttlSeconds;
     const claims: Claims = {
       sid: subject.sessionId || undefined,
+      sid_exp: subject.sessionExpiresAt || undefined,
       did: subject.deviceId || undefined,
       kyc_lvl: subject.kycLevel,
       kyc_st: subject.kycStatus,
@@ -126,6 +130,7 @@ export class AccessTokens {
       subject: payload.sub!,
       sessionId: payload.sid ?? "",
       deviceId: payload.did ?? "",
+      sessionExpiresAt: typeof payload.sid_exp === "number" ? payload.sid_exp : 0,
       kycLevel: typeof payload.kyc_lvl === "number" ? payload.kyc_lvl : 0,
       kycStatus: payload.kyc_st ?? "",
       permissions: Array.isArray(payload.perm) ? payload.perm : [],

@@ -35,6 +35,7 @@ export async function issueTokenPair(
     kind: "user",
     subject: user.userId,
     sessionId: session.id,
+    sessionExpiresAt: Math.floor(session.expireTime.getTime() / 1000),
     deviceId: session.deviceId,
     kycLevel: user.kycLevel,
     kycStatus: user.kycStatus,

@@ -7,6 +7,7 @@ const subject = {
   kind: "user" as const,
   subject: "11111111-1111-4111-8111-111111111111",
   sessionId: "22222222-2222-4222-8222-222222222222",
+  sessionExpiresAt: 0,
   deviceId: "d",
   kycLevel: 3,
   kycStatus: "",

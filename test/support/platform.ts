@@ -39,6 +39,7 @@ export function mintUserToken(running: Running, claims: { kycLevel?: number; per
     kind: "user",
     subject: claims.subject ?? crypto.randomUUID(),
     sessionId: crypto.randomUUID(),
+    sessionExpiresAt: 0,
     deviceId: "test-device",
     kycLevel: claims.kycLevel ?? 0,
     kycStatus: "",

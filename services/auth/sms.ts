@@ -1,0 +1,131 @@
+import { createHmac } from "node:crypto";
+import type { SmsConfig, SmsProviderName } from "../platform/config.js";
+import type { Logger } from "../platform/logger.js";
+import { maskPhone } from "./phone.js";
+
+export interface SmsMessage {
+  /** E.164, e.g. "+447700900123". */
+  to: string;
+  body: string;
+}
+
+export interface SmsProvider {
+  readonly name: SmsProviderName;
+  send(message: SmsMessage): Promise<void>;
+}
+
+/**
+ * Thrown when a message could not be handed to the provider; callers answer
+ * UNAVAILABLE. Its message never holds the body (it carries a one-time code)
+ * nor credentials, so it is safe to log.
+ */
+export class SmsDeliveryError extends Error {
+  readonly provider: SmsProviderName;
+  readonly status?: number;
+  /** The provider's own error code, e.g. Twilio's 21211 for an invalid "To" number. */
+  readonly providerCode?: number;
+
+  constructor(provider: SmsProviderName, problem: string, details: { status?: number; providerCode?: number } = {}) {
+    super(`${provider}: ${problem}`);
+    this.name = "SmsDeliveryError";
+    this.provider = provider;
+    this.status = details.status;
+    this.providerCode = details.providerCode;
+  }
+}
+
+export function createSmsProvider(config: SmsConfig, logger: Logger): SmsProvider {
+  switch (config.provider) {
+    case "console":
+      logger.warn("SMS_PROVIDER=console: codes are printed to stdout, not sent; set SMS_PROVIDER for real delivery");
+      return { name: "console", send: async ({ to, body }) => void process.stdout.write(`[sms to ${to}] ${body}\n`) };
+    case "webhook":
+      return webhookProvider(config.webhook!, config.timeoutMs, logger);
+    case "twilio":
+      return twilioProvider(config.twilio!, config.timeoutMs, logger);
+  }
+}
+
+/**
+ * Receivers authenticate a call by recomputing, with the shared secret,
+ * HMAC-SHA256 over `${X-Portcullis-Timestamp}.${raw request body}` and comparing
+ * it in constant time with the hex after "sha256=" in X-Portcullis-Signature.
+ * The timestamp is in the signed input so a receiver can refuse old calls
+ * (a replayed call would re-send someone's code).
+ */
+function webhookProvider(settings: NonNullable<SmsConfig["webhook"]>, timeoutMs: number, logger: Logger): SmsProvider {
+  return {
+    name: "webhook",
+    async send(message) {
+      const body = JSON.stringify({ to: message.to, body: message.body });
+      const headers: Record<string, string> = { "content-type": "application/json" };
+      if (settings.secret) {
+        const timestamp = String(Math.floor(Date.now() / 1000));
+        headers["x-portcullis-timestamp"] = timestamp;
+        headers["x-portcullis-signature"] = `sha256=${createHmac("sha256", settings.secret).update(`${timestamp}.${body}`).digest("hex")}`;
+      }
+      const response = await post("webhook", message.to, settings.url, { headers, body }, timeoutMs, logger);
+      await response.body?.cancel();
+      if (!response.ok) throw failed("webhook", message.to, response.status, logger);
+    },
+  };
+}
+
+/** Twilio's Messages API: https://www.twilio.com/docs/messaging/api/message-resource#create-a-message-resource */
+function twilioProvider(settings: NonNullable<SmsConfig["twilio"]>, timeoutMs: number, logger: Logger): SmsProvider {
+  const url = `${settings.baseUrl}/2010-04-01/Accounts/${encodeURIComponent(settings.accountSid)}/Messages.json`;
+  const authorization = `Basic ${Buffer.from(`${settings.accountSid}:${settings.authToken}`).toString("base64")}`;
+  return {
+    name: "twilio",
+    async send(message) {
+      const form = new URLSearchParams({ To: message.to, Body: message.body });
+      // A messaging service picks the sender itself; it wins when both are set, as in Twilio's own API.
+      if (settings.messagingServiceSid) form.set("MessagingServiceSid", settings.messagingServiceSid);
+      else form.set("From", settings.from!);
+      const response = await post(
+        "twilio",
+        message.to,
+        url,
+        { headers: { authorization, "content-type": "application/x-www-form-urlencoded" }, body: form.toString() },
+        timeoutMs,
+        logger,
+      );
+      if (response.status === 200 || response.status === 201) {
+        // The answer echoes the body (and so the code): drop it unread.
+        await response.body?.cancel();
+        return;
+      }
+      // Only the numeric code: Twilio's "message" may quote the number or what we sent.
+      const answer: unknown = await response.json().catch(() => undefined);
+      const code = (answer as { code?: unknown } | undefined)?.code;
+      throw failed("twilio", message.to, response.status, logger, typeof code === "number" ? code : undefined);
+    },
+  };
+}
+
+async function post(
+  provider: SmsProviderName,
+  to: string,
+  url: string,
+  init: { headers: Record<string, string>; body: string },
+  timeoutMs: number,
+  logger: Logger,
+): Promise<Response> {
+  try {
+    // A redirect would carry the code (and Twilio's credentials) somewhere we were not configured to send them.
+    return await fetch(url, { ...init, method: "POST", redirect: "manual", signal: AbortSignal.timeout(timeoutMs) });
+  } catch (error) {
+    // Only the kind of failure, e.g. ECONNREFUSED: the error itself can quote the URL, which may hold a token.
+    const reason = (error as Error).name === "TimeoutError" ? "timeout" : ((error as Error).cause as { code?: string } | undefined)?.code ?? "network";
+    logger.warn({ provider, reason, phone: maskPhone(to) }, "SMS not sent: provider unreachable");
+    throw new SmsDeliveryError(provider, reason === "timeout" ? `no answer within ${timeoutMs} ms` : `provider unreachable (${reason})`);
+  }
+}
+
+function failed(provider: SmsProviderName, to: string, status: number, logger: Logger, providerCode?: number): SmsDeliveryError {
+  logger.warn({ provider, status, providerCode, phone: maskPhone(to) }, "SMS not sent: provider refused it");
+  return new SmsDeliveryError(provider, `provider answered HTTP ${status}${providerCode === undefined ? "" : ` (error ${providerCode})`}`, {
+    status,
+    providerCode,
+  });
+}

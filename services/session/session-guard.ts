@@ -1,0 +1,60 @@
+import type { MikroORM } from "@mikro-orm/postgresql";
+import { unauthenticated } from "../platform/errors.js";
+import type { Logger } from "../platform/logger.js";
+import type { SessionGate } from "../policy/chain.js";
+import type { Principal } from "../tokens/access-token.js";
+import type { RevocationFeed } from "./revocation-feed.js";
+
+const flushIntervalMs = 30_000;
+
+/**
+ * What the chain asks of a user's session on every call, without a database
+ * read: not revoked (the feed), not past its absolute expiry (a token claim).
+ * Activity is noted in memory and written in one batch every 30 seconds.
+ */
+export class SessionGuard implements SessionGate {
+  private active = new Set<string>();
+  private timer?: NodeJS.Timeout;
+
+  constructor(
+    private readonly feed: RevocationFeed,
+    private readonly orm: MikroORM,
+    private readonly idleTimeoutSeconds: number,
+    private readonly logger: Logger,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => void this.flush(), flushIntervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.flush();
+  }
+
+  check(principal: Principal): void {
+    this.feed.check(principal);
+    if (principal.sessionExpiresAt && principal.sessionExpiresAt * 1000 <= this.now()) {
+      throw unauthenticated("SESSION_REVOKED", "this session has ended; sign in again");
+    }
+    this.active.add(principal.sessionId);
+  }
+
+  /** Moves last activity (and so the idle expiry) forward for the sessions used since the last flush. */
+  async flush(): Promise<void> {
+    if (this.active.size === 0) return;
+    const ids = [...this.active];
+    this.active = new Set();
+    try {
+      await this.orm.em.fork().execute(
+        `update session set last_active_time = now(), idle_expire_time = least(now() + make_interval(secs => ?), expire_time)
+         where id in (?) and revoke_time is null and idle_expire_time > now()`,
+        [this.idleTimeoutSeconds, ids],
+      );
+    } catch (error) {
+      this.logger.warn({ err: error, sessions: ids.length }, "could not record session activity");
+    }
+  }
+}
