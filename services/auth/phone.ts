@@ -22,7 +22,7 @@ export function checkPhoneNumber(raw: string, allowedCountries: readonly string[
   return { ok: true, e164: phone.number, country: phone.country };
 }
 
-/** "+447700900123" → "+44*******23": enough to recognise in a log, not to contact. */
+/** "+447700900123" → "+44********23": enough to recognise in a log, not to contact. */
 export function maskPhone(e164: string): string {
   return e164.slice(0, 3) + "*".repeat(Math.max(0, e164.length - 5)) + e164.slice(-2);
 }

@@ -61,11 +61,28 @@ export class RevocationFeed implements SessionGate {
     this.subscriber?.disconnect();
   }
 
-  /** Tells every instance (this one at once) that these sessions are revoked. */
+  /**
+   * Tells every instance (this one at once) that these sessions are revoked.
+   * The revocation is already committed in Postgres; if Redis cannot take the
+   * message now, it is retried in the background until the tokens have expired
+   * (instances whose feed is down fail closed and catch up from Postgres).
+   */
   async publish(sessionIds: readonly string[], untilMs: number): Promise<void> {
     if (sessionIds.length === 0) return;
     for (const sessionId of sessionIds) this.revoked.set(sessionId, untilMs);
-    if (this.redis) await this.redis.client.publish(this.redis.channel, JSON.stringify({ revoked: sessionIds, until: untilMs }));
+    if (!this.redis) return;
+    const { client, channel } = this.redis;
+    const message = JSON.stringify({ revoked: sessionIds, until: untilMs });
+    const attempt = (delayMs: number): Promise<void> =>
+      client.publish(channel, message).then(
+        () => undefined,
+        (error: unknown) => {
+          if (Date.now() >= untilMs) return;
+          this.logger.warn({ err: error, sessions: sessionIds.length }, "could not publish revocations; retrying");
+          setTimeout(() => void attempt(Math.min(delayMs * 2, 5000)), delayMs).unref();
+        },
+      );
+    await attempt(250);
   }
 
   check(principal: Principal): void {
