@@ -39,6 +39,7 @@ export interface App {
   keyRing: KeyRing;
   tokens: AccessTokens;
   revocations: RevocationFeed;
+  sessionGuard: SessionGuard;
   cleanup: Cleanup;
   chain: Chain;
   dispatch: Dispatch;
@@ -169,6 +170,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       keyRing,
       tokens,
       revocations,
+      sessionGuard: guard,
       cleanup,
       chain,
       dispatch: (incoming, request) => chain.run(incoming, request, handlers.get(incoming.method)!),
