@@ -16,7 +16,7 @@ import { AccessTokens } from "./tokens/access-token.js";
 import { KeyRing } from "./tokens/key-ring.js";
 import { RefreshRotation } from "./tokens/refresh.js";
 import { SigningKey } from "./tokens/signing-key.js";
-import { RevocationFeed } from "./session/revocation-feed.js";
+import { RevocationFeed, type FeedChannel } from "./session/revocation-feed.js";
 import { Sessions } from "./session/sessions.js";
 import { SessionGuard } from "./session/session-guard.js";
 import { Cleanup } from "./session/cleanup.js";
@@ -26,6 +26,7 @@ import { PasswordSignIn } from "./auth/password-sign-in.js";
 import { createSmsProvider } from "./auth/sms.js";
 import { sessionHandlers } from "./session/handlers.js";
 import { kycHandlers } from "./kyc/handlers.js";
+import { Kyc } from "./kyc/kyc.js";
 import { AuthService } from "../gen/portcullis/v1/auth_service_pb.js";
 import { SessionService } from "../gen/portcullis/v1/session_service_pb.js";
 import { KycService } from "../gen/portcullis/v1/kyc_service_pb.js";
@@ -98,9 +99,10 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
     // An access token outlives the revocation of its session by at most this much.
     const accessTokenLifetimeMs = (config.jwt.accessTokenTtlSeconds + config.jwt.clockToleranceSeconds) * 1000;
     const revocations = new RevocationFeed(
-      () => Sessions.recentlyRevoked(orm.em.fork(), accessTokenLifetimeMs),
+      () => Sessions.recentChanges(orm.em.fork(), accessTokenLifetimeMs),
       logger,
-      redis && { client: redis, channel: `${config.redisKeyPrefix}revocations` },
+      redis && feedChannel(redis, config.redisKeyPrefix),
+      true,
     );
     await revocations.start();
     closers.push(() => revocations.stop());
@@ -158,11 +160,18 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       logger,
     );
     const passwords = new PasswordSignIn(orm, config.password, sessions, tokens);
+    const kyc = new Kyc(
+      orm,
+      new Envelope(keyEncryptionKey!, "kyc-data"),
+      deriveKey(keyEncryptionKey!, "kyc-document-index"),
+      revocations,
+      accessTokenLifetimeMs,
+    );
 
     const handlers = collectHandlers([
       [AuthService, authHandlers({ orm, keyRing, otp, passwords, refresh, sessions })],
       [SessionService, sessionHandlers(orm, sessions)],
-      [KycService, kycHandlers()],
+      [KycService, kycHandlers(kyc)],
     ]);
     return {
       orm,
@@ -190,6 +199,11 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
     for (const close of closers.reverse()) await Promise.resolve(close()).catch(() => {});
     throw error;
   }
+}
+
+/** Where session changes travel; downstream guards subscribe to the same. */
+export function feedChannel(client: RedisClient, prefix: string): FeedChannel {
+  return { client, channel: `${prefix}session-changes`, backlog: `${prefix}session-changes:backlog` };
 }
 
 /** Handlers by method descriptor; every method of every service must have one. */

@@ -1,16 +1,94 @@
+import { invalidArgument } from "../platform/errors.js";
+import { lengthProblem, Violations } from "../platform/validation.js";
 import type { ServiceHandlers } from "../policy/call.js";
-import { unimplemented } from "../platform/errors.js";
+import { KycStatus } from "../../gen/portcullis/v1/common_pb.js";
 import { KycService } from "../../gen/portcullis/v1/kyc_service_pb.js";
+import { maxLevel, type Kyc } from "./kyc.js";
+import { checkBasicIdentity, checkDueDiligence, checkIdentityDocument, levelRequirements } from "./validation.js";
 
-const kyc = "KYC flows come with issue #5";
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-export function kycHandlers(): ServiceHandlers<typeof KycService> {
+const pageTokens = {
+  encode: (time: Date, id: string) => Buffer.from(`${time.toISOString()}|${id}`).toString("base64url"),
+  decode(token: string): [Date, string] {
+    const [time, id] = Buffer.from(token, "base64url").toString().split("|");
+    const date = new Date(time ?? "");
+    if (Number.isNaN(date.getTime()) || !id || !uuidPattern.test(id)) {
+      throw invalidArgument([{ field: "page_token", description: "not a token from a previous response" }]);
+    }
+    return [date, id];
+  },
+};
+
+export function kycHandlers(kyc: Kyc): ServiceHandlers<typeof KycService> {
   return {
-    getKycStatus: async () => { throw unimplemented("GetKycStatus", kyc); },
-    submitBasicKyc: async () => { throw unimplemented("SubmitBasicKyc", kyc); },
-    submitDocumentKyc: async () => { throw unimplemented("SubmitDocumentKyc", kyc); },
-    submitEnhancedKyc: async () => { throw unimplemented("SubmitEnhancedKyc", kyc); },
-    listKycSubmissions: async () => { throw unimplemented("ListKycSubmissions", kyc); },
-    reviewKycSubmission: async () => { throw unimplemented("ReviewKycSubmission", kyc); },
+    async getKycStatus(_request, call) {
+      const { level, status, pending } = await kyc.status(call.principal!.subject);
+      const nextLevel = level < maxLevel ? level + 1 : 0;
+      return {
+        kycLevel: level,
+        kycStatus: status,
+        pendingSubmission: pending,
+        nextLevel,
+        nextLevelRequirements: levelRequirements[nextLevel] ?? [],
+      };
+    },
+
+    async submitBasicKyc(request, call) {
+      checkBasicIdentity(request.identity);
+      return { submission: await kyc.submit(call.principal!, { case: "basic", value: request.identity! }, call) };
+    },
+
+    async submitDocumentKyc(request, call) {
+      checkIdentityDocument(request.document);
+      return { submission: await kyc.submit(call.principal!, { case: "document", value: request.document! }, call) };
+    },
+
+    async submitEnhancedKyc(request, call) {
+      checkDueDiligence(request.dueDiligence);
+      return { submission: await kyc.submit(call.principal!, { case: "enhanced", value: request.dueDiligence! }, call) };
+    },
+
+    async listKycSubmissions(request) {
+      if (request.pageSize < 0 || request.pageSize > 100) throw invalidArgument([{ field: "page_size", description: "from 1 to 100, or 0 for 50" }]);
+      if (KycStatus[request.status] === undefined || request.status === KycStatus.NONE) {
+        throw invalidArgument([{ field: "status", description: "PENDING, APPROVED or REJECTED" }]);
+      }
+      const status = request.status === KycStatus.UNSPECIFIED ? KycStatus.PENDING : request.status;
+      const pageSize = request.pageSize || 50;
+      const { page, next } = await kyc.list(status, pageSize, request.pageToken ? pageTokens.decode(request.pageToken) : undefined);
+      return { submissions: page, nextPageToken: next ? pageTokens.encode(...next) : "" };
+    },
+
+    async reviewKycSubmission(request, call) {
+      const reviewer = call.principal!;
+      const decision = request.decision;
+      switch (decision.case) {
+        case "approveSubmissionId": {
+          if (!uuidPattern.test(decision.value)) throw invalidArgument([{ field: "approve_submission_id", description: "not a submission id" }]);
+          const { submission, level } = await kyc.decide(reviewer, decision.value, { approve: true }, call);
+          return { submission, kycLevel: level };
+        }
+        case "reject": {
+          const v = new Violations()
+            .add("reject.submission_id", uuidPattern.test(decision.value.submissionId) ? undefined : "not a submission id")
+            .add("reject.reason", lengthProblem(decision.value.reason.trim(), 1, 500));
+          v.throwIfAny();
+          const { submission, level } = await kyc.decide(reviewer, decision.value.submissionId, { approve: false, reason: decision.value.reason.trim() }, call);
+          return { submission, kycLevel: level };
+        }
+        case "lowerLevel": {
+          const v = new Violations()
+            .add("lower_level.user_id", uuidPattern.test(decision.value.userId) ? undefined : "not a user id")
+            .add("lower_level.kyc_level", decision.value.kycLevel < maxLevel ? undefined : `below ${maxLevel}`)
+            .add("lower_level.reason", lengthProblem(decision.value.reason.trim(), 1, 500));
+          v.throwIfAny();
+          const level = await kyc.lower(reviewer, decision.value.userId, decision.value.kycLevel, decision.value.reason.trim(), call);
+          return { kycLevel: level };
+        }
+        default:
+          throw invalidArgument([{ field: "decision", description: "approve_submission_id, reject or lower_level" }]);
+      }
+    },
   };
 }

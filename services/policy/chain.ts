@@ -10,9 +10,13 @@ import type { CallContext, IncomingCall, UnaryHandler } from "./call.js";
 import type { ClientIpResolver } from "./client-ip.js";
 import { consumeRule, type RateLimiter } from "./rate-limiter.js";
 
-/** Decides whether a verified token's session may still be used (revocation, expiry). */
+/**
+ * Decides whether a verified token's session may still be used (revocation,
+ * expiry), and returns the principal as it stands now (a KYC level lowered
+ * since the token was issued counts at once).
+ */
 export interface SessionGate {
-  check(principal: Principal): void;
+  check(principal: Principal): Principal;
 }
 
 export interface ChainDeps {
@@ -102,8 +106,7 @@ export class Chain {
     if (principal.kind !== wanted) {
       throw permissionDenied("WRONG_CALLER", `this method is for ${wanted} tokens`);
     }
-    if (principal.kind === "user") this.deps.sessions.check(principal);
-    return principal;
+    return principal.kind === "user" ? this.deps.sessions.check(principal) : principal;
   }
 
   private async enforceLimits(limits: MethodLimit[], request: Message, call: LimitedCall, principal: Principal | undefined) {

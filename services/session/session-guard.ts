@@ -34,12 +34,13 @@ export class SessionGuard implements SessionGate {
     await this.flush();
   }
 
-  check(principal: Principal): void {
-    this.feed.check(principal);
+  check(principal: Principal): Principal {
+    const current = this.feed.check(principal);
     if (principal.sessionExpiresAt && principal.sessionExpiresAt * 1000 <= this.now()) {
       throw unauthenticated("SESSION_REVOKED", "this session has ended; sign in again");
     }
     this.active.add(principal.sessionId);
+    return current;
   }
 
   /** Moves last activity (and so the idle expiry) forward for the sessions used since the last flush. */

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import type { Config } from "../platform/config.js";
 import { hashRefreshToken, newRefreshToken } from "../tokens/refresh-token.js";
-import type { RevocationFeed } from "./revocation-feed.js";
+import type { FeedEvent, RevocationFeed } from "./revocation-feed.js";
 import { DeviceType, SignInMethod } from "../../gen/portcullis/v1/common_pb.js";
 
 export interface DeviceInput {
@@ -97,15 +97,31 @@ export class Sessions {
 
   /** Tells every instance, after commit, that these sessions' access tokens are dead. */
   published(sessionIds: string[]): Promise<void> {
-    return this.feed.publish(sessionIds, Date.now() + this.accessTokenLifetimeMs);
+    return this.feed.publish({ kind: "revoked", sessionIds, untilMs: Date.now() + this.accessTokenLifetimeMs });
   }
 
-  /** Sessions revoked recently enough that their access tokens may still be alive. */
-  static async recentlyRevoked(em: EntityManager, accessTokenLifetimeMs: number) {
-    const rows = await em.execute<{ id: string; revoke_time: Date }[]>(
-      "select id, revoke_time from session where revoke_time > ?",
-      [new Date(Date.now() - accessTokenLifetimeMs)],
+  /**
+   * Session changes recent enough that tokens issued before them may still be
+   * alive: revocations, and KYC levels lowered. Postgres is the truth the feed
+   * catches up from.
+   */
+  static async recentChanges(em: EntityManager, accessTokenLifetimeMs: number): Promise<FeedEvent[]> {
+    const since = new Date(Date.now() - accessTokenLifetimeMs);
+    const revoked = await em.execute<{ id: string; revoke_time: Date }[]>("select id, revoke_time from session where revoke_time > ?", [since]);
+    const lowered = await em.execute<{ id: string; kyc_level: number; kyc_lower_time: Date }[]>(
+      "select id, kyc_level, kyc_lower_time from app_user where kyc_lower_time > ?",
+      [since],
     );
-    return rows.map((row) => ({ sessionId: row.id, untilMs: new Date(row.revoke_time).getTime() + accessTokenLifetimeMs }));
+    return [
+      ...revoked.map((row): FeedEvent => ({
+        kind: "revoked",
+        sessionIds: [row.id],
+        untilMs: new Date(row.revoke_time).getTime() + accessTokenLifetimeMs,
+      })),
+      ...lowered.map((row): FeedEvent => {
+        const sinceMs = new Date(row.kyc_lower_time).getTime();
+        return { kind: "kyc_lowered", userId: row.id, level: row.kyc_level, sinceMs, untilMs: sinceMs + accessTokenLifetimeMs };
+      }),
+    ];
   }
 }

@@ -1,0 +1,187 @@
+import { createHmac, randomUUID } from "node:crypto";
+import { fromJson, toJson, type JsonValue, type MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { MikroORM } from "@mikro-orm/postgresql";
+import { audit, type AuditOrigin } from "../platform/audit.js";
+import type { Envelope } from "../platform/envelope.js";
+import { Code, ConnectError, invalidArgument } from "../platform/errors.js";
+import type { Principal } from "../tokens/access-token.js";
+import type { RevocationFeed } from "../session/revocation-feed.js";
+import { KycStatus } from "../../gen/portcullis/v1/common_pb.js";
+import {
+  BasicIdentitySchema,
+  EnhancedDueDiligenceSchema,
+  IdentityDocumentSchema,
+  type BasicIdentity,
+  type EnhancedDueDiligence,
+  type IdentityDocument,
+  type KycSubmissionSchema,
+} from "../../gen/portcullis/v1/kyc_service_pb.js";
+import { documentKey } from "./validation.js";
+
+export const maxLevel = 3;
+
+/** What was submitted, by level; sealed at rest as protobuf JSON. */
+type Details =
+  | { case: "basic"; value: BasicIdentity }
+  | { case: "document"; value: IdentityDocument }
+  | { case: "enhanced"; value: EnhancedDueDiligence };
+
+const detailSchemas = { basic: BasicIdentitySchema, document: IdentityDocumentSchema, enhanced: EnhancedDueDiligenceSchema };
+const levelOf = { basic: 1, document: 2, enhanced: 3 } as const;
+
+interface SubmissionRow {
+  id: string;
+  user_id: string;
+  requested_level: number;
+  status: "PENDING" | "APPROVED" | "REJECTED";
+  sealed_details: string;
+  flags: string[];
+  create_time: Date;
+  review_time: Date | null;
+  reviewer_id: string | null;
+  rejection_reason: string | null;
+}
+
+/**
+ * KYC submissions and reviews. Personal data is sealed (AES-256-GCM under the
+ * key-encryption key) and opened only for reviewers; document numbers are
+ * also kept as a keyed blind index, so one document on two accounts is
+ * flagged without storing the number in clear.
+ */
+export class Kyc {
+  constructor(
+    private readonly orm: MikroORM,
+    private readonly envelope: Envelope,
+    private readonly documentIndexKey: Buffer,
+    private readonly feed: RevocationFeed,
+    private readonly accessTokenLifetimeMs: number,
+  ) {}
+
+  async status(userId: string) {
+    const em = this.orm.em.fork();
+    const [user] = await em.execute<{ kyc_level: number; kyc_status: keyof typeof KycStatus }[]>(
+      "select kyc_level, kyc_status from app_user where id = ?",
+      [userId],
+    );
+    if (!user) throw new ConnectError("this account no longer exists", Code.Unauthenticated);
+    const [pending] = await em.execute<SubmissionRow[]>("select * from kyc_submission where user_id = ? and status = 'PENDING'", [userId]);
+    return { level: user.kyc_level, status: KycStatus[user.kyc_status], pending: pending && this.message(pending, false) };
+  }
+
+  async submit(principal: Principal, details: Details, origin: AuditOrigin) {
+    const level = levelOf[details.case];
+    const id = randomUUID();
+    const sealed = this.envelope.seal(JSON.stringify(toJson(detailSchemas[details.case] as never, details.value as never)), `kyc_submission:${id}`);
+    const documentIndex = details.case === "document" ? createHmac("sha256", this.documentIndexKey).update(documentKey(details.value)).digest() : null;
+    const row = await this.orm.em.fork().transactional(async (tx) => {
+      const [user] = await tx.execute<{ kyc_level: number }[]>("select kyc_level from app_user where id = ? for update", [principal.subject]);
+      if (!user) throw new ConnectError("this account no longer exists", Code.Unauthenticated);
+      if (user.kyc_level >= level) throw new ConnectError(`the account is already at KYC level ${user.kyc_level}`, Code.FailedPrecondition);
+      if (user.kyc_level < level - 1) {
+        throw new ConnectError(`level ${level} needs level ${level - 1} first`, Code.FailedPrecondition);
+      }
+      const [pending] = await tx.execute("select 1 from kyc_submission where user_id = ? and status = 'PENDING'", [principal.subject]);
+      if (pending) throw new ConnectError("a submission is already waiting for review", Code.FailedPrecondition);
+      const reused = documentIndex
+        ? await tx.execute("select 1 from kyc_submission where document_index = ? and user_id <> ? limit 1", [documentIndex, principal.subject])
+        : [];
+      const flags = reused.length > 0 ? ["DOCUMENT_NUMBER_IN_USE"] : [];
+      const [inserted] = await tx.execute<SubmissionRow[]>(
+        `insert into kyc_submission (id, user_id, requested_level, status, sealed_details, document_index, flags)
+         values (?, ?, ?, 'PENDING', ?, ?, ?::text[]) returning *`,
+        [id, principal.subject, level, sealed, documentIndex, `{${flags.join(",")}}`],
+      );
+      await tx.execute("update app_user set kyc_status = 'PENDING', update_time = now() where id = ?", [principal.subject]);
+      await audit(tx, origin, { event: "kyc.submit", outcome: "success", userId: principal.subject, detail: { level, submission: id, flags: flags.join(",") } });
+      return inserted!;
+    });
+    return this.message(row, false);
+  }
+
+  async list(status: KycStatus, pageSize: number, after?: [Date, string]) {
+    const rows = await this.orm.em.fork().execute<SubmissionRow[]>(
+      `select * from kyc_submission where status = ? ${after ? "and (create_time, id) > (?, ?)" : ""}
+       order by create_time, id limit ?`,
+      [KycStatus[status], ...(after ?? []), pageSize + 1],
+    );
+    const page = rows.slice(0, pageSize);
+    const last = rows.length > pageSize ? page.at(-1) : undefined;
+    return { page: page.map((row) => this.message(row, true)), next: last && ([new Date(last.create_time), last.id] as [Date, string]) };
+  }
+
+  /** Approves or rejects a pending submission. Nobody reviews their own. */
+  async decide(reviewer: Principal, submissionId: string, decision: { approve: true } | { approve: false; reason: string }, origin: AuditOrigin) {
+    return this.orm.em.fork().transactional(async (tx) => {
+      const [row] = await tx.execute<SubmissionRow[]>("select * from kyc_submission where id = ? for update", [submissionId]);
+      if (!row) throw new ConnectError("no such submission", Code.NotFound);
+      if (row.user_id === reviewer.subject) throw new ConnectError("reviewers cannot review their own submission", Code.PermissionDenied);
+      if (row.status !== "PENDING") throw new ConnectError(`the submission is already ${row.status.toLowerCase()}`, Code.FailedPrecondition);
+      const [updated] = await tx.execute<SubmissionRow[]>(
+        `update kyc_submission set status = ?, review_time = now(), reviewer_id = ?, rejection_reason = ? where id = ? returning *`,
+        [decision.approve ? "APPROVED" : "REJECTED", reviewer.subject, decision.approve ? null : decision.reason, submissionId],
+      );
+      const [user] = await tx.execute<{ kyc_level: number }[]>(
+        `update app_user set kyc_level = greatest(kyc_level, ?), kyc_status = ?, update_time = now() where id = ? returning kyc_level`,
+        [decision.approve ? row.requested_level : 0, decision.approve ? "APPROVED" : "REJECTED", row.user_id],
+      );
+      await audit(tx, origin, {
+        event: decision.approve ? "kyc.approve" : "kyc.reject",
+        outcome: "success",
+        userId: row.user_id,
+        detail: { submission: submissionId, reviewer: reviewer.subject, level: row.requested_level },
+      });
+      if (decision.approve) {
+        await audit(tx, origin, { event: "kyc.level_change", outcome: "success", userId: row.user_id, detail: { level: user!.kyc_level, by: reviewer.subject } });
+      }
+      return { submission: this.message(updated!, true), level: user!.kyc_level };
+    });
+  }
+
+  /** Lowers a user's level at once: tokens issued before now count at the new level on every instance. */
+  async lower(reviewer: Principal, userId: string, level: number, reason: string, origin: AuditOrigin) {
+    if (userId === reviewer.subject) throw new ConnectError("reviewers cannot change their own level", Code.PermissionDenied);
+    const lowered = await this.orm.em.fork().transactional(async (tx) => {
+      const [user] = await tx.execute<{ kyc_level: number }[]>("select kyc_level from app_user where id = ? for update", [userId]);
+      if (!user) throw new ConnectError("no such user", Code.NotFound);
+      if (level >= user.kyc_level) {
+        throw invalidArgument([{ field: "lower_level.kyc_level", description: `must be below the current level ${user.kyc_level}` }]);
+      }
+      const [row] = await tx.execute<{ kyc_lower_time: Date }[]>(
+        "update app_user set kyc_level = ?, kyc_status = 'NONE', kyc_lower_time = now(), update_time = now() where id = ? returning kyc_lower_time",
+        [level, userId],
+      );
+      await audit(tx, origin, {
+        event: "kyc.level_change",
+        outcome: "success",
+        userId,
+        detail: { from: user.kyc_level, to: level, by: reviewer.subject, reason },
+      });
+      return new Date(row!.kyc_lower_time).getTime();
+    });
+    await this.feed.publish({ kind: "kyc_lowered", userId, level, sinceMs: lowered, untilMs: lowered + this.accessTokenLifetimeMs });
+    return level;
+  }
+
+  private message(row: SubmissionRow, withDetails: boolean): MessageInitShape<typeof KycSubmissionSchema> {
+    return {
+      submissionId: row.id,
+      userId: row.user_id,
+      requestedLevel: row.requested_level,
+      status: KycStatus[row.status],
+      createTime: timestampFromDate(new Date(row.create_time)),
+      reviewTime: row.review_time ? timestampFromDate(new Date(row.review_time)) : undefined,
+      reviewerId: row.reviewer_id ?? "",
+      rejectionReason: row.rejection_reason ?? "",
+      flags: row.flags,
+      details: withDetails ? this.open(row) : { case: undefined },
+    };
+  }
+
+  private open(row: SubmissionRow): Details {
+    const json = JSON.parse(this.envelope.open(row.sealed_details, `kyc_submission:${row.id}`)) as JsonValue;
+    const kind = (Object.keys(levelOf) as (keyof typeof levelOf)[]).find((k) => levelOf[k] === row.requested_level)!;
+    return { case: kind, value: fromJson(detailSchemas[kind] as never, json) } as Details;
+  }
+}
+

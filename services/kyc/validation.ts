@@ -1,0 +1,93 @@
+import { getCountries } from "libphonenumber-js/max";
+import { lengthProblem, Violations } from "../platform/validation.js";
+import {
+  DocumentType,
+  SourceOfFunds,
+  type BasicIdentity,
+  type EnhancedDueDiligence,
+  type IdentityDocument,
+} from "../../gen/portcullis/v1/kyc_service_pb.js";
+
+/** ISO 3166-1 alpha-2 codes, from libphonenumber's maintained metadata. */
+const countries = new Set<string>(getCountries());
+const minimumAge = 18;
+
+export const levelRequirements: Record<number, string[]> = {
+  1: ["legal_name", "birth_date", "nationality", "address"],
+  2: ["document_type", "document_number", "issuing_country", "expire_date", "front_image_ref", "back_image_ref", "selfie_image_ref"],
+  3: ["proof_of_address_ref", "source_of_funds"],
+};
+
+function dateProblem(value: string): string | undefined {
+  if (!/^\d{4}-\d{2}-\d{2}$/.test(value)) return "expected YYYY-MM-DD";
+  const date = new Date(`${value}T00:00:00Z`);
+  return Number.isNaN(date.getTime()) || date.toISOString().slice(0, 10) !== value ? "not a date" : undefined;
+}
+
+function countryProblem(value: string): string | undefined {
+  return countries.has(value) ? undefined : "expected an ISO 3166-1 alpha-2 country code, like GB";
+}
+
+function referenceProblem(value: string): string | undefined {
+  return lengthProblem(value, 1, 500);
+}
+
+export function checkBasicIdentity(identity: BasicIdentity | undefined, now = new Date()): void {
+  const v = new Violations();
+  if (!identity) return v.add("identity", "required").throwIfAny();
+  v.add("identity.legal_name", lengthProblem(identity.legalName.trim(), 2, 200));
+  const birth = dateProblem(identity.birthDate);
+  v.add("identity.birth_date", birth);
+  if (!birth) {
+    const adult = new Date(`${identity.birthDate}T00:00:00Z`);
+    adult.setUTCFullYear(adult.getUTCFullYear() + minimumAge);
+    if (adult > now) v.add("identity.birth_date", `must be at least ${minimumAge} years ago`);
+    if (identity.birthDate < "1900-01-01") v.add("identity.birth_date", "not a plausible date of birth");
+  }
+  v.add("identity.nationality", countryProblem(identity.nationality));
+  const address = identity.address;
+  if (!address) {
+    v.add("identity.address", "required");
+  } else {
+    if (address.addressLines.length < 1 || address.addressLines.length > 3) v.add("identity.address.address_lines", "1 to 3 lines");
+    address.addressLines.forEach((line, i) => v.add(`identity.address.address_lines[${i}]`, lengthProblem(line.trim(), 1, 200)));
+    v.add("identity.address.locality", lengthProblem(address.locality.trim(), 1, 100));
+    v.add("identity.address.administrative_area", lengthProblem(address.administrativeArea, 0, 100));
+    v.add("identity.address.postal_code", lengthProblem(address.postalCode, 0, 20));
+    v.add("identity.address.region_code", countryProblem(address.regionCode));
+  }
+  v.throwIfAny();
+}
+
+export function checkIdentityDocument(document: IdentityDocument | undefined, now = new Date()): void {
+  const v = new Violations();
+  if (!document) return v.add("document", "required").throwIfAny();
+  if (DocumentType[document.documentType] === undefined || document.documentType === DocumentType.UNSPECIFIED) {
+    v.add("document.document_type", "required");
+  }
+  v.add("document.document_number", /^[A-Za-z0-9][A-Za-z0-9 -]{2,49}$/.test(document.documentNumber) ? undefined : "3 to 50 letters, digits, spaces or dashes");
+  v.add("document.issuing_country", countryProblem(document.issuingCountry));
+  const expiry = dateProblem(document.expireDate);
+  v.add("document.expire_date", expiry ?? (document.expireDate <= now.toISOString().slice(0, 10) ? "the document has expired" : undefined));
+  v.add("document.front_image_ref", referenceProblem(document.frontImageRef));
+  if (document.documentType !== DocumentType.PASSPORT) v.add("document.back_image_ref", referenceProblem(document.backImageRef));
+  v.add("document.selfie_image_ref", referenceProblem(document.selfieImageRef));
+  v.throwIfAny();
+}
+
+export function checkDueDiligence(diligence: EnhancedDueDiligence | undefined): void {
+  const v = new Violations();
+  if (!diligence) return v.add("due_diligence", "required").throwIfAny();
+  v.add("due_diligence.proof_of_address_ref", referenceProblem(diligence.proofOfAddressRef));
+  if (SourceOfFunds[diligence.sourceOfFunds] === undefined || diligence.sourceOfFunds === SourceOfFunds.UNSPECIFIED) {
+    v.add("due_diligence.source_of_funds", "required");
+  }
+  const detailsMin = diligence.sourceOfFunds === SourceOfFunds.OTHER ? 1 : 0;
+  v.add("due_diligence.source_of_funds_details", lengthProblem(diligence.sourceOfFundsDetails.trim(), detailsMin, 1000));
+  v.throwIfAny();
+}
+
+/** The form a document number is compared in: case, spaces and dashes do not make a new document. */
+export function documentKey(document: IdentityDocument): string {
+  return `${document.issuingCountry}:${document.documentNumber.toUpperCase().replace(/[\s-]/g, "")}`;
+}
