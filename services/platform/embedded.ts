@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { PGlite } from "@electric-sql/pglite";
@@ -18,6 +18,7 @@ export interface EmbeddedPostgres {
 
 export async function startEmbeddedPostgres(dataDir: string, maxConnections: number): Promise<EmbeddedPostgres> {
   mkdirSync(dataDir, { recursive: true });
+  const releaseLock = lockDataDir(dataDir);
   const db = await PGlite.create(join(dataDir, "pg"));
   const server = new PGLiteSocketServer({ db, host: "127.0.0.1", port: 0, maxConnections });
   await server.start();
@@ -26,8 +27,31 @@ export async function startEmbeddedPostgres(dataDir: string, maxConnections: num
     async stop() {
       await server.stop();
       await db.close();
+      releaseLock();
     },
   };
+}
+
+/** PGlite is one process's database: a second process on the same folder would corrupt it. */
+function lockDataDir(dataDir: string): () => void {
+  const path = join(dataDir, "portcullis.pid");
+  if (existsSync(path)) {
+    const pid = Number(readFileSync(path, "utf8"));
+    if (pid && pid !== process.pid && isAlive(pid)) {
+      throw new Error(`the embedded database in ${dataDir} is in use by process ${pid}; stop it first (or set DATA_DIR)`);
+    }
+  }
+  writeFileSync(path, String(process.pid));
+  return () => rmSync(path, { force: true });
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** The key-encryption key of the embedded mode, created once and kept in the data folder. */

@@ -3,7 +3,7 @@ import type { DescMethod, Message } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { kycLevelRequired, permissionDenied, rateLimited, unauthenticated } from "../platform/errors.js";
 import type { Logger } from "../platform/logger.js";
-import type { AccessTokens, Principal } from "../tokens/access-token.js";
+import type { Principal, TokenVerifier } from "../tokens/access-token.js";
 import { Caller, RateLimitKey } from "../../gen/portcullis/v1/policy_pb.js";
 import type { MethodLimit, MethodPolicy } from "./access.js";
 import type { CallContext, IncomingCall, UnaryHandler } from "./call.js";
@@ -22,7 +22,7 @@ export interface SessionGate {
 export interface ChainDeps {
   policies: Map<DescMethod, MethodPolicy>;
   limiter: RateLimiter;
-  tokens: AccessTokens;
+  tokens: TokenVerifier;
   sessions: SessionGate;
   clientIp: ClientIpResolver;
   /** Keys the hashes that stand for phone numbers and emails in rate-limit keys. */

@@ -1,6 +1,7 @@
 import { unauthenticated, unavailable } from "../platform/errors.js";
 import type { Logger } from "../platform/logger.js";
 import { subscriberConnection, type RedisClient } from "../platform/redis.js";
+import type { SessionGate } from "../policy/chain.js";
 import type { Principal } from "../tokens/access-token.js";
 
 /**
@@ -29,7 +30,7 @@ export interface FeedChannel {
  * (re)subscribes first catches up. While the feed is down an instance cannot
  * know what changed, so it refuses user calls (fail closed) until it has.
  */
-export class RevocationFeed {
+export class RevocationFeed implements SessionGate {
   private readonly revoked = new Map<string, number>();
   private readonly kycCaps = new Map<string, { level: number; sinceMs: number; untilMs: number }>();
   private live: boolean;
@@ -105,11 +106,18 @@ export class RevocationFeed {
     await attempt(250);
   }
 
-  /** The principal as it stands now: refused if revoked, its KYC level capped if lowered since it was issued. */
+  /**
+   * The principal as it stands now: refused if its session was revoked or has
+   * reached its absolute expiry (a token claim), its KYC level capped if lowered
+   * since the token was issued.
+   */
   check(principal: Principal): Principal {
     if (!this.live) throw unavailable("session revocations cannot be confirmed right now; retry shortly");
     if (this.revoked.has(principal.sessionId)) {
       throw unauthenticated("SESSION_REVOKED", "this session has been signed out; sign in again");
+    }
+    if (principal.sessionExpiresAt && principal.sessionExpiresAt * 1000 <= Date.now()) {
+      throw unauthenticated("SESSION_REVOKED", "this session has ended; sign in again");
     }
     const cap = this.kycCaps.get(principal.subject);
     if (cap && principal.issuedAt * 1000 <= cap.sinceMs && principal.kycLevel > cap.level) {

@@ -1,5 +1,4 @@
 import type { MikroORM } from "@mikro-orm/postgresql";
-import { unauthenticated } from "../platform/errors.js";
 import type { Logger } from "../platform/logger.js";
 import type { SessionGate } from "../policy/chain.js";
 import type { Principal } from "../tokens/access-token.js";
@@ -9,8 +8,8 @@ const flushIntervalMs = 30_000;
 
 /**
  * What the chain asks of a user's session on every call, without a database
- * read: not revoked (the feed), not past its absolute expiry (a token claim).
- * Activity is noted in memory and written in one batch every 30 seconds.
+ * read (the feed), plus its activity, noted in memory and written in one
+ * batch every 30 seconds.
  */
 export class SessionGuard implements SessionGate {
   private active = new Set<string>();
@@ -21,7 +20,6 @@ export class SessionGuard implements SessionGate {
     private readonly orm: MikroORM,
     private readonly idleTimeoutSeconds: number,
     private readonly logger: Logger,
-    private readonly now: () => number = Date.now,
   ) {}
 
   start(): void {
@@ -36,9 +34,6 @@ export class SessionGuard implements SessionGate {
 
   check(principal: Principal): Principal {
     const current = this.feed.check(principal);
-    if (principal.sessionExpiresAt && principal.sessionExpiresAt * 1000 <= this.now()) {
-      throw unauthenticated("SESSION_REVOKED", "this session has ended; sign in again");
-    }
     this.active.add(principal.sessionId);
     return current;
   }

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { SignJWT, decodeProtectedHeader, errors, jwtVerify, type JWTPayload } from "jose";
+import { SignJWT, decodeProtectedHeader, errors, jwtVerify, type CryptoKey, type JWTPayload } from "jose";
 import { unauthenticated } from "../platform/errors.js";
 import type { KeyRing } from "./key-ring.js";
 
@@ -35,54 +35,36 @@ interface Claims extends JWTPayload {
   svc?: boolean;
 }
 
-export interface AccessTokenSettings {
+export interface VerifierSettings {
   issuer: string;
   audience: string;
-  ttlSeconds: number;
   clockToleranceSeconds: number;
   verifiedCacheSize: number;
 }
 
+export interface AccessTokenSettings extends VerifierSettings {
+  ttlSeconds: number;
+}
+
+/** Where verification keys come from: our key ring, or (in other services) our JWKS over HTTP. */
+export interface VerificationKeys {
+  verificationKey(kid: string): Promise<{ algorithm: string; key: CryptoKey } | undefined>;
+}
+
 /**
- * Signs and verifies access tokens (RFC 9068 profile: typ at+jwt) with the key
- * ring. Verification is jose's; a bounded cache of tokens already verified,
- * each kept until its exp, takes the signature check off the hot path.
+ * Verifies access tokens (RFC 9068 profile: typ at+jwt) against keys we
+ * hold, never keys named by the token. Verification is jose's; a bounded
+ * cache of tokens already verified, each kept until its exp, takes the
+ * signature check off the hot path.
  */
-export class AccessTokens {
+export class TokenVerifier {
   private readonly verified = new Map<string, Principal>();
 
   constructor(
-    private readonly keyRing: KeyRing,
-    private readonly settings: AccessTokenSettings,
-    private readonly now: () => number = Date.now,
+    private readonly keys: VerificationKeys,
+    protected readonly settings: VerifierSettings,
+    protected readonly now: () => number = Date.now,
   ) {}
-
-  async issue(subject: TokenSubject): Promise<{ token: string; expiresAt: Date }> {
-    const { kid, algorithm, key } = await this.keyRing.signingKey();
-    const issuedAt = Math.floor(this.now() / 1000);
-    const expiresAt = issuedAt + this.settings.ttlSeconds;
-    const claims: Claims = {
-      sid: subject.sessionId || undefined,
-      sid_exp: subject.sessionExpiresAt || undefined,
-      did: subject.deviceId || undefined,
-      kyc_lvl: subject.kycLevel,
-      kyc_st: subject.kycStatus,
-      perm: [...subject.permissions],
-      amr: [...subject.amr],
-      svc: subject.kind === "service" || undefined,
-    };
-    const token = await new SignJWT(claims)
-      .setProtectedHeader({ alg: algorithm, kid, typ: "at+jwt" })
-      .setIssuer(this.settings.issuer)
-      .setAudience(this.settings.audience)
-      .setSubject(subject.subject)
-      .setJti(randomUUID())
-      .setIssuedAt(issuedAt)
-      .setNotBefore(issuedAt)
-      .setExpirationTime(expiresAt)
-      .sign(key);
-    return { token, expiresAt: new Date(expiresAt * 1000) };
-  }
 
   /** The token's principal, or an UNAUTHENTICATED error saying whether to refresh. */
   async verify(token: string): Promise<Principal> {
@@ -101,7 +83,7 @@ export class AccessTokens {
     let payload: Claims;
     try {
       const kid = decodeProtectedHeader(token).kid;
-      const found = typeof kid === "string" ? await this.keyRing.verificationKey(kid) : undefined;
+      const found = typeof kid === "string" ? await this.keys.verificationKey(kid) : undefined;
       if (!found) throw unauthenticated("TOKEN_INVALID", "the access token is not valid");
       ({ payload } = await jwtVerify<Claims>(token, found.key, {
         algorithms: [found.algorithm],
@@ -148,5 +130,43 @@ export class AccessTokens {
       this.verified.delete(this.verified.keys().next().value!);
     }
     this.verified.set(token, principal);
+  }
+}
+
+/** Issues access tokens with the key ring, and verifies them like any verifier. */
+export class AccessTokens extends TokenVerifier {
+  constructor(
+    private readonly keyRing: KeyRing,
+    protected override readonly settings: AccessTokenSettings,
+    now: () => number = Date.now,
+  ) {
+    super(keyRing, settings, now);
+  }
+
+  async issue(subject: TokenSubject): Promise<{ token: string; expiresAt: Date }> {
+    const { kid, algorithm, key } = await this.keyRing.signingKey();
+    const issuedAt = Math.floor(this.now() / 1000);
+    const expiresAt = issuedAt + this.settings.ttlSeconds;
+    const claims: Claims = {
+      sid: subject.sessionId || undefined,
+      sid_exp: subject.sessionExpiresAt || undefined,
+      did: subject.deviceId || undefined,
+      kyc_lvl: subject.kycLevel,
+      kyc_st: subject.kycStatus,
+      perm: [...subject.permissions],
+      amr: [...subject.amr],
+      svc: subject.kind === "service" || undefined,
+    };
+    const token = await new SignJWT(claims)
+      .setProtectedHeader({ alg: algorithm, kid, typ: "at+jwt" })
+      .setIssuer(this.settings.issuer)
+      .setAudience(this.settings.audience)
+      .setSubject(subject.subject)
+      .setJti(randomUUID())
+      .setIssuedAt(issuedAt)
+      .setNotBefore(issuedAt)
+      .setExpirationTime(expiresAt)
+      .sign(key);
+    return { token, expiresAt: new Date(expiresAt * 1000) };
   }
 }

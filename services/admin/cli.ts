@@ -1,0 +1,116 @@
+import { randomUUID } from "node:crypto";
+import type { MikroORM } from "@mikro-orm/postgresql";
+import { feedChannel } from "../app.js";
+import { checkPhoneNumber } from "../auth/phone.js";
+import { normalizeEmail } from "../auth/password.js";
+import { audit, type AuditOrigin } from "../platform/audit.js";
+import { ConfigError, loadConfig, type Config } from "../platform/config.js";
+import { openDatabase } from "../platform/database.js";
+import { startEmbeddedPostgres } from "../platform/embedded.js";
+import { createLogger, type Logger } from "../platform/logger.js";
+import { connectRedis } from "../platform/redis.js";
+import { sessionAdminPermission } from "../session/handlers.js";
+import { RevocationFeed, type FeedChannel } from "../session/revocation-feed.js";
+import { Sessions } from "../session/sessions.js";
+
+/** Permissions that mean something to Portcullis; anything else is a typo. */
+const knownPermissions = ["kyc.review", sessionAdminPermission];
+
+const usage = `usage: npm run admin -- <command> <phone-or-email> [permission]
+
+  grant   <user> <permission>   give a permission (${knownPermissions.join(", ")})
+  revoke  <user> <permission>   take a permission away
+  list    <user>                show the user's permissions and KYC level
+  disable <user>                disable the account and sign out all its sessions
+  enable  <user>                enable a disabled account
+
+<user> is a phone number in international form (+447400123456) or an email.
+Permission changes reach the user's access token at its next refresh (at most ACCESS_TOKEN_TTL_SECONDS).
+Runs against the configured database (DATABASE_URL), or the embedded one in DATA_DIR when npm start is not running.`;
+
+class UsageError extends Error {}
+
+async function main(args: string[]): Promise<string> {
+  const [command, who, permission] = args;
+  if (!command || !who || !["grant", "revoke", "list", "disable", "enable"].includes(command)) throw new UsageError(usage);
+  if ((command === "grant" || command === "revoke") && !knownPermissions.includes(permission ?? "")) {
+    throw new UsageError(`unknown permission "${permission ?? ""}"; known: ${knownPermissions.join(", ")}`);
+  }
+  const config = loadConfig();
+  const logger = createLogger("warn");
+  const embedded = config.databaseUrl ? undefined : await startEmbeddedPostgres(config.dataDir, 2);
+  const redis = config.redisUrl ? await connectRedis(config.redisUrl, config.redisCluster) : undefined;
+  const orm = await openDatabase(config.databaseUrl ?? embedded!.url, [], logger, 2);
+  try {
+    const em = orm.em.fork();
+    const [user] = await em.execute<{ id: string; permissions: string[]; kyc_level: number; disable_time: Date | null }[]>(
+      "select id, permissions, kyc_level, disable_time from app_user where phone_number = ? or email = ?",
+      [userKey(who), userKey(who)],
+    );
+    if (!user) throw new UsageError(`no account with ${who}`);
+    const origin: AuditOrigin = { clientIp: "admin-cli", userAgent: "portcullis-admin", requestId: randomUUID() };
+    switch (command) {
+      case "list":
+        return `${who}: user ${user.id}, KYC level ${user.kyc_level}, ${user.disable_time ? "DISABLED, " : ""}permissions: ${user.permissions.join(", ") || "(none)"}`;
+      case "grant":
+      case "revoke": {
+        await em.transactional(async (tx) => {
+          if (command === "grant") {
+            await tx.execute("update app_user set permissions = array_append(array_remove(permissions, ?), ?), update_time = now() where id = ?", [
+              permission, permission, user.id,
+            ]);
+          } else {
+            await tx.execute("update app_user set permissions = array_remove(permissions, ?), update_time = now() where id = ?", [permission, user.id]);
+          }
+          await audit(tx, origin, { event: `permission.${command}`, outcome: "success", userId: user.id, detail: { permission: permission! } });
+        });
+        return `${command === "grant" ? "granted" : "revoked"} ${permission} ${command === "grant" ? "to" : "from"} ${who}; effective at the next token refresh`;
+      }
+      default:
+        return await setDisabled(orm, user.id, command === "disable", origin, config, redis && feedChannel(redis, config.redisKeyPrefix), logger);
+    }
+  } finally {
+    await orm.close();
+    redis?.disconnect();
+    await embedded?.stop();
+  }
+}
+
+async function setDisabled(
+  orm: MikroORM,
+  userId: string,
+  disable: boolean,
+  origin: AuditOrigin,
+  config: Config,
+  channel: FeedChannel | undefined,
+  logger: Logger,
+): Promise<string> {
+  const lifetimeMs = (config.jwt.accessTokenTtlSeconds + config.jwt.clockToleranceSeconds) * 1000;
+  const sessions = new Sessions(config.session, new RevocationFeed(async () => [], logger, channel), lifetimeMs);
+  const revoked = await orm.em.fork().transactional(async (tx) => {
+    await tx.execute(`update app_user set disable_time = ${disable ? "now()" : "null"}, update_time = now() where id = ?`, [userId]);
+    const ids = disable ? await sessions.revoke(tx, { userId }, "account_disabled") : [];
+    await audit(tx, origin, { event: disable ? "account.disable" : "account.enable", outcome: "success", userId, detail: { revoked_sessions: ids.length } });
+    return ids;
+  });
+  await sessions.published(revoked);
+  return disable ? `disabled; ${revoked.length} session(s) signed out` : "enabled";
+}
+
+function userKey(who: string): string {
+  if (who.includes("@")) return normalizeEmail(who);
+  const phone = checkPhoneNumber(who, []);
+  return phone.ok ? phone.e164 : who;
+}
+
+main(process.argv.slice(2)).then(
+  (message) => {
+    console.log(message);
+    process.exit(0);
+  },
+  (error: unknown) => {
+    if (error instanceof UsageError || error instanceof ConfigError) console.error(error.message);
+    else console.error("admin: failed:", error);
+    process.exit(error instanceof UsageError ? 2 : 1);
+  },
+);
