@@ -70,7 +70,7 @@ export async function createGuard(options: GuardOptions): Promise<Guard> {
     logger,
   });
   return {
-    dispatch: (handlers) => (incoming, request) => {
+    dispatch: (handlers) => async (incoming, request) => {
       const handler = handlers.get(incoming.method);
       if (!handler) throw new Error(`${incoming.method.name} has no handler`);
       return chain.run(incoming, request, handler);
