@@ -7,7 +7,7 @@ const argon2Options = { algorithm: 2 /* Argon2id */, memoryCost: 19_456, timeCos
 /** zxcvbn's list of ~49k common passwords: maintained, and big enough to matter. */
 const commonPasswords = new Set((dictionary["passwords-common"] as string[]).map((p) => p.toLowerCase()));
 
-export const passwordLength = { min: 8, max: 128 };
+const passwordLength = { min: 8, max: 128 };
 
 /**
  * NIST 800-63B: length and a blocklist, no composition rules. Returns what is

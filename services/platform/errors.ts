@@ -73,8 +73,4 @@ export function unavailable(message: string): ConnectError {
   return new ConnectError(message, Code.Unavailable);
 }
 
-export function unimplemented(method: string, comesWith: string): ConnectError {
-  return new ConnectError(`${method} is not implemented yet (${comesWith})`, Code.Unimplemented);
-}
-
 export { Code, ConnectError };
