@@ -116,6 +116,21 @@ describe("Device sessions across two instances", () => {
     authOnA.close();
   });
 
+  it("pages through the sessions, newest first, and rejects a forged page token", async () => {
+    const phone = newPhone();
+    await signInByPhone(a.grpcPort!, inbox, phone, "Older");
+    const newer = (await signInByPhone(b.grpcPort!, inbox, phone, "Newer"))!;
+    const sessions = grpcClient(SessionService, a.grpcPort!);
+    const first = await sessions.call("listSessions", { pageSize: 1 }, bearer(newer.tokens!.accessToken));
+    expect(first.response!.sessions.map((s) => s.device?.deviceName)).to.deep.equal(["Newer"]);
+    const second = await sessions.call("listSessions", { pageSize: 1, pageToken: first.response!.nextPageToken }, bearer(newer.tokens!.accessToken));
+    expect(second.response!.sessions.map((s) => s.device?.deviceName)).to.deep.equal(["Older"]);
+    expect(second.response!.nextPageToken).to.equal("");
+    const forged = await sessions.call("listSessions", { pageToken: "bm9wZQ" }, bearer(newer.tokens!.accessToken));
+    expect(forged.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+    sessions.close();
+  });
+
   it("refuses to revoke another user's session, as if it did not exist", async () => {
     const mine = (await signInByPhone(a.grpcPort!, inbox, newPhone()))!;
     const theirs = (await signInByPhone(a.grpcPort!, inbox, newPhone()))!;

@@ -1,24 +1,11 @@
 import { invalidArgument } from "../platform/errors.js";
-import { lengthProblem, Violations } from "../platform/validation.js";
+import { decodePageToken, encodePageToken, pageSizeOf } from "../platform/pagination.js";
+import { lengthProblem, uuidPattern, Violations } from "../platform/validation.js";
 import type { ServiceHandlers } from "../policy/call.js";
 import { KycStatus } from "../../gen/portcullis/v1/common_pb.js";
 import { KycService } from "../../gen/portcullis/v1/kyc_service_pb.js";
 import { maxLevel, type Kyc } from "./kyc.js";
 import { checkBasicIdentity, checkDueDiligence, checkIdentityDocument, levelRequirements } from "./validation.js";
-
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-const pageTokens = {
-  encode: (time: Date, id: string) => Buffer.from(`${time.toISOString()}|${id}`).toString("base64url"),
-  decode(token: string): [Date, string] {
-    const [time, id] = Buffer.from(token, "base64url").toString().split("|");
-    const date = new Date(time ?? "");
-    if (Number.isNaN(date.getTime()) || !id || !uuidPattern.test(id)) {
-      throw invalidArgument([{ field: "page_token", description: "not a token from a previous response" }]);
-    }
-    return [date, id];
-  },
-};
 
 export function kycHandlers(kyc: Kyc): ServiceHandlers<typeof KycService> {
   return {
@@ -50,14 +37,13 @@ export function kycHandlers(kyc: Kyc): ServiceHandlers<typeof KycService> {
     },
 
     async listKycSubmissions(request) {
-      if (request.pageSize < 0 || request.pageSize > 100) throw invalidArgument([{ field: "page_size", description: "from 1 to 100, or 0 for 50" }]);
       if (KycStatus[request.status] === undefined || request.status === KycStatus.NONE) {
         throw invalidArgument([{ field: "status", description: "PENDING, APPROVED or REJECTED" }]);
       }
       const status = request.status === KycStatus.UNSPECIFIED ? KycStatus.PENDING : request.status;
-      const pageSize = request.pageSize || 50;
-      const { page, next } = await kyc.list(status, pageSize, request.pageToken ? pageTokens.decode(request.pageToken) : undefined);
-      return { submissions: page, nextPageToken: next ? pageTokens.encode(...next) : "" };
+      const pageSize = pageSizeOf(request.pageSize);
+      const { page, next } = await kyc.list(status, pageSize, request.pageToken ? decodePageToken(request.pageToken) : undefined);
+      return { submissions: page, nextPageToken: next ? encodePageToken(...next) : "" };
     },
 
     async reviewKycSubmission(request, call) {

@@ -21,3 +21,5 @@ export function lengthProblem(value: string, min: number, max: number): string |
   if (length > max) return `at most ${max} characters`;
   return undefined;
 }
+
+export const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

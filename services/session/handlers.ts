@@ -3,6 +3,8 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { EntityManager, MikroORM } from "@mikro-orm/postgresql";
 import { audit } from "../platform/audit.js";
 import { Code, ConnectError, invalidArgument } from "../platform/errors.js";
+import { decodePageToken, encodePageToken, pageSizeOf } from "../platform/pagination.js";
+import { uuidPattern } from "../platform/validation.js";
 import type { CallContext, ServiceHandlers } from "../policy/call.js";
 import { DeviceType, SignInMethod } from "../../gen/portcullis/v1/common_pb.js";
 import { SessionService, type SessionSchema } from "../../gen/portcullis/v1/session_service_pb.js";
@@ -11,7 +13,6 @@ import type { Sessions } from "./sessions.js";
 /** Holders may sign out anyone's session (support, incident response). */
 export const sessionAdminPermission = "session.admin";
 
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const liveSession = "revoke_time is null and expire_time > now() and idle_expire_time > now()";
 
 interface SessionRow {
@@ -45,19 +46,6 @@ function sessionMessage(row: SessionRow, currentSessionId: string): MessageInitS
   };
 }
 
-/** Keyset pagination: the token is where the previous page ended, opaque to clients. */
-const pageTokens = {
-  encode: (row: SessionRow) => Buffer.from(`${new Date(row.create_time).toISOString()}|${row.id}`).toString("base64url"),
-  decode(token: string): [Date, string] {
-    const [time, id] = Buffer.from(token, "base64url").toString().split("|");
-    const date = new Date(time ?? "");
-    if (Number.isNaN(date.getTime()) || !id || !uuidPattern.test(id)) {
-      throw invalidArgument([{ field: "page_token", description: "not a token from a previous response" }]);
-    }
-    return [date, id];
-  },
-};
-
 export function sessionHandlers(orm: MikroORM, sessions: Sessions): ServiceHandlers<typeof SessionService> {
   const revoke = async (em: EntityManager, call: CallContext, which: Parameters<Sessions["revoke"]>[1], owner: string) => {
     const principal = call.principal!;
@@ -86,9 +74,8 @@ export function sessionHandlers(orm: MikroORM, sessions: Sessions): ServiceHandl
 
     async listSessions(request, call) {
       const principal = call.principal!;
-      if (request.pageSize < 0 || request.pageSize > 100) throw invalidArgument([{ field: "page_size", description: "from 1 to 100, or 0 for 50" }]);
-      const pageSize = request.pageSize || 50;
-      const after = request.pageToken ? pageTokens.decode(request.pageToken) : undefined;
+      const pageSize = pageSizeOf(request.pageSize);
+      const after = request.pageToken ? decodePageToken(request.pageToken) : undefined;
       const rows = await orm.em.fork().execute<SessionRow[]>(
         `select * from session where user_id = ? and ${liveSession}
          ${after ? "and (create_time, id) < (?, ?)" : ""}
@@ -98,7 +85,7 @@ export function sessionHandlers(orm: MikroORM, sessions: Sessions): ServiceHandl
       const page = rows.slice(0, pageSize);
       return {
         sessions: page.map((row) => sessionMessage(row, principal.sessionId)),
-        nextPageToken: rows.length > pageSize ? pageTokens.encode(page.at(-1)!) : "",
+        nextPageToken: rows.length > pageSize ? encodePageToken(new Date(page.at(-1)!.create_time), page.at(-1)!.id) : "",
       };
     },
 

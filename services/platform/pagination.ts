@@ -1,0 +1,27 @@
+import { invalidArgument } from "./errors.js";
+import { uuidPattern } from "./validation.js";
+
+/**
+ * Keyset pagination over (time, id): the token says where the last page
+ * ended. Opaque to clients, and checked when it comes back.
+ */
+export function encodePageToken(time: Date, id: string): string {
+  return Buffer.from(`${time.toISOString()}|${id}`).toString("base64url");
+}
+
+export function decodePageToken(token: string): [Date, string] {
+  const [time, id] = Buffer.from(token, "base64url").toString().split("|");
+  const date = new Date(time ?? "");
+  if (Number.isNaN(date.getTime()) || !id || !uuidPattern.test(id)) {
+    throw invalidArgument([{ field: "page_token", description: "not a token from a previous response" }]);
+  }
+  return [date, id];
+}
+
+/** AIP-158: 0 means the default; more than the maximum is an error, not silently cut. */
+export function pageSizeOf(requested: number, fallback = 50, max = 100): number {
+  if (requested < 0 || requested > max) {
+    throw invalidArgument([{ field: "page_size", description: `from 1 to ${max}, or 0 for ${fallback}` }]);
+  }
+  return requested || fallback;
+}
