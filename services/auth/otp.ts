@@ -122,13 +122,9 @@ export class OtpSignIn {
         [randomUUID(), e164],
       );
       if (user!.disable_time) return { user: user!, disabled: true as const };
-      const created = await this.sessions.create(tx, user!.id, deviceInput, SignInMethod.OTP, origin);
-      await audit(tx, origin, {
-        event: "sign_in",
-        outcome: "success",
-        userId: user!.id,
-        sessionId: created.session.id,
-        detail: { method: "otp", new_user: user!.inserted, evicted: created.evicted.length },
+      const created = await this.sessions.create(tx, user!.id, deviceInput, SignInMethod.OTP, origin, {
+        name: "sign_in",
+        detail: { method: "otp", new_user: user!.inserted },
       });
       return { user: user!, disabled: false as const, ...created };
     });

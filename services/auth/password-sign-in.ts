@@ -20,6 +20,8 @@ const locked = () =>
 interface CredentialRow extends UserRow {
   password_hash: string | null;
   locked: boolean;
+  failed_logins: number;
+  lockouts: number;
 }
 
 /**
@@ -55,8 +57,7 @@ export class PasswordSignIn {
         [randomUUID(), email, passwordHash, request.displayName],
       );
       if (!user) return undefined;
-      const created = await this.sessions.create(tx, user.id, device, SignInMethod.PASSWORD, origin);
-      await audit(tx, origin, { event: "register", outcome: "success", userId: user.id, sessionId: created.session.id });
+      const created = await this.sessions.create(tx, user.id, device, SignInMethod.PASSWORD, origin, { name: "register", detail: { method: "pwd" } });
       return { user, ...created };
     });
     if (!signedIn) {
@@ -82,7 +83,7 @@ export class PasswordSignIn {
 
     const em = this.orm.em.fork();
     const [user] = await em.execute<CredentialRow[]>(
-      `select ${userColumns}, password_hash, coalesce(locked_until > now(), false) as locked from app_user where email = ?`,
+      `select ${userColumns}, password_hash, failed_logins, lockouts, coalesce(locked_until > now(), false) as locked from app_user where email = ?`,
       [email],
     );
     const passwordOk = await verifyPassword(user?.password_hash ?? undefined, request.password);
@@ -100,10 +101,10 @@ export class PasswordSignIn {
     }
 
     const signedIn = await em.transactional(async (tx) => {
-      await tx.execute("update app_user set failed_logins = 0, lockouts = 0 where id = ?", [user.id]);
-      const created = await this.sessions.create(tx, user.id, device, SignInMethod.PASSWORD, origin);
-      await audit(tx, origin, { event: "sign_in", outcome: "success", userId: user.id, sessionId: created.session.id, detail: { method: "pwd" } });
-      return created;
+      if (user.failed_logins > 0 || user.lockouts > 0) {
+        await tx.execute("update app_user set failed_logins = 0, lockouts = 0 where id = ?", [user.id]);
+      }
+      return this.sessions.create(tx, user.id, device, SignInMethod.PASSWORD, origin, { name: "sign_in", detail: { method: "pwd" } });
     });
     await this.sessions.published(signedIn.evicted);
     return {
@@ -117,7 +118,7 @@ export class PasswordSignIn {
   async changePassword(principal: Principal, current: string, next: string, origin: AuditOrigin): Promise<number> {
     const em = this.orm.em.fork();
     const [user] = await em.execute<CredentialRow[]>(
-      `select ${userColumns}, password_hash, coalesce(locked_until > now(), false) as locked from app_user where id = ?`,
+      `select ${userColumns}, password_hash, failed_logins, lockouts, coalesce(locked_until > now(), false) as locked from app_user where id = ?`,
       [principal.subject],
     );
     const violations = new Violations()

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import type { Config } from "../platform/config.js";
 import { hashRefreshToken, newRefreshToken } from "../tokens/refresh-token.js";
+import type { AuditOrigin } from "../platform/audit.js";
 import type { FeedEvent, RevocationFeed } from "./revocation-feed.js";
 import { DeviceType, SignInMethod } from "../../gen/portcullis/v1/common_pb.js";
 
@@ -35,44 +36,55 @@ export class Sessions {
 
   /**
    * Creates a session and its first refresh token inside the sign-in
-   * transaction; beyond the per-user limit the oldest live sessions are
-   * revoked. Call `published` with the result once the transaction commits.
+   * transaction, and audits the sign-in; beyond the per-user limit the oldest
+   * live sessions are revoked. Call `published` with `evicted` once the
+   * transaction commits.
    */
   async create(
     em: EntityManager,
     userId: string,
     device: DeviceInput,
     method: SignInMethod,
-    origin: { clientIp: string; userAgent: string },
+    origin: AuditOrigin,
+    event: { name: "sign_in" | "register"; detail: Record<string, string | number | boolean> },
   ): Promise<{ session: SessionRow; refreshToken: string; evicted: string[] }> {
-    // One sign-in at a time per user, so two cannot both stay under the limit.
+    // One sign-in at a time per user, so two cannot both stay under the limit;
+    // the next statement's snapshot is taken after the lock, so it sees theirs.
     await em.execute("select 1 from app_user where id = ? for update", [userId]);
-    const evicted = (
-      await em.execute<{ id: string }[]>(
-        `update session set revoke_time = now(), revoke_reason = 'evicted'
-         where id in (select id from session where user_id = ? and revoke_time is null and expire_time > now()
-                      order by create_time desc offset ?)
-         returning id`,
-        [userId, this.settings.maxPerUser - 1],
-      )
-    ).map((row) => row.id);
     const id = randomUUID();
     const now = Date.now();
     const expireTime = new Date(now + this.settings.lifetimeSeconds * 1000);
     const idleExpireTime = new Date(Math.min(now + this.settings.idleTimeoutSeconds * 1000, expireTime.getTime()));
-    await em.execute(
-      `insert into session (id, user_id, device_id, device_type, device_name, ip_address, user_agent, sign_in_method, idle_expire_time, expire_time)
-       values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    const refreshToken = newRefreshToken();
+    const userAgent = origin.userAgent.slice(0, 512);
+    // One round trip: evict, create, store the refresh token, audit.
+    const evicted = await em.execute<{ id: string }[]>(
+      `with evicted as (
+         update session set revoke_time = now(), revoke_reason = 'evicted'
+         where id in (select id from session where user_id = ? and revoke_time is null and expire_time > now()
+                      order by create_time desc offset ?)
+         returning id),
+       created as (
+         insert into session (id, user_id, device_id, device_type, device_name, ip_address, user_agent, sign_in_method, idle_expire_time, expire_time)
+         values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) returning id),
+       token as (
+         insert into refresh_token (token_hash, session_id, expire_time) select ?, id, ? from created),
+       audited as (
+         insert into audit_event (event, outcome, user_id, session_id, ip_address, user_agent, request_id, detail)
+         select ?, 'success', ?, id, ?, ?, ?, ?::jsonb || jsonb_build_object('evicted', (select count(*) from evicted)) from created)
+       select id from evicted`,
       [
-        id, userId, device.deviceId, DeviceType[device.deviceType], device.deviceName, origin.clientIp,
-        origin.userAgent.slice(0, 512), SignInMethod[method], idleExpireTime, expireTime,
+        userId, this.settings.maxPerUser - 1,
+        id, userId, device.deviceId, DeviceType[device.deviceType], device.deviceName, origin.clientIp, userAgent, SignInMethod[method], idleExpireTime, expireTime,
+        hashRefreshToken(refreshToken), expireTime,
+        event.name, userId, origin.clientIp, userAgent, origin.requestId, JSON.stringify(event.detail),
       ],
     );
-    const refreshToken = newRefreshToken();
-    await em.execute("insert into refresh_token (token_hash, session_id, expire_time) values (?, ?, ?)", [
-      hashRefreshToken(refreshToken), id, expireTime,
-    ]);
-    return { session: { id, userId, deviceId: device.deviceId, signInMethod: method, expireTime }, refreshToken, evicted };
+    return {
+      session: { id, userId, deviceId: device.deviceId, signInMethod: method, expireTime },
+      refreshToken,
+      evicted: evicted.map((row) => row.id),
+    };
   }
 
   /** Revokes live sessions; returns their ids. Publish them once the transaction commits. */
