@@ -252,3 +252,16 @@ describe("CORS", () => {
     expect(response.headers.get("access-control-allow-headers")).to.equal(null);
   });
 });
+
+describe("Start-up of several instances", () => {
+  it("migrates an empty database once when three instances start at the same moment", async () => {
+    const stores = await sharedStores();
+    const running = await Promise.all([1, 2, 3].map(() => startPlatform({ ...stores })));
+    try {
+      const keys = await Promise.all(running.map((r) => r.app!.keyRing.jwks().map((k) => k.kid).join()));
+      expect(new Set(keys).size, "one key ring, not three").to.equal(1);
+    } finally {
+      await Promise.all(running.map((r) => r.stop()));
+    }
+  });
+});

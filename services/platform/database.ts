@@ -5,11 +5,10 @@ import { migrations } from "./migrations/index.js";
 
 export type { MikroORM };
 
-/**
- * Opens MikroORM on Postgres and applies the committed migrations. Several
- * instances may start at once: the migrator takes its own lock table, and every
- * migration is written to be safe to run once.
- */
+/** Several instances may start at once: one migrates while the others wait for it. */
+const migrationLockId = 0x6d696772; // "migr"
+
+/** Opens MikroORM on Postgres and applies the committed migrations. */
 export async function openDatabase(
   url: string,
   entities: EntitySchema<any, any>[],
@@ -27,7 +26,10 @@ export async function openDatabase(
     allowGlobalContext: false,
     ensureDatabase: false,
   });
-  const applied = await orm.getMigrator().up();
+  const applied = await orm.em.fork().transactional(async (em) => {
+    await em.execute("select pg_advisory_xact_lock(?)", [migrationLockId]);
+    return orm.getMigrator().up({ transaction: em.getTransactionContext() });
+  });
   if (applied.length > 0) logger.info({ migrations: applied.map((m) => m.name) }, "database migrated");
   return orm;
 }
