@@ -63,7 +63,7 @@ export class Chain {
     const requestId = headerId && requestIdPattern.test(headerId) ? headerId : randomUUID();
     const clientIp = this.deps.clientIp.resolve(incoming.peer, incoming.header("x-forwarded-for"));
     let principal: Principal | undefined;
-    let code = Code.Unknown as Code | 0;
+    let status = "ok";
     try {
       if (!policy) throw new ConnectError("no access policy for this method", Code.PermissionDenied);
       const limited: LimitedCall = { requestId, clientIp, userAgent: incoming.header("user-agent") ?? "" };
@@ -74,19 +74,17 @@ export class Chain {
         authorize(policy, principal);
       }
       const call: CallContext = { ...limited, path: policy.path, principal };
-      const response = await handler(request, call);
-      code = 0;
-      return response;
+      return await handler(request, call);
     } catch (error) {
       const connectError = this.toConnectError(error, requestId);
-      code = connectError.code;
+      status = Code[connectError.code];
       throw connectError;
     } finally {
       this.deps.logger.info(
         {
           rid: requestId,
           method: policy?.path ?? incoming.method.name,
-          status: code === 0 ? "ok" : Code[code],
+          status,
           ms: Math.round((performance.now() - started) * 100) / 100,
           ip: clientIp,
           sub: principal?.subject,
