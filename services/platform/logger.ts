@@ -16,15 +16,22 @@ const redactedPaths = [
   "legalName", "*.legalName", "birthDate", "*.birthDate", "documentNumber", "*.documentNumber",
 ];
 
+const common = {
+  base: { service: "portcullis" },
+  timestamp: pino.stdTimeFunctions.isoTime,
+  formatters: { level: (label: string) => ({ level: label }) },
+};
+
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
-  return pino(
-    {
-      level,
-      base: { service: "portcullis" },
-      timestamp: pino.stdTimeFunctions.isoTime,
-      redact: { paths: redactedPaths, censor: "[redacted]" },
-      formatters: { level: (label) => ({ level: label }) },
-    },
-    destination ?? pino.destination({ sync: false }),
-  );
+  return pino({ ...common, level, redact: { paths: redactedPaths, censor: "[redacted]" } }, destination ?? pino.destination({ sync: false }));
+}
+
+/**
+ * The one-line-per-call access log, to the same destination. Its fields are
+ * fixed and hold no secret, so it skips redaction, which measured at over half
+ * the cost of a log line here.
+ */
+export function accessLogger(logger: Logger): Logger {
+  const destination = (logger as unknown as Record<symbol, pino.DestinationStream>)[pino.symbols.streamSym]!;
+  return pino({ ...common, level: logger.level }, destination);
 }

@@ -2,7 +2,7 @@ import { createHmac, randomUUID } from "node:crypto";
 import type { DescMethod, Message } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { kycLevelRequired, permissionDenied, rateLimited, unauthenticated } from "../platform/errors.js";
-import type { Logger } from "../platform/logger.js";
+import { accessLogger, type Logger } from "../platform/logger.js";
 import type { Principal, TokenVerifier } from "../tokens/access-token.js";
 import { Caller, RateLimitKey } from "../../gen/portcullis/v1/policy_pb.js";
 import type { MethodLimit, MethodPolicy } from "./access.js";
@@ -54,7 +54,11 @@ const requestIdPattern = /^[\w.:-]{1,128}$/;
  * `access` option, read once at start-up.
  */
 export class Chain {
-  constructor(private readonly deps: ChainDeps) {}
+  private readonly accessLog: Logger;
+
+  constructor(private readonly deps: ChainDeps) {
+    this.accessLog = accessLogger(deps.logger);
+  }
 
   async run(incoming: IncomingCall, request: Message, handler: UnaryHandler): Promise<unknown> {
     const started = performance.now();
@@ -80,7 +84,7 @@ export class Chain {
       status = Code[connectError.code];
       throw connectError;
     } finally {
-      this.deps.logger.info(
+      this.accessLog.info(
         {
           rid: requestId,
           method: policy?.path ?? incoming.method.name,
