@@ -1,12 +1,11 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { randomUUID } from "node:crypto";
-import { toJson, type DescService } from "@bufbuild/protobuf";
-import { createContextKey, createContextValues, type ConnectRouter } from "@connectrpc/connect";
+import { create, toJson, type DescService } from "@bufbuild/protobuf";
+import { Code, ConnectError, createContextKey, createContextValues, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Dispatch, IncomingCall } from "../services/policy/call.js";
 import type { Logger } from "../services/platform/logger.js";
 import { AuthService, GetJwksRequestSchema, GetJwksResponseSchema } from "../gen/portcullis/v1/auth_service_pb.js";
-import { create } from "@bufbuild/protobuf";
 import { applyCors } from "./cors.js";
 
 export interface GatewayOptions {
@@ -72,8 +71,14 @@ export function createGateway(options: GatewayOptions): Server {
       res.setHeader("Cache-Control", "no-store");
       rpc(req, res);
     } catch (error) {
+      if (res.headersSent) return;
+      const limited = error instanceof ConnectError && error.code === Code.ResourceExhausted;
+      if (limited) {
+        res.setHeader("Retry-After", error.metadata.get("retry-after") ?? "1");
+        return sendJson(res, 429, { status: "too many requests" });
+      }
       options.logger.error({ err: error, rid: requestId, path }, "gateway request failed");
-      if (!res.headersSent) sendJson(res, 503, { status: "unavailable" });
+      sendJson(res, 503, { status: "unavailable" });
     }
   });
 }
