@@ -58,7 +58,7 @@ export class RevocationFeed implements SessionGate {
     this.subscriber = subscriber;
     subscriber.on("error", () => {});
     subscriber.on("close", () => {
-      if (this.live) this.logger.error("revocation feed lost: refusing user calls until it is back");
+      if (this.live && this.subscriber) this.logger.error("revocation feed lost: refusing user calls until it is back");
       this.live = false;
     });
     subscriber.on("message", (_channel: string, message: string) => this.receive(message));
@@ -79,7 +79,9 @@ export class RevocationFeed implements SessionGate {
 
   async stop(): Promise<void> {
     clearInterval(this.pruneTimer);
-    this.subscriber?.disconnect();
+    const subscriber = this.subscriber;
+    this.subscriber = undefined;
+    subscriber?.disconnect();
   }
 
   /**
