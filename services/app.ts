@@ -10,7 +10,7 @@ import type { Dispatch, UnaryHandler } from "./policy/call.js";
 import { Chain } from "./policy/chain.js";
 import { ClientIpResolver } from "./policy/client-ip.js";
 import { auditLimitHits } from "./policy/limit-audit.js";
-import { consumeRule, MemoryRateLimiter, RedisRateLimiter } from "./policy/rate-limiter.js";
+import { consumeRule, LeasingRateLimiter, MemoryRateLimiter, RedisRateLimiter } from "./policy/rate-limiter.js";
 import { rateLimited } from "./platform/errors.js";
 import { AccessTokens } from "./tokens/access-token.js";
 import { KeyRing } from "./tokens/key-ring.js";
@@ -122,7 +122,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
     cleanup.start();
     closers.push(() => cleanup.stop());
 
-    const limiter = redis ? new RedisRateLimiter(redis, config.redisKeyPrefix) : new MemoryRateLimiter();
+    const limiter = redis ? new LeasingRateLimiter(new RedisRateLimiter(redis, config.redisKeyPrefix)) : new MemoryRateLimiter();
     const chain = new Chain({
       policies,
       limiter,

@@ -3,6 +3,7 @@ import { defaultRateLimits } from "../services/platform/config.js";
 import { PolicyError, readPolicies } from "../services/policy/access.js";
 import { ClientIpResolver } from "../services/policy/client-ip.js";
 import { gcra } from "../services/policy/gcra.js";
+import { LeasingRateLimiter, MemoryRateLimiter } from "../services/policy/rate-limiter.js";
 import { services } from "../services/app.js";
 import { Caller, RateLimitKey } from "../gen/portcullis/v1/policy_pb.js";
 import { AuthService } from "../gen/portcullis/v1/auth_service_pb.js";
@@ -70,5 +71,31 @@ describe("Client IP", () => {
   it("ignores X-Forwarded-For when no proxy is trusted, and unwraps IPv4-mapped addresses", () => {
     const resolver = new ClientIpResolver([]);
     expect(resolver.resolve("[::ffff:192.0.2.1]:443", "6.6.6.6")).to.equal("192.0.2.1");
+  });
+});
+
+describe("Leased rate limits", () => {
+  const minute = 60_000;
+
+  it("never lets two instances together exceed a high limit, and counts small limits call by call", async () => {
+    const shared = new MemoryRateLimiter(() => 0);
+    const instances = [new LeasingRateLimiter(shared, () => 0), new LeasingRateLimiter(shared, () => 0)];
+    let allowed = 0;
+    for (let i = 0; i < 1500; i++) if ((await instances[i % 2]!.consume("api_user:u1", 1000, minute)).allowed) allowed++;
+    expect(allowed).to.be.at.most(1000).and.at.least(990);
+
+    let small = 0;
+    for (let i = 0; i < 10; i++) if ((await instances[i % 2]!.consume("otp:p1", 3, minute)).allowed) small++;
+    expect(small).to.equal(3);
+  });
+
+  it("takes one lease for many concurrent calls", async () => {
+    let storeCalls = 0;
+    const shared = new MemoryRateLimiter(() => 0);
+    const counting = { consume: (...args: Parameters<MemoryRateLimiter["consume"]>) => (storeCalls++, shared.consume(...args)) };
+    const limiter = new LeasingRateLimiter(counting, () => 0);
+    const decisions = await Promise.all(Array.from({ length: 10 }, () => limiter.consume("api_ip:1.2.3.4", 1000, minute)));
+    expect(decisions.every((d) => d.allowed)).to.equal(true);
+    expect(storeCalls).to.equal(1);
   });
 });

@@ -12,9 +12,10 @@ export interface GcraDecision {
   retryAfterMs: number;
 }
 
-export function gcra(storedTat: number | undefined, nowMs: number, limit: number, periodMs: number): GcraDecision {
+/** `cost` requests at once: all are allowed, or none. */
+export function gcra(storedTat: number | undefined, nowMs: number, limit: number, periodMs: number, cost = 1): GcraDecision {
   const interval = periodMs / limit;
-  const tat = Math.max(storedTat ?? nowMs, nowMs) + interval;
+  const tat = Math.max(storedTat ?? nowMs, nowMs) + interval * cost;
   const ahead = tat - nowMs;
   if (ahead > periodMs) return { allowed: false, tat: storedTat ?? nowMs, retryAfterMs: Math.ceil(ahead - periodMs) };
   return { allowed: true, tat, retryAfterMs: 0 };

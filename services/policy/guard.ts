@@ -10,7 +10,7 @@ import { readPolicies } from "./access.js";
 import type { Dispatch, UnaryHandler } from "./call.js";
 import { Chain } from "./chain.js";
 import { ClientIpResolver } from "./client-ip.js";
-import { RedisRateLimiter } from "./rate-limiter.js";
+import { LeasingRateLimiter, RedisRateLimiter } from "./rate-limiter.js";
 
 export interface GuardOptions {
   /** The service's own services; each method declares (portcullis.v1.access) like ours. */
@@ -55,7 +55,7 @@ export async function createGuard(options: GuardOptions): Promise<Guard> {
   await jwks.refresh();
   const chain = new Chain({
     policies,
-    limiter: new RedisRateLimiter(redis, options.limitKeyPrefix ?? "guard:"),
+    limiter: new LeasingRateLimiter(new RedisRateLimiter(redis, options.limitKeyPrefix ?? "guard:")),
     tokens: new TokenVerifier(jwks, {
       issuer: options.issuer ?? "portcullis",
       audience: options.audience ?? "portcullis",

@@ -11,7 +11,8 @@ export interface RateDecision {
 
 /** Counts requests against a rule, shared by every instance that uses the same store. */
 export interface RateLimiter {
-  consume(key: string, limit: number, periodMs: number): Promise<RateDecision>;
+  /** Takes `cost` requests (default 1) at once, or none. */
+  consume(key: string, limit: number, periodMs: number, cost?: number): Promise<RateDecision>;
 }
 
 /**
@@ -47,9 +48,10 @@ local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
 local interval = period / limit
 local stored = tonumber(redis.call('GET', KEYS[1]))
-local tat = math.max(stored or now, now) + interval
+local tat = math.max(stored or now, now) + interval * cost
 local ahead = tat - now
 if ahead > period then
   return math.ceil(ahead - period)
@@ -58,7 +60,7 @@ redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(ahead))
 return 0
 `;
 
-type RedisWithGcra = RedisClient & { portcullisGcra(key: string, limit: number, periodMs: number): Promise<number> };
+type RedisWithGcra = RedisClient & { portcullisGcra(key: string, limit: number, periodMs: number, cost: number): Promise<number> };
 
 export class RedisRateLimiter implements RateLimiter {
   private readonly redis: RedisWithGcra;
@@ -68,8 +70,8 @@ export class RedisRateLimiter implements RateLimiter {
     this.redis = redis as RedisWithGcra;
   }
 
-  async consume(key: string, limit: number, periodMs: number): Promise<RateDecision> {
-    const retryAfterMs = await this.redis.portcullisGcra(`${this.prefix}rl:{${key}}`, limit, periodMs);
+  async consume(key: string, limit: number, periodMs: number, cost = 1): Promise<RateDecision> {
+    const retryAfterMs = await this.redis.portcullisGcra(`${this.prefix}rl:{${key}}`, limit, periodMs, cost);
     return { allowed: retryAfterMs === 0, retryAfterMs };
   }
 }
@@ -81,10 +83,10 @@ export class MemoryRateLimiter implements RateLimiter {
 
   constructor(private readonly now: () => number = Date.now) {}
 
-  async consume(key: string, limit: number, periodMs: number): Promise<RateDecision> {
+  async consume(key: string, limit: number, periodMs: number, cost = 1): Promise<RateDecision> {
     const now = this.now();
     if (++this.consumedSincePrune >= 10_000) this.prune(now);
-    const decision = gcra(this.tats.get(key)?.tat, now, limit, periodMs);
+    const decision = gcra(this.tats.get(key)?.tat, now, limit, periodMs, cost);
     if (decision.allowed) this.tats.set(key, { tat: decision.tat, periodMs });
     return decision;
   }
@@ -92,5 +94,53 @@ export class MemoryRateLimiter implements RateLimiter {
   private prune(now: number): void {
     this.consumedSincePrune = 0;
     for (const [key, entry] of this.tats) if (entry.tat <= now) this.tats.delete(key);
+  }
+}
+
+/** Limits at least this high are taken in leases; lower ones stay exact per call. */
+const leaseFromLimit = 100;
+const leaseLifetimeMs = 1000;
+
+/**
+ * High-volume limits (1000 calls a minute per user) would cost a Redis round
+ * trip on every call. Instead an instance takes a lease of 1% of the limit in
+ * one atomic step and spends it locally for at most a second. Leases come out
+ * of the same shared bucket, so all instances together still never exceed the
+ * limit; unused lease is lost, so near the limit a caller may be refused up to
+ * 1% early. When a lease is refused, calls fall back to exact counting. Small
+ * limits (codes, logins) are always counted exactly, call by call.
+ */
+export class LeasingRateLimiter implements RateLimiter {
+  private readonly leases = new Map<string, { remaining: number; expiresAt: number }>();
+  private readonly pending = new Map<string, Promise<RateDecision>>();
+
+  constructor(private readonly store: RateLimiter, private readonly now: () => number = Date.now) {}
+
+  async consume(key: string, limit: number, periodMs: number): Promise<RateDecision> {
+    if (limit < leaseFromLimit) return this.store.consume(key, limit, periodMs);
+    const now = this.now();
+    const lease = this.leases.get(key);
+    if (lease && lease.expiresAt > now && lease.remaining > 0) {
+      lease.remaining--;
+      return { allowed: true, retryAfterMs: 0 };
+    }
+    // One lease request per key at a time; concurrent calls wait for it, then try again.
+    const inFlight = this.pending.get(key);
+    if (inFlight) {
+      await inFlight;
+      return this.consume(key, limit, periodMs);
+    }
+    const size = Math.floor(limit / leaseFromLimit);
+    const request = this.store.consume(key, limit, periodMs, size).finally(() => this.pending.delete(key));
+    this.pending.set(key, request);
+    const decision = await request;
+    if (!decision.allowed) return this.store.consume(key, limit, periodMs);
+    if (this.leases.size >= 100_000) this.prune(now);
+    this.leases.set(key, { remaining: size - 1, expiresAt: now + leaseLifetimeMs });
+    return decision;
+  }
+
+  private prune(now: number): void {
+    for (const [key, lease] of this.leases) if (lease.expiresAt <= now) this.leases.delete(key);
   }
 }
