@@ -15,6 +15,7 @@ import { rateLimited } from "./platform/errors.js";
 import { AccessTokens } from "./tokens/access-token.js";
 import { KeyRing } from "./tokens/key-ring.js";
 import { RefreshRotation } from "./tokens/refresh.js";
+import { RefreshTokens } from "./tokens/refresh-token.js";
 import { SigningKey } from "./tokens/signing-key.js";
 import { RevocationFeed, type FeedChannel } from "./session/revocation-feed.js";
 import { Sessions } from "./session/sessions.js";
@@ -106,7 +107,8 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
     );
     await revocations.start();
     closers.push(() => revocations.stop());
-    const sessions = new Sessions(config.session, revocations, accessTokenLifetimeMs);
+    const refreshTokens = new RefreshTokens(deriveKey(keyEncryptionKey!, "refresh-tokens"));
+    const sessions = new Sessions(config.session, revocations, accessTokenLifetimeMs, refreshTokens);
     const guard = new SessionGuard(revocations, orm, config.session.idleTimeoutSeconds, logger);
     guard.start();
     closers.push(() => guard.stop());
@@ -139,10 +141,10 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       orm,
       tokens,
       sessions,
+      refreshTokens,
       {
         reuseIntervalSeconds: config.session.refreshReuseIntervalSeconds,
         idleTimeoutSeconds: config.session.idleTimeoutSeconds,
-        successorKey: deriveKey(keyEncryptionKey!, "refresh-successors"),
       },
       async (userId) => {
         const decision = await consumeRule(limiter, "refresh_user", refreshUserRule, userId, logger);

@@ -6,12 +6,14 @@ import { normalizeEmail } from "../auth/password.js";
 import { audit, type AuditOrigin } from "../platform/audit.js";
 import { ConfigError, loadConfig, type Config } from "../platform/config.js";
 import { openDatabase } from "../platform/database.js";
-import { startEmbeddedPostgres } from "../platform/embedded.js";
+import { embeddedKeyEncryptionKey, startEmbeddedPostgres } from "../platform/embedded.js";
+import { deriveKey } from "../platform/envelope.js";
 import { createLogger, type Logger } from "../platform/logger.js";
 import { connectRedis } from "../platform/redis.js";
 import { sessionAdminPermission } from "../session/handlers.js";
 import { RevocationFeed, type FeedChannel } from "../session/revocation-feed.js";
 import { Sessions } from "../session/sessions.js";
+import { RefreshTokens } from "../tokens/refresh-token.js";
 
 /** Permissions that mean something to Portcullis; anything else is a typo. */
 const knownPermissions = ["kyc.review", sessionAdminPermission];
@@ -86,7 +88,9 @@ async function setDisabled(
   logger: Logger,
 ): Promise<string> {
   const lifetimeMs = (config.jwt.accessTokenTtlSeconds + config.jwt.clockToleranceSeconds) * 1000;
-  const sessions = new Sessions(config.session, new RevocationFeed(async () => [], logger, channel), lifetimeMs);
+  const keyEncryptionKey = config.keyEncryptionKey ?? embeddedKeyEncryptionKey(config.dataDir, logger);
+  const refreshTokens = new RefreshTokens(deriveKey(keyEncryptionKey, "refresh-tokens"));
+  const sessions = new Sessions(config.session, new RevocationFeed(async () => [], logger, channel), lifetimeMs, refreshTokens);
   const revoked = await orm.em.fork().transactional(async (tx) => {
     await tx.execute(`update app_user set disable_time = ${disable ? "now()" : "null"}, update_time = now() where id = ?`, [userId]);
     const ids = disable ? await sessions.revoke(tx, { userId }, "account_disabled") : [];

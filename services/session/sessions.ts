@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import type { Config } from "../platform/config.js";
-import { hashRefreshToken, newRefreshToken } from "../tokens/refresh-token.js";
+import { hashRefreshToken, type RefreshTokens } from "../tokens/refresh-token.js";
 import type { AuditOrigin } from "../platform/audit.js";
 import type { FeedEvent, RevocationFeed } from "./revocation-feed.js";
 import { DeviceType, SignInMethod } from "../../gen/portcullis/v1/common_pb.js";
@@ -32,6 +32,7 @@ export class Sessions {
     private readonly feed: RevocationFeed,
     /** How long an access token can outlive its session's revocation. */
     private readonly accessTokenLifetimeMs: number,
+    private readonly refreshTokens: RefreshTokens,
   ) {}
 
   /**
@@ -55,7 +56,7 @@ export class Sessions {
     const now = Date.now();
     const expireTime = new Date(now + this.settings.lifetimeSeconds * 1000);
     const idleExpireTime = new Date(Math.min(now + this.settings.idleTimeoutSeconds * 1000, expireTime.getTime()));
-    const refreshToken = newRefreshToken();
+    const refreshToken = this.refreshTokens.mint(userId);
     const userAgent = origin.userAgent.slice(0, 512);
     // One round trip: evict, create, store the refresh token, audit.
     const evicted = await em.execute<{ id: string }[]>(

@@ -1,24 +1,55 @@
-import { createHash, createHmac, randomBytes } from "node:crypto";
+import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+
+const userBytes = 16;
+const secretBytes = 32;
+const tagBytes = 16;
+const tokenLength = Math.ceil(((userBytes + secretBytes + tagBytes) * 4) / 3);
 
 /**
- * Refresh tokens are 256 random bits, stored only as a SHA-256 hash. A
- * successor is derived from the token it replaces (HMAC under a server key),
- * so a retry inside the reuse window can be given the very same successor
- * without the plaintext ever being stored.
+ * Refresh tokens: the user's id, 256 secret bits, and a MAC over both, stored
+ * only as a SHA-256 hash. The id lets the per-user refresh limit apply before
+ * any database work, and the MAC means a forged token cannot spend someone
+ * else's limit. A successor's secret is derived from the token it replaces
+ * (HMAC under a server key), so a retry inside the reuse window can be given
+ * the very same successor without the plaintext ever being stored.
  */
-export function newRefreshToken(): string {
-  return randomBytes(32).toString("base64url");
-}
+export class RefreshTokens {
+  private readonly tagKey: Buffer;
+  private readonly successorKey: Buffer;
 
-export function successorOf(token: string, key: Buffer): string {
-  return createHmac("sha256", key).update(token).digest("base64url");
+  constructor(key: Buffer) {
+    this.tagKey = createHmac("sha256", key).update("refresh-token-tag").digest();
+    this.successorKey = createHmac("sha256", key).update("refresh-token-successor").digest();
+  }
+
+  mint(userId: string): string {
+    return this.seal(userId, randomBytes(secretBytes));
+  }
+
+  successorOf(token: string, userId: string): string {
+    return this.seal(userId, createHmac("sha256", this.successorKey).update(token).digest());
+  }
+
+  /** The user a genuine token belongs to, or undefined for anything we did not mint. */
+  userOf(token: string): string | undefined {
+    if (token.length !== tokenLength || !/^[A-Za-z0-9_-]+$/.test(token)) return undefined;
+    const raw = Buffer.from(token, "base64url");
+    const body = raw.subarray(0, userBytes + secretBytes);
+    if (!timingSafeEqual(raw.subarray(userBytes + secretBytes), this.tag(body))) return undefined;
+    const hex = body.subarray(0, userBytes).toString("hex");
+    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  }
+
+  private seal(userId: string, secret: Buffer): string {
+    const body = Buffer.concat([Buffer.from(userId.replaceAll("-", ""), "hex"), secret]);
+    return Buffer.concat([body, this.tag(body)]).toString("base64url");
+  }
+
+  private tag(body: Buffer): Buffer {
+    return createHmac("sha256", this.tagKey).update(body).digest().subarray(0, tagBytes);
+  }
 }
 
 export function hashRefreshToken(token: string): Buffer {
   return createHash("sha256").update(token).digest();
-}
-
-/** Cheap shape check before any lookup: 43 base64url characters. */
-export function looksLikeRefreshToken(token: string): boolean {
-  return /^[A-Za-z0-9_-]{43}$/.test(token);
 }

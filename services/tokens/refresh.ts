@@ -5,7 +5,7 @@ import { unauthenticated } from "../platform/errors.js";
 import type { Sessions } from "../session/sessions.js";
 import { SignInMethod, type TokenPairSchema } from "../../gen/portcullis/v1/common_pb.js";
 import type { AccessTokens } from "./access-token.js";
-import { hashRefreshToken, looksLikeRefreshToken, successorOf } from "./refresh-token.js";
+import { hashRefreshToken, type RefreshTokens } from "./refresh-token.js";
 import { issueTokenPair } from "./token-issuer.js";
 
 interface SessionAndUser {
@@ -22,13 +22,11 @@ interface SessionAndUser {
 export interface RefreshSettings {
   reuseIntervalSeconds: number;
   idleTimeoutSeconds: number;
-  /** Keys successors: see refresh-token.ts. */
-  successorKey: Buffer;
 }
 
 /**
  * Refresh-token rotation (RFC 9700): each token is used once, in one statement
- * that marks it used, extends the session and stores its successor. Presenting
+ * that marks it used, extends the session, stores its successor and audits. Presenting
  * a used token again inside the reuse interval returns the same successor (two
  * tabs, a lost response); after it, the session is revoked as stolen.
  */
@@ -37,6 +35,7 @@ export class RefreshRotation {
     private readonly orm: MikroORM,
     private readonly tokens: AccessTokens,
     private readonly sessions: Sessions,
+    private readonly refreshTokens: RefreshTokens,
     private readonly settings: RefreshSettings,
     /** Applies the per-user refresh limit once the token has named its user. */
     private readonly limitUser: (userId: string) => Promise<void>,
@@ -48,43 +47,37 @@ export class RefreshRotation {
       await audit(em, origin, { event: "token.refresh", outcome: "failure", detail: { reason: "unknown_token" } });
       return unauthenticated("TOKEN_INVALID", "the refresh token is not valid; sign in again");
     };
-    if (!looksLikeRefreshToken(token)) throw await invalid();
-    const hash = hashRefreshToken(token);
-    const [owner] = await em.execute<{ user_id: string; used: boolean }[]>(
-      `select s.user_id, rt.use_time is not null as used
-       from refresh_token rt join session s on s.id = rt.session_id where rt.token_hash = ?`,
-      [hash],
-    );
-    if (!owner) throw await invalid();
-    await this.limitUser(owner.user_id);
+    // A token we did not mint is refused before it can touch the database or anyone's limit.
+    const userId = this.refreshTokens.userOf(token);
+    if (!userId) throw await invalid();
+    await this.limitUser(userId);
 
-    const successor = successorOf(token, this.settings.successorKey);
-    if (!owner.used) {
-      const [rotated] = await em.execute<SessionAndUser[]>(
-        `with used as (
-           update refresh_token set use_time = now()
-           where token_hash = ? and use_time is null and expire_time > now()
-           returning session_id),
-         live as (
-           update session set last_active_time = now(), idle_expire_time = least(now() + make_interval(secs => ?), expire_time)
-           where id = (select session_id from used) and revoke_time is null and idle_expire_time > now() and expire_time > now()
-           returning id, user_id, device_id, sign_in_method, expire_time),
-         successor as (
-           insert into refresh_token (token_hash, session_id, expire_time) select ?, id, expire_time from live),
-         audited as (
-           insert into audit_event (event, outcome, user_id, session_id, ip_address, user_agent, request_id)
-           select 'token.refresh', 'success', user_id, id, ?, ?, ? from live)
-         select live.*, u.kyc_level, u.kyc_status, u.permissions
-         from live join app_user u on u.id = live.user_id`,
-        [hash, this.settings.idleTimeoutSeconds, hashRefreshToken(successor), origin.clientIp, origin.userAgent.slice(0, 512), origin.requestId],
-      );
-      if (rotated) return this.pair(rotated, successor);
-    }
-    return this.refreshUsedToken(hash, successor, origin);
+    const hash = hashRefreshToken(token);
+    const successor = this.refreshTokens.successorOf(token, userId);
+    const [rotated] = await em.execute<SessionAndUser[]>(
+      `with used as (
+         update refresh_token set use_time = now()
+         where token_hash = ? and use_time is null and expire_time > now()
+         returning session_id),
+       live as (
+         update session set last_active_time = now(), idle_expire_time = least(now() + make_interval(secs => ?), expire_time)
+         where id = (select session_id from used) and revoke_time is null and idle_expire_time > now() and expire_time > now()
+         returning id, user_id, device_id, sign_in_method, expire_time),
+       successor as (
+         insert into refresh_token (token_hash, session_id, expire_time) select ?, id, expire_time from live),
+       audited as (
+         insert into audit_event (event, outcome, user_id, session_id, ip_address, user_agent, request_id)
+         select 'token.refresh', 'success', user_id, id, ?, ?, ? from live)
+       select live.*, u.kyc_level, u.kyc_status, u.permissions
+       from live join app_user u on u.id = live.user_id`,
+      [hash, this.settings.idleTimeoutSeconds, hashRefreshToken(successor), origin.clientIp, origin.userAgent.slice(0, 512), origin.requestId],
+    );
+    if (rotated) return this.pair(rotated, successor);
+    return this.refreshUsedToken(hash, successor, origin, invalid);
   }
 
-  /** The token was used already (or just now, by a concurrent call), or its session has ended. */
-  private async refreshUsedToken(hash: Buffer, successor: string, origin: AuditOrigin) {
+  /** The token was used already (or just now, by a concurrent call), its session has ended, or it is unknown. */
+  private async refreshUsedToken(hash: Buffer, successor: string, origin: AuditOrigin, invalid: () => Promise<Error>) {
     const em = this.orm.em.fork();
     const [row] = await em.execute<(SessionAndUser & { used: boolean; within_interval: boolean; session_live: boolean; revoked: boolean })[]>(
       `select s.id, s.user_id, s.device_id, s.sign_in_method, s.expire_time, u.kyc_level, u.kyc_status, u.permissions,
@@ -96,7 +89,8 @@ export class RefreshRotation {
        where rt.token_hash = ?`,
       [this.settings.reuseIntervalSeconds, hash],
     );
-    if (!row || row.revoked) throw unauthenticated("SESSION_REVOKED", "this session has been signed out; sign in again");
+    if (!row) throw await invalid();
+    if (row.revoked) throw unauthenticated("SESSION_REVOKED", "this session has been signed out; sign in again");
     if (!row.session_live || !row.used) throw unauthenticated("TOKEN_EXPIRED", "this session has expired; sign in again");
     if (row.within_interval) {
       await audit(em, origin, { event: "token.refresh", outcome: "success", userId: row.user_id, sessionId: row.id, detail: { retry: true } });
