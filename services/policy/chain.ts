@@ -70,14 +70,19 @@ export class Chain {
     let status = "ok";
     try {
       if (!policy) throw new ConnectError("no access policy for this method", Code.PermissionDenied);
-      const limited: LimitedCall = { requestId, clientIp, userAgent: incoming.header("user-agent") ?? "" };
-      await this.enforceLimits(policy.anonymousLimits, request, limited, undefined);
+      const call: { -readonly [K in keyof CallContext]: CallContext[K] } = {
+        path: policy.path,
+        requestId,
+        clientIp,
+        userAgent: incoming.header("user-agent") ?? "",
+        principal: undefined,
+      };
+      await this.enforceLimits(policy.anonymousLimits, request, call, undefined);
       if (policy.caller !== Caller.PUBLIC) {
-        principal = await this.authenticate(policy, incoming.header("authorization"));
-        await this.enforceLimits(policy.userLimits, request, limited, principal);
+        principal = call.principal = await this.authenticate(policy, incoming.header("authorization"));
+        await this.enforceLimits(policy.userLimits, request, call, principal);
         authorize(policy, principal);
       }
-      const call: CallContext = { ...limited, path: policy.path, principal };
       return await handler(request, call);
     } catch (error) {
       const connectError = this.toConnectError(error, requestId);
@@ -111,19 +116,19 @@ export class Chain {
     return principal.kind === "user" ? this.deps.sessions.check(principal) : principal;
   }
 
+  /**
+   * One rule after another: a call refused by one rule does not spend the
+   * next. With leased limits most of these resolve without a Redis round trip.
+   */
   private async enforceLimits(limits: MethodLimit[], request: Message, call: LimitedCall, principal: Principal | undefined) {
-    if (limits.length === 0) return;
-    const decisions = await Promise.all(
-      limits.map(async (limit) => {
-        const key = this.limitKey(limit, request, call.clientIp, principal);
-        return { limit, key, ...(await consumeRule(this.deps.limiter, limit.name, limit.rule, key, this.deps.logger)) };
-      }),
-    );
-    const denied = decisions.filter((d) => !d.allowed);
-    if (denied.length > 0) {
-      const longest = denied.reduce((a, b) => (a.retryAfterMs >= b.retryAfterMs ? a : b));
-      this.deps.onLimited({ ...call, rule: longest.limit.name, key: longest.key, userId: principal?.subject });
-      throw rateLimited(longest.limit.name, longest.retryAfterMs);
+    for (const limit of limits) {
+      const key = this.limitKey(limit, request, call.clientIp, principal);
+      const decision = await consumeRule(this.deps.limiter, limit.name, limit.rule, key, this.deps.logger);
+      if (!decision.allowed) {
+        const { requestId, clientIp, userAgent } = call;
+        this.deps.onLimited({ requestId, clientIp, userAgent, rule: limit.name, key, userId: principal?.subject });
+        throw rateLimited(limit.name, decision.retryAfterMs);
+      }
     }
   }
 

@@ -19,8 +19,16 @@ export class ClientIpResolver {
     this.any = trustedProxies.length > 0;
   }
 
+  /** Peers repeat for the life of a connection; parsing each once is enough. */
+  private readonly peers = new Map<string, string>();
+
   resolve(peer: string, forwardedFor: string | undefined): string {
-    const peerIp = normalize(peer);
+    let peerIp = this.peers.get(peer);
+    if (peerIp === undefined) {
+      if (this.peers.size >= 10_000) this.peers.clear();
+      peerIp = normalize(peer);
+      this.peers.set(peer, peerIp);
+    }
     if (!this.any || !forwardedFor || !this.isTrusted(peerIp)) return peerIp;
     const hops = forwardedFor.split(",").map((hop) => normalize(hop.trim()));
     for (let i = hops.length - 1; i >= 0; i--) {
