@@ -18,6 +18,11 @@ import { SmsDeliveryError, type SmsProvider } from "./sms.js";
 import { checkDevice, claimsOf, userColumns, userMessage, type UserRow } from "./users.js";
 
 const codeLength = 6;
+
+interface FailureBudget {
+  failures: number;
+  wait_ms: number | null;
+}
 const wrongCode = () => invalidArgument([{ field: "code", description: "the code is wrong or has expired; request a new one" }]);
 
 /**
@@ -95,14 +100,19 @@ export class OtpSignIn {
     violations.throwIfAny();
     const e164 = (phone as { e164: string }).e164;
     const em = this.orm.em.fork();
-    await this.refuseLockedPhone(e164);
-
-    const [challenge] = await em.execute<{ id: string; code_mac: Buffer; attempts: number; max_attempts: number }[]>(
-      `update otp_challenge set attempts = attempts + 1
-       where phone_number = ? and close_time is null and expire_time > now() and attempts < max_attempts
-       returning id, code_mac, attempts, max_attempts`,
-      [e164],
+    // The budget check and the attempt are one statement: a locked number spends no attempt.
+    const [state] = await em.execute<(FailureBudget & { id: string | null; code_mac: Buffer; attempts: number; max_attempts: number })[]>(
+      `with ${this.failureBudgetSql},
+       attempt as (
+         update otp_challenge set attempts = attempts + 1
+         where phone_number = ? and close_time is null and expire_time > now() and attempts < max_attempts
+           and (select failures from budget) < ?
+         returning id, code_mac, attempts, max_attempts)
+       select budget.*, attempt.* from budget left join attempt on true`,
+      [...this.failureBudgetParams(e164), e164, this.settings.failureBudget],
     );
+    this.refuseSpentBudget(state!);
+    const challenge = state!.id ? { ...state!, id: state!.id } : undefined;
     if (!challenge) {
       await audit(em, origin, { event: "otp.verify", outcome: "failure", detail: { phone: maskPhone(e164), reason: "no_open_code" } });
       throw wrongCode();
@@ -122,6 +132,7 @@ export class OtpSignIn {
         [randomUUID(), e164],
       );
       if (user!.disable_time) return { user: user!, disabled: true as const };
+      // The upsert holds the user's row lock that create() relies on.
       const created = await this.sessions.create(tx, user!.id, deviceInput, SignInMethod.OTP, origin, {
         name: "sign_in",
         detail: { method: "otp", new_user: user!.inserted },
@@ -152,16 +163,29 @@ export class OtpSignIn {
     return createHmac("sha256", this.codeKey).update(`${phone}:${code}`).digest();
   }
 
+  /** Wrong codes for a number inside the window, and when the oldest of them leaves it. */
+  private readonly failureBudgetSql = `
+    recent as (
+      select fail_time from otp_failure where phone_number = ? and fail_time > now() - make_interval(secs => ?)
+      order by fail_time desc limit ?),
+    budget as (
+      select count(*)::int as failures,
+             ceil(extract(epoch from min(fail_time) + make_interval(secs => ?) - now()) * 1000)::int as wait_ms
+      from recent)`;
+
+  private failureBudgetParams(phone: string) {
+    const { failureWindowSeconds, failureBudget } = this.settings;
+    return [phone, failureWindowSeconds, failureBudget, failureWindowSeconds];
+  }
+
   /** A phone number that spent its failure budget gets no codes and no checks until the window moves on. */
   private async refuseLockedPhone(phone: string): Promise<void> {
-    const [state] = await this.orm.em.fork().execute<{ failures: number; wait_ms: number | null }[]>(
-      `select count(*)::int as failures,
-              ceil(extract(epoch from min(fail_time) + make_interval(secs => ?) - now()) * 1000)::int as wait_ms
-       from (select fail_time from otp_failure where phone_number = ? and fail_time > now() - make_interval(secs => ?)
-             order by fail_time desc limit ?) recent`,
-      [this.settings.failureWindowSeconds, phone, this.settings.failureWindowSeconds, this.settings.failureBudget],
-    );
-    if (state && state.failures >= this.settings.failureBudget) throw rateLimited("otp_failure_budget", state.wait_ms ?? 1000);
+    const [state] = await this.orm.em.fork().execute<FailureBudget[]>(`with ${this.failureBudgetSql} select * from budget`, this.failureBudgetParams(phone));
+    this.refuseSpentBudget(state!);
+  }
+
+  private refuseSpentBudget(state: FailureBudget): void {
+    if (state.failures >= this.settings.failureBudget) throw rateLimited("otp_failure_budget", state.wait_ms ?? 1000);
   }
 
   private async recordFailure(phone: string, challenge: { id: string; attempts: number; max_attempts: number }, origin: AuditOrigin) {

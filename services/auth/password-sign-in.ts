@@ -103,6 +103,8 @@ export class PasswordSignIn {
     const signedIn = await em.transactional(async (tx) => {
       if (user.failed_logins > 0 || user.lockouts > 0) {
         await tx.execute("update app_user set failed_logins = 0, lockouts = 0 where id = ?", [user.id]);
+      } else {
+        await this.sessions.lockUser(tx, user.id);
       }
       return this.sessions.create(tx, user.id, device, SignInMethod.PASSWORD, origin, { name: "sign_in", detail: { method: "pwd" } });
     });

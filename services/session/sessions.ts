@@ -38,7 +38,10 @@ export class Sessions {
   /**
    * Creates a session and its first refresh token inside the sign-in
    * transaction, and audits the sign-in; beyond the per-user limit the oldest
-   * live sessions are revoked. Call `published` with `evicted` once the
+   * live sessions are revoked. The caller holds the user's row lock (the
+   * statement that found or created the user, or `lockUser`), so two sign-ins
+   * cannot both stay under the limit; this statement's snapshot is taken after
+   * that lock and sees theirs. Call `published` with `evicted` once the
    * transaction commits.
    */
   async create(
@@ -49,9 +52,6 @@ export class Sessions {
     origin: AuditOrigin,
     event: { name: "sign_in" | "register"; detail: Record<string, string | number | boolean> },
   ): Promise<{ session: SessionRow; refreshToken: string; evicted: string[] }> {
-    // One sign-in at a time per user, so two cannot both stay under the limit;
-    // the next statement's snapshot is taken after the lock, so it sees theirs.
-    await em.execute("select 1 from app_user where id = ? for update", [userId]);
     const id = randomUUID();
     const now = Date.now();
     const expireTime = new Date(now + this.settings.lifetimeSeconds * 1000);
@@ -86,6 +86,11 @@ export class Sessions {
       refreshToken,
       evicted: evicted.map((row) => row.id),
     };
+  }
+
+  /** One sign-in at a time per user: see `create`. */
+  async lockUser(em: EntityManager, userId: string): Promise<void> {
+    await em.execute("select 1 from app_user where id = ? for update", [userId]);
   }
 
   /** Revokes live sessions; returns their ids. Publish them once the transaction commits. */
