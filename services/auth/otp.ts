@@ -23,6 +23,14 @@ interface FailureBudget {
   failures: number;
   wait_ms: number | null;
 }
+
+/** An open code, as counted by the attempt that just used it. */
+interface Attempt {
+  id: string;
+  code_mac: Buffer;
+  attempts: number;
+  max_attempts: number;
+}
 const wrongCode = () => invalidArgument([{ field: "code", description: "the code is wrong or has expired; request a new one" }]);
 
 /**
@@ -101,7 +109,7 @@ export class OtpSignIn {
     const e164 = (phone as { e164: string }).e164;
     const em = this.orm.em.fork();
     // The budget check and the attempt are one statement: a locked number spends no attempt.
-    const [state] = await em.execute<(FailureBudget & { id: string | null; code_mac: Buffer; attempts: number; max_attempts: number })[]>(
+    const [state] = await em.execute<(FailureBudget & Partial<Attempt>)[]>(
       `with ${this.failureBudgetSql},
        attempt as (
          update otp_challenge set attempts = attempts + 1
@@ -112,7 +120,7 @@ export class OtpSignIn {
       [...this.failureBudgetParams(e164), e164, this.settings.failureBudget],
     );
     this.refuseSpentBudget(state!);
-    const challenge = state!.id ? { ...state!, id: state!.id } : undefined;
+    const challenge = state!.id ? (state as Attempt) : undefined;
     if (!challenge) {
       await audit(em, origin, { event: "otp.verify", outcome: "failure", detail: { phone: maskPhone(e164), reason: "no_open_code" } });
       throw wrongCode();
@@ -188,7 +196,7 @@ export class OtpSignIn {
     if (state.failures >= this.settings.failureBudget) throw rateLimited("otp_failure_budget", state.wait_ms ?? 1000);
   }
 
-  private async recordFailure(phone: string, challenge: { id: string; attempts: number; max_attempts: number }, origin: AuditOrigin) {
+  private async recordFailure(phone: string, challenge: Attempt, origin: AuditOrigin) {
     await this.orm.em.fork().transactional(async (tx) => {
       await tx.execute("insert into otp_failure (phone_number) values (?)", [phone]);
       if (challenge.attempts >= challenge.max_attempts) {
