@@ -73,7 +73,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       redis = await connectRedis(config.redisUrl!, config.redisCluster);
       closers.push(() => void redis!.disconnect());
     }
-    const orm = await openDatabase(databaseUrl, [SigningKey], logger, poolSize);
+    const orm = await openDatabase(databaseUrl, [SigningKey], logger, poolSize, Boolean(config.databaseUrl));
     closers.push(() => orm.close());
 
     const keyRing = new KeyRing(

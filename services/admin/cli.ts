@@ -42,7 +42,7 @@ async function main(args: string[]): Promise<string> {
   const logger = createLogger("warn");
   const embedded = config.databaseUrl ? undefined : await startEmbeddedPostgres(config.dataDir, 2);
   const redis = config.redisUrl ? await connectRedis(config.redisUrl, config.redisCluster) : undefined;
-  const orm = await openDatabase(config.databaseUrl ?? embedded!.url, [], logger, 2);
+  const orm = await openDatabase(config.databaseUrl ?? embedded!.url, [], logger, 2, !embedded);
   try {
     const em = orm.em.fork();
     const [user] = await em.execute<{ id: string; permissions: string[]; kyc_level: number; disable_time: Date | null }[]>(

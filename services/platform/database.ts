@@ -8,12 +8,18 @@ export type { MikroORM };
 /** Several instances may start at once: one migrates while the others wait for it. */
 const migrationLockId = 0x6d696772; // "migr"
 
-/** Opens MikroORM on Postgres and applies the committed migrations. */
+/**
+ * Opens MikroORM on Postgres and applies the committed migrations. `shared`
+ * says whether other instances may start against the same database; the
+ * embedded PGlite serves one transaction at a time across connections, where
+ * the lock's transaction would wait on the migrator's own connection.
+ */
 export async function openDatabase(
   url: string,
   entities: EntitySchema<any, any>[],
   logger: Logger,
   poolSize = 10,
+  shared = true,
 ): Promise<MikroORM> {
   const orm = await MikroORM.init({
     clientUrl: url,
@@ -26,10 +32,12 @@ export async function openDatabase(
     allowGlobalContext: false,
     ensureDatabase: false,
   });
-  const applied = await orm.em.fork().transactional(async (em) => {
-    await em.execute("select pg_advisory_xact_lock(?)", [migrationLockId]);
-    return orm.getMigrator().up({ transaction: em.getTransactionContext() });
-  });
+  const applied = shared
+    ? await orm.em.fork().transactional(async (em) => {
+        await em.execute("select pg_advisory_xact_lock(?)", [migrationLockId]);
+        return orm.getMigrator().up({ transaction: em.getTransactionContext() });
+      })
+    : await orm.getMigrator().up();
   if (applied.length > 0) logger.info({ migrations: applied.map((m) => m.name) }, "database migrated");
   return orm;
 }
