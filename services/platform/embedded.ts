@@ -37,7 +37,7 @@ function lockDataDir(dataDir: string): () => void {
   const path = join(dataDir, "portcullis.pid");
   if (existsSync(path)) {
     const pid = Number(readFileSync(path, "utf8"));
-    if (pid && pid !== process.pid && isAlive(pid)) {
+    if (pid && isAlive(pid)) {
       throw new Error(`the embedded database in ${dataDir} is in use by process ${pid}; stop it first (or set DATA_DIR)`);
     }
   }
