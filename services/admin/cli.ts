@@ -114,7 +114,7 @@ main(process.argv.slice(2)).then(
   },
   (error: unknown) => {
     if (error instanceof UsageError || error instanceof ConfigError) console.error(error.message);
-    else console.error("admin: failed:", error);
+    else console.error(`admin: failed: ${error instanceof Error ? error.message : String(error)}`);
     process.exit(error instanceof UsageError ? 2 : 1);
   },
 );
