@@ -1,6 +1,6 @@
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import type { Config } from "./platform/config.js";
-import { openDatabase, pingDatabase, type MikroORM } from "./platform/database.js";
+import { Database } from "./platform/database.js";
 import { embeddedKeyEncryptionKey, startEmbeddedPostgres } from "./platform/embedded.js";
 import { deriveKey, Envelope } from "./platform/envelope.js";
 import type { Logger } from "./platform/logger.js";
@@ -16,14 +16,15 @@ import { AccessTokens } from "./tokens/access-token.js";
 import { KeyRing } from "./tokens/key-ring.js";
 import { RefreshRotation } from "./tokens/refresh.js";
 import { RefreshTokens } from "./tokens/refresh-token.js";
-import { SigningKey } from "./tokens/signing-key.js";
 import { RevocationFeed, type FeedChannel } from "./session/revocation-feed.js";
 import { Sessions } from "./session/sessions.js";
 import { SessionGuard } from "./session/session-guard.js";
 import { Cleanup } from "./session/cleanup.js";
 import { authHandlers } from "./auth/handlers.js";
+import { normalizeEmail } from "./auth/email.js";
 import { OtpSignIn } from "./auth/otp.js";
 import { PasswordSignIn } from "./auth/password-sign-in.js";
+import { phoneLimitKey } from "./auth/phone.js";
 import { createSmsProvider } from "./auth/sms.js";
 import { sessionHandlers } from "./session/handlers.js";
 import { kycHandlers } from "./kyc/handlers.js";
@@ -36,7 +37,7 @@ export const services: readonly DescService[] = [AuthService, SessionService, Ky
 
 /** Everything a serving instance holds: stores, key ring, chain and handlers. */
 export interface App {
-  orm: MikroORM;
+  db: Database;
   redis?: RedisClient;
   keyRing: KeyRing;
   tokens: AccessTokens;
@@ -55,29 +56,28 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
   const policies = readPolicies(services, config.rateLimits);
   const closers: (() => Promise<void> | void)[] = [];
   try {
-    let databaseUrl = config.databaseUrl;
+    let database = config.databaseUrl && { url: config.databaseUrl, options: { poolSize: config.databasePoolSize, prepare: true } };
     let keyEncryptionKey = config.keyEncryptionKey;
     let redis: RedisClient | undefined;
-    const poolSize = 10;
-    if (!databaseUrl) {
+    if (!database) {
       logger.warn(
         { dataDir: config.dataDir },
         "no DATABASE_URL and no REDIS_URL: running on the embedded default (PGlite and in-process stores). " +
           "This is a SINGLE-INSTANCE mode: do not run several instances on it or use it in production",
       );
-      const embedded = await startEmbeddedPostgres(config.dataDir, poolSize + 2);
+      const embedded = await startEmbeddedPostgres(config.dataDir);
       closers.push(() => embedded.stop());
-      databaseUrl = embedded.url;
+      database = embedded;
       keyEncryptionKey ??= embeddedKeyEncryptionKey(config.dataDir, logger);
     } else {
       redis = await connectRedis(config.redisUrl!, config.redisCluster);
       closers.push(() => void redis!.disconnect());
     }
-    const orm = await openDatabase(databaseUrl, [SigningKey], logger, poolSize, Boolean(config.databaseUrl));
-    closers.push(() => orm.close());
+    const db = await Database.open(database.url, logger, database.options);
+    closers.push(() => db.close());
 
     const keyRing = new KeyRing(
-      orm,
+      db,
       new Envelope(keyEncryptionKey!, "signing-keys"),
       config.jwt.algorithm,
       {
@@ -100,7 +100,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
     // An access token outlives the revocation of its session by at most this much.
     const accessTokenLifetimeMs = (config.jwt.accessTokenTtlSeconds + config.jwt.clockToleranceSeconds) * 1000;
     const revocations = new RevocationFeed(
-      () => Sessions.recentChanges(orm.em.fork(), accessTokenLifetimeMs),
+      () => Sessions.recentChanges(db, accessTokenLifetimeMs),
       logger,
       redis && feedChannel(redis, config.redisKeyPrefix),
       true,
@@ -109,11 +109,11 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
     closers.push(() => revocations.stop());
     const refreshTokens = new RefreshTokens(deriveKey(keyEncryptionKey!, "refresh-tokens"));
     const sessions = new Sessions(config.session, revocations, accessTokenLifetimeMs, refreshTokens);
-    const guard = new SessionGuard(revocations, orm, config.session.idleTimeoutSeconds, logger);
+    const guard = new SessionGuard(revocations, db, config.session.idleTimeoutSeconds, logger);
     guard.start();
     closers.push(() => guard.stop());
     const cleanup = new Cleanup(
-      orm,
+      db,
       {
         intervalSeconds: config.cleanupIntervalSeconds,
         revokedRetentionSeconds: accessTokenLifetimeMs / 1000,
@@ -132,13 +132,14 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       sessions: guard,
       clientIp: new ClientIpResolver(config.trustedProxies),
       limitKeySecret: deriveKey(keyEncryptionKey!, "rate-limit-keys"),
-      onLimited: auditLimitHits(orm, logger),
+      canonical: { phone: phoneLimitKey, email: normalizeEmail },
+      onLimited: auditLimitHits(db, logger),
       logger,
     });
 
     const refreshUserRule = config.rateLimits.refresh_user!;
     const refresh = new RefreshRotation(
-      orm,
+      db,
       tokens,
       sessions,
       refreshTokens,
@@ -152,7 +153,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       },
     );
     const otp = new OtpSignIn(
-      orm,
+      db,
       config.otp,
       createSmsProvider(config.sms, logger),
       limiter,
@@ -161,9 +162,9 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       tokens,
       logger,
     );
-    const passwords = new PasswordSignIn(orm, config.password, sessions, tokens);
+    const passwords = new PasswordSignIn(db, config.password, sessions, tokens);
     const kyc = new Kyc(
-      orm,
+      db,
       new Envelope(keyEncryptionKey!, "kyc-data"),
       deriveKey(keyEncryptionKey!, "kyc-document-index"),
       revocations,
@@ -171,12 +172,12 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
     );
 
     const handlers = collectHandlers([
-      [AuthService, authHandlers({ orm, keyRing, otp, passwords, refresh, sessions })],
-      [SessionService, sessionHandlers(orm, sessions)],
+      [AuthService, authHandlers({ db, keyRing, otp, passwords, refresh, sessions })],
+      [SessionService, sessionHandlers(db, sessions)],
       [KycService, kycHandlers(kyc)],
     ]);
     return {
-      orm,
+      db,
       redis,
       keyRing,
       tokens,
@@ -187,7 +188,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       dispatch: (incoming, request) => chain.run(incoming, request, handlers.get(incoming.method)!),
       async ready() {
         try {
-          await Promise.all([pingDatabase(orm), redis && pingRedis(redis)]);
+          await Promise.all([db.ping(), redis && pingRedis(redis)]);
           return true;
         } catch {
           return false;

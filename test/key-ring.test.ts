@@ -1,11 +1,10 @@
 import { expect } from "chai";
 import { createLocalJWKSet, jwtVerify } from "jose";
-import { openDatabase, type MikroORM } from "../services/platform/database.js";
+import { Database } from "../services/platform/database.js";
 import { Envelope } from "../services/platform/envelope.js";
 import { createLogger } from "../services/platform/logger.js";
 import { AccessTokens } from "../services/tokens/access-token.js";
 import { KeyRing } from "../services/tokens/key-ring.js";
-import { SigningKey } from "../services/tokens/signing-key.js";
 import { createTestDatabase, dropTestDatabases, testKeyEncryptionKey } from "./support/stores.js";
 
 const day = 86_400_000;
@@ -14,20 +13,20 @@ const settings = { issuer: "portcullis", audience: "portcullis", ttlSeconds: 900
 const user = { kind: "user" as const, subject: "u1", sessionId: "s1", sessionExpiresAt: 0, deviceId: "d1", kycLevel: 0, kycStatus: "", permissions: [], amr: ["otp"] };
 
 describe("The key ring", () => {
-  let orm: MikroORM;
+  let db: Database;
   let clock: number;
   let ring: KeyRing;
   const logger = createLogger("silent");
   const envelope = new Envelope(Buffer.from(testKeyEncryptionKey(), "base64"), "signing-keys");
 
   before(async () => {
-    orm = await openDatabase(await createTestDatabase(), [SigningKey], logger);
+    db = await Database.open(await createTestDatabase(), logger, { poolSize: 2, prepare: true });
     clock = Date.parse("2026-01-01T00:00:00Z");
-    ring = new KeyRing(orm, envelope, "ES256", policy, logger, () => new Date(clock));
+    ring = new KeyRing(db, envelope, "ES256", policy, logger, () => new Date(clock));
     await ring.rotate();
   });
   after(async () => {
-    await orm.close();
+    await db.close();
     await dropTestDatabases();
   });
 
@@ -38,12 +37,14 @@ describe("The key ring", () => {
   });
 
   it("keeps the private part sealed in Postgres, never in the public JWK", async () => {
-    const [row] = await orm.em.fork().find(SigningKey, {});
-    expect(row!.publicJwk).not.to.have.property("d");
-    expect(row!.sealedPrivateJwk).not.to.contain(row!.publicJwk.x);
-    const opened = JSON.parse(envelope.open(row!.sealedPrivateJwk, `signing_key:${row!.kid}`));
+    const [row] = await db.query<{ kid: string; public_jwk: { x: string }; sealed_private_jwk: string }>(
+      "select kid, public_jwk, sealed_private_jwk from signing_key",
+    );
+    expect(row!.public_jwk).not.to.have.property("d");
+    expect(row!.sealed_private_jwk).not.to.contain(row!.public_jwk.x);
+    const opened = JSON.parse(envelope.open(row!.sealed_private_jwk, `signing_key:${row!.kid}`));
     expect(opened).to.have.property("d");
-    expect(() => envelope.open(row!.sealedPrivateJwk, "signing_key:another")).to.throw();
+    expect(() => envelope.open(row!.sealed_private_jwk, "signing_key:another")).to.throw();
   });
 
   it("publishes the next key before it signs, then switches, then drops the old one once its tokens expired", async () => {
@@ -70,7 +71,7 @@ describe("The key ring", () => {
   });
 
   it("lets a second instance verify tokens signed with a key it has not loaded yet", async () => {
-    const other = new KeyRing(orm, envelope, "ES256", policy, logger, () => new Date(clock));
+    const other = new KeyRing(db, envelope, "ES256", policy, logger, () => new Date(clock));
     const token = (await new AccessTokens(ring, settings, () => clock).issue(user)).token;
     const principal = await new AccessTokens(other, settings, () => clock).verify(token);
     expect(principal.subject).to.equal("u1");

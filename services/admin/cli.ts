@@ -1,11 +1,10 @@
 import { randomUUID } from "node:crypto";
-import type { MikroORM } from "@mikro-orm/postgresql";
 import { feedChannel } from "../app.js";
 import { checkPhoneNumber } from "../auth/phone.js";
-import { normalizeEmail } from "../auth/password.js";
+import { normalizeEmail } from "../auth/email.js";
 import { audit, type AuditOrigin } from "../platform/audit.js";
 import { ConfigError, loadConfig, type Config } from "../platform/config.js";
-import { openDatabase } from "../platform/database.js";
+import { Database } from "../platform/database.js";
 import { embeddedKeyEncryptionKey, startEmbeddedPostgres } from "../platform/embedded.js";
 import { deriveKey } from "../platform/envelope.js";
 import { createLogger, type Logger } from "../platform/logger.js";
@@ -40,14 +39,15 @@ async function main(args: string[]): Promise<string> {
   }
   const config = loadConfig();
   const logger = createLogger("warn");
-  const embedded = config.databaseUrl ? undefined : await startEmbeddedPostgres(config.dataDir, 2);
+  const embedded = config.databaseUrl ? undefined : await startEmbeddedPostgres(config.dataDir);
   const redis = config.redisUrl ? await connectRedis(config.redisUrl, config.redisCluster) : undefined;
-  const orm = await openDatabase(config.databaseUrl ?? embedded!.url, [], logger, 2, !embedded);
+  const db = embedded
+    ? await Database.open(embedded.url, logger, embedded.options)
+    : await Database.open(config.databaseUrl!, logger, { poolSize: 1, prepare: false });
   try {
-    const em = orm.em.fork();
-    const [user] = await em.execute<{ id: string; permissions: string[]; kyc_level: number; disable_time: Date | null }[]>(
-      "select id, permissions, kyc_level, disable_time from app_user where phone_number = ? or email = ?",
-      [userKey(who), userKey(who)],
+    const [user] = await db.query<{ id: string; permissions: string[]; kyc_level: number; disable_time: Date | null }>(
+      "select id, permissions, kyc_level, disable_time from app_user where phone_number = $1 or email = $1",
+      [userKey(who)],
     );
     if (!user) throw new UsageError(`no account with ${who}`);
     const origin: AuditOrigin = { clientIp: "admin-cli", userAgent: "portcullis-admin", requestId: randomUUID() };
@@ -56,30 +56,30 @@ async function main(args: string[]): Promise<string> {
         return `${who}: user ${user.id}, KYC level ${user.kyc_level}, ${user.disable_time ? "DISABLED, " : ""}permissions: ${user.permissions.join(", ") || "(none)"}`;
       case "grant":
       case "revoke": {
-        await em.transactional(async (tx) => {
+        await db.transaction(async (tx) => {
           if (command === "grant") {
-            await tx.execute("update app_user set permissions = array_append(array_remove(permissions, ?), ?), update_time = now() where id = ?", [
-              permission, permission, user.id,
+            await tx.query("update app_user set permissions = array_append(array_remove(permissions, $1), $1), update_time = now() where id = $2", [
+              permission, user.id,
             ]);
           } else {
-            await tx.execute("update app_user set permissions = array_remove(permissions, ?), update_time = now() where id = ?", [permission, user.id]);
+            await tx.query("update app_user set permissions = array_remove(permissions, $1), update_time = now() where id = $2", [permission, user.id]);
           }
           await audit(tx, origin, { event: `permission.${command}`, outcome: "success", userId: user.id, detail: { permission: permission! } });
         });
         return `${command === "grant" ? "granted" : "revoked"} ${permission} ${command === "grant" ? "to" : "from"} ${who}; effective at the next token refresh`;
       }
       default:
-        return await setDisabled(orm, user.id, command === "disable", origin, config, redis && feedChannel(redis, config.redisKeyPrefix), logger);
+        return await setDisabled(db, user.id, command === "disable", origin, config, redis && feedChannel(redis, config.redisKeyPrefix), logger);
     }
   } finally {
-    await orm.close();
+    await db.close();
     redis?.disconnect();
     await embedded?.stop();
   }
 }
 
 async function setDisabled(
-  orm: MikroORM,
+  db: Database,
   userId: string,
   disable: boolean,
   origin: AuditOrigin,
@@ -91,8 +91,8 @@ async function setDisabled(
   const keyEncryptionKey = config.keyEncryptionKey ?? embeddedKeyEncryptionKey(config.dataDir, logger);
   const refreshTokens = new RefreshTokens(deriveKey(keyEncryptionKey, "refresh-tokens"));
   const sessions = new Sessions(config.session, new RevocationFeed(async () => [], logger, channel), lifetimeMs, refreshTokens);
-  const revoked = await orm.em.fork().transactional(async (tx) => {
-    await tx.execute(`update app_user set disable_time = ${disable ? "now()" : "null"}, update_time = now() where id = ?`, [userId]);
+  const revoked = await db.transaction(async (tx) => {
+    await tx.query("update app_user set disable_time = case when $1 then now() end, update_time = now() where id = $2", [disable, userId]);
     const ids = disable ? await sessions.revoke(tx, { userId }, "account_disabled") : [];
     await audit(tx, origin, { event: disable ? "account.disable" : "account.enable", outcome: "success", userId, detail: { revoked_sessions: ids.length } });
     return ids;

@@ -1,7 +1,7 @@
-import type { MikroORM } from "@mikro-orm/postgresql";
 import { audit } from "../platform/audit.js";
+import type { Database } from "../platform/database.js";
 import { Code, ConnectError, invalidArgument } from "../platform/errors.js";
-import { lengthProblem, Violations } from "../platform/validation.js";
+import { textProblem, Violations } from "../platform/validation.js";
 import type { CallContext, ServiceHandlers } from "../policy/call.js";
 import type { Sessions } from "../session/sessions.js";
 import type { KeyRing } from "../tokens/key-ring.js";
@@ -12,7 +12,7 @@ import type { PasswordSignIn } from "./password-sign-in.js";
 import { findUser, userMessage } from "./users.js";
 
 export interface AuthDeps {
-  orm: MikroORM;
+  db: Database;
   keyRing: KeyRing;
   otp: OtpSignIn;
   passwords: PasswordSignIn;
@@ -24,7 +24,7 @@ const updatableProfileFields = new Set(["display_name"]);
 
 export function authHandlers(deps: AuthDeps): ServiceHandlers<typeof AuthService> {
   const signedInUser = async (call: CallContext) => {
-    const user = await findUser(deps.orm.em.fork(), call.principal!.subject);
+    const user = await findUser(deps.db, call.principal!.subject);
     // A valid token for a deleted user: treat like a revoked session.
     if (!user) throw new ConnectError("this account no longer exists", Code.Unauthenticated);
     return user;
@@ -43,7 +43,7 @@ export function authHandlers(deps: AuthDeps): ServiceHandlers<typeof AuthService
 
     async logout(_request, call) {
       const principal = call.principal!;
-      const revoked = await deps.orm.em.fork().transactional(async (tx) => {
+      const revoked = await deps.db.transaction(async (tx) => {
         const ids = await deps.sessions.revoke(tx, { sessionIds: [principal.sessionId] }, "logout");
         await audit(tx, call, { event: "logout", outcome: "success", userId: principal.subject, sessionId: principal.sessionId });
         return ids;
@@ -64,9 +64,9 @@ export function authHandlers(deps: AuthDeps): ServiceHandlers<typeof AuthService
         if (!updatableProfileFields.has(path)) violations.add("update_mask", `"${path}" cannot be updated here`);
       }
       const displayName = request.user?.displayName ?? "";
-      if (paths.includes("display_name")) violations.add("user.display_name", lengthProblem(displayName, 0, 100));
+      if (paths.includes("display_name")) violations.add("user.display_name", textProblem(displayName, 0, 100));
       violations.throwIfAny();
-      await deps.orm.em.fork().execute("update app_user set display_name = ?, update_time = now() where id = ?", [
+      await deps.db.query("update app_user set display_name = $1, update_time = now() where id = $2", [
         displayName,
         call.principal!.subject,
       ]);

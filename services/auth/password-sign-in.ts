@@ -1,16 +1,17 @@
 import { randomUUID } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { MikroORM } from "@mikro-orm/postgresql";
 import { audit, type AuditOrigin } from "../platform/audit.js";
 import type { Config } from "../platform/config.js";
+import type { Database } from "../platform/database.js";
 import { Code, ConnectError, invalidArgument, unauthenticated } from "../platform/errors.js";
-import { lengthProblem, Violations } from "../platform/validation.js";
+import { textProblem, Violations } from "../platform/validation.js";
 import type { Sessions } from "../session/sessions.js";
 import type { AccessTokens, Principal } from "../tokens/access-token.js";
 import { issueTokenPair } from "../tokens/token-issuer.js";
 import { SignInMethod, type Device } from "../../gen/portcullis/v1/common_pb.js";
 import type { LoginResponseSchema, RegisterResponseSchema } from "../../gen/portcullis/v1/auth_service_pb.js";
-import { emailProblem, hashPassword, normalizeEmail, passwordProblem, verifyPassword } from "./password.js";
+import { emailProblem, normalizeEmail } from "./email.js";
+import { hashPassword, passwordProblem, verifyPassword } from "./password.js";
 import { checkDevice, claimsOf, userColumns, userMessage, type UserRow } from "./users.js";
 
 const wrongCredentials = () => unauthenticated("INVALID_CREDENTIALS", "the email or the password is wrong");
@@ -31,7 +32,7 @@ interface CredentialRow extends UserRow {
  */
 export class PasswordSignIn {
   constructor(
-    private readonly orm: MikroORM,
+    private readonly db: Database,
     private readonly settings: Config["password"],
     private readonly sessions: Sessions,
     private readonly tokens: AccessTokens,
@@ -45,14 +46,14 @@ export class PasswordSignIn {
     const violations = new Violations()
       .add("email", emailProblem(email))
       .add("password", passwordProblem(request.password, email))
-      .add("display_name", lengthProblem(request.displayName, 0, 100));
+      .add("display_name", textProblem(request.displayName, 0, 100));
     const device = checkDevice(request.device, violations);
     violations.throwIfAny();
 
     const passwordHash = await hashPassword(request.password);
-    const signedIn = await this.orm.em.fork().transactional(async (tx) => {
-      const [user] = await tx.execute<UserRow[]>(
-        `insert into app_user (id, email, password_hash, display_name) values (?, ?, ?, ?)
+    const signedIn = await this.db.transaction(async (tx) => {
+      const [user] = await tx.query<UserRow>(
+        `insert into app_user (id, email, password_hash, display_name) values ($1, $2, $3, $4)
          on conflict (email) do nothing returning ${userColumns}`,
         [randomUUID(), email, passwordHash, request.displayName],
       );
@@ -81,18 +82,17 @@ export class PasswordSignIn {
     const device = checkDevice(request.device, violations);
     violations.throwIfAny();
 
-    const em = this.orm.em.fork();
-    const [user] = await em.execute<CredentialRow[]>(
-      `select ${userColumns}, password_hash, failed_logins, lockouts, coalesce(locked_until > now(), false) as locked from app_user where email = ?`,
+    const [user] = await this.db.query<CredentialRow>(
+      `select ${userColumns}, password_hash, failed_logins, lockouts, coalesce(locked_until > now(), false) as locked from app_user where email = $1`,
       [email],
     );
     const passwordOk = await verifyPassword(user?.password_hash ?? undefined, request.password);
     if (!user || user.disable_time) {
-      await audit(em, origin, { event: "sign_in", outcome: "failure", userId: user?.id, detail: { method: "pwd", reason: user ? "disabled" : "unknown_email" } });
+      await audit(this.db, origin, { event: "sign_in", outcome: "failure", userId: user?.id, detail: { method: "pwd", reason: user ? "disabled" : "unknown_email" } });
       throw wrongCredentials();
     }
     if (user.locked) {
-      await audit(em, origin, { event: "sign_in", outcome: "denied", userId: user.id, detail: { method: "pwd", reason: "locked" } });
+      await audit(this.db, origin, { event: "sign_in", outcome: "denied", userId: user.id, detail: { method: "pwd", reason: "locked" } });
       throw locked();
     }
     if (!passwordOk) {
@@ -100,14 +100,19 @@ export class PasswordSignIn {
       throw wrongCredentials();
     }
 
-    const signedIn = await em.transactional(async (tx) => {
-      if (user.failed_logins > 0 || user.lockouts > 0) {
-        await tx.execute("update app_user set failed_logins = 0, lockouts = 0 where id = ?", [user.id]);
-      } else {
-        await this.sessions.lockUser(tx, user.id);
-      }
+    const signedIn = await this.db.transaction(async (tx) => {
+      // Takes the user's row lock that create() relies on, and sees a disable that landed during the password check.
+      const [state] = await tx.query<{ disabled: boolean }>(
+        "update app_user set failed_logins = 0, lockouts = 0 where id = $1 returning disable_time is not null as disabled",
+        [user.id],
+      );
+      if (state!.disabled) return undefined;
       return this.sessions.create(tx, user.id, device, SignInMethod.PASSWORD, origin, { name: "sign_in", detail: { method: "pwd" } });
     });
+    if (!signedIn) {
+      await audit(this.db, origin, { event: "sign_in", outcome: "failure", userId: user.id, detail: { method: "pwd", reason: "disabled" } });
+      throw wrongCredentials();
+    }
     await this.sessions.published(signedIn.evicted);
     return {
       tokens: await issueTokenPair(this.tokens, claimsOf(user), signedIn.session, signedIn.refreshToken),
@@ -118,9 +123,8 @@ export class PasswordSignIn {
 
   /** Checks the current password, sets the new one and signs out every other session. */
   async changePassword(principal: Principal, current: string, next: string, origin: AuditOrigin): Promise<number> {
-    const em = this.orm.em.fork();
-    const [user] = await em.execute<CredentialRow[]>(
-      `select ${userColumns}, password_hash, failed_logins, lockouts, coalesce(locked_until > now(), false) as locked from app_user where id = ?`,
+    const [user] = await this.db.query<CredentialRow>(
+      `select ${userColumns}, password_hash, failed_logins, lockouts, coalesce(locked_until > now(), false) as locked from app_user where id = $1`,
       [principal.subject],
     );
     const violations = new Violations()
@@ -137,8 +141,8 @@ export class PasswordSignIn {
       throw invalidArgument([{ field: "current_password", description: "wrong password" }]);
     }
     const passwordHash = await hashPassword(next);
-    const revoked = await em.transactional(async (tx) => {
-      await tx.execute("update app_user set password_hash = ?, failed_logins = 0, update_time = now() where id = ?", [passwordHash, user.id]);
+    const revoked = await this.db.transaction(async (tx) => {
+      await tx.query("update app_user set password_hash = $1, failed_logins = 0, update_time = now() where id = $2", [passwordHash, user.id]);
       const ids = await this.sessions.revoke(tx, { userId: user.id, except: principal.sessionId }, "password_changed");
       await audit(tx, origin, { event: "password.change", outcome: "success", userId: user.id, sessionId: principal.sessionId, detail: { revoked_sessions: ids.length } });
       return ids;
@@ -152,14 +156,14 @@ export class PasswordSignIn {
    * base × 2^(earlier lockouts), so repeated attacks wait longer each time.
    */
   private async recordFailure(userId: string, origin: AuditOrigin): Promise<void> {
-    await this.orm.em.fork().transactional(async (tx) => {
-      const [state] = (await tx.execute<{ failed_logins: number; lockouts: number; locked_until: Date | null }[]>(
+    await this.db.transaction(async (tx) => {
+      const [state] = (await tx.query<{ failed_logins: number; lockouts: number; locked_until: Date | null }>(
         `update app_user set
-           failed_logins = case when failed_logins + 1 >= ? then 0 else failed_logins + 1 end,
-           lockouts = case when failed_logins + 1 >= ? then lockouts + 1 else lockouts end,
-           locked_until = case when failed_logins + 1 >= ? then now() + make_interval(secs => ? * power(2, least(lockouts, 10))) else locked_until end
-         where id = ? returning failed_logins, lockouts, locked_until`,
-        [this.settings.lockoutThreshold, this.settings.lockoutThreshold, this.settings.lockoutThreshold, this.settings.lockoutBaseSeconds, userId],
+           failed_logins = case when failed_logins + 1 >= $1 then 0 else failed_logins + 1 end,
+           lockouts = case when failed_logins + 1 >= $1 then lockouts + 1 else lockouts end,
+           locked_until = case when failed_logins + 1 >= $1 then now() + make_interval(secs => $2 * power(2, least(lockouts, 10))) else locked_until end
+         where id = $3 returning failed_logins, lockouts, locked_until`,
+        [this.settings.lockoutThreshold, this.settings.lockoutBaseSeconds, userId],
       )) as [{ failed_logins: number; lockouts: number; locked_until: Date | null }];
       await audit(tx, origin, { event: "sign_in", outcome: "failure", userId, detail: { method: "pwd", reason: "wrong_password" } });
       if (state.failed_logins === 0) {
@@ -167,7 +171,7 @@ export class PasswordSignIn {
           event: "account.locked",
           outcome: "denied",
           userId,
-          detail: { lockouts: state.lockouts, until: new Date(state.locked_until!).toISOString() },
+          detail: { lockouts: state.lockouts, until: state.locked_until!.toISOString() },
         });
       }
     });

@@ -13,6 +13,7 @@ export function checkPhoneNumber(raw: string, allowedCountries: readonly string[
   if (!raw.trim().startsWith("+")) return { ok: false, problem: "use the international form, starting with + and the country code" };
   const phone = parsePhoneNumberFromString(raw.trim());
   if (!phone || !phone.isValid() || !phone.country) return { ok: false, problem: "not a valid phone number" };
+  if (phone.ext) return { ok: false, problem: "leave out the extension: codes go to a mobile number" };
   // Premium-rate and other non-mobile ranges are where SMS pumping earns its money.
   const type = phone.getType();
   if (type !== undefined && notSmsCapable.has(type)) return { ok: false, problem: "not a mobile number: codes are sent by SMS" };
@@ -20,6 +21,15 @@ export function checkPhoneNumber(raw: string, allowedCountries: readonly string[
     return { ok: false, problem: "codes are not sent to numbers of this country" };
   }
   return { ok: true, e164: phone.number, country: phone.country };
+}
+
+/**
+ * The E.164 form of anything libphonenumber reads as a number, else the input:
+ * rate limits keyed by phone number must count "+44 (0)7700 900123" and
+ * "+447700900123" as the one number the handler will use.
+ */
+export function phoneLimitKey(raw: string): string {
+  return parsePhoneNumberFromString(raw.trim())?.number ?? raw;
 }
 
 /** "+447700900123" → "+44********23": enough to recognise in a log, not to contact. */

@@ -1,11 +1,11 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { EntityManager } from "@mikro-orm/postgresql";
 import { KycStatus } from "../../gen/portcullis/v1/common_pb.js";
 import type { UserSchema } from "../../gen/portcullis/v1/auth_service_pb.js";
+import type { Sql } from "../platform/database.js";
 import type { DeviceInput } from "../session/sessions.js";
 import type { Violations } from "../platform/validation.js";
-import { lengthProblem } from "../platform/validation.js";
+import { textProblem } from "../platform/validation.js";
 import { DeviceType, type Device } from "../../gen/portcullis/v1/common_pb.js";
 
 /** The columns of app_user a sign-in needs, as raw SQL returns them. */
@@ -31,7 +31,7 @@ export function userMessage(row: UserRow): MessageInitShape<typeof UserSchema> {
     displayName: row.display_name,
     kycLevel: row.kyc_level,
     kycStatus: KycStatus[row.kyc_status] ?? KycStatus.UNSPECIFIED,
-    createTime: timestampFromDate(new Date(row.create_time)),
+    createTime: timestampFromDate(row.create_time),
   };
 }
 
@@ -39,8 +39,8 @@ export function claimsOf(row: UserRow) {
   return { userId: row.id, kycLevel: row.kyc_level, kycStatus: row.kyc_status, permissions: row.permissions };
 }
 
-export async function findUser(em: EntityManager, id: string): Promise<UserRow | undefined> {
-  const [row] = await em.execute<UserRow[]>(`select ${userColumns} from app_user where id = ?`, [id]);
+export async function findUser(sql: Sql, id: string): Promise<UserRow | undefined> {
+  const [row] = await sql.query<UserRow>(`select ${userColumns} from app_user where id = $1`, [id]);
   return row;
 }
 
@@ -50,8 +50,8 @@ export function checkDevice(device: Device | undefined, violations: Violations):
     violations.add("device", "required: the device signing in (device_id, device_type, device_name)");
     return { deviceId: "", deviceType: DeviceType.UNSPECIFIED, deviceName: "" };
   }
-  violations.add("device.device_id", lengthProblem(device.deviceId, 1, 128));
-  violations.add("device.device_name", lengthProblem(device.deviceName, 0, 100));
+  violations.add("device.device_id", textProblem(device.deviceId, 1, 128));
+  violations.add("device.device_name", textProblem(device.deviceName, 0, 100));
   if (DeviceType[device.deviceType] === undefined) violations.add("device.device_type", "unknown device type");
   return { deviceId: device.deviceId, deviceType: device.deviceType, deviceName: device.deviceName };
 }

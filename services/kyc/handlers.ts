@@ -1,6 +1,6 @@
 import { invalidArgument } from "../platform/errors.js";
 import { decodePageToken, encodePageToken, pageSizeOf } from "../platform/pagination.js";
-import { lengthProblem, uuidPattern, Violations } from "../platform/validation.js";
+import { textProblem, uuidPattern, Violations } from "../platform/validation.js";
 import type { ServiceHandlers } from "../policy/call.js";
 import { KycStatus } from "../../gen/portcullis/v1/common_pb.js";
 import { KycService } from "../../gen/portcullis/v1/kyc_service_pb.js";
@@ -58,7 +58,7 @@ export function kycHandlers(kyc: Kyc): ServiceHandlers<typeof KycService> {
         case "reject": {
           const v = new Violations()
             .add("reject.submission_id", uuidPattern.test(decision.value.submissionId) ? undefined : "not a submission id")
-            .add("reject.reason", lengthProblem(decision.value.reason.trim(), 1, 500));
+            .add("reject.reason", textProblem(decision.value.reason.trim(), 1, 500));
           v.throwIfAny();
           const { submission, level } = await kyc.decide(reviewer, decision.value.submissionId, { approve: false, reason: decision.value.reason.trim() }, call);
           return { submission, kycLevel: level };
@@ -67,7 +67,7 @@ export function kycHandlers(kyc: Kyc): ServiceHandlers<typeof KycService> {
           const v = new Violations()
             .add("lower_level.user_id", uuidPattern.test(decision.value.userId) ? undefined : "not a user id")
             .add("lower_level.kyc_level", decision.value.kycLevel < maxLevel ? undefined : `below ${maxLevel}`)
-            .add("lower_level.reason", lengthProblem(decision.value.reason.trim(), 1, 500));
+            .add("lower_level.reason", textProblem(decision.value.reason.trim(), 1, 500));
           v.throwIfAny();
           const level = await kyc.lower(reviewer, decision.value.userId, decision.value.kycLevel, decision.value.reason.trim(), call);
           return { kycLevel: level };

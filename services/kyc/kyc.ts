@@ -1,8 +1,8 @@
 import { createHmac, randomUUID } from "node:crypto";
 import { fromJson, toJson, type JsonValue, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { MikroORM } from "@mikro-orm/postgresql";
 import { audit, type AuditOrigin } from "../platform/audit.js";
+import type { Database } from "../platform/database.js";
 import type { Envelope } from "../platform/envelope.js";
 import { Code, ConnectError, invalidArgument } from "../platform/errors.js";
 import type { Principal } from "../tokens/access-token.js";
@@ -29,6 +29,7 @@ type Details =
 
 const detailSchemas = { basic: BasicIdentitySchema, document: IdentityDocumentSchema, enhanced: EnhancedDueDiligenceSchema };
 const levelOf = { basic: 1, document: 2, enhanced: 3 } as const;
+const submissionColumns = "id, user_id, requested_level, status, sealed_details, flags, create_time, review_time, reviewer_id, rejection_reason";
 
 interface SubmissionRow {
   id: string;
@@ -51,7 +52,7 @@ interface SubmissionRow {
  */
 export class Kyc {
   constructor(
-    private readonly orm: MikroORM,
+    private readonly db: Database,
     private readonly envelope: Envelope,
     private readonly documentIndexKey: Buffer,
     private readonly feed: RevocationFeed,
@@ -59,13 +60,15 @@ export class Kyc {
   ) {}
 
   async status(userId: string) {
-    const em = this.orm.em.fork();
-    const [user] = await em.execute<{ kyc_level: number; kyc_status: keyof typeof KycStatus }[]>(
-      "select kyc_level, kyc_status from app_user where id = ?",
+    const [user] = await this.db.query<{ kyc_level: number; kyc_status: keyof typeof KycStatus }>(
+      "select kyc_level, kyc_status from app_user where id = $1",
       [userId],
     );
     if (!user) throw new ConnectError("this account no longer exists", Code.Unauthenticated);
-    const [pending] = await em.execute<SubmissionRow[]>("select * from kyc_submission where user_id = ? and status = 'PENDING'", [userId]);
+    const [pending] = await this.db.query<SubmissionRow>(
+      `select ${submissionColumns} from kyc_submission where user_id = $1 and status = 'PENDING'`,
+      [userId],
+    );
     return { level: user.kyc_level, status: KycStatus[user.kyc_status], pending: pending && this.message(pending, false) };
   }
 
@@ -74,25 +77,25 @@ export class Kyc {
     const id = randomUUID();
     const sealed = this.envelope.seal(JSON.stringify(toJson(detailSchemas[details.case] as never, details.value as never)), `kyc_submission:${id}`);
     const documentIndex = details.case === "document" ? createHmac("sha256", this.documentIndexKey).update(documentKey(details.value)).digest() : null;
-    const row = await this.orm.em.fork().transactional(async (tx) => {
-      const [user] = await tx.execute<{ kyc_level: number }[]>("select kyc_level from app_user where id = ? for update", [principal.subject]);
+    const row = await this.db.transaction(async (tx) => {
+      const [user] = await tx.query<{ kyc_level: number }>("select kyc_level from app_user where id = $1 for update", [principal.subject]);
       if (!user) throw new ConnectError("this account no longer exists", Code.Unauthenticated);
       if (user.kyc_level >= level) throw new ConnectError(`the account is already at KYC level ${user.kyc_level}`, Code.FailedPrecondition);
       if (user.kyc_level < level - 1) {
         throw new ConnectError(`level ${level} needs level ${level - 1} first`, Code.FailedPrecondition);
       }
-      const [pending] = await tx.execute("select 1 from kyc_submission where user_id = ? and status = 'PENDING'", [principal.subject]);
+      const [pending] = await tx.query("select 1 from kyc_submission where user_id = $1 and status = 'PENDING'", [principal.subject]);
       if (pending) throw new ConnectError("a submission is already waiting for review", Code.FailedPrecondition);
       const reused = documentIndex
-        ? await tx.execute("select 1 from kyc_submission where document_index = ? and user_id <> ? limit 1", [documentIndex, principal.subject])
+        ? await tx.query("select 1 from kyc_submission where document_index = $1 and user_id <> $2 limit 1", [documentIndex, principal.subject])
         : [];
       const flags = reused.length > 0 ? ["DOCUMENT_NUMBER_IN_USE"] : [];
-      const [inserted] = await tx.execute<SubmissionRow[]>(
+      const [inserted] = await tx.query<SubmissionRow>(
         `insert into kyc_submission (id, user_id, requested_level, status, sealed_details, document_index, flags)
-         values (?, ?, ?, 'PENDING', ?, ?, ?::text[]) returning *`,
-        [id, principal.subject, level, sealed, documentIndex, `{${flags.join(",")}}`],
+         values ($1, $2, $3, 'PENDING', $4, $5, $6) returning ${submissionColumns}`,
+        [id, principal.subject, level, sealed, documentIndex, flags],
       );
-      await tx.execute("update app_user set kyc_status = 'PENDING', update_time = now() where id = ?", [principal.subject]);
+      await tx.query("update app_user set kyc_status = 'PENDING', update_time = now() where id = $1", [principal.subject]);
       await audit(tx, origin, { event: "kyc.submit", outcome: "success", userId: principal.subject, detail: { level, submission: id, flags: flags.join(",") } });
       return inserted!;
     });
@@ -100,29 +103,44 @@ export class Kyc {
   }
 
   async list(status: KycStatus, pageSize: number, after?: [Date, string]) {
-    const rows = await this.orm.em.fork().execute<SubmissionRow[]>(
-      `select * from kyc_submission where status = ? ${after ? "and (create_time, id) > (?, ?)" : ""}
-       order by create_time, id limit ?`,
-      [KycStatus[status], ...(after ?? []), pageSize + 1],
+    const rows = await this.db.query<SubmissionRow>(
+      `select ${submissionColumns} from kyc_submission
+       where status = $1 and ($2::timestamptz is null or (create_time, id) > ($2, $3::uuid))
+       order by create_time, id limit $4`,
+      [KycStatus[status], after?.[0] ?? null, after?.[1] ?? null, pageSize + 1],
     );
     const page = rows.slice(0, pageSize);
     const last = rows.length > pageSize ? page.at(-1) : undefined;
-    return { page: page.map((row) => this.message(row, true)), next: last && ([new Date(last.create_time), last.id] as [Date, string]) };
+    return { page: page.map((row) => this.message(row, true)), next: last && ([last.create_time, last.id] as [Date, string]) };
   }
 
-  /** Approves or rejects a pending submission. Nobody reviews their own. */
+  /**
+   * Approves or rejects a pending submission. Nobody reviews their own, and an
+   * approval grants a level only to a user still at the level below it.
+   */
   async decide(reviewer: Principal, submissionId: string, decision: { approve: true } | { approve: false; reason: string }, origin: AuditOrigin) {
-    return this.orm.em.fork().transactional(async (tx) => {
-      const [row] = await tx.execute<SubmissionRow[]>("select * from kyc_submission where id = ? for update", [submissionId]);
-      if (!row) throw new ConnectError("no such submission", Code.NotFound);
+    return this.db.transaction(async (tx) => {
+      // The user's row first, then the submission: the order lower() takes them in.
+      const [user] = await tx.query<{ kyc_level: number }>(
+        "select kyc_level from app_user where id = (select user_id from kyc_submission where id = $1) for update",
+        [submissionId],
+      );
+      const [row] = await tx.query<SubmissionRow>(`select ${submissionColumns} from kyc_submission where id = $1 for update`, [submissionId]);
+      if (!row || !user) throw new ConnectError("no such submission", Code.NotFound);
       if (row.user_id === reviewer.subject) throw new ConnectError("reviewers cannot review their own submission", Code.PermissionDenied);
       if (row.status !== "PENDING") throw new ConnectError(`the submission is already ${row.status.toLowerCase()}`, Code.FailedPrecondition);
-      const [updated] = await tx.execute<SubmissionRow[]>(
-        `update kyc_submission set status = ?, review_time = now(), reviewer_id = ?, rejection_reason = ? where id = ? returning *`,
+      if (decision.approve && user.kyc_level !== row.requested_level - 1) {
+        throw new ConnectError(
+          `the user is at KYC level ${user.kyc_level} now; this submission asks for ${row.requested_level} and can only be rejected`,
+          Code.FailedPrecondition,
+        );
+      }
+      const [updated] = await tx.query<SubmissionRow>(
+        `update kyc_submission set status = $1, review_time = now(), reviewer_id = $2, rejection_reason = $3 where id = $4 returning ${submissionColumns}`,
         [decision.approve ? "APPROVED" : "REJECTED", reviewer.subject, decision.approve ? null : decision.reason, submissionId],
       );
-      const [user] = await tx.execute<{ kyc_level: number }[]>(
-        `update app_user set kyc_level = greatest(kyc_level, ?), kyc_status = ?, update_time = now() where id = ? returning kyc_level`,
+      const [changed] = await tx.query<{ kyc_level: number }>(
+        "update app_user set kyc_level = greatest(kyc_level, $1), kyc_status = $2, update_time = now() where id = $3 returning kyc_level",
         [decision.approve ? row.requested_level : 0, decision.approve ? "APPROVED" : "REJECTED", row.user_id],
       );
       await audit(tx, origin, {
@@ -132,32 +150,44 @@ export class Kyc {
         detail: { submission: submissionId, reviewer: reviewer.subject, level: row.requested_level },
       });
       if (decision.approve) {
-        await audit(tx, origin, { event: "kyc.level_change", outcome: "success", userId: row.user_id, detail: { level: user!.kyc_level, by: reviewer.subject } });
+        await audit(tx, origin, { event: "kyc.level_change", outcome: "success", userId: row.user_id, detail: { level: changed!.kyc_level, by: reviewer.subject } });
       }
-      return { submission: this.message(updated!, true), level: user!.kyc_level };
+      return { submission: this.message(updated!, true), level: changed!.kyc_level };
     });
   }
 
-  /** Lowers a user's level at once: tokens issued before now count at the new level on every instance. */
+  /**
+   * Lowers a user's level at once: tokens issued before now count at the new
+   * level on every instance. A submission still waiting is rejected with it,
+   * so no approval can hand the level straight back.
+   */
   async lower(reviewer: Principal, userId: string, level: number, reason: string, origin: AuditOrigin) {
     if (userId === reviewer.subject) throw new ConnectError("reviewers cannot change their own level", Code.PermissionDenied);
-    const lowered = await this.orm.em.fork().transactional(async (tx) => {
-      const [user] = await tx.execute<{ kyc_level: number }[]>("select kyc_level from app_user where id = ? for update", [userId]);
+    const lowered = await this.db.transaction(async (tx) => {
+      const [user] = await tx.query<{ kyc_level: number }>("select kyc_level from app_user where id = $1 for update", [userId]);
       if (!user) throw new ConnectError("no such user", Code.NotFound);
       if (level >= user.kyc_level) {
         throw invalidArgument([{ field: "lower_level.kyc_level", description: `must be below the current level ${user.kyc_level}` }]);
       }
-      const [row] = await tx.execute<{ kyc_lower_time: Date }[]>(
-        "update app_user set kyc_level = ?, kyc_status = 'NONE', kyc_lower_time = now(), update_time = now() where id = ? returning kyc_lower_time",
+      const [row] = await tx.query<{ kyc_lower_time: Date }>(
+        "update app_user set kyc_level = $1, kyc_status = 'NONE', kyc_lower_time = now(), update_time = now() where id = $2 returning kyc_lower_time",
         [level, userId],
       );
+      const rejected = await tx.query<{ id: string }>(
+        `update kyc_submission set status = 'REJECTED', review_time = now(), reviewer_id = $1, rejection_reason = $2
+         where user_id = $3 and status = 'PENDING' returning id`,
+        [reviewer.subject, `level lowered: ${reason}`, userId],
+      );
+      for (const { id } of rejected) {
+        await audit(tx, origin, { event: "kyc.reject", outcome: "success", userId, detail: { submission: id, reviewer: reviewer.subject, reason: "level_lowered" } });
+      }
       await audit(tx, origin, {
         event: "kyc.level_change",
         outcome: "success",
         userId,
         detail: { from: user.kyc_level, to: level, by: reviewer.subject, reason },
       });
-      return new Date(row!.kyc_lower_time).getTime();
+      return row!.kyc_lower_time.getTime();
     });
     await this.feed.publish({ kind: "kyc_lowered", userId, level, sinceMs: lowered, untilMs: lowered + this.accessTokenLifetimeMs });
     return level;
@@ -169,8 +199,8 @@ export class Kyc {
       userId: row.user_id,
       requestedLevel: row.requested_level,
       status: KycStatus[row.status],
-      createTime: timestampFromDate(new Date(row.create_time)),
-      reviewTime: row.review_time ? timestampFromDate(new Date(row.review_time)) : undefined,
+      createTime: timestampFromDate(row.create_time),
+      reviewTime: row.review_time ? timestampFromDate(row.review_time) : undefined,
       reviewerId: row.reviewer_id ?? "",
       rejectionReason: row.rejection_reason ?? "",
       flags: row.flags,

@@ -1,5 +1,5 @@
 import { getCountries } from "libphonenumber-js/max";
-import { lengthProblem, Violations } from "../platform/validation.js";
+import { textProblem, Violations } from "../platform/validation.js";
 import {
   DocumentType,
   SourceOfFunds,
@@ -29,13 +29,13 @@ function countryProblem(value: string): string | undefined {
 }
 
 function referenceProblem(value: string): string | undefined {
-  return lengthProblem(value, 1, 500);
+  return textProblem(value, 1, 500);
 }
 
 export function checkBasicIdentity(identity: BasicIdentity | undefined, now = new Date()): void {
   const v = new Violations();
   if (!identity) return v.add("identity", "required").throwIfAny();
-  v.add("identity.legal_name", lengthProblem(identity.legalName.trim(), 2, 200));
+  v.add("identity.legal_name", textProblem(identity.legalName.trim(), 2, 200));
   const birth = dateProblem(identity.birthDate);
   v.add("identity.birth_date", birth);
   if (!birth) {
@@ -50,10 +50,10 @@ export function checkBasicIdentity(identity: BasicIdentity | undefined, now = ne
     v.add("identity.address", "required");
   } else {
     if (address.addressLines.length < 1 || address.addressLines.length > 3) v.add("identity.address.address_lines", "1 to 3 lines");
-    address.addressLines.forEach((line, i) => v.add(`identity.address.address_lines[${i}]`, lengthProblem(line.trim(), 1, 200)));
-    v.add("identity.address.locality", lengthProblem(address.locality.trim(), 1, 100));
-    v.add("identity.address.administrative_area", lengthProblem(address.administrativeArea, 0, 100));
-    v.add("identity.address.postal_code", lengthProblem(address.postalCode, 0, 20));
+    address.addressLines.forEach((line, i) => v.add(`identity.address.address_lines[${i}]`, textProblem(line.trim(), 1, 200)));
+    v.add("identity.address.locality", textProblem(address.locality.trim(), 1, 100));
+    v.add("identity.address.administrative_area", textProblem(address.administrativeArea, 0, 100));
+    v.add("identity.address.postal_code", textProblem(address.postalCode, 0, 20));
     v.add("identity.address.region_code", countryProblem(address.regionCode));
   }
   v.throwIfAny();
@@ -83,7 +83,7 @@ export function checkDueDiligence(diligence: EnhancedDueDiligence | undefined): 
     v.add("due_diligence.source_of_funds", "required");
   }
   const detailsMin = diligence.sourceOfFunds === SourceOfFunds.OTHER ? 1 : 0;
-  v.add("due_diligence.source_of_funds_details", lengthProblem(diligence.sourceOfFundsDetails.trim(), detailsMin, 1000));
+  v.add("due_diligence.source_of_funds_details", textProblem(diligence.sourceOfFundsDetails.trim(), detailsMin, 1000));
   v.throwIfAny();
 }
 

@@ -1,4 +1,4 @@
-import type { EntityManager } from "@mikro-orm/postgresql";
+import type { Sql } from "./database.js";
 
 /** Who did it, from where: taken from the call, never a code, password or token. */
 export interface AuditOrigin {
@@ -17,13 +17,13 @@ export interface AuditEntry {
 }
 
 /**
- * Appends to the audit log. Pass the transaction's EntityManager so the event
- * commits (or rolls back) with the change it describes.
+ * Appends to the audit log. Pass the transaction so the event commits (or
+ * rolls back) with the change it describes.
  */
-export async function audit(em: EntityManager, origin: AuditOrigin, entry: AuditEntry): Promise<void> {
-  await em.execute(
+export async function audit(sql: Sql, origin: AuditOrigin, entry: AuditEntry): Promise<void> {
+  await sql.query(
     `insert into audit_event (event, outcome, user_id, session_id, ip_address, user_agent, request_id, detail)
-     values (?, ?, ?, ?, ?, ?, ?, ?)`,
+     values ($1, $2, $3, $4, $5, $6, $7, $8)`,
     [
       entry.event,
       entry.outcome,

@@ -38,6 +38,8 @@ export interface Config {
   gatewayUpstream: string;
   /** Undefined for the embedded default. */
   databaseUrl?: string;
+  /** Connections each instance keeps to DATABASE_URL. */
+  databasePoolSize: number;
   /** One URL, or with redisCluster the comma-separated seed nodes. */
   redisUrl?: string;
   redisCluster: boolean;
@@ -193,6 +195,7 @@ export function loadConfig(env: Env = process.env): Config {
     httpPort: int("HTTP_PORT", 8080, 0, 65535),
     gatewayUpstream: read("GATEWAY_UPSTREAM") ?? "http://127.0.0.1:50051",
     databaseUrl,
+    databasePoolSize: int("DATABASE_POOL_SIZE", 10, 1, 1000),
     redisUrl,
     redisCluster,
     redisKeyPrefix: read("REDIS_KEY_PREFIX") ?? "portcullis:",

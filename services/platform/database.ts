@@ -1,47 +1,126 @@
-import { MikroORM, type EntitySchema } from "@mikro-orm/postgresql";
+import { MikroORM } from "@mikro-orm/postgresql";
 import { Migrator } from "@mikro-orm/migrations";
+import pg from "pg";
 import type { Logger } from "./logger.js";
 import { migrations } from "./migrations/index.js";
 
-export type { MikroORM };
+/** Anything that runs SQL: the pool, or the one connection of a transaction. */
+export interface Sql {
+  query<Row = Record<string, unknown>>(text: string, params?: readonly unknown[]): Promise<Row[]>;
+}
+
+export interface DatabaseOptions {
+  poolSize: number;
+  /**
+   * Prepare each statement once per connection. Off for the embedded PGlite,
+   * which serves every connection from one backend session, where two
+   * connections' statements of the same name would collide.
+   */
+  prepare: boolean;
+}
 
 /** Several instances may start at once: one migrates while the others wait for it. */
 const migrationLockId = 0x6d696772; // "migr"
+/** Statement texts are constants of the code; past this many, something builds SQL from values: stop preparing. */
+const maxPreparedStatements = 500;
 
 /**
- * Opens MikroORM on Postgres and applies the committed migrations. `shared`
- * says whether other instances may start against the same database; the
- * embedded PGlite serves one transaction at a time across connections, where
- * the lock's transaction would wait on the migrator's own connection.
+ * Postgres for every domain: parameterised SQL over a `pg` pool. Values never
+ * become part of the SQL text (so they never reach an error message either),
+ * and each statement is parsed and planned once per connection: measured here,
+ * that halves the database's CPU for the refresh statement and saves ~90 µs of
+ * Node CPU per statement against building SQL through the ORM. MikroORM owns
+ * the schema: its migrator applies the committed migrations at start-up.
  */
-export async function openDatabase(
-  url: string,
-  entities: EntitySchema<any, any>[],
-  logger: Logger,
-  poolSize = 10,
-  shared = true,
-): Promise<MikroORM> {
-  const orm = await MikroORM.init({
-    clientUrl: url,
-    entities,
-    extensions: [Migrator],
-    pool: { min: 0, max: poolSize },
-    migrations: { migrationsList: migrations, transactional: true, allOrNothing: true, snapshot: false, silent: true },
-    discovery: { warnWhenNoEntities: false },
-    debug: false,
-    allowGlobalContext: false,
-    ensureDatabase: false,
-  });
-  const applied = shared
-    ? await orm.em.fork().transactional(async (em) => {
-        await em.execute("select pg_advisory_xact_lock(?)", [migrationLockId]);
-        return orm.getMigrator().up({ transaction: em.getTransactionContext() });
-      })
-    : await orm.getMigrator().up();
-  if (applied.length > 0) logger.info({ migrations: applied.map((m) => m.name) }, "database migrated");
-  return orm;
-}
+export class Database implements Sql {
+  private readonly names = new Map<string, string>();
 
-export async function pingDatabase(orm: MikroORM): Promise<void> {
-  await orm.em.getConnection().execute("select 1");
+  private constructor(
+    private readonly pool: pg.Pool,
+    private readonly prepare: boolean,
+  ) {}
+
+  /** Applies the migrations (one instance at a time), then opens the pool. */
+  static async open(url: string, logger: Logger, options: DatabaseOptions): Promise<Database> {
+    const pool = new pg.Pool({ connectionString: url, max: options.poolSize, connectionTimeoutMillis: 10_000 });
+    // A pooled connection that dies while idle (Postgres restarted) is replaced on next use; without a listener it would crash the process.
+    pool.on("error", (error) => logger.warn({ err: { message: error.message } }, "an idle database connection failed"));
+    const database = new Database(pool, options.prepare);
+    try {
+      await database.migrate(url, logger);
+      return database;
+    } catch (error) {
+      await pool.end();
+      throw error;
+    }
+  }
+
+  async query<Row = Record<string, unknown>>(text: string, params: readonly unknown[] = []): Promise<Row[]> {
+    return (await this.pool.query<Row & pg.QueryResultRow>(this.statement(text, params))).rows;
+  }
+
+  /** Runs `work` in one transaction on one connection: commits if it returns, rolls back if it throws. */
+  async transaction<T>(work: (tx: Sql) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query("begin");
+      const result = await work({ query: async (text, params = []) => (await client.query(this.statement(text, params))).rows });
+      await client.query("commit");
+      return result;
+    } catch (error) {
+      // A connection that cannot even roll back is not handed out again.
+      await client.query("rollback").catch((rollbackError: Error) => (broken = rollbackError));
+      throw error;
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  async ping(): Promise<void> {
+    await this.pool.query("select 1");
+  }
+
+  close(): Promise<void> {
+    return this.pool.end();
+  }
+
+  private statement(text: string, values: readonly unknown[]): pg.QueryConfig {
+    if (!this.prepare) return { text, values: values as unknown[] };
+    let name = this.names.get(text);
+    if (!name && this.names.size < maxPreparedStatements) this.names.set(text, (name = `portcullis_${this.names.size}`));
+    return { name, text, values: values as unknown[] };
+  }
+
+  /**
+   * Under a session-level advisory lock, so instances starting together
+   * migrate once; the migrator uses a connection of its own, and each
+   * migration is one transaction.
+   */
+  private async migrate(url: string, logger: Logger): Promise<void> {
+    const lock = await this.pool.connect();
+    try {
+      await lock.query("select pg_advisory_lock($1)", [migrationLockId]);
+      const orm = await MikroORM.init({
+        clientUrl: url,
+        entities: [],
+        extensions: [Migrator],
+        pool: { min: 0, max: 1 },
+        migrations: { migrationsList: migrations, transactional: true, allOrNothing: true, snapshot: false, silent: true },
+        discovery: { warnWhenNoEntities: false },
+        debug: false,
+        allowGlobalContext: false,
+        ensureDatabase: false,
+      });
+      try {
+        const applied = await orm.getMigrator().up();
+        if (applied.length > 0) logger.info({ migrations: applied.map((m) => m.name) }, "database migrated");
+      } finally {
+        await orm.close();
+      }
+    } finally {
+      await lock.query("select pg_advisory_unlock($1)", [migrationLockId]).catch(() => {});
+      lock.release();
+    }
+  }
 }

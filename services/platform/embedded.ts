@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { PGlite } from "@electric-sql/pglite";
 import { PGLiteSocketServer } from "@electric-sql/pglite-socket";
+import type { DatabaseOptions } from "./database.js";
 import type { Logger } from "./logger.js";
 
 /**
@@ -13,10 +14,21 @@ import type { Logger } from "./logger.js";
  */
 export interface EmbeddedPostgres {
   url: string;
+  options: DatabaseOptions;
   stop(): Promise<void>;
 }
 
-export async function startEmbeddedPostgres(dataDir: string, maxConnections: number): Promise<EmbeddedPostgres> {
+/**
+ * pglite-socket serves every connection from PGlite's one backend session and
+ * interleaves their protocol messages: one pooled connection keeps a
+ * statement's Parse, Bind and Execute together, and unnamed statements cannot
+ * collide across reconnections. The migrator's connection is the second, plus
+ * one spare for a connection being replaced.
+ */
+const embeddedOptions: DatabaseOptions = { poolSize: 1, prepare: false };
+const maxConnections = 3;
+
+export async function startEmbeddedPostgres(dataDir: string): Promise<EmbeddedPostgres> {
   mkdirSync(dataDir, { recursive: true });
   const releaseLock = lockDataDir(dataDir);
   const db = await PGlite.create(join(dataDir, "pg"));
@@ -24,6 +36,7 @@ export async function startEmbeddedPostgres(dataDir: string, maxConnections: num
   await server.start();
   return {
     url: `postgres://postgres@${server.getServerConn()}/postgres?sslmode=disable`,
+    options: embeddedOptions,
     async stop() {
       await server.stop();
       await db.close();

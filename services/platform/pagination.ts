@@ -12,7 +12,9 @@ export function encodePageToken(time: Date, id: string): string {
 export function decodePageToken(token: string): [Date, string] {
   const [time, id] = Buffer.from(token, "base64url").toString().split("|");
   const date = new Date(time ?? "");
-  if (Number.isNaN(date.getTime()) || !id || !uuidPattern.test(id)) {
+  // Only times a row of ours can have: JavaScript dates reach far past what Postgres accepts.
+  const year = date.getUTCFullYear();
+  if (Number.isNaN(year) || year < 2000 || year > 9999 || !id || !uuidPattern.test(id)) {
     throw invalidArgument([{ field: "page_token", description: "not a token from a previous response" }]);
   }
   return [date, id];

@@ -14,8 +14,12 @@ export class Violations {
   }
 }
 
-/** Length in characters (not UTF-16 units), with a clear description when out of bounds. */
-export function lengthProblem(value: string, min: number, max: number): string | undefined {
+/** Control characters other than tab and line breaks: none belongs in a name or an address, and Postgres refuses NUL. */
+const controlCharacter = /[\0-\x08\x0b\x0c\x0e-\x1f\x7f]/;
+
+/** Free text: its length in characters (not UTF-16 units), and no control characters. */
+export function textProblem(value: string, min: number, max: number): string | undefined {
+  if (controlCharacter.test(value)) return "contains a control character";
   const length = [...value].length;
   if (length < min) return min === 1 ? "required" : `at least ${min} characters`;
   if (length > max) return `at most ${max} characters`;

@@ -27,6 +27,8 @@ export interface ChainDeps {
   clientIp: ClientIpResolver;
   /** Keys the hashes that stand for phone numbers and emails in rate-limit keys. */
   limitKeySecret: Buffer;
+  /** The one spelling of a phone number or email the handlers use, so that every spelling shares one limit. */
+  canonical: { phone(raw: string): string; email(raw: string): string };
   /** Told of every refusal by a rate limit, for the audit log. */
   onLimited: (hit: LimitHit) => void;
   logger: Logger;
@@ -143,8 +145,8 @@ export class Chain {
       default: {
         // Phone numbers and emails are hashed so Redis never holds them in clear.
         const raw = String((request as unknown as Record<string, unknown>)[limit.field!] ?? "");
-        const normalized = limit.key === RateLimitKey.PHONE ? raw.replace(/[^\d+]/g, "") : raw.trim().toLowerCase();
-        return createHmac("sha256", this.deps.limitKeySecret).update(normalized).digest("base64url").slice(0, 22);
+        const canonical = limit.key === RateLimitKey.PHONE ? this.deps.canonical.phone(raw) : this.deps.canonical.email(raw);
+        return createHmac("sha256", this.deps.limitKeySecret).update(canonical).digest("base64url").slice(0, 22);
       }
     }
   }

@@ -1,5 +1,5 @@
-import type { MikroORM } from "@mikro-orm/postgresql";
 import { audit } from "../platform/audit.js";
+import type { Database } from "../platform/database.js";
 import type { Logger } from "../platform/logger.js";
 import type { LimitHit } from "./chain.js";
 
@@ -10,7 +10,7 @@ const maxTracked = 10_000;
  * Writes rate-limit hits to the audit log, at most one row per rule and key a
  * minute: a flood of refused calls must not become a flood of inserts.
  */
-export function auditLimitHits(orm: MikroORM, logger: Logger): (hit: LimitHit) => void {
+export function auditLimitHits(db: Database, logger: Logger): (hit: LimitHit) => void {
   const quietUntil = new Map<string, number>();
   return (hit) => {
     const now = Date.now();
@@ -18,7 +18,7 @@ export function auditLimitHits(orm: MikroORM, logger: Logger): (hit: LimitHit) =
     if ((quietUntil.get(id) ?? 0) > now) return;
     if (quietUntil.size >= maxTracked) quietUntil.clear();
     quietUntil.set(id, now + quietMs);
-    audit(orm.em.fork(), hit, { event: "rate_limit.hit", outcome: "denied", userId: hit.userId, detail: { rule: hit.rule } }).catch(
+    audit(db, hit, { event: "rate_limit.hit", outcome: "denied", userId: hit.userId, detail: { rule: hit.rule } }).catch(
       (error) => logger.error({ err: error }, "could not audit a rate-limit hit"),
     );
   };

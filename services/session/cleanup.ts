@@ -1,4 +1,4 @@
-import type { MikroORM } from "@mikro-orm/postgresql";
+import type { Database } from "../platform/database.js";
 import type { Logger } from "../platform/logger.js";
 
 const pageSize = 1000;
@@ -20,7 +20,7 @@ export class Cleanup {
   private timer?: NodeJS.Timeout;
 
   constructor(
-    private readonly orm: MikroORM,
+    private readonly db: Database,
     private readonly settings: CleanupSettings,
     private readonly logger: Logger,
   ) {}
@@ -41,12 +41,12 @@ export class Cleanup {
       sessions: await this.deleteInPages(
         "session",
         "id",
-        `expire_time < now() or idle_expire_time < now() - make_interval(secs => ?) or revoke_time < now() - make_interval(secs => ?)`,
-        [this.settings.revokedRetentionSeconds, this.settings.revokedRetentionSeconds],
+        "expire_time < now() or idle_expire_time < now() - make_interval(secs => $1) or revoke_time < now() - make_interval(secs => $1)",
+        [this.settings.revokedRetentionSeconds],
       ),
       refreshTokens: await this.deleteInPages("refresh_token", "token_hash", "expire_time < now()", []),
       otpChallenges: await this.deleteInPages("otp_challenge", "id", "close_time is not null or expire_time < now()", []),
-      otpFailures: await this.deleteInPages("otp_failure", "ctid", "fail_time < now() - make_interval(secs => ?)", [
+      otpFailures: await this.deleteInPages("otp_failure", "ctid", "fail_time < now() - make_interval(secs => $1)", [
         this.settings.otpFailureWindowSeconds,
       ]),
     };
@@ -57,7 +57,7 @@ export class Cleanup {
   private async deleteInPages(table: string, key: string, condition: string, params: unknown[]): Promise<number> {
     let total = 0;
     for (;;) {
-      const rows = await this.orm.em.fork().execute(
+      const rows = await this.db.query(
         `delete from ${table} where ${key} in (
            select ${key} from ${table} where ${condition} limit ${pageSize} for update skip locked)
          returning 1`,

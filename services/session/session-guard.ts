@@ -1,4 +1,4 @@
-import type { MikroORM } from "@mikro-orm/postgresql";
+import type { Database } from "../platform/database.js";
 import type { Logger } from "../platform/logger.js";
 import type { SessionGate } from "../policy/chain.js";
 import type { Principal } from "../tokens/access-token.js";
@@ -17,7 +17,7 @@ export class SessionGuard implements SessionGate {
 
   constructor(
     private readonly feed: RevocationFeed,
-    private readonly orm: MikroORM,
+    private readonly db: Database,
     private readonly idleTimeoutSeconds: number,
     private readonly logger: Logger,
   ) {}
@@ -44,9 +44,9 @@ export class SessionGuard implements SessionGate {
     const ids = [...this.active];
     this.active = new Set();
     try {
-      await this.orm.em.fork().execute(
-        `update session set last_active_time = now(), idle_expire_time = least(now() + make_interval(secs => ?), expire_time)
-         where id in (?) and revoke_time is null and idle_expire_time > now()`,
+      await this.db.query(
+        `update session set last_active_time = now(), idle_expire_time = least(now() + make_interval(secs => $1), expire_time)
+         where id = any($2::uuid[]) and revoke_time is null and idle_expire_time > now()`,
         [this.idleTimeoutSeconds, ids],
       );
     } catch (error) {

@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
-import type { EntityManager } from "@mikro-orm/postgresql";
 import type { Config } from "../platform/config.js";
 import { hashRefreshToken, type RefreshTokens } from "../tokens/refresh-token.js";
 import type { AuditOrigin } from "../platform/audit.js";
+import type { Sql } from "../platform/database.js";
 import type { FeedEvent, RevocationFeed } from "./revocation-feed.js";
 import { DeviceType, SignInMethod } from "../../gen/portcullis/v1/common_pb.js";
 
@@ -38,14 +38,14 @@ export class Sessions {
   /**
    * Creates a session and its first refresh token inside the sign-in
    * transaction, and audits the sign-in; beyond the per-user limit the oldest
-   * live sessions are revoked. The caller holds the user's row lock (the
-   * statement that found or created the user, or `lockUser`), so two sign-ins
+   * live sessions are revoked. The caller holds the user's row lock (taken
+   * by an earlier statement of the transaction that wrote the user's row), so two sign-ins
    * cannot both stay under the limit; this statement's snapshot is taken after
    * that lock and sees theirs. Call `published` with `evicted` once the
    * transaction commits.
    */
   async create(
-    em: EntityManager,
+    tx: Sql,
     userId: string,
     device: DeviceInput,
     method: SignInMethod,
@@ -59,26 +59,24 @@ export class Sessions {
     const refreshToken = this.refreshTokens.mint(userId);
     const userAgent = origin.userAgent.slice(0, 512);
     // One round trip: evict, create, store the refresh token, audit.
-    const evicted = await em.execute<{ id: string }[]>(
+    const evicted = await tx.query<{ id: string }>(
       `with evicted as (
          update session set revoke_time = now(), revoke_reason = 'evicted'
-         where id in (select id from session where user_id = ? and revoke_time is null and expire_time > now()
-                      order by create_time desc offset ?)
+         where id in (select id from session where user_id = $2 and revoke_time is null and expire_time > now()
+                      order by create_time desc offset $11)
          returning id),
        created as (
          insert into session (id, user_id, device_id, device_type, device_name, ip_address, user_agent, sign_in_method, idle_expire_time, expire_time)
-         values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) returning id),
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) returning id),
        token as (
-         insert into refresh_token (token_hash, session_id, expire_time) select ?, id, ? from created),
+         insert into refresh_token (token_hash, session_id, expire_time) select $12, id, $10 from created),
        audited as (
          insert into audit_event (event, outcome, user_id, session_id, ip_address, user_agent, request_id, detail)
-         select ?, 'success', ?, id, ?, ?, ?, ?::jsonb || jsonb_build_object('evicted', (select count(*) from evicted)) from created)
+         select $13, 'success', $2, id, $6, $7, $14, $15::jsonb || jsonb_build_object('evicted', (select count(*) from evicted)) from created)
        select id from evicted`,
       [
-        userId, this.settings.maxPerUser - 1,
         id, userId, device.deviceId, DeviceType[device.deviceType], device.deviceName, origin.clientIp, userAgent, SignInMethod[method], idleExpireTime, expireTime,
-        hashRefreshToken(refreshToken), expireTime,
-        event.name, userId, origin.clientIp, userAgent, origin.requestId, JSON.stringify(event.detail),
+        this.settings.maxPerUser - 1, hashRefreshToken(refreshToken), event.name, origin.requestId, JSON.stringify(event.detail),
       ],
     );
     return {
@@ -88,26 +86,21 @@ export class Sessions {
     };
   }
 
-  /** One sign-in at a time per user: see `create`. */
-  async lockUser(em: EntityManager, userId: string): Promise<void> {
-    await em.execute("select 1 from app_user where id = ? for update", [userId]);
-  }
-
   /** Revokes live sessions; returns their ids. Publish them once the transaction commits. */
   async revoke(
-    em: EntityManager,
+    tx: Sql,
     which: { sessionIds: string[] } | { userId: string; except?: string },
     reason: RevokeReason,
   ): Promise<string[]> {
     const rows =
       "sessionIds" in which
-        ? await em.execute<{ id: string }[]>(
-            `update session set revoke_time = now(), revoke_reason = ? where id in (?) and revoke_time is null returning id`,
+        ? await tx.query<{ id: string }>(
+            "update session set revoke_time = now(), revoke_reason = $1 where id = any($2::uuid[]) and revoke_time is null returning id",
             [reason, which.sessionIds],
           )
-        : await em.execute<{ id: string }[]>(
-            `update session set revoke_time = now(), revoke_reason = ?
-             where user_id = ? and revoke_time is null and id <> coalesce(?::uuid, '00000000-0000-0000-0000-000000000000') returning id`,
+        : await tx.query<{ id: string }>(
+            `update session set revoke_time = now(), revoke_reason = $1
+             where user_id = $2 and revoke_time is null and id is distinct from $3::uuid returning id`,
             [reason, which.userId, which.except ?? null],
           );
     return rows.map((row) => row.id);
@@ -123,11 +116,11 @@ export class Sessions {
    * alive: revocations, and KYC levels lowered. Postgres is the truth the feed
    * catches up from.
    */
-  static async recentChanges(em: EntityManager, accessTokenLifetimeMs: number): Promise<FeedEvent[]> {
+  static async recentChanges(sql: Sql, accessTokenLifetimeMs: number): Promise<FeedEvent[]> {
     const since = new Date(Date.now() - accessTokenLifetimeMs);
-    const revoked = await em.execute<{ id: string; revoke_time: Date }[]>("select id, revoke_time from session where revoke_time > ?", [since]);
-    const lowered = await em.execute<{ id: string; kyc_level: number; kyc_lower_time: Date }[]>(
-      "select id, kyc_level, kyc_lower_time from app_user where kyc_lower_time > ?",
+    const revoked = await sql.query<{ id: string; revoke_time: Date }>("select id, revoke_time from session where revoke_time > $1", [since]);
+    const lowered = await sql.query<{ id: string; kyc_level: number; kyc_lower_time: Date }>(
+      "select id, kyc_level, kyc_lower_time from app_user where kyc_lower_time > $1",
       [since],
     );
     return [

@@ -1,9 +1,8 @@
 import { exportJWK, generateKeyPair, calculateJwkThumbprint, importJWK, type CryptoKey, type JWK } from "jose";
-import type { MikroORM } from "@mikro-orm/postgresql";
 import type { SigningAlgorithm } from "../platform/config.js";
+import type { Database } from "../platform/database.js";
 import type { Envelope } from "../platform/envelope.js";
 import type { Logger } from "../platform/logger.js";
-import { SigningKey } from "./signing-key.js";
 import { currentSigningKey, isExpired, nextKeyActivation, type SchedulePolicy } from "./key-schedule.js";
 
 /** Any instance may rotate; this lock makes one do it at a time. */
@@ -11,14 +10,26 @@ const rotationLockId = 0x706f7274; // "port"
 const refreshIntervalMs = 60_000;
 const unknownKidReloadCooldownMs = 10_000;
 
-interface LoadedKey {
+/**
+ * A row of signing_key. It is published from creation, signs from
+ * `activateTime` until its successor activates (`retireTime`), and stays
+ * published until every token it signed has expired.
+ */
+interface StoredKey {
   kid: string;
   algorithm: SigningAlgorithm;
   publicJwk: JWK;
+  sealedPrivateJwk: string;
   activateTime: Date;
   retireTime: Date | null;
+}
+
+const storedKeyColumns =
+  'kid, algorithm, public_jwk as "publicJwk", sealed_private_jwk as "sealedPrivateJwk", activate_time as "activateTime", retire_time as "retireTime"';
+
+interface LoadedKey extends StoredKey {
   verifyKey: CryptoKey;
-  sealedPrivateJwk: string;
+  /** Opened the first time the key signs. */
   signKey?: CryptoKey;
 }
 
@@ -39,7 +50,7 @@ export class KeyRing {
   private lastReload = 0;
 
   constructor(
-    private readonly orm: MikroORM,
+    private readonly db: Database,
     private readonly envelope: Envelope,
     private readonly algorithm: SigningAlgorithm,
     private readonly policy: SchedulePolicy,
@@ -62,23 +73,26 @@ export class KeyRing {
   /** Creates the next key when due, forgets expired ones, and reloads the ring. */
   async rotate(): Promise<void> {
     const now = this.now();
-    await this.orm.em.fork().transactional(async (em) => {
-      await em.execute("select pg_advisory_xact_lock(?)", [rotationLockId]);
-      const keys = await em.find(SigningKey, {}, { orderBy: { activateTime: "asc" } });
-      for (const key of keys) {
-        if (isExpired(key, now, this.policy)) em.remove(key);
-      }
+    await this.db.transaction(async (tx) => {
+      await tx.query("select pg_advisory_xact_lock($1)", [rotationLockId]);
+      const keys = await tx.query<StoredKey>(`select ${storedKeyColumns} from signing_key order by activate_time`);
+      const expired = keys.filter((key) => isExpired(key, now, this.policy)).map((key) => key.kid);
+      if (expired.length > 0) await tx.query("delete from signing_key where kid = any($1)", [expired]);
       const activation = nextKeyActivation(keys, now, this.policy);
       if (!activation) return;
       const newest = keys.at(-1);
-      if (newest) newest.retireTime = activation;
-      em.create(SigningKey, await this.generate(now, activation));
+      if (newest) await tx.query("update signing_key set retire_time = $1 where kid = $2", [activation, newest.kid]);
+      const key = await this.generate(activation);
+      await tx.query(
+        "insert into signing_key (kid, algorithm, public_jwk, sealed_private_jwk, create_time, activate_time) values ($1, $2, $3, $4, $5, $6)",
+        [key.kid, key.algorithm, key.publicJwk, key.sealedPrivateJwk, now, key.activateTime],
+      );
       this.logger.info({ activateTime: activation.toISOString(), algorithm: this.algorithm }, "signing key created");
     });
     await this.reload();
   }
 
-  private async generate(now: Date, activateTime: Date): Promise<SigningKey> {
+  private async generate(activateTime: Date): Promise<StoredKey> {
     const { publicKey, privateKey } = await generateKeyPair(this.algorithm, { extractable: true });
     const publicJwk = await exportJWK(publicKey);
     const kid = await calculateJwkThumbprint(publicJwk);
@@ -88,7 +102,6 @@ export class KeyRing {
       algorithm: this.algorithm,
       publicJwk,
       sealedPrivateJwk: this.envelope.seal(JSON.stringify(privateJwk), `signing_key:${kid}`),
-      createTime: now,
       activateTime,
       retireTime: null,
     };
@@ -96,18 +109,13 @@ export class KeyRing {
 
   private async reload(): Promise<void> {
     this.lastReload = Date.now();
-    const rows = await this.orm.em.fork().find(SigningKey, {});
+    const rows = await this.db.query<StoredKey>(`select ${storedKeyColumns} from signing_key`);
     const next = new Map<string, LoadedKey>();
     for (const row of rows) {
       const known = this.keys.get(row.kid);
       next.set(row.kid, {
-        kid: row.kid,
-        algorithm: row.algorithm as SigningAlgorithm,
-        publicJwk: row.publicJwk,
-        activateTime: row.activateTime,
-        retireTime: row.retireTime ?? null,
+        ...row,
         verifyKey: known?.verifyKey ?? ((await importJWK(row.publicJwk, row.algorithm)) as CryptoKey),
-        sealedPrivateJwk: row.sealedPrivateJwk,
         signKey: known?.signKey,
       });
     }

@@ -1,6 +1,6 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { MikroORM } from "@mikro-orm/postgresql";
 import { audit, type AuditOrigin } from "../platform/audit.js";
+import type { Database } from "../platform/database.js";
 import { unauthenticated } from "../platform/errors.js";
 import type { Sessions } from "../session/sessions.js";
 import { SignInMethod, type TokenPairSchema } from "../../gen/portcullis/v1/common_pb.js";
@@ -32,7 +32,7 @@ export interface RefreshSettings {
  */
 export class RefreshRotation {
   constructor(
-    private readonly orm: MikroORM,
+    private readonly db: Database,
     private readonly tokens: AccessTokens,
     private readonly sessions: Sessions,
     private readonly refreshTokens: RefreshTokens,
@@ -42,9 +42,8 @@ export class RefreshRotation {
   ) {}
 
   async refresh(token: string, origin: AuditOrigin): Promise<MessageInitShape<typeof TokenPairSchema>> {
-    const em = this.orm.em.fork();
     const invalid = async () => {
-      await audit(em, origin, { event: "token.refresh", outcome: "failure", detail: { reason: "unknown_token" } });
+      await audit(this.db, origin, { event: "token.refresh", outcome: "failure", detail: { reason: "unknown_token" } });
       return unauthenticated("TOKEN_INVALID", "the refresh token is not valid; sign in again");
     };
     // A token we did not mint is refused before it can touch the database or anyone's limit.
@@ -54,20 +53,21 @@ export class RefreshRotation {
 
     const hash = hashRefreshToken(token);
     const successor = this.refreshTokens.successorOf(token, userId);
-    const [rotated] = await em.execute<SessionAndUser[]>(
+    const [rotated] = await this.db.query<SessionAndUser>(
       `with used as (
          update refresh_token set use_time = now()
-         where token_hash = ? and use_time is null and expire_time > now()
+         where token_hash = $1 and use_time is null and expire_time > now()
          returning session_id),
        live as (
-         update session set last_active_time = now(), idle_expire_time = least(now() + make_interval(secs => ?), expire_time)
+         update session set last_active_time = now(), idle_expire_time = least(now() + make_interval(secs => $2), expire_time)
          where id = (select session_id from used) and revoke_time is null and idle_expire_time > now() and expire_time > now()
+           and (select disable_time from app_user where id = session.user_id) is null
          returning id, user_id, device_id, sign_in_method, expire_time),
        successor as (
-         insert into refresh_token (token_hash, session_id, expire_time) select ?, id, expire_time from live),
+         insert into refresh_token (token_hash, session_id, expire_time) select $3, id, expire_time from live),
        audited as (
          insert into audit_event (event, outcome, user_id, session_id, ip_address, user_agent, request_id)
-         select 'token.refresh', 'success', user_id, id, ?, ?, ? from live)
+         select 'token.refresh', 'success', user_id, id, $4, $5, $6 from live)
        select live.*, u.kyc_level, u.kyc_status, u.permissions
        from live join app_user u on u.id = live.user_id`,
       [hash, this.settings.idleTimeoutSeconds, hashRefreshToken(successor), origin.clientIp, origin.userAgent.slice(0, 512), origin.requestId],
@@ -76,27 +76,32 @@ export class RefreshRotation {
     return this.refreshUsedToken(hash, successor, origin, invalid);
   }
 
-  /** The token was used already (or just now, by a concurrent call), its session has ended, or it is unknown. */
+  /**
+   * The token was used already (or just now, by a concurrent call), its
+   * session has ended, or it is unknown. A retry gets the same successor only
+   * while that successor is itself unused: once the client has moved on, the
+   * old token coming back means someone else holds it.
+   */
   private async refreshUsedToken(hash: Buffer, successor: string, origin: AuditOrigin, invalid: () => Promise<Error>) {
-    const em = this.orm.em.fork();
-    const [row] = await em.execute<(SessionAndUser & { used: boolean; within_interval: boolean; session_live: boolean; revoked: boolean })[]>(
+    const [row] = await this.db.query<SessionAndUser & { used: boolean; retry: boolean; session_live: boolean; revoked: boolean }>(
       `select s.id, s.user_id, s.device_id, s.sign_in_method, s.expire_time, u.kyc_level, u.kyc_status, u.permissions,
               rt.use_time is not null as used,
-              rt.use_time > now() - make_interval(secs => ?) as within_interval,
+              rt.use_time > now() - make_interval(secs => $1)
+                and exists (select 1 from refresh_token next where next.token_hash = $3 and next.use_time is null) as retry,
               s.revoke_time is not null as revoked,
-              s.revoke_time is null and s.idle_expire_time > now() and s.expire_time > now() as session_live
+              s.revoke_time is null and s.idle_expire_time > now() and s.expire_time > now() and u.disable_time is null as session_live
        from refresh_token rt join session s on s.id = rt.session_id join app_user u on u.id = s.user_id
-       where rt.token_hash = ?`,
-      [this.settings.reuseIntervalSeconds, hash],
+       where rt.token_hash = $2`,
+      [this.settings.reuseIntervalSeconds, hash, hashRefreshToken(successor)],
     );
     if (!row) throw await invalid();
     if (row.revoked) throw unauthenticated("SESSION_REVOKED", "this session has been signed out; sign in again");
     if (!row.session_live || !row.used) throw unauthenticated("TOKEN_EXPIRED", "this session has expired; sign in again");
-    if (row.within_interval) {
-      await audit(em, origin, { event: "token.refresh", outcome: "success", userId: row.user_id, sessionId: row.id, detail: { retry: true } });
+    if (row.retry) {
+      await audit(this.db, origin, { event: "token.refresh", outcome: "success", userId: row.user_id, sessionId: row.id, detail: { retry: true } });
       return this.pair(row, successor);
     }
-    const revoked = await em.transactional(async (tx) => {
+    const revoked = await this.db.transaction(async (tx) => {
       const ids = await this.sessions.revoke(tx, { sessionIds: [row.id] }, "refresh_token_reused");
       await audit(tx, origin, { event: "token.reuse_detected", outcome: "denied", userId: row.user_id, sessionId: row.id });
       return ids;
