@@ -7,7 +7,7 @@ import type { Running } from "../services/servers.js";
 import { AuthService } from "../gen/portcullis/v1/auth_service_pb.js";
 import { DocumentType, KycService } from "../gen/portcullis/v1/kyc_service_pb.js";
 import { KycStatus } from "../gen/portcullis/v1/common_pb.js";
-import { ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
+import { BadRequestSchema, ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "./support/clients.js";
 import { sharedStores, startPlatform, type SharedStores } from "./support/platform.js";
 import { bearer, newPhone, signInByPhone } from "./support/sign-in.js";
@@ -176,6 +176,75 @@ describe("KYC levels", () => {
     const own = await kyc.call("submitBasicKyc", { identity: basicIdentity }, bearer(reviewerToken));
     const review = await kyc.call("reviewKycSubmission", { decision: { case: "approveSubmissionId", value: own.response!.submission!.submissionId } }, bearer(reviewerToken));
     expect(review.error?.code).to.equal(grpc.status.PERMISSION_DENIED);
+    kyc.close();
+  });
+
+  /** A user approved at level 1, with a level-1 access token. */
+  async function levelOneUser(kyc: ReturnType<typeof grpcClient<typeof KycService>>) {
+    const user = (await signInByPhone(a.grpcPort!, inbox, newPhone()))!;
+    const submitted = await kyc.call("submitBasicKyc", { identity: basicIdentity }, bearer(user.tokens!.accessToken));
+    const approved = await kyc.call("reviewKycSubmission", { decision: { case: "approveSubmissionId", value: submitted.response!.submission!.submissionId } }, bearer(reviewerToken));
+    expect(approved.response?.kycLevel).to.equal(1);
+    const auth = grpcClient(AuthService, a.grpcPort!);
+    const refreshed = await auth.call("refreshToken", { refreshToken: user.tokens!.refreshToken });
+    auth.close();
+    return { userId: user.user!.userId, token: refreshed.response!.tokens!.accessToken };
+  }
+
+  it("rejects the pending submission when a reviewer lowers the level, so it cannot be approved afterwards", async () => {
+    const kyc = grpcClient(KycService, a.grpcPort!);
+    const user = await levelOneUser(kyc);
+    const pending = (await kyc.call("submitDocumentKyc", { document: passport("L1000001") }, bearer(user.token))).response!.submission!;
+    expect(pending.status).to.equal(KycStatus.PENDING);
+
+    const lowered = await kyc.call(
+      "reviewKycSubmission",
+      { decision: { case: "lowerLevel", value: { userId: user.userId, kycLevel: 0, reason: "document withdrawn" } } },
+      bearer(reviewerToken),
+    );
+    expect(lowered.response?.kycLevel).to.equal(0);
+    const rejected = (await kyc.call("listKycSubmissions", { status: KycStatus.REJECTED, pageSize: 100 }, bearer(reviewerToken))).response!.submissions.find(
+      (s) => s.submissionId === pending.submissionId,
+    );
+    expect(rejected?.status).to.equal(KycStatus.REJECTED);
+    expect(rejected?.rejectionReason).to.match(/level lowered/).and.contain("document withdrawn");
+
+    const approve = await kyc.call("reviewKycSubmission", { decision: { case: "approveSubmissionId", value: pending.submissionId } }, bearer(reviewerToken));
+    expect(approve.error?.code).to.equal(grpc.status.FAILED_PRECONDITION);
+    const stored = await db.query("select kyc_level from app_user where id = $1", [user.userId]);
+    expect(stored.rows[0].kyc_level, "the level stays lowered").to.equal(0);
+    kyc.close();
+  });
+
+  it("refuses to approve a submission whose user is no longer at the level below it, and still lets it be rejected", async () => {
+    const kyc = grpcClient(KycService, a.grpcPort!);
+    const user = await levelOneUser(kyc);
+    const pending = (await kyc.call("submitDocumentKyc", { document: passport("L2000002") }, bearer(user.token))).response!.submission!;
+    // A lowering that raced the submission and left it pending.
+    await db.query("update app_user set kyc_level = 0 where id = $1", [user.userId]);
+
+    const approve = await kyc.call("reviewKycSubmission", { decision: { case: "approveSubmissionId", value: pending.submissionId } }, bearer(reviewerToken));
+    expect(approve.error?.code).to.equal(grpc.status.FAILED_PRECONDITION);
+    const stored = await db.query("select kyc_level from app_user where id = $1", [user.userId]);
+    expect(stored.rows[0].kyc_level, "no level 2 for a level-0 user").to.equal(0);
+    const reject = await kyc.call(
+      "reviewKycSubmission",
+      { decision: { case: "reject", value: { submissionId: pending.submissionId, reason: "level changed under review" } } },
+      bearer(reviewerToken),
+    );
+    expect(reject.response?.submission?.status).to.equal(KycStatus.REJECTED);
+    kyc.close();
+  });
+
+  it("answers a page token holding a date Postgres cannot store with INVALID_ARGUMENT naming page_token, and keeps serving", async () => {
+    const kyc = grpcClient(KycService, a.grpcPort!);
+    for (const time of ["-271821-04-20T00:00:00.000Z", "+275760-09-13T00:00:00.000Z"]) {
+      const pageToken = Buffer.from(`${time}|00000000-0000-0000-0000-000000000000`).toString("base64url");
+      const { error } = await kyc.call("listKycSubmissions", { pageToken }, bearer(reviewerToken));
+      expect(error?.code, time).to.equal(grpc.status.INVALID_ARGUMENT);
+      expect(detailOf(grpcErrorDetails(error!), BadRequestSchema)?.fieldViolations.map((v) => v.field), time).to.deep.equal(["page_token"]);
+    }
+    expect((await kyc.call("listKycSubmissions", {}, bearer(reviewerToken))).error).to.equal(undefined);
     kyc.close();
   });
 

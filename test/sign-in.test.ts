@@ -1,5 +1,7 @@
+import { execFile } from "node:child_process";
 import { createPublicKey, verify as verifySignature } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
+import { promisify } from "node:util";
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
 import pg from "pg";
@@ -8,7 +10,7 @@ import { AuthService } from "../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../gen/portcullis/v1/common_pb.js";
 import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "./support/clients.js";
-import { sharedStores, startPlatform } from "./support/platform.js";
+import { sharedStores, startPlatform, type SharedStores } from "./support/platform.js";
 import { SmsInbox } from "./support/sms-inbox.js";
 import { dropTestDatabases } from "./support/stores.js";
 
@@ -17,18 +19,26 @@ let phoneCounter = 0;
 /** A fresh valid UK mobile number per test, so limits of one test do not touch another. */
 const newPhone = () => `+4479111${String(10000 + phoneCounter++).padStart(5, "0")}`;
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+const run = promisify(execFile);
+/** "+447911110007" → the same number as people write it: "+44 7911 110007", "+44 (0)7911 110007", … */
+const spellings = (e164: string) => {
+  const national = e164.slice(3);
+  const [area, rest] = [national.slice(0, 4), national.slice(4)];
+  return [`+44 ${area} ${rest}`, `+44 (0)${area} ${rest}`, e164, `+44-${area}-${rest}`];
+};
 
 describe("Sign-in", () => {
   const inbox = new SmsInbox();
   const logLines: string[] = [];
   let running: Running;
+  let stores: SharedStores;
   let databaseUrl: string;
   let auth: ReturnType<typeof grpcClient<typeof AuthService>>;
   let db: pg.Client;
   const secrets: string[] = [];
 
   before(async () => {
-    const stores = await sharedStores();
+    stores = await sharedStores();
     databaseUrl = stores.DATABASE_URL;
     running = await startPlatform(
       {
@@ -64,6 +74,10 @@ describe("Sign-in", () => {
     await inbox.stop();
     await dropTestDatabases();
   });
+
+  /** The admin tool, run as an operator would, against the same stores. */
+  const admin = (...args: string[]) =>
+    run("node_modules/.bin/tsx", ["services/admin/cli.ts", ...args], { env: { ...process.env, ...stores, LOG_LEVEL: "silent" } });
 
   async function signInByPhone(phone = newPhone()) {
     const sent = await auth.call("sendOtp", { phoneNumber: phone });
@@ -134,6 +148,30 @@ describe("Sign-in", () => {
       expect(detailOf(grpcErrorDetails(error!), BadRequestSchema)?.fieldViolations[0]?.field).to.equal("phone_number");
     });
 
+    it("counts every spelling of one number against one send limit: the 4th code in yet another spelling is refused", async () => {
+      const phone = newPhone();
+      const [spaced, trunkPrefixed, compact, dashed] = spellings(phone);
+      for (const spelling of [spaced!, trunkPrefixed!, compact!]) {
+        const { error } = await auth.call("sendOtp", { phoneNumber: spelling });
+        expect(error, spelling).to.equal(undefined);
+      }
+      expect(inbox.countFor(phone), "all three went to the one number").to.equal(3);
+      const fourth = await auth.call("sendOtp", { phoneNumber: dashed! });
+      expect(fourth.error?.code).to.equal(grpc.status.RESOURCE_EXHAUSTED);
+      expect(detailOf(grpcErrorDetails(fourth.error!), ErrorInfoSchema)?.metadata.rule).to.equal("otp_send_phone");
+      expect(inbox.countFor(phone)).to.equal(3);
+    });
+
+    it("refuses a number with an extension, naming phone_number, and sends nothing", async () => {
+      const phone = newPhone();
+      for (const withExtension of [`${phone} ext. 12`, `${phone};ext=9`]) {
+        const { error } = await auth.call("sendOtp", { phoneNumber: withExtension });
+        expect(error?.code, withExtension).to.equal(grpc.status.INVALID_ARGUMENT);
+        expect(detailOf(grpcErrorDetails(error!), BadRequestSchema)?.fieldViolations.map((v) => v.field), withExtension).to.deep.equal(["phone_number"]);
+      }
+      expect(inbox.countFor(phone)).to.equal(0);
+    });
+
     it("counts at most 3 of 50 concurrent wrong guesses, then the code is dead", async () => {
       const phone = newPhone();
       await auth.call("sendOtp", { phoneNumber: phone });
@@ -173,6 +211,26 @@ describe("Sign-in", () => {
       expect(resend.error?.code, "no new code for a locked number").to.equal(grpc.status.RESOURCE_EXHAUSTED);
       const audited = await db.query("select count(*)::int as n from audit_event where event = 'otp.phone_locked'");
       expect(audited.rows[0].n).to.be.greaterThan(0);
+    });
+
+    it("spends the failure budget exactly under concurrent guesses: a code gets only the attempts the budget has left", async () => {
+      // The budget here is 7: 3 wrong on each of two codes leaves 1 for the third code, however many guesses race for it.
+      const phone = newPhone();
+      for (let i = 0; i < 2; i++) {
+        await auth.call("sendOtp", { phoneNumber: phone });
+        const code = inbox.codeFor(phone);
+        const wrong = code === "000000" ? "111111" : "000000";
+        for (let j = 0; j < 3; j++) await auth.call("verifyOtp", { phoneNumber: phone, code: wrong, device });
+      }
+      expect((await auth.call("sendOtp", { phoneNumber: phone })).error, "a third code: the budget is not spent yet").to.equal(undefined);
+      const code = inbox.codeFor(phone);
+      const wrong = code === "000000" ? "111111" : "000000";
+      const guesses = await Promise.all(Array.from({ length: 10 }, () => auth.call("verifyOtp", { phoneNumber: phone, code: wrong, device })));
+      for (const guess of guesses) expect(guess.error?.code).to.be.oneOf([grpc.status.INVALID_ARGUMENT, grpc.status.RESOURCE_EXHAUSTED]);
+      const counted = await db.query("select count(*)::int as n from otp_failure where phone_number = $1", [phone]);
+      expect(counted.rows[0].n, "failures recorded for the number").to.equal(7);
+      const late = await auth.call("verifyOtp", { phoneNumber: phone, code, device });
+      expect(late.error?.code, "even the right code, once the budget is spent").to.equal(grpc.status.RESOURCE_EXHAUSTED);
     });
 
     it("refuses the 4th code for one number within the hour, with RetryInfo and Retry-After", async () => {
@@ -233,6 +291,47 @@ describe("Sign-in", () => {
       expect(accessRefused.error?.code).to.equal(grpc.status.UNAUTHENTICATED);
       const audited = await db.query("select count(*)::int as n from audit_event where event = 'token.reuse_detected' and session_id = $1", [signedIn.sessionId]);
       expect(audited.rows[0].n).to.equal(1);
+    });
+
+    it("returns the same successor to a retry only until that successor is used; then the old token revokes the session", async () => {
+      const signedIn = await signInByPhone();
+      const original = signedIn.tokens!.refreshToken;
+      // Back to back, well inside the 1 s reuse interval.
+      const first = await auth.call("refreshToken", { refreshToken: original });
+      const retry = await auth.call("refreshToken", { refreshToken: original });
+      expect(retry.response?.tokens?.refreshToken, "a retry before the successor is used").to.equal(first.response!.tokens!.refreshToken);
+      const second = await auth.call("refreshToken", { refreshToken: first.response!.tokens!.refreshToken });
+      expect(second.error).to.equal(undefined);
+      secrets.push(first.response!.tokens!.refreshToken, second.response!.tokens!.refreshToken, second.response!.tokens!.accessToken);
+
+      const replay = await auth.call("refreshToken", { refreshToken: original });
+      expect(replay.error?.code).to.equal(grpc.status.UNAUTHENTICATED);
+      expect(detailOf(grpcErrorDetails(replay.error!), ErrorInfoSchema)?.reason).to.equal("SESSION_REVOKED");
+      const latest = await auth.call("refreshToken", { refreshToken: second.response!.tokens!.refreshToken });
+      expect(latest.error?.code, "the successor's successor").to.equal(grpc.status.UNAUTHENTICATED);
+      expect(detailOf(grpcErrorDetails(latest.error!), ErrorInfoSchema)?.reason).to.equal("SESSION_REVOKED");
+      const session = await db.query("select revoke_reason from session where id = $1", [signedIn.sessionId]);
+      expect(session.rows[0].revoke_reason).to.equal("refresh_token_reused");
+    });
+
+    it("refuses a refresh once the admin tool has disabled the account", async () => {
+      const signedIn = await signInByPhone();
+      expect((await admin("disable", signedIn.phone)).stdout).to.match(/disabled/);
+      const refused = await auth.call("refreshToken", { refreshToken: signedIn.tokens!.refreshToken });
+      expect(refused.error?.code).to.equal(grpc.status.UNAUTHENTICATED);
+    });
+
+    it("refuses a refresh for an account disabled while its session was not yet revoked", async () => {
+      // The race the admin tool's transaction can lose: disable_time is set, the session is still live.
+      const signedIn = await signInByPhone();
+      await db.query("update app_user set disable_time = now() where id = $1", [signedIn.user!.userId]);
+      const refused = await auth.call("refreshToken", { refreshToken: signedIn.tokens!.refreshToken });
+      expect(refused.error?.code).to.equal(grpc.status.UNAUTHENTICATED);
+      const stored = await db.query(
+        "select count(*)::int as n from refresh_token rt join session s on s.id = rt.session_id where s.id = $1 and s.revoke_time is null",
+        [signedIn.sessionId],
+      );
+      expect(stored.rows[0].n, "no successor was stored for the live session").to.equal(1);
     });
   });
 
@@ -303,6 +402,49 @@ describe("Sign-in", () => {
         [email],
       );
       expect(audited.rows[0].n).to.equal(1);
+    });
+  });
+
+  describe("free text", () => {
+    const password = "a passphrase for names";
+    secrets.push(password);
+    const fieldsOf = (error: grpc.ServiceError) => detailOf(grpcErrorDetails(error), BadRequestSchema)?.fieldViolations.map((v) => v.field);
+
+    it("refuses a NUL in UpdateProfile's display_name with INVALID_ARGUMENT naming the field, never INTERNAL, and serves the next call", async () => {
+      const signedIn = await signInByPhone();
+      const token = signedIn.tokens!.accessToken;
+      const refused = await auth.call("updateProfile", { user: { displayName: "Ana\u0000" }, updateMask: { paths: ["display_name"] } }, bearer(token));
+      expect(refused.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+      expect(fieldsOf(refused.error!)).to.deep.equal(["user.display_name"]);
+      const updated = await auth.call("updateProfile", { user: { displayName: "Ana" }, updateMask: { paths: ["display_name"] } }, bearer(token));
+      expect(updated.error).to.equal(undefined);
+      expect((await auth.call("getProfile", {}, bearer(token))).response?.user?.displayName).to.equal("Ana");
+    });
+
+    it("refuses a NUL in Register's display_name or device_name, naming the field, and registers the next call", async () => {
+      const email = `nul.${phoneCounter++}@example.com`;
+      const badName = await auth.call("register", { email, password, displayName: "Ana\u0000", device });
+      expect(badName.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+      expect(fieldsOf(badName.error!)).to.deep.equal(["display_name"]);
+      const badDevice = await auth.call("register", { email, password, displayName: "Ana", device: { ...device, deviceName: "Phone\u0000" } });
+      expect(badDevice.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+      expect(fieldsOf(badDevice.error!)).to.deep.equal(["device.device_name"]);
+      const registered = await auth.call("register", { email, password, displayName: "Ana", device });
+      expect(registered.error).to.equal(undefined);
+      secrets.push(registered.response!.tokens!.accessToken, registered.response!.tokens!.refreshToken);
+    });
+
+    it("refuses a NUL in VerifyOtp's device_name, naming the field, and the code still signs in", async () => {
+      const phone = newPhone();
+      await auth.call("sendOtp", { phoneNumber: phone });
+      const code = inbox.codeFor(phone);
+      secrets.push(code);
+      const refused = await auth.call("verifyOtp", { phoneNumber: phone, code, device: { ...device, deviceName: "\u0000" } });
+      expect(refused.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+      expect(fieldsOf(refused.error!)).to.deep.equal(["device.device_name"]);
+      const signedIn = await auth.call("verifyOtp", { phoneNumber: phone, code, device });
+      expect(signedIn.error).to.equal(undefined);
+      secrets.push(signedIn.response!.tokens!.accessToken, signedIn.response!.tokens!.refreshToken);
     });
   });
 

@@ -1,7 +1,9 @@
 import { execFile } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { promisify } from "node:util";
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
+import pg from "pg";
 import type { Running } from "../services/servers.js";
 import { AuthService } from "../gen/portcullis/v1/auth_service_pb.js";
 import { KycService } from "../gen/portcullis/v1/kyc_service_pb.js";
@@ -222,6 +224,41 @@ describe("Rate limits shared by instances", () => {
       await a.stop();
       await b.stop();
     }
+  });
+});
+
+describe("Client IP behind a trusted proxy", () => {
+  let running: Running;
+  let auth: ReturnType<typeof grpcClient<typeof AuthService>>;
+  let db: pg.Client;
+  before(async () => {
+    const stores = await sharedStores();
+    running = await startPlatform({ ...stores, TRUSTED_PROXIES: "127.0.0.1" });
+    auth = grpcClient(AuthService, running.grpcPort!);
+    db = new pg.Client({ connectionString: stores.DATABASE_URL });
+    await db.connect();
+  });
+  after(async () => {
+    await db.end();
+    auth.close();
+    await running.stop();
+  });
+
+  /** The address the audit log records for a call carrying these X-Forwarded-For values. */
+  async function auditedIp(forwardedFor: string | string[]) {
+    const requestId = randomUUID();
+    const { error } = await auth.call("refreshToken", { refreshToken: "not-a-refresh-token" }, { "x-request-id": requestId, "x-forwarded-for": forwardedFor });
+    expect(error?.code).to.equal(grpc.status.UNAUTHENTICATED);
+    const rows = await db.query("select ip_address from audit_event where request_id = $1", [requestId]);
+    expect(rows.rows).to.have.length(1);
+    return rows.rows[0].ip_address as string;
+  }
+
+  it("reads x-forwarded-for sent as two metadata values as one list, so the right-most untrusted hop is the client", async () => {
+    // The client wrote 6.6.6.6 itself; the trusted proxy (127.0.0.1) appended the address it saw as a second value.
+    expect(await auditedIp(["6.6.6.6", "198.51.100.7"])).to.equal("198.51.100.7");
+    expect(await auditedIp("6.6.6.6, 198.51.100.7"), "the same list as one value").to.equal("198.51.100.7");
+    expect(await auditedIp(["6.6.6.6", "198.51.100.7", "127.0.0.1"]), "trusted hops are skipped").to.equal("198.51.100.7");
   });
 });
 

@@ -85,12 +85,9 @@ function unaryHandler(method: DescMethod, dispatch: Dispatch): grpc.handleUnaryC
     const incoming: IncomingCall = {
       method,
       peer: call.getPeer(),
-      // Repeated metadata joins as repeated HTTP headers do: a proxy that adds its own
-      // x-forwarded-for entry must not leave the client's first entry as the answer.
       header(name) {
-        const values = metadata.get(name);
-        if (values.length <= 1) return typeof values[0] === "string" ? values[0] : undefined;
-        return values.filter((value) => typeof value === "string").join(", ");
+        const value = metadata.get(name)[0];
+        return typeof value === "string" ? value : undefined;
       },
     };
     dispatch(incoming, call.request).then(

@@ -33,11 +33,12 @@ export function grpcClient<S extends DescService>(service: S, port: number) {
     call<K extends keyof S["method"] & string>(
       name: K,
       request: MessageInitShape<S["method"][K]["input"]>,
-      headers: Record<string, string> = {},
+      /** A list sends the key once per value, as a proxy that appends its own entry does. */
+      headers: Record<string, string | string[]> = {},
     ): Promise<GrpcResult<MessageShape<S["method"][K]["output"]>>> {
       const method = service.methods.find((m) => m.localName === name)!;
       const metadata = new grpc.Metadata();
-      for (const [key, value] of Object.entries(headers)) metadata.set(key, value);
+      for (const [key, value] of Object.entries(headers)) for (const one of [value].flat()) metadata.add(key, one);
       return new Promise((resolve) => {
         (client as unknown as Record<string, Function>)[name]!(
           create(method.input, request as never),
