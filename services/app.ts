@@ -103,7 +103,12 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       () => Sessions.recentChanges(db, accessTokenLifetimeMs),
       logger,
       redis && feedChannel(redis, config.redisKeyPrefix),
-      true,
+      {
+        restoresBacklog: true,
+        // Without Redis there is one instance, and it applies every change as it makes it.
+        poll: redis && ((windowMs) => Sessions.recentChanges(db, accessTokenLifetimeMs, windowMs)),
+        clockToleranceSeconds: config.jwt.clockToleranceSeconds,
+      },
     );
     await revocations.start();
     closers.push(() => revocations.stop());

@@ -1,18 +1,22 @@
+import { execFile, spawn } from "node:child_process";
 import { setTimeout as sleep } from "node:timers/promises";
+import { promisify } from "node:util";
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
 import pg from "pg";
 import type { Running } from "../services/servers.js";
 import { AuthService } from "../gen/portcullis/v1/auth_service_pb.js";
 import { SessionService } from "../gen/portcullis/v1/session_service_pb.js";
+import { KycService } from "../gen/portcullis/v1/kyc_service_pb.js";
 import { ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "./support/clients.js";
-import { sharedStores, startPlatform, type SharedStores } from "./support/platform.js";
+import { mintUserToken, sharedStores, startPlatform, type SharedStores } from "./support/platform.js";
 import { freePort, RedisServer, startRedisCluster } from "./support/redis-servers.js";
 import { bearer, newPhone, signInByPhone } from "./support/sign-in.js";
 import { SmsInbox } from "./support/sms-inbox.js";
 import { dropTestDatabases } from "./support/stores.js";
 
+const run = promisify(execFile);
 const inbox = new SmsInbox();
 let smsUrl: string;
 before(async () => {
@@ -40,6 +44,14 @@ async function refusedWithin(ms: number, call: () => Promise<{ error?: grpc.Serv
     if (error) return error;
     if (Date.now() > deadline) throw new Error(`still accepted after ${ms} ms`);
     await sleep(10);
+  }
+}
+
+async function until(condition: () => Promise<boolean>, ms = 5000) {
+  const deadline = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`not so after ${ms} ms`);
+    await sleep(50);
   }
 }
 
@@ -258,6 +270,78 @@ describe("Revocation when Redis restarts", () => {
       await a.stop();
       await b.stop();
       await redis.destroy();
+    }
+  });
+});
+
+describe("Revocation when pub/sub loses the message", () => {
+  let a: Running;
+  let b: Running;
+  let stores: SharedStores;
+  let db: pg.Client;
+
+  before(async () => {
+    stores = await sharedStores();
+    const env = platformEnv(stores, { RATE_LIMITS: `${relaxedLimits},kyc_submit_user=1000/86400` });
+    [a, b] = [await startPlatform(env), await startPlatform(env)];
+    db = new pg.Client({ connectionString: stores.DATABASE_URL });
+    await db.connect();
+  });
+  after(async () => {
+    await db.end();
+    await a.stop();
+    await b.stop();
+  });
+
+  it("refuses on every instance a session revoked in Postgres and never published", async () => {
+    const signedIn = (await signInByPhone(a.grpcPort!, inbox, newPhone()))!;
+    const clients = [grpcClient(AuthService, a.grpcPort!), grpcClient(AuthService, b.grpcPort!)];
+    expect((await clients[1]!.call("getProfile", {}, bearer(signedIn.tokens!.accessToken))).error).to.equal(undefined);
+    await db.query("update session set revoke_time = now(), revoke_reason = 'revoked_by_admin' where id = $1", [signedIn.sessionId]);
+    for (const client of clients) {
+      const refused = await refusedWithin(5000, () => client.call("getProfile", {}, bearer(signedIn.tokens!.accessToken)));
+      expect(detailOf(grpcErrorDetails(refused), ErrorInfoSchema)?.reason).to.equal("SESSION_REVOKED");
+    }
+    clients.forEach((c) => c.close());
+  });
+
+  it("caps a KYC level lowered in Postgres and never published, even for a token signed just after the lowering began", async () => {
+    const signedIn = (await signInByPhone(a.grpcPort!, inbox, newPhone()))!;
+    // As a refresh would have issued it, having read level 1 before the lowering committed.
+    const { token } = await mintUserToken(b, { subject: signedIn.user!.userId, kycLevel: 1 });
+    const kyc = grpcClient(KycService, b.grpcPort!);
+    const before = await kyc.call("submitDocumentKyc", {}, bearer(token));
+    expect(before.error?.code, "level 1 gets past the chain").to.not.equal(grpc.status.PERMISSION_DENIED);
+    await db.query("update app_user set kyc_level = 0, kyc_lower_time = now() - interval '3 seconds' where id = $1", [signedIn.user!.userId]);
+    const refused = await refusedWithin(5000, async () => {
+      const { error } = await kyc.call("submitDocumentKyc", {}, bearer(token));
+      return { error: error?.code === grpc.status.PERMISSION_DENIED ? error : undefined };
+    });
+    expect(detailOf(grpcErrorDetails(refused), ErrorInfoSchema)?.metadata).to.deep.equal({ required_level: "1", current_level: "0" });
+    kyc.close();
+  });
+
+  it("lets the admin tool disable an account when Redis will not take its message: it warns, and instances still sign the sessions out", async () => {
+    // A Redis that connects and stores but refuses PUBLISH.
+    const port = await freePort();
+    const mute = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--rename-command", "PUBLISH", ""], {
+      stdio: "ignore",
+    });
+    try {
+      const phone = newPhone();
+      const signedIn = (await signInByPhone(a.grpcPort!, inbox, phone))!;
+      await until(async () => (await run("redis-cli", ["-p", String(port), "ping"]).catch(() => ({ stdout: "" }))).stdout.trim() === "PONG");
+      const { stdout, stderr } = await run("node_modules/.bin/tsx", ["services/admin/cli.ts", "disable", phone], {
+        env: { ...process.env, ...stores, REDIS_URL: `redis://127.0.0.1:${port}`, LOG_LEVEL: "silent" },
+      });
+      expect(stdout).to.match(/disabled; 1 session/);
+      expect(stderr).to.match(/warning: could not tell running instances through Redis within 5 s/);
+      expect(stderr).to.match(/from Postgres within about a second/);
+      const auth = grpcClient(AuthService, b.grpcPort!);
+      await refusedWithin(5000, () => auth.call("getProfile", {}, bearer(signedIn.tokens!.accessToken)));
+      auth.close();
+    } finally {
+      mute.kill("SIGKILL");
     }
   });
 });

@@ -29,6 +29,9 @@ const usage = `usage: npm run admin -- <command> <phone-or-email> [permission]
 Permission changes reach the user's access token at its next refresh (at most ACCESS_TOKEN_TTL_SECONDS).
 Runs against the configured database (DATABASE_URL), or the embedded one in DATA_DIR when npm start is not running.`;
 
+/** How long `disable` waits for running instances to be told before it exits. */
+const publishWaitMs = 5000;
+
 class UsageError extends Error {}
 
 async function main(args: string[]): Promise<string> {
@@ -90,7 +93,8 @@ async function setDisabled(
   const lifetimeMs = (config.jwt.accessTokenTtlSeconds + config.jwt.clockToleranceSeconds) * 1000;
   const keyEncryptionKey = config.keyEncryptionKey ?? embeddedKeyEncryptionKey(config.dataDir, logger);
   const refreshTokens = new RefreshTokens(deriveKey(keyEncryptionKey, "refresh-tokens"));
-  const sessions = new Sessions(config.session, new RevocationFeed(async () => [], logger, channel), lifetimeMs, refreshTokens);
+  const feed = new RevocationFeed(async () => [], logger, channel);
+  const sessions = new Sessions(config.session, feed, lifetimeMs, refreshTokens);
   const revoked = await db.transaction(async (tx) => {
     await tx.query("update app_user set disable_time = case when $1 then now() end, update_time = now() where id = $2", [disable, userId]);
     const ids = disable ? await sessions.revoke(tx, { userId }, "account_disabled") : [];
@@ -98,6 +102,14 @@ async function setDisabled(
     return ids;
   });
   await sessions.published(revoked);
+  // The feed retries in the background, which ends when this process does.
+  if (!(await feed.delivered(publishWaitMs))) {
+    console.error(
+      `warning: could not tell running instances through Redis within ${publishWaitMs / 1000} s. ` +
+        "Portcullis instances pick the change up from Postgres within about a second anyway; services using the Portcullis guard " +
+        `hear of it only through Redis and may accept the signed-out sessions' access tokens for up to ${Math.ceil(config.jwt.accessTokenTtlSeconds / 60)} minutes.`,
+    );
+  }
   return disable ? `disabled; ${revoked.length} session(s) signed out` : "enabled";
 }
 

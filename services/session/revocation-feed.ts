@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { unauthenticated, unavailable } from "../platform/errors.js";
 import type { Logger } from "../platform/logger.js";
 import { subscriberConnection, type RedisClient } from "../platform/redis.js";
@@ -6,8 +7,9 @@ import type { Principal } from "../tokens/access-token.js";
 
 /**
  * What the feed carries: sessions revoked, and users whose KYC level was
- * lowered (tokens issued before `sinceMs` must not count above `level`). Each
- * matters until `untilMs`, when every token it could concern has expired.
+ * lowered (tokens issued before `sinceMs`, or within a safety margin after
+ * it, must not count above `level`). Each matters until `untilMs`, when every
+ * token it could concern has expired.
  */
 export type FeedEvent =
   | { kind: "revoked"; sessionIds: string[]; untilMs: number }
@@ -23,72 +25,142 @@ export interface FeedChannel {
   backlog: string;
 }
 
+/** Changes made in the source of truth in the last `windowMs`, by its own clock. */
+export type ChangesWithin = (windowMs: number) => Promise<FeedEvent[]>;
+
+export interface FeedOptions {
+  /** Whether this instance republishes what it caught up on into the backlog (Portcullis does; downstream guards only read). */
+  restoresBacklog?: boolean;
+  /**
+   * Portcullis's backstop for a lost message: changes re-read from Postgres
+   * every second. Downstream guards have no Postgres, so they go without it
+   * and rely on pub/sub and the Redis backlog alone: a message that cannot
+   * reach Redis reaches them only if its publisher's retries land.
+   */
+  poll?: ChangesWithin;
+  /** How far the issuer's clock may be from Postgres's; widens which tokens a KYC downgrade caps. */
+  clockToleranceSeconds?: number;
+}
+
+const pollIntervalMs = 1000;
+/**
+ * A change is stamped with its transaction's start (`now()`) but becomes
+ * visible only at commit, possibly after a later one: each poll re-reads this
+ * far behind the previous one, and applying an event twice changes nothing.
+ */
+const pollOverlapMs = 10_000;
+const catchUpRetryMs = { first: 250, max: 2000 };
+/** JWT_CLOCK_TOLERANCE_SECONDS's default, and the tolerance downstream guards verify with. */
+const defaultClockToleranceSeconds = 5;
+
+/**
+ * How long after a lowering's `sinceMs` a token may still have been issued
+ * with the old level. `sinceMs` is the lowering transaction's start, by
+ * Postgres's clock; a refresh that read the user's row before that
+ * transaction committed signs its token afterwards, by Node's clock. So the
+ * margin covers the skew between the two clocks (the tolerance we already
+ * grant issuers) plus the lowering transaction's run to commit, waits on the
+ * user's row lock included, and the refresh's read-to-sign time: 10 seconds
+ * more is ample for both. Capping only ever lowers a token to the new level,
+ * so it costs nothing to tokens that carry it; the one casualty is a user
+ * approved up again within the margin, held at the lowered level until the
+ * next refresh.
+ */
+export function kycCapMarginMs(clockToleranceSeconds: number): number {
+  return (clockToleranceSeconds + 10) * 1000;
+}
+
+/** Whether a token issued at `issuedAtSeconds` (its `iat`) may predate a KYC lowering stamped `sinceMs`. */
+export function mayPredateLowering(issuedAtSeconds: number, sinceMs: number, marginMs: number): boolean {
+  return issuedAtSeconds * 1000 <= sinceMs + marginMs;
+}
+
 /**
  * Every instance holds the revocations and KYC downgrades whose tokens may
  * still be alive, so the chain checks them in memory on each call. Events
  * travel on Redis pub/sub and are kept in a Redis sorted set; an instance that
  * (re)subscribes first catches up. While the feed is down an instance cannot
  * know what changed, so it refuses user calls (fail closed) until it has.
+ * Portcullis instances also re-read recent changes from Postgres every
+ * second, so a message pub/sub loses (its publisher could not reach Redis)
+ * still arrives within about a second.
  */
 export class RevocationFeed implements SessionGate {
   private readonly revoked = new Map<string, number>();
   private readonly kycCaps = new Map<string, { level: number; sinceMs: number; untilMs: number }>();
+  private readonly kycCapMarginMs: number;
   private live: boolean;
   private subscriber?: RedisClient;
   private pruneTimer?: NodeJS.Timeout;
+  /** Bumped whenever the subscription drops: a catch-up counts only if none dropped since it subscribed. */
+  private round = 0;
+  private resuming?: Promise<void>;
+  private polling?: Promise<void>;
+  /** Publishes still being retried, each settling true once it lands. */
+  private readonly undelivered = new Set<Promise<boolean>>();
+  private readonly stopping = new AbortController();
 
   constructor(
     private readonly recent: RecentEvents,
     private readonly logger: Logger,
     private readonly redis?: FeedChannel,
-    /** Whether this instance republishes what it caught up on into the backlog (Portcullis does; downstream guards only read). */
-    private readonly restoresBacklog = false,
+    private readonly options: FeedOptions = {},
   ) {
     this.live = !redis;
+    this.kycCapMarginMs = kycCapMarginMs(options.clockToleranceSeconds ?? defaultClockToleranceSeconds);
   }
 
+  /**
+   * Resolves once caught up (retrying as long as it takes), or once the
+   * subscription drops first: the feed stays closed until it is back.
+   */
   async start(): Promise<void> {
     this.pruneTimer = setInterval(() => this.prune(Date.now()), 60_000);
     this.pruneTimer.unref();
+    const startedAt = performance.now();
     if (!this.redis) {
       await this.catchUp();
-      return;
+    } else {
+      const subscriber = subscriberConnection(this.redis.client);
+      this.subscriber = subscriber;
+      subscriber.on("error", () => {});
+      subscriber.on("close", () => {
+        if (this.live && this.subscriber) this.logger.error("revocation feed lost: refusing user calls until it is back");
+        this.live = false;
+        this.round++;
+      });
+      subscriber.on("message", (_channel: string, message: string) => this.receive(message));
+      subscriber.on("ready", () => {
+        if (!this.live) this.resuming = this.resume(subscriber, ++this.round);
+      });
+      try {
+        await subscriber.connect();
+      } catch (error) {
+        // Or it would keep reconnecting, and catch up into a database the failed start-up has closed.
+        await this.stop();
+        throw error;
+      }
+      await this.resuming;
     }
-    const subscriber = subscriberConnection(this.redis.client);
-    this.subscriber = subscriber;
-    subscriber.on("error", () => {});
-    subscriber.on("close", () => {
-      if (this.live && this.subscriber) this.logger.error("revocation feed lost: refusing user calls until it is back");
-      this.live = false;
-    });
-    subscriber.on("message", (_channel: string, message: string) => this.receive(message));
-    // After a reconnection: subscribe first, then catch up, so an event is
-    // either in what we read or in what we receive.
-    const channel = this.redis.channel;
-    subscriber.on("ready", () => {
-      if (this.live) return;
-      subscriber
-        .subscribe(channel)
-        .then(() => this.catchUp())
-        .catch((error: unknown) => this.logger.error({ err: error }, "revocation catch-up failed"));
-    });
-    await subscriber.connect();
-    await subscriber.subscribe(channel);
-    await this.catchUp();
+    if (this.options.poll) this.polling = this.poll(this.options.poll, startedAt);
   }
 
   async stop(): Promise<void> {
     clearInterval(this.pruneTimer);
+    this.stopping.abort();
+    this.round++;
     const subscriber = this.subscriber;
     this.subscriber = undefined;
     subscriber?.disconnect();
+    await this.polling;
   }
 
   /**
    * Tells every instance (this one at once). The change is already committed
    * in Postgres; if Redis cannot take it now, it is retried in the background
-   * until it no longer matters (instances whose feed is down fail closed and
-   * catch up when it is back).
+   * until it no longer matters or the feed stops (instances whose feed is down
+   * fail closed and catch up when it is back; Portcullis instances also read
+   * it from Postgres within about a second).
    */
   async publish(event: FeedEvent): Promise<void> {
     if (event.kind === "revoked" && event.sessionIds.length === 0) return;
@@ -96,16 +168,28 @@ export class RevocationFeed implements SessionGate {
     if (!this.redis) return;
     const { client, channel, backlog } = this.redis;
     const message = JSON.stringify(event);
-    const attempt = (delayMs: number): Promise<void> =>
-      Promise.all([client.zadd(backlog, event.untilMs, message), client.publish(channel, message)]).then(
-        () => undefined,
-        (error: unknown) => {
-          if (Date.now() >= event.untilMs) return;
-          this.logger.warn({ err: error, kind: event.kind }, "could not publish a session change; retrying");
-          setTimeout(() => void attempt(Math.min(delayMs * 2, 5000)), delayMs).unref();
-        },
-      );
-    await attempt(250);
+    const send = () => Promise.all([client.zadd(backlog, event.untilMs, message), client.publish(channel, message)]);
+    try {
+      await send();
+    } catch (error) {
+      this.logger.warn({ err: error, kind: event.kind }, "could not publish a session change; retrying");
+      const delivery = this.redeliver(send, event);
+      this.undelivered.add(delivery);
+      void delivery.then(() => this.undelivered.delete(delivery));
+    }
+  }
+
+  /** Waits up to `timeoutMs` for the publishes still being retried; false if any has not landed. */
+  async delivered(timeoutMs: number): Promise<boolean> {
+    if (this.undelivered.size === 0) return true;
+    const timeout = new AbortController();
+    const landed = Promise.all(this.undelivered).then((results) => results.every(Boolean));
+    const expired = sleep(timeoutMs, false, { signal: timeout.signal, ref: false }).catch(() => false);
+    try {
+      return await Promise.race([landed, expired]);
+    } finally {
+      timeout.abort();
+    }
   }
 
   /**
@@ -122,7 +206,7 @@ export class RevocationFeed implements SessionGate {
       throw unauthenticated("SESSION_REVOKED", "this session has ended; sign in again");
     }
     const cap = this.kycCaps.get(principal.subject);
-    if (cap && principal.issuedAt * 1000 <= cap.sinceMs && principal.kycLevel > cap.level) {
+    if (cap && principal.kycLevel > cap.level && mayPredateLowering(principal.issuedAt, cap.sinceMs, this.kycCapMarginMs)) {
       return { ...principal, kycLevel: cap.level };
     }
     return principal;
@@ -140,31 +224,92 @@ export class RevocationFeed implements SessionGate {
     if (event.kind === "revoked") {
       for (const sessionId of event.sessionIds) this.revoked.set(sessionId, event.untilMs);
     } else {
+      // The same lowering read again later (polls overlap) carries the user's level by then, which a new approval may have raised.
       const known = this.kycCaps.get(event.userId);
-      if (!known || known.sinceMs <= event.sinceMs) this.kycCaps.set(event.userId, event);
+      if (!known || known.sinceMs < event.sinceMs || (known.sinceMs === event.sinceMs && event.level < known.level)) {
+        this.kycCaps.set(event.userId, event);
+      }
+    }
+  }
+
+  /**
+   * After a (re)connection: subscribe first, then catch up, so an event is
+   * either in what we read or in what we receive. Until that succeeds every
+   * user call is refused, so a failure (a Postgres blip) is retried with
+   * backoff for as long as this subscription stays up, not left until the
+   * next reconnection.
+   */
+  private async resume(subscriber: RedisClient, round: number): Promise<void> {
+    for (let delayMs = catchUpRetryMs.first; ; delayMs = Math.min(delayMs * 2, catchUpRetryMs.max)) {
+      try {
+        await subscriber.subscribe(this.redis!.channel);
+        if (round !== this.round) return;
+        await this.catchUp();
+        // Only a subscription that was up before the read and is still up leaves no gap.
+        if (round !== this.round) return;
+        this.logger.info("revocation feed live");
+        this.live = true;
+        return;
+      } catch (error) {
+        if (round !== this.round) return;
+        this.logger.error({ err: error, retryInMs: delayMs }, "revocation catch-up failed; retrying");
+      }
+      if (!(await this.pause(delayMs)) || round !== this.round) return;
     }
   }
 
   private async catchUp(): Promise<void> {
-    const subscribed = this.subscriber?.status;
-    if (this.subscriber && subscribed !== "ready") return;
     const events = await this.recent();
     events.forEach((event) => this.apply(event));
-    if (this.redis && this.restoresBacklog && events.length > 0) {
+    if (this.redis && this.options.restoresBacklog && events.length > 0) {
       // A restarted Redis lost the backlog: put back what Postgres knows, for guards that read only Redis.
       await this.redis.client.zadd(this.redis.backlog, ...events.flatMap((event) => [event.untilMs, JSON.stringify(event)]));
     }
-    // Only a subscription that was up before the read and is still up leaves no gap.
-    if (!this.redis || this.subscriber?.status === "ready") {
-      if (!this.live && this.redis) this.logger.info("revocation feed live");
-      this.live = true;
+  }
+
+  /**
+   * Re-reads what changed since the last good read (less the overlap), every
+   * second until the feed stops. A failed read neither closes the feed (pub/sub
+   * may be fine) nor loses ground: the next one reaches back to the last good one.
+   */
+  private async poll(changesWithin: ChangesWithin, readAt: number): Promise<void> {
+    let failing = false;
+    while (await this.pause(pollIntervalMs)) {
+      const startedAt = performance.now();
+      try {
+        for (const event of await changesWithin(startedAt - readAt + pollOverlapMs)) this.apply(event);
+        readAt = startedAt;
+        if (failing) this.logger.info("reading session changes from Postgres again");
+        failing = false;
+      } catch (error) {
+        if (!failing) this.logger.warn({ err: error }, "could not read recent session changes from Postgres; retrying every second");
+        failing = true;
+      }
     }
+  }
+
+  /** Retries a publish until it lands (true), stops mattering or the feed stops (false). */
+  private async redeliver(send: () => Promise<unknown>, event: FeedEvent): Promise<boolean> {
+    for (let delayMs = 250; (await this.pause(delayMs)) && Date.now() < event.untilMs; delayMs = Math.min(delayMs * 2, 5000)) {
+      try {
+        await send();
+        return true;
+      } catch (error) {
+        this.logger.warn({ err: error, kind: event.kind }, "could not publish a session change; retrying");
+      }
+    }
+    return false;
+  }
+
+  /** Waits `ms`; false, at once, if the feed stops meanwhile. */
+  private pause(ms: number): Promise<boolean> {
+    return sleep(ms, true, { signal: this.stopping.signal, ref: false }).catch(() => false);
   }
 
   private prune(nowMs: number): void {
     for (const [sessionId, until] of this.revoked) if (until <= nowMs) this.revoked.delete(sessionId);
     for (const [userId, cap] of this.kycCaps) if (cap.untilMs <= nowMs) this.kycCaps.delete(userId);
-    if (this.redis && this.restoresBacklog) {
+    if (this.redis && this.options.restoresBacklog) {
       this.redis.client.zremrangebyscore(this.redis.backlog, "-inf", nowMs).catch(() => {});
     }
   }

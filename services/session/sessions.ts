@@ -113,15 +113,19 @@ export class Sessions {
 
   /**
    * Session changes recent enough that tokens issued before them may still be
-   * alive: revocations, and KYC levels lowered. Postgres is the truth the feed
-   * catches up from.
+   * alive: revocations, and KYC levels lowered; only those of the last
+   * `windowMs` when given. Postgres is the truth the feed catches up from and
+   * re-reads every second; both ask Postgres's clock, never this process's.
    */
-  static async recentChanges(sql: Sql, accessTokenLifetimeMs: number): Promise<FeedEvent[]> {
-    const since = new Date(Date.now() - accessTokenLifetimeMs);
-    const revoked = await sql.query<{ id: string; revoke_time: Date }>("select id, revoke_time from session where revoke_time > $1", [since]);
+  static async recentChanges(sql: Sql, accessTokenLifetimeMs: number, windowMs = accessTokenLifetimeMs): Promise<FeedEvent[]> {
+    const windowSeconds = Math.min(windowMs, accessTokenLifetimeMs) / 1000;
+    const revoked = await sql.query<{ id: string; revoke_time: Date }>(
+      "select id, revoke_time from session where revoke_time > now() - make_interval(secs => $1)",
+      [windowSeconds],
+    );
     const lowered = await sql.query<{ id: string; kyc_level: number; kyc_lower_time: Date }>(
-      "select id, kyc_level, kyc_lower_time from app_user where kyc_lower_time > $1",
-      [since],
+      "select id, kyc_level, kyc_lower_time from app_user where kyc_lower_time > now() - make_interval(secs => $1)",
+      [windowSeconds],
     );
     return [
       ...revoked.map((row): FeedEvent => ({

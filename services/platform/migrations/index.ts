@@ -2,10 +2,12 @@ import type { MigrationObject } from "@mikro-orm/core";
 import { Migration0001SigningKeys } from "./0001-signing-keys.js";
 import { Migration0002SignIn } from "./0002-sign-in.js";
 import { Migration0003Kyc } from "./0003-kyc.js";
+import { Migration0004KycLowerTime } from "./0004-kyc-lower-time.js";
 
 /** Every migration, in order. Committed; never edited once on main. */
 export const migrations: MigrationObject[] = [
   { name: "0001-signing-keys", class: Migration0001SigningKeys },
   { name: "0002-sign-in", class: Migration0002SignIn },
   { name: "0003-kyc", class: Migration0003Kyc },
+  { name: "0004-kyc-lower-time", class: Migration0004KycLowerTime },
 ];
