@@ -278,6 +278,26 @@ describe("Sign-in", () => {
       expect((await auth.call("refreshToken", { refreshToken: successor! })).error).to.equal(undefined);
     });
 
+    it("rotates many sessions' tokens at once, each with its own successor and an audit row carrying its own request", async () => {
+      const signedIn = await Promise.all(Array.from({ length: 12 }, () => signInByPhone()));
+      const results = await Promise.all(
+        signedIn.map((s, i) => auth.call("refreshToken", { refreshToken: s.tokens!.refreshToken }, { "x-request-id": `batch-${phoneCounter}-${i}` })),
+      );
+      const successors = results.map((r) => r.response?.tokens?.refreshToken);
+      expect(successors.every(Boolean), results.find((r) => r.error)?.error?.message).to.equal(true);
+      expect(new Set(successors).size).to.equal(signedIn.length);
+      secrets.push(...(successors as string[]));
+      const audited = await db.query<{ request_id: string; session_id: string }>(
+        "select request_id, session_id::text from audit_event where event = 'token.refresh' and request_id like $1",
+        [`batch-${phoneCounter}-%`],
+      );
+      expect(audited.rows.map((row) => `${row.request_id} ${row.session_id}`).sort()).to.deep.equal(
+        signedIn.map((s, i) => `batch-${phoneCounter}-${i} ${s.sessionId}`).sort(),
+      );
+      const next = await Promise.all(successors.map((refreshToken) => auth.call("refreshToken", { refreshToken: refreshToken! })));
+      expect(next.every((r) => r.response), "every successor refreshes in turn").to.equal(true);
+    });
+
     it("revokes the session when a used token comes back after the reuse interval", async () => {
       const signedIn = await signInByPhone();
       const first = await auth.call("refreshToken", { refreshToken: signedIn.tokens!.refreshToken });

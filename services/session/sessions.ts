@@ -131,10 +131,10 @@ export class Sessions {
       ...revoked.map((row): FeedEvent => ({
         kind: "revoked",
         sessionIds: [row.id],
-        untilMs: new Date(row.revoke_time).getTime() + accessTokenLifetimeMs,
+        untilMs: row.revoke_time.getTime() + accessTokenLifetimeMs,
       })),
       ...lowered.map((row): FeedEvent => {
-        const sinceMs = new Date(row.kyc_lower_time).getTime();
+        const sinceMs = row.kyc_lower_time.getTime();
         return { kind: "kyc_lowered", userId: row.id, level: row.kyc_level, sinceMs, untilMs: sinceMs + accessTokenLifetimeMs };
       }),
     ];

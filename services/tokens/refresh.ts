@@ -6,18 +6,8 @@ import type { Sessions } from "../session/sessions.js";
 import { SignInMethod, type TokenPairSchema } from "../../gen/portcullis/v1/common_pb.js";
 import type { AccessTokens } from "./access-token.js";
 import { hashRefreshToken, type RefreshTokens } from "./refresh-token.js";
+import { Rotations, type RotatedSession } from "./rotations.js";
 import { issueTokenPair } from "./token-issuer.js";
-
-interface SessionAndUser {
-  id: string;
-  user_id: string;
-  device_id: string;
-  sign_in_method: keyof typeof SignInMethod;
-  expire_time: Date;
-  kyc_level: number;
-  kyc_status: string;
-  permissions: string[];
-}
 
 export interface RefreshSettings {
   reuseIntervalSeconds: number;
@@ -26,11 +16,14 @@ export interface RefreshSettings {
 
 /**
  * Refresh-token rotation (RFC 9700): each token is used once, in one statement
- * that marks it used, extends the session, stores its successor and audits. Presenting
- * a used token again inside the reuse interval returns the same successor (two
- * tabs, a lost response); after it, the session is revoked as stolen.
+ * that marks it used, extends the session, stores its successor and audits
+ * (see Rotations). Presenting a used token again inside the reuse interval
+ * returns the same successor (two tabs, a lost response); after it, the
+ * session is revoked as stolen.
  */
 export class RefreshRotation {
+  private readonly rotations: Rotations;
+
   constructor(
     private readonly db: Database,
     private readonly tokens: AccessTokens,
@@ -39,7 +32,9 @@ export class RefreshRotation {
     private readonly settings: RefreshSettings,
     /** Applies the per-user refresh limit once the token has named its user. */
     private readonly limitUser: (userId: string) => Promise<void>,
-  ) {}
+  ) {
+    this.rotations = new Rotations(db, settings.idleTimeoutSeconds);
+  }
 
   async refresh(token: string, origin: AuditOrigin): Promise<MessageInitShape<typeof TokenPairSchema>> {
     const invalid = async () => {
@@ -53,25 +48,7 @@ export class RefreshRotation {
 
     const hash = hashRefreshToken(token);
     const successor = this.refreshTokens.successorOf(token, userId);
-    const [rotated] = await this.db.query<SessionAndUser>(
-      `with used as (
-         update refresh_token set use_time = now()
-         where token_hash = $1 and use_time is null and expire_time > now()
-         returning session_id),
-       live as (
-         update session set last_active_time = now(), idle_expire_time = least(now() + make_interval(secs => $2), expire_time)
-         where id = (select session_id from used) and revoke_time is null and idle_expire_time > now() and expire_time > now()
-           and (select disable_time from app_user where id = session.user_id) is null
-         returning id, user_id, device_id, sign_in_method, expire_time),
-       successor as (
-         insert into refresh_token (token_hash, session_id, expire_time) select $3, id, expire_time from live),
-       audited as (
-         insert into audit_event (event, outcome, user_id, session_id, ip_address, user_agent, request_id)
-         select 'token.refresh', 'success', user_id, id, $4, $5, $6 from live)
-       select live.*, u.kyc_level, u.kyc_status, u.permissions
-       from live join app_user u on u.id = live.user_id`,
-      [hash, this.settings.idleTimeoutSeconds, hashRefreshToken(successor), origin.clientIp, origin.userAgent.slice(0, 512), origin.requestId],
-    );
+    const rotated = await this.rotations.rotate({ tokenHash: hash, successorHash: hashRefreshToken(successor), origin });
     if (rotated) return this.pair(rotated, successor);
     return this.refreshUsedToken(hash, successor, origin, invalid);
   }
@@ -83,7 +60,7 @@ export class RefreshRotation {
    * old token coming back means someone else holds it.
    */
   private async refreshUsedToken(hash: Buffer, successor: string, origin: AuditOrigin, invalid: () => Promise<Error>) {
-    const [row] = await this.db.query<SessionAndUser & { used: boolean; retry: boolean; session_live: boolean; revoked: boolean }>(
+    const [row] = await this.db.query<RotatedSession & { used: boolean; retry: boolean; session_live: boolean; revoked: boolean }>(
       `select s.id, s.user_id, s.device_id, s.sign_in_method, s.expire_time, u.kyc_level, u.kyc_status, u.permissions,
               rt.use_time is not null as used,
               rt.use_time > now() - make_interval(secs => $1)
@@ -110,11 +87,11 @@ export class RefreshRotation {
     throw unauthenticated("SESSION_REVOKED", "this refresh token was already used; the session has been signed out");
   }
 
-  private pair(row: SessionAndUser, refreshToken: string) {
+  private pair(row: RotatedSession, refreshToken: string) {
     return issueTokenPair(
       this.tokens,
       { userId: row.user_id, kycLevel: row.kyc_level, kycStatus: row.kyc_status, permissions: row.permissions },
-      { id: row.id, deviceId: row.device_id, signInMethod: SignInMethod[row.sign_in_method], expireTime: new Date(row.expire_time) },
+      { id: row.id, deviceId: row.device_id, signInMethod: SignInMethod[row.sign_in_method], expireTime: row.expire_time },
       refreshToken,
     );
   }

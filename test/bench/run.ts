@@ -193,6 +193,7 @@ async function main(): Promise<number> {
     flowRows.push(["revocation: A revokes → B refuses", "", ms(flows.revocation.p50Ms), ms(flows.revocation.p99Ms), String(flows.revocation.count)]);
     const flowWidths = flowRows[0]!.map((_, i) => Math.max(...flowRows.map((row) => row[i]!.length)));
     for (const row of flowRows) console.log(row.map((cell, i) => (i === 0 ? cell.padEnd(flowWidths[i]!) : cell.padStart(flowWidths[i]!))).join("  "));
+    console.log("(each flow measured after as many operations again, unmeasured, to warm up)");
     const rate = (name: string) => flows.figures.find((f) => f.name === name)!.opsPerSecond;
     Object.assign(figures, {
       verify_otp_per_s: rate("verify_otp_sign_in"),
