@@ -1,0 +1,74 @@
+interface Pending<In, Out> {
+  input: In;
+  resolve(output: Out): void;
+  reject(error: unknown): void;
+}
+
+export interface BatcherOptions<In> {
+  /**
+   * Inputs with equal keys never run together: a repeat waits until the
+   * batches running with the first have settled, so it sees what the first
+   * changed, as it would have after waiting for the first's row lock.
+   */
+  key(input: In): string;
+  maxBatch: number;
+}
+
+const deadlockDetected = "40P01";
+
+/**
+ * Runs every call made in one turn of the event loop as one batch: under load
+ * a statement's fixed cost (the round trip, Postgres's executor start, the
+ * commit) is paid once for many calls; an idle server runs batches of one.
+ * `run` gets a batch's inputs and answers one output per input, in order.
+ * Postgres may lock a batch's rows in an order of its own choosing, so two
+ * batches can deadlock; such a batch is run again one input at a time.
+ */
+export class Batcher<In, Out> {
+  private pending: Pending<In, Out>[] = [];
+
+  constructor(
+    private readonly run: (inputs: In[]) => Promise<Out[]>,
+    private readonly options: BatcherOptions<In>,
+  ) {}
+
+  add(input: In): Promise<Out> {
+    return new Promise((resolve, reject) => {
+      if (this.pending.length === 0) setImmediate(() => this.flush());
+      this.pending.push({ input, resolve, reject });
+    });
+  }
+
+  private flush(): void {
+    const keys = new Set<string>();
+    const repeats: Pending<In, Out>[] = [];
+    const batches: Pending<In, Out>[][] = [[]];
+    for (const item of this.pending) {
+      const key = this.options.key(item.input);
+      if (keys.has(key)) {
+        repeats.push(item);
+        continue;
+      }
+      keys.add(key);
+      if (batches.at(-1)!.length === this.options.maxBatch) batches.push([]);
+      batches.at(-1)!.push(item);
+    }
+    this.pending = [];
+    void Promise.all(batches.map((batch) => this.settle(batch))).then(() => {
+      for (const item of repeats) this.add(item.input).then(item.resolve, item.reject);
+    });
+  }
+
+  private async settle(batch: Pending<In, Out>[]): Promise<void> {
+    try {
+      const outputs = await this.run(batch.map((item) => item.input));
+      batch.forEach((item, index) => item.resolve(outputs[index]!));
+    } catch (error) {
+      if ((error as { code?: string }).code === deadlockDetected && batch.length > 1) {
+        await Promise.all(batch.map((item) => this.settle([item])));
+        return;
+      }
+      for (const item of batch) item.reject(error);
+    }
+  }
+}
