@@ -172,6 +172,33 @@ describe("Sign-in", () => {
       expect(inbox.countFor(phone)).to.equal(0);
     });
 
+    it("signs many numbers in at once, each into its own session with a sign-in audit row carrying its own request", async () => {
+      const numbers = Array.from({ length: 12 }, () => newPhone());
+      for (const phone of numbers) await auth.call("sendOtp", { phoneNumber: phone });
+      const wrongOne = numbers[0]!;
+      const wrong = inbox.codeFor(wrongOne) === "000000" ? "111111" : "000000";
+      const results = await Promise.all(
+        numbers.map((phone, i) =>
+          auth.call("verifyOtp", { phoneNumber: phone, code: phone === wrongOne ? wrong : inbox.codeFor(phone), device }, { "x-request-id": `many-${phoneCounter}-${i}` }),
+        ),
+      );
+      expect(results[0]!.error?.code, "the wrong code among them").to.equal(grpc.status.INVALID_ARGUMENT);
+      const signedIn = results.slice(1).map((r) => r.response!);
+      expect(signedIn.every(Boolean), results.find((r, i) => i > 0 && r.error)?.error?.message).to.equal(true);
+      expect(new Set(signedIn.map((r) => r.sessionId)).size).to.equal(numbers.length - 1);
+      expect(signedIn.every((r) => r.newUser)).to.equal(true);
+      secrets.push(...signedIn.flatMap((r) => [r.tokens!.accessToken, r.tokens!.refreshToken]));
+      const audited = await db.query<{ request_id: string; session_id: string }>(
+        "select request_id, session_id::text from audit_event where event = 'sign_in' and request_id like $1",
+        [`many-${phoneCounter}-%`],
+      );
+      expect(audited.rows.map((row) => `${row.request_id} ${row.session_id}`).sort()).to.deep.equal(
+        signedIn.map((r, i) => `many-${phoneCounter}-${i + 1} ${r.sessionId}`).sort(),
+      );
+      const failures = await db.query("select count(*)::int as n from otp_failure where phone_number = $1", [wrongOne]);
+      expect(failures.rows[0].n).to.equal(1);
+    });
+
     it("counts at most 3 of 50 concurrent wrong guesses, then the code is dead", async () => {
       const phone = newPhone();
       await auth.call("sendOtp", { phoneNumber: phone });

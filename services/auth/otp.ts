@@ -3,7 +3,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { audit, type AuditOrigin } from "../platform/audit.js";
 import type { Config } from "../platform/config.js";
-import type { Database, Sql } from "../platform/database.js";
+import type { Database } from "../platform/database.js";
 import { invalidArgument, rateLimited, unavailable } from "../platform/errors.js";
 import type { Logger } from "../platform/logger.js";
 import { Violations } from "../platform/validation.js";
@@ -11,44 +11,27 @@ import { consumeRule, type RateLimiter } from "../policy/rate-limiter.js";
 import type { Sessions } from "../session/sessions.js";
 import type { AccessTokens } from "../tokens/access-token.js";
 import { issueTokenPair } from "../tokens/token-issuer.js";
-import { SignInMethod, type Device } from "../../gen/portcullis/v1/common_pb.js";
+import type { Device } from "../../gen/portcullis/v1/common_pb.js";
 import type { SendOtpResponseSchema, VerifyOtpResponseSchema } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { checkPhoneNumber, maskPhone } from "./phone.js";
 import { SmsDeliveryError, type SmsProvider } from "./sms.js";
-import { checkDevice, claimsOf, userColumns, userMessage, type UserRow } from "./users.js";
+import { CodeAttempts, failureBudget } from "./otp-attempts.js";
+import { checkDevice, claimsOf, userMessage } from "./users.js";
 
 const codeLength = 6;
 
-interface FailureBudget {
-  failures: number;
-  wait_ms: number | null;
-}
-
-/** What one attempt at a code found: the budget, the attempt (if a code was open) and, for the right code, the user. */
-type AttemptResult = FailureBudget &
-  ({ attempts: null } | { attempts: number; matched: false } | ({ attempts: number; matched: true; inserted: boolean } & UserRow));
-
 const wrongCode = () => invalidArgument([{ field: "code", description: "the code is wrong or has expired; request a new one" }]);
-
-/** Wrong codes for a number inside the window ($1 phone, $2 window seconds, $3 budget), and when the oldest of them leaves it. */
-const failureBudgetSql = `
-  recent as (
-    select fail_time from otp_failure where phone_number = $1 and fail_time > now() - make_interval(secs => $2)
-    order by fail_time desc limit $3),
-  budget as (
-    select count(*)::int as failures,
-           ceil(extract(epoch from min(fail_time) + make_interval(secs => $2) - now()) * 1000)::int as wait_ms
-    from recent)`;
 
 /**
  * Sign-in by a one-time code sent by SMS. Codes are kept only as an HMAC;
- * attempts are counted in the same statement that checks the code, under the
- * code's row lock, so parallel guesses cannot exceed the limit. Failures per
- * phone number are counted apart from codes, so a new code does not reset
- * them, and each code allows no more attempts than the budget has left.
+ * attempts are counted in the statement that checks the code, under the
+ * code's row lock, so parallel guesses cannot exceed the limit (CodeAttempts).
+ * Failures per phone number are counted apart from codes, so a new code does
+ * not reset them, and each code allows no more attempts than the budget has left.
  */
 export class OtpSignIn {
   private readonly countryRule: { limit: number; periodSeconds: number; failOpen: false };
+  private readonly attempts: CodeAttempts;
 
   constructor(
     private readonly db: Database,
@@ -61,6 +44,7 @@ export class OtpSignIn {
     private readonly logger: Logger,
   ) {
     this.countryRule = { limit: settings.countryHourlyBudget, periodSeconds: 3600, failOpen: false };
+    this.attempts = new CodeAttempts(db, settings, sessions);
   }
 
   async send(rawPhone: string, origin: AuditOrigin): Promise<MessageInitShape<typeof SendOtpResponseSchema>> {
@@ -78,7 +62,7 @@ export class OtpSignIn {
           [this.settings.resendCooldownSeconds, phone.e164],
         );
         if (open && open.wait_ms > 0) throw rateLimited("otp_resend_cooldown", open.wait_ms);
-        const budget = await this.failureBudget(tx, phone.e164);
+        const budget = await failureBudget(tx, phone.e164, this.settings);
         if (budget.failures >= this.settings.failureBudget) throw rateLimited("otp_failure_budget", budget.wait_ms ?? 1000);
         await tx.query("update otp_challenge set close_time = now() where phone_number = $1 and close_time is null", [phone.e164]);
         await tx.query("insert into otp_challenge (id, phone_number, code_mac, max_attempts, expire_time) values ($1, $2, $3, $4, $5)", [
@@ -132,37 +116,7 @@ export class OtpSignIn {
     violations.throwIfAny();
     const e164 = (phone as { e164: string }).e164;
 
-    // One transaction: the attempt is counted whatever happens next; a right code signs in with it.
-    const outcome = await this.db.transaction(async (tx) => {
-      const [attempt] = await tx.query<AttemptResult>(
-        // The code is compared inside the counting statement: both sides are HMACs under a
-        // server key, so the comparison's timing says nothing about the code.
-        `with ${failureBudgetSql},
-         attempt as (
-           update otp_challenge set attempts = attempts + 1,
-             close_time = case when code_mac = $5 or attempts + 1 >= max_attempts then now() end
-           where phone_number = $1 and close_time is null and expire_time > now() and attempts < max_attempts
-             and (select failures from budget) < $3
-           returning attempts, code_mac = $5 as matched),
-         signed_in as (
-           insert into app_user (id, phone_number, phone_verify_time) select $4, $1, now() from attempt where matched
-           on conflict (phone_number) do update set phone_verify_time = coalesce(app_user.phone_verify_time, now())
-           returning ${userColumns}, (xmax = 0) as inserted)
-         select budget.*, attempt.*, signed_in.* from budget left join attempt on true left join signed_in on true`,
-        [e164, this.settings.failureWindowSeconds, this.settings.failureBudget, randomUUID(), this.mac(e164, code)],
-      );
-      if (attempt!.attempts === null) return { kind: "no_code" as const, budget: attempt! };
-      if (!attempt!.matched) return { kind: "wrong" as const, ...(await this.recordFailure(tx, e164, attempt!.attempts, origin)) };
-      const user = attempt!;
-      if (user.disable_time) return { kind: "disabled" as const, user };
-      // The upsert holds the user's row lock that create() relies on.
-      const created = await this.sessions.create(tx, user.id, deviceInput, SignInMethod.OTP, origin, {
-        name: "sign_in",
-        detail: { method: "otp", new_user: user.inserted },
-      });
-      return { kind: "signed_in" as const, user, ...created };
-    });
-
+    const outcome = await this.attempts.check({ phone: e164, codeMac: this.mac(e164, code), device: deviceInput, origin });
     switch (outcome.kind) {
       case "no_code":
         if (outcome.budget.failures >= this.settings.failureBudget) throw rateLimited("otp_failure_budget", outcome.budget.wait_ms ?? 1000);
@@ -189,30 +143,7 @@ export class OtpSignIn {
     return createHmac("sha256", this.codeKey).update(`${phone}:${code}`).digest();
   }
 
-  private async failureBudget(sql: Sql, phone: string): Promise<FailureBudget> {
-    const [budget] = await sql.query<FailureBudget>(`with ${failureBudgetSql} select * from budget`, [
-      phone,
-      this.settings.failureWindowSeconds,
-      this.settings.failureBudget,
-    ]);
-    return budget!;
-  }
-
   private async dropCode(id: string): Promise<void> {
     await this.db.query("delete from otp_challenge where id = $1", [id]);
-  }
-
-  /** Counts a wrong code against the number's budget, in the attempt's transaction; says whether that spent the budget. */
-  private async recordFailure(tx: Sql, phone: string, attempt: number, origin: AuditOrigin): Promise<{ locked: boolean }> {
-    await tx.query("insert into otp_failure (phone_number) values ($1)", [phone]);
-    const { failures } = await this.failureBudget(tx, phone);
-    await audit(tx, origin, {
-      event: "otp.verify",
-      outcome: "failure",
-      detail: { phone: maskPhone(phone), attempt, failures_in_window: failures },
-    });
-    const locked = failures === this.settings.failureBudget;
-    if (locked) await audit(tx, origin, { event: "otp.phone_locked", outcome: "denied", detail: { phone: maskPhone(phone) } });
-    return { locked };
   }
 }

@@ -58,7 +58,13 @@ export class PasswordSignIn {
         [randomUUID(), email, passwordHash, request.displayName],
       );
       if (!user) return undefined;
-      const created = await this.sessions.create(tx, user.id, device, SignInMethod.PASSWORD, origin, { name: "register", detail: { method: "pwd" } });
+      const created = await this.sessions.create(tx, {
+        userId: user.id,
+        device,
+        method: SignInMethod.PASSWORD,
+        origin,
+        event: { name: "register", detail: { method: "pwd" } },
+      });
       return { user, ...created };
     });
     if (!signedIn) {
@@ -107,7 +113,7 @@ export class PasswordSignIn {
         [user.id],
       );
       if (state!.disabled) return undefined;
-      return this.sessions.create(tx, user.id, device, SignInMethod.PASSWORD, origin, { name: "sign_in", detail: { method: "pwd" } });
+      return this.sessions.create(tx, { userId: user.id, device, method: SignInMethod.PASSWORD, origin, event: { name: "sign_in", detail: { method: "pwd" } } });
     });
     if (!signedIn) {
       await audit(this.db, origin, { event: "sign_in", outcome: "failure", userId: user.id, detail: { method: "pwd", reason: "disabled" } });

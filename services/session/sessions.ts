@@ -20,6 +20,22 @@ export interface SessionRow {
   expireTime: Date;
 }
 
+/** A sign-in that creates a session. */
+export interface NewSession {
+  userId: string;
+  device: DeviceInput;
+  method: SignInMethod;
+  origin: AuditOrigin;
+  event: { name: "sign_in" | "register"; detail: Record<string, string | number | boolean> };
+}
+
+export interface CreatedSession {
+  session: SessionRow;
+  refreshToken: string;
+  /** Sessions revoked to stay within the per-user limit: publish them once the transaction commits. */
+  evicted: string[];
+}
+
 export type RevokeReason = "logout" | "evicted" | "password_changed" | "refresh_token_reused" | "revoked_by_user" | "revoked_by_admin" | "account_disabled";
 
 /**
@@ -35,55 +51,77 @@ export class Sessions {
     private readonly refreshTokens: RefreshTokens,
   ) {}
 
+  /** One session for one sign-in: see `createMany`. */
+  async create(tx: Sql, signIn: NewSession): Promise<CreatedSession> {
+    const [created] = await this.createMany(tx, [signIn]);
+    return created!;
+  }
+
   /**
-   * Creates a session and its first refresh token inside the sign-in
-   * transaction, and audits the sign-in; beyond the per-user limit the oldest
-   * live sessions are revoked. The caller holds the user's row lock (taken
-   * by an earlier statement of the transaction that wrote the user's row), so two sign-ins
-   * cannot both stay under the limit; this statement's snapshot is taken after
-   * that lock and sees theirs. Call `published` with `evicted` once the
-   * transaction commits.
+   * Creates sessions and their first refresh tokens inside the sign-ins'
+   * transaction, and audits each sign-in; beyond the per-user limit the
+   * oldest live sessions are revoked. The caller holds each user's row lock
+   * (taken by an earlier statement of the transaction that wrote the user's
+   * row), so two sign-ins cannot both stay under the limit: this statement's
+   * snapshot is taken after that lock and sees theirs. At most one sign-in per
+   * user in one call. Call `published` with `evicted` once the transaction
+   * commits.
    */
-  async create(
-    tx: Sql,
-    userId: string,
-    device: DeviceInput,
-    method: SignInMethod,
-    origin: AuditOrigin,
-    event: { name: "sign_in" | "register"; detail: Record<string, string | number | boolean> },
-  ): Promise<{ session: SessionRow; refreshToken: string; evicted: string[] }> {
-    const id = randomUUID();
+  async createMany(tx: Sql, signIns: NewSession[]): Promise<CreatedSession[]> {
+    if (signIns.length === 0) return [];
     const now = Date.now();
     const expireTime = new Date(now + this.settings.lifetimeSeconds * 1000);
     const idleExpireTime = new Date(Math.min(now + this.settings.idleTimeoutSeconds * 1000, expireTime.getTime()));
-    const refreshToken = this.refreshTokens.mint(userId);
-    const userAgent = origin.userAgent.slice(0, 512);
-    // One round trip: evict, create, store the refresh token, audit.
-    const evicted = await tx.query<{ id: string }>(
-      `with evicted as (
+    const created = signIns.map((signIn) => ({
+      session: { id: randomUUID(), userId: signIn.userId, deviceId: signIn.device.deviceId, signInMethod: signIn.method, expireTime },
+      refreshToken: this.refreshTokens.mint(signIn.userId),
+      evicted: [] as string[],
+    }));
+    const column = <T>(value: (signIn: NewSession) => T) => signIns.map(value);
+    const evicted = await tx.query<{ id: string; user_id: string }>(
+      `with input as (
+         select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], $10::text[], $11::text[], $12::jsonb[])
+           as i(id, user_id, device_id, device_type, device_name, ip_address, user_agent, sign_in_method, token_hash, event, request_id, detail)),
+       evicted as (
          update session set revoke_time = now(), revoke_reason = 'evicted'
-         where id in (select id from session where user_id = $2 and revoke_time is null and expire_time > now()
-                      order by create_time desc offset $11)
-         returning id),
+         where id in (
+           select id from (
+             select id, row_number() over (partition by user_id order by create_time desc) as newest
+             from session where user_id in (select user_id from input) and revoke_time is null and expire_time > now()) live
+           where newest >= $15)
+         returning id, user_id),
        created as (
          insert into session (id, user_id, device_id, device_type, device_name, ip_address, user_agent, sign_in_method, idle_expire_time, expire_time)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) returning id),
+         select id, user_id, device_id, device_type, device_name, ip_address, user_agent, sign_in_method, $13, $14 from input),
        token as (
-         insert into refresh_token (token_hash, session_id, expire_time) select $12, id, $10 from created),
+         insert into refresh_token (token_hash, session_id, expire_time) select token_hash, id, $14 from input),
        audited as (
          insert into audit_event (event, outcome, user_id, session_id, ip_address, user_agent, request_id, detail)
-         select $13, 'success', $2, id, $6, $7, $14, $15::jsonb || jsonb_build_object('evicted', (select count(*) from evicted)) from created)
-       select id from evicted`,
+         select event, 'success', user_id, id, ip_address, user_agent, request_id,
+                detail || jsonb_build_object('evicted', (select count(*) from evicted where evicted.user_id = input.user_id))
+         from input)
+       select id, user_id from evicted`,
       [
-        id, userId, device.deviceId, DeviceType[device.deviceType], device.deviceName, origin.clientIp, userAgent, SignInMethod[method], idleExpireTime, expireTime,
-        this.settings.maxPerUser - 1, hashRefreshToken(refreshToken), event.name, origin.requestId, JSON.stringify(event.detail),
+        created.map((one) => one.session.id),
+        column((signIn) => signIn.userId),
+        column((signIn) => signIn.device.deviceId),
+        column((signIn) => DeviceType[signIn.device.deviceType]),
+        column((signIn) => signIn.device.deviceName),
+        column((signIn) => signIn.origin.clientIp),
+        column((signIn) => signIn.origin.userAgent.slice(0, 512)),
+        column((signIn) => SignInMethod[signIn.method]),
+        created.map((one) => hashRefreshToken(one.refreshToken)),
+        column((signIn) => signIn.event.name),
+        column((signIn) => signIn.origin.requestId),
+        column((signIn) => JSON.stringify(signIn.event.detail)),
+        idleExpireTime,
+        expireTime,
+        this.settings.maxPerUser,
       ],
     );
-    return {
-      session: { id, userId, deviceId: device.deviceId, signInMethod: method, expireTime },
-      refreshToken,
-      evicted: evicted.map((row) => row.id),
-    };
+    const byUser = new Map(created.map((one) => [one.session.userId, one]));
+    for (const row of evicted) byUser.get(row.user_id)!.evicted.push(row.id);
+    return created;
   }
 
   /** Revokes live sessions; returns their ids. Publish them once the transaction commits. */
