@@ -14,6 +14,9 @@ describe("Configuration", () => {
     expect(() => loadConfig({ JWT_ALGORITHM: "HS256" })).to.throw(ConfigError, /^JWT_ALGORITHM: expected one of ES256, RS256, EdDSA/);
     expect(() => loadConfig({ DATABASE_URL: "postgres://db/x" })).to.throw(ConfigError, /^REDIS_URL:/);
     expect(() => loadConfig({ DATABASE_URL: "postgres://db/x", REDIS_URL: "redis://r" })).to.throw(ConfigError, /^KEY_ENCRYPTION_KEY: required/);
+    const shared = { DATABASE_URL: "postgres://db/x", REDIS_URL: "redis://r", KEY_ENCRYPTION_KEY: Buffer.alloc(32).toString("base64") };
+    expect(() => loadConfig(shared), "codes on stdout only when asked for").to.throw(ConfigError, /^SMS_PROVIDER: required with DATABASE_URL/);
+    expect(loadConfig({ ...shared, SMS_PROVIDER: "console" }).sms.provider).to.equal("console");
     expect(() => loadConfig({ KEY_ENCRYPTION_KEY: "c2hvcnQ=" })).to.throw(ConfigError, /^KEY_ENCRYPTION_KEY: expected 32 bytes/);
     expect(() => loadConfig({ TRUSTED_PROXIES: "proxy.local" })).to.throw(ConfigError, /^TRUSTED_PROXIES:/);
     expect(() => loadConfig({ CORS_ORIGINS: "*" })).to.throw(ConfigError, /^CORS_ORIGINS:/);

@@ -1,5 +1,3 @@
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
 import pg from "pg";
@@ -9,12 +7,11 @@ import { DocumentType, KycService } from "../gen/portcullis/v1/kyc_service_pb.js
 import { KycStatus } from "../gen/portcullis/v1/common_pb.js";
 import { BadRequestSchema, ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "./support/clients.js";
-import { sharedStores, startPlatform, type SharedStores } from "./support/platform.js";
+import { runAdmin, sharedStores, startPlatform, type SharedStores } from "./support/platform.js";
 import { bearer, newPhone, signInByPhone } from "./support/sign-in.js";
 import { SmsInbox } from "./support/sms-inbox.js";
 import { dropTestDatabases } from "./support/stores.js";
 
-const run = promisify(execFile);
 
 const basicIdentity = {
   legalName: "Ana Maria Pereira",
@@ -41,7 +38,7 @@ describe("KYC levels", () => {
 
   /** The admin tool, run as a new user would, against the same database. */
   const admin = (...args: string[]) =>
-    run("node_modules/.bin/tsx", ["services/admin/cli.ts", ...args], { env: { ...process.env, ...stores, LOG_LEVEL: "silent" } });
+    runAdmin(stores, ...args);
 
   before(async () => {
     stores = await sharedStores();

@@ -10,7 +10,7 @@ import { SessionService } from "../gen/portcullis/v1/session_service_pb.js";
 import { KycService } from "../gen/portcullis/v1/kyc_service_pb.js";
 import { ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "./support/clients.js";
-import { mintUserToken, sharedStores, startPlatform, type SharedStores } from "./support/platform.js";
+import { mintUserToken, runAdmin, sharedStores, startPlatform, type SharedStores } from "./support/platform.js";
 import { freePort, RedisServer, startRedisCluster } from "./support/redis-servers.js";
 import { bearer, newPhone, signInByPhone } from "./support/sign-in.js";
 import { SmsInbox } from "./support/sms-inbox.js";
@@ -331,9 +331,7 @@ describe("Revocation when pub/sub loses the message", () => {
       const phone = newPhone();
       const signedIn = (await signInByPhone(a.grpcPort!, inbox, phone))!;
       await until(async () => (await run("redis-cli", ["-p", String(port), "ping"]).catch(() => ({ stdout: "" }))).stdout.trim() === "PONG");
-      const { stdout, stderr } = await run("node_modules/.bin/tsx", ["services/admin/cli.ts", "disable", phone], {
-        env: { ...process.env, ...stores, REDIS_URL: `redis://127.0.0.1:${port}`, LOG_LEVEL: "silent" },
-      });
+      const { stdout, stderr } = await runAdmin({ ...stores, REDIS_URL: `redis://127.0.0.1:${port}` }, "disable", phone);
       expect(stdout).to.match(/disabled; 1 session/);
       expect(stderr).to.match(/warning: could not tell running instances through Redis within 5 s/);
       expect(stderr).to.match(/from Postgres within about a second/);

@@ -1,7 +1,5 @@
-import { execFile } from "node:child_process";
 import { createPublicKey, verify as verifySignature } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-import { promisify } from "node:util";
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
 import pg from "pg";
@@ -10,7 +8,7 @@ import { AuthService } from "../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../gen/portcullis/v1/common_pb.js";
 import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "./support/clients.js";
-import { sharedStores, startPlatform, type SharedStores } from "./support/platform.js";
+import { runAdmin, sharedStores, startPlatform, type SharedStores } from "./support/platform.js";
 import { SmsInbox } from "./support/sms-inbox.js";
 import { dropTestDatabases } from "./support/stores.js";
 
@@ -19,7 +17,6 @@ let phoneCounter = 0;
 /** A fresh valid UK mobile number per test, so limits of one test do not touch another. */
 const newPhone = () => `+4479111${String(10000 + phoneCounter++).padStart(5, "0")}`;
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
-const run = promisify(execFile);
 /** "+447911110007" → the same number as people write it: "+44 7911 110007", "+44 (0)7911 110007", … */
 const spellings = (e164: string) => {
   const national = e164.slice(3);
@@ -77,7 +74,7 @@ describe("Sign-in", () => {
 
   /** The admin tool, run as an operator would, against the same stores. */
   const admin = (...args: string[]) =>
-    run("node_modules/.bin/tsx", ["services/admin/cli.ts", ...args], { env: { ...process.env, ...stores, LOG_LEVEL: "silent" } });
+    runAdmin(stores, ...args);
 
   async function signInByPhone(phone = newPhone()) {
     const sent = await auth.call("sendOtp", { phoneNumber: phone });

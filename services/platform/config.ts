@@ -238,7 +238,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxPerUser: int("SESSION_LIMIT_PER_USER", 5, 1, 1000),
       refreshReuseIntervalSeconds: int("REFRESH_REUSE_INTERVAL", 10, 0, 300),
     },
-    sms: parseSms(read, int),
+    sms: parseSms(read, int, Boolean(databaseUrl)),
     cleanupIntervalSeconds: int("CLEANUP_INTERVAL_SECONDS", 10 * minute, 10, day),
     maxRequestBytes: int("MAX_REQUEST_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
     logLevel: oneOf("LOG_LEVEL", ["trace", "debug", "info", "warn", "error", "fatal", "silent"], "info"),
@@ -273,8 +273,13 @@ function parseRateLimits(raw: string | undefined): Record<string, RateLimitRule>
 function parseSms(
   read: (name: string) => string | undefined,
   int: (name: string, fallback: number, min: number, max: number) => number,
+  shared: boolean,
 ): SmsConfig {
-  const provider = read("SMS_PROVIDER") ?? "console";
+  // The console prints codes: the embedded default's channel, never a shared deployment's unless asked for.
+  const provider = read("SMS_PROVIDER") ?? (shared ? undefined : "console");
+  if (!provider) {
+    throw new ConfigError("SMS_PROVIDER", "required with DATABASE_URL: webhook or twilio (console prints the codes on stdout: only for a test deployment)");
+  }
   const timeoutMs = int("SMS_TIMEOUT_MS", 5000, 100, 60_000);
   const required = (name: string) => {
     const value = read(name);

@@ -1,15 +1,17 @@
+import { execFile } from "node:child_process";
 import { Writable } from "node:stream";
+import { promisify } from "node:util";
 import { loadConfig } from "../../services/platform/config.js";
 import { createLogger } from "../../services/platform/logger.js";
 import { startServers, type Running } from "../../services/servers.js";
 import { createTestDatabase, runId, testKeyEncryptionKey, testRedisUrl } from "./stores.js";
 
-export interface SharedStores {
+export type SharedStores = {
   DATABASE_URL: string;
   REDIS_URL: string;
   REDIS_KEY_PREFIX: string;
   KEY_ENCRYPTION_KEY: string;
-}
+};
 
 let instances = 0;
 
@@ -28,9 +30,16 @@ export async function sharedStores(): Promise<SharedStores> {
  * environment. Log lines go to `logLines` when given.
  */
 export async function startPlatform(env: Record<string, string>, logLines?: string[]): Promise<Running> {
-  const config = loadConfig({ HOST: "127.0.0.1", GRPC_PORT: "0", HTTP_PORT: "0", LOG_LEVEL: logLines ? "info" : "silent", ...env });
+  const config = loadConfig({ HOST: "127.0.0.1", GRPC_PORT: "0", HTTP_PORT: "0", LOG_LEVEL: logLines ? "info" : "silent", SMS_PROVIDER: "console", ...env });
   const sink = logLines && new Writable({ write(chunk, _encoding, done) { logLines.push(String(chunk)); done(); } });
   return startServers(config, createLogger(config.logLevel, sink));
+}
+
+/** The admin tool, run as an operator would, as its own process against `env`'s stores. */
+export function runAdmin(env: Record<string, string>, ...args: string[]) {
+  return promisify(execFile)("node_modules/.bin/tsx", ["services/admin/cli.ts", ...args], {
+    env: { ...process.env, SMS_PROVIDER: "console", LOG_LEVEL: "silent", ...env },
+  });
 }
 
 /** A user token straight from the key ring, until sign-in exists. */
