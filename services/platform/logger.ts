@@ -1,3 +1,4 @@
+import pg from "pg";
 import { pino, type Logger } from "pino";
 
 export type { Logger };
@@ -16,8 +17,21 @@ const redactedPaths = [
   "legalName", "*.legalName", "birthDate", "*.birthDate", "documentNumber", "*.documentNumber",
 ];
 
+/**
+ * A Postgres error's `detail` and `where` quote the values at fault ("Key
+ * (email)=(…) already exists"): log what identifies the error, not them.
+ */
+function errorSerializer(error: unknown) {
+  if (error instanceof pg.DatabaseError) {
+    const { code, message, constraint, table, routine } = error;
+    return { type: "DatabaseError", sqlstate: code, message, constraint, table, routine };
+  }
+  return pino.stdSerializers.err(error as Error);
+}
+
 const common = {
   base: { service: "portcullis" },
+  serializers: { err: errorSerializer },
   timestamp: pino.stdTimeFunctions.isoTime,
   formatters: { level: (label: string) => ({ level: label }) },
 };
