@@ -37,6 +37,15 @@ describe("Batching the calls of one event-loop turn", () => {
     expect(batches).to.deep.equal([[1, 2], [101]]);
   });
 
+  it("puts a repeat ahead of the calls still waiting on its key", async () => {
+    const { batcher, batches } = recording();
+    const first = [1, 101].map((input) => batcher.add(input));
+    await new Promise((resolve) => setImmediate(resolve));
+    const later = batcher.add(201);
+    await Promise.all([...first, later]);
+    expect(batches).to.deep.equal([[1], [101], [201]]);
+  });
+
   it("runs a deadlocked batch again one call at a time", async () => {
     let deadlocks = 0;
     const { batcher, batches } = recording((inputs) =>
@@ -44,6 +53,13 @@ describe("Batching the calls of one event-loop turn", () => {
     );
     expect(await Promise.all([1, 2].map((input) => batcher.add(input)))).to.deep.equal([2, 4]);
     expect(batches).to.deep.equal([[1, 2], [1], [2]]);
+  });
+
+  it("runs a lone call that lost a deadlock once more", async () => {
+    let deadlocks = 0;
+    const { batcher, batches } = recording(() => (deadlocks++ === 0 ? Object.assign(new Error("deadlock detected"), { code: "40P01" }) : undefined));
+    expect(await batcher.add(7)).to.equal(14);
+    expect(batches).to.deep.equal([[7], [7]]);
   });
 
   it("gives every call of a failed batch its error", async () => {

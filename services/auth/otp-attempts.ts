@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { audit, type AuditOrigin } from "../platform/audit.js";
+import type { AuditOrigin } from "../platform/audit.js";
 import { Batcher } from "../platform/batcher.js";
 import type { Config } from "../platform/config.js";
 import type { Database, Sql } from "../platform/database.js";
@@ -28,7 +28,7 @@ export type AttemptOutcome =
   | { kind: "disabled"; user: UserRow }
   | ({ kind: "signed_in"; user: UserRow & { inserted: boolean } } & CreatedSession);
 
-type AttemptRow = FailureBudget & { position: string } & (
+type AttemptRow = FailureBudget & { position: string; locks: boolean } & (
   | { attempts: null }
   | { attempts: number; matched: false }
   | ({ attempts: number; matched: true; inserted: boolean } & UserRow)
@@ -52,14 +52,17 @@ export async function failureBudget(sql: Sql, phone: string, settings: Config["o
  * For each number ($1) with its submitted code's HMAC ($2): the failure budget
  * (window $4 seconds, budget $5), the attempt, counted under the open code's
  * row lock before anything else and closing the code when it is right or was
- * the last attempt, and for the right code the user, found or created ($3) and
+ * the last attempt; for a wrong code, the failure against the number's budget
+ * and its audit rows (the caller's IP $6, user agent $7, request $8, masked
+ * number $9); for the right code the user, found or created ($3) and
  * row-locked. The code is compared inside the counting statement: both sides
  * are HMACs under a server key, so the comparison's timing says nothing about
  * the code.
  */
 const attemptSql = `
   with input as (
-    select * from unnest($1::text[], $2::bytea[], $3::uuid[]) with ordinality as i(phone, code_mac, new_user_id, position)),
+    select * from unnest($1::text[], $2::bytea[], $3::uuid[], $6::text[], $7::text[], $8::text[], $9::text[])
+      with ordinality as i(phone, code_mac, new_user_id, ip_address, user_agent, request_id, masked_phone, position)),
   budget as (
     select i.phone, count(recent.fail_time)::int as failures,
            ceil(extract(epoch from min(recent.fail_time) + make_interval(secs => $4) - now()) * 1000)::int as wait_ms
@@ -74,22 +77,35 @@ const attemptSql = `
     where c.phone_number = i.phone and c.close_time is null and c.expire_time > now() and c.attempts < c.max_attempts
       and b.failures < $5
     returning c.phone_number, c.attempts, c.code_mac = i.code_mac as matched),
+  wrong as (
+    select i.*, a.attempts, b.failures + 1 as failures from input i
+    join attempt a on a.phone_number = i.phone and not a.matched join budget b on b.phone = i.phone),
+  failed as (
+    insert into otp_failure (phone_number) select phone from wrong),
+  failure_audited as (
+    insert into audit_event (event, outcome, ip_address, user_agent, request_id, detail)
+    select 'otp.verify', 'failure', ip_address, user_agent, request_id,
+           jsonb_build_object('phone', masked_phone, 'attempt', attempts, 'failures_in_window', failures)
+    from wrong
+    union all
+    select 'otp.phone_locked', 'denied', ip_address, user_agent, request_id, jsonb_build_object('phone', masked_phone)
+    from wrong where failures = $5),
   signed_in as (
     insert into app_user (id, phone_number, phone_verify_time)
     select i.new_user_id, i.phone, now() from input i join attempt a on a.phone_number = i.phone where a.matched
     order by i.phone
     on conflict (phone_number) do update set phone_verify_time = coalesce(app_user.phone_verify_time, now())
     returning ${userColumns}, (xmax = 0) as inserted)
-  select i.position, b.failures, b.wait_ms, a.attempts, a.matched, u.*
+  select i.position, b.failures, b.wait_ms, a.attempts, a.matched, b.failures + 1 = $5 as locks, u.*
   from input i join budget b on b.phone = i.phone
   left join attempt a on a.phone_number = i.phone left join signed_in u on u.phone_number = i.phone`;
 
 /**
  * Codes submitted for sign-in, checked in batches (see Batcher): one
- * transaction per batch counts every attempt, records wrong codes against
- * their numbers' budgets, and signs in the right ones. A number appears once
- * in a batch; a second attempt on it waits for the next, as it would wait on
- * the code's row lock.
+ * transaction per batch counts every attempt and records the wrong codes
+ * against their numbers' budgets in one statement, then signs in the right
+ * ones in another. A number appears once in a batch; a second attempt on it
+ * waits for the next, as it would wait on the code's row lock.
  */
 export class CodeAttempts {
   private readonly batcher: Batcher<CodeAttempt, AttemptOutcome>;
@@ -107,23 +123,27 @@ export class CodeAttempts {
   }
 
   private checkAll(attempts: CodeAttempt[]): Promise<AttemptOutcome[]> {
-    // Every batch locks its numbers' codes and users in one order, so two batches do not wait on each other.
+    // In one order, so that batches sharing numbers mostly lock them alike; a deadlock left is retried (Batcher).
     const order = attempts.map((_, index) => index).sort((a, b) => (attempts[a]!.phone < attempts[b]!.phone ? -1 : 1));
+    const column = <T>(value: (attempt: CodeAttempt) => T) => order.map((index) => value(attempts[index]!));
     return this.db.transaction(async (tx) => {
       const rows = await tx.query<AttemptRow>(attemptSql, [
-        order.map((index) => attempts[index]!.phone),
-        order.map((index) => attempts[index]!.codeMac),
-        order.map(() => randomUUID()),
+        column((attempt) => attempt.phone),
+        column((attempt) => attempt.codeMac),
+        column(() => randomUUID()),
         this.settings.failureWindowSeconds,
         this.settings.failureBudget,
+        column((attempt) => attempt.origin.clientIp),
+        column((attempt) => attempt.origin.userAgent.slice(0, 512)),
+        column((attempt) => attempt.origin.requestId),
+        column((attempt) => maskPhone(attempt.phone)),
       ]);
       const outcomes: AttemptOutcome[] = new Array(attempts.length);
       const signingIn: { index: number; user: UserRow & { inserted: boolean } }[] = [];
       for (const row of rows) {
         const index = order[Number(row.position) - 1]!;
-        const attempt = attempts[index]!;
         if (row.attempts === null) outcomes[index] = { kind: "no_code", budget: row };
-        else if (!row.matched) outcomes[index] = { kind: "wrong", locked: await this.recordFailure(tx, attempt, row.attempts) };
+        else if (!row.matched) outcomes[index] = { kind: "wrong", locked: row.locks };
         else if (row.disable_time) outcomes[index] = { kind: "disabled", user: row };
         else signingIn.push({ index, user: row });
       }
@@ -141,16 +161,5 @@ export class CodeAttempts {
       signingIn.forEach(({ index, user }, k) => (outcomes[index] = { kind: "signed_in", user, ...created[k]! }));
       return outcomes;
     });
-  }
-
-  /** Counts a wrong code against the number's budget and audits it; says whether that spent the budget. */
-  private async recordFailure(tx: Sql, attempt: CodeAttempt, attemptNumber: number): Promise<boolean> {
-    await tx.query("insert into otp_failure (phone_number) values ($1)", [attempt.phone]);
-    const { failures } = await failureBudget(tx, attempt.phone, this.settings);
-    const phone = maskPhone(attempt.phone);
-    await audit(tx, attempt.origin, { event: "otp.verify", outcome: "failure", detail: { phone, attempt: attemptNumber, failures_in_window: failures } });
-    const locked = failures === this.settings.failureBudget;
-    if (locked) await audit(tx, attempt.origin, { event: "otp.phone_locked", outcome: "denied", detail: { phone } });
-    return locked;
   }
 }

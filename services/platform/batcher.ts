@@ -22,7 +22,8 @@ const deadlockDetected = "40P01";
  * commit) is paid once for many calls; an idle server runs batches of one.
  * `run` gets a batch's inputs and answers one output per input, in order.
  * Postgres may lock a batch's rows in an order of its own choosing, so two
- * batches can deadlock; such a batch is run again one input at a time.
+ * batches can deadlock; such a batch is run again one input at a time (and a
+ * lone input once more).
  */
 export class Batcher<In, Out> {
   private pending: Pending<In, Out>[] = [];
@@ -54,18 +55,24 @@ export class Batcher<In, Out> {
       batches.at(-1)!.push(item);
     }
     this.pending = [];
-    void Promise.all(batches.map((batch) => this.settle(batch))).then(() => {
-      for (const item of repeats) this.add(item.input).then(item.resolve, item.reject);
-    });
+    void Promise.all(batches.map((batch) => this.settle(batch, false))).then(() => this.requeue(repeats));
   }
 
-  private async settle(batch: Pending<In, Out>[]): Promise<void> {
+  /** Repeats go ahead of calls made since, so a stream of calls on one key cannot overtake them. */
+  private requeue(items: Pending<In, Out>[]): void {
+    if (items.length === 0) return;
+    if (this.pending.length === 0) setImmediate(() => this.flush());
+    this.pending.unshift(...items);
+  }
+
+  private async settle(batch: Pending<In, Out>[], retried: boolean): Promise<void> {
     try {
       const outputs = await this.run(batch.map((item) => item.input));
+      if (outputs.length !== batch.length) throw new Error(`a batch of ${batch.length} answered ${outputs.length} outputs`);
       batch.forEach((item, index) => item.resolve(outputs[index]!));
     } catch (error) {
-      if ((error as { code?: string }).code === deadlockDetected && batch.length > 1) {
-        await Promise.all(batch.map((item) => this.settle([item])));
+      if ((error as { code?: unknown } | null)?.code === deadlockDetected && (batch.length > 1 || !retried)) {
+        await Promise.all(batch.map((item) => this.settle([item], true)));
         return;
       }
       for (const item of batch) item.reject(error);

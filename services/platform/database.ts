@@ -67,7 +67,7 @@ export class Database implements Sql {
 
   /** Runs `work` in one transaction on one connection: commits if it returns, rolls back if it throws. */
   async transaction<T>(work: (tx: Sql) => Promise<T>): Promise<T> {
-    const client = await this.pool.connect();
+    const { client, release } = await this.checkOut();
     let broken: Error | undefined;
     try {
       await client.query("begin");
@@ -79,7 +79,7 @@ export class Database implements Sql {
       await client.query("rollback").catch((rollbackError: Error) => (broken = rollbackError));
       throw error;
     } finally {
-      client.release(broken);
+      release(broken);
     }
   }
 
@@ -89,6 +89,27 @@ export class Database implements Sql {
 
   close(): Promise<void> {
     return this.pool.end();
+  }
+
+  /**
+   * A connection of our own for a while. pg-pool stops listening for its
+   * errors while it is checked out, and a connection Postgres ends then (a
+   * restart, a failover) would crash the process with an unhandled 'error':
+   * it is noted instead, and the connection is not handed out again.
+   */
+  private async checkOut() {
+    const client = await this.pool.connect();
+    let failure: Error | undefined;
+    const noteFailure = (error: Error) => (failure = error);
+    client.on("error", noteFailure);
+    return {
+      client,
+      /** Back to the pool, or closed when it failed or `discard` says so. */
+      release(discard?: Error | boolean) {
+        client.off("error", noteFailure);
+        client.release(discard ?? failure);
+      },
+    };
   }
 
   private statement(text: string, values: readonly unknown[]): pg.QueryConfig {
@@ -104,7 +125,8 @@ export class Database implements Sql {
    * migration is one transaction.
    */
   private async migrate(url: string, logger: Logger): Promise<void> {
-    const lock = await this.pool.connect();
+    const { client: lock, release } = await this.checkOut();
+    let unlocked = true;
     try {
       await lock.query("select pg_advisory_lock($1)", [migrationLockId]);
       const orm = await MikroORM.init({
@@ -125,8 +147,9 @@ export class Database implements Sql {
         await orm.close();
       }
     } finally {
-      await lock.query("select pg_advisory_unlock($1)", [migrationLockId]).catch(() => {});
-      lock.release();
+      await lock.query("select pg_advisory_unlock($1)", [migrationLockId]).catch(() => (unlocked = false));
+      // A connection still holding the lock is closed, which releases it, rather than kept in the pool.
+      release(unlocked ? undefined : true);
     }
   }
 }

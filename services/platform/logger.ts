@@ -19,12 +19,15 @@ const redactedPaths = [
 
 /**
  * A Postgres error's `detail` and `where` quote the values at fault ("Key
- * (email)=(…) already exists"): log what identifies the error, not them.
+ * (email)=(…) already exists"), and so does a data exception's message after
+ * its colon: log what identifies the error, and where it came from, not them.
  */
 function errorSerializer(error: unknown) {
   if (error instanceof pg.DatabaseError) {
-    const { code, message, constraint, table, routine } = error;
-    return { type: "DatabaseError", sqlstate: code, message, constraint, table, routine };
+    const { code, constraint, table, routine } = error;
+    const message = code?.startsWith("22") ? error.message.split(":")[0] : error.message;
+    const stack = error.stack?.split("\n").slice(1).join("\n");
+    return { type: "DatabaseError", sqlstate: code, message, constraint, table, routine, stack };
   }
   return pino.stdSerializers.err(error as Error);
 }

@@ -87,7 +87,8 @@ export class Sessions {
          where id in (
            select id from (
              select id, row_number() over (partition by user_id order by create_time desc) as newest
-             from session where user_id in (select user_id from input) and revoke_time is null and expire_time > now()) live
+             from session where user_id in (select user_id from input)
+               and revoke_time is null and expire_time > now() and idle_expire_time > now()) live
            where newest >= $15)
          returning id, user_id),
        created as (

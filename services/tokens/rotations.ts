@@ -72,7 +72,7 @@ export class Rotations {
   }
 
   private async rotateAll(rotations: Rotation[]): Promise<(RotatedSession | undefined)[]> {
-    // Every batch locks its tokens in one order, so two batches do not wait on each other.
+    // In one order, so that batches sharing tokens mostly lock them alike; a deadlock left is retried (Batcher).
     const order = rotations.map((_, index) => index).sort((a, b) => Buffer.compare(rotations[a]!.tokenHash, rotations[b]!.tokenHash));
     const sorted = order.map((index) => rotations[index]!);
     const rows = await this.db.query<RotatedSession & { position: string }>(rotateSql, [
