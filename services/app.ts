@@ -21,10 +21,8 @@ import { Sessions } from "./session/sessions.js";
 import { SessionGuard } from "./session/session-guard.js";
 import { Cleanup } from "./session/cleanup.js";
 import { authHandlers } from "./auth/handlers.js";
-import { normalizeEmail } from "./auth/email.js";
 import { OtpSignIn } from "./auth/otp.js";
 import { PasswordSignIn } from "./auth/password-sign-in.js";
-import { phoneLimitKey } from "./auth/phone.js";
 import { createSmsProvider } from "./auth/sms.js";
 import { sessionHandlers } from "./session/handlers.js";
 import { kycHandlers } from "./kyc/handlers.js";
@@ -137,7 +135,6 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       sessions: guard,
       clientIp: new ClientIpResolver(config.trustedProxies),
       limitKeySecret: deriveKey(keyEncryptionKey!, "rate-limit-keys"),
-      canonical: { phone: phoneLimitKey, email: normalizeEmail },
       onLimited: auditLimitHits(db, logger),
       logger,
     });

@@ -37,13 +37,31 @@ describe("Batching the calls of one event-loop turn", () => {
     expect(batches).to.deep.equal([[1, 2], [101]]);
   });
 
-  it("puts a repeat ahead of the calls still waiting on its key", async () => {
-    const { batcher, batches } = recording();
+  it("puts a repeat ahead of a later call on its key that is still waiting", async () => {
+    const batches: number[][] = [];
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const batcher = new Batcher<number, number>(
+      async (inputs) => {
+        batches.push(inputs);
+        if (inputs.includes(1)) await gate;
+        return inputs;
+      },
+      { key: (input) => String(input % 100), maxBatch: 3 },
+    );
     const first = [1, 101].map((input) => batcher.add(input));
     await new Promise((resolve) => setImmediate(resolve));
+    // 201 waits for the next turn; 101 waits for 1's batch, which settles first.
     const later = batcher.add(201);
+    open();
     await Promise.all([...first, later]);
     expect(batches).to.deep.equal([[1], [101], [201]]);
+  });
+
+  it("hands a batch over in key order, so batches sharing rows lock them alike", async () => {
+    const { batcher, batches } = recording();
+    expect(await Promise.all([3, 1, 2].map((input) => batcher.add(input)))).to.deep.equal([6, 2, 4]);
+    expect(batches).to.deep.equal([[1, 2, 3]]);
   });
 
   it("runs a deadlocked batch again one call at a time", async () => {

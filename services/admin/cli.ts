@@ -44,9 +44,7 @@ async function main(args: string[]): Promise<string> {
   const logger = createLogger("warn");
   const embedded = config.databaseUrl ? undefined : await startEmbeddedPostgres(config.dataDir);
   const redis = config.redisUrl ? await connectRedis(config.redisUrl, config.redisCluster) : undefined;
-  const db = embedded
-    ? await Database.open(embedded.url, logger, embedded.options)
-    : await Database.open(config.databaseUrl!, logger, { poolSize: 1, prepare: false });
+  const db = await Database.open(embedded?.url ?? config.databaseUrl!, logger, embedded?.options ?? { poolSize: 1, prepare: false });
   try {
     const [user] = await db.query<{ id: string; permissions: string[]; kyc_level: number; disable_time: Date | null }>(
       "select id, permissions, kyc_level, disable_time from app_user where phone_number = $1 or email = $1",

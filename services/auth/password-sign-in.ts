@@ -175,7 +175,7 @@ export class PasswordSignIn {
        union all
        select 'account.locked', 'denied', id, $4, $5, $6, jsonb_build_object('lockouts', lockouts, 'until', locked_until)
        from state where failed_logins = 0`,
-      [this.settings.lockoutThreshold, this.settings.lockoutBaseSeconds, userId, origin.clientIp, origin.userAgent.slice(0, 512), origin.requestId],
+      [this.settings.lockoutThreshold, this.settings.lockoutBaseSeconds, userId, origin.clientIp, origin.userAgent, origin.requestId],
     );
   }
 }

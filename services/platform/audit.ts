@@ -30,7 +30,7 @@ export async function audit(sql: Sql, origin: AuditOrigin, entry: AuditEntry): P
       entry.userId ?? null,
       entry.sessionId ?? null,
       origin.clientIp,
-      origin.userAgent.slice(0, 512),
+      origin.userAgent,
       origin.requestId,
       JSON.stringify(entry.detail ?? {}),
     ],

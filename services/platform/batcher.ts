@@ -6,9 +6,11 @@ interface Pending<In, Out> {
 
 export interface BatcherOptions<In> {
   /**
-   * Inputs with equal keys never run together: a repeat waits until the
-   * batches running with the first have settled, so it sees what the first
-   * changed, as it would have after waiting for the first's row lock.
+   * The row an input locks. Inputs with equal keys never run together: a
+   * repeat waits until the batches running with the first have settled, so it
+   * sees what the first changed, as it would have after waiting for the
+   * first's row lock. A batch is in key order, so batches sharing rows mostly
+   * lock them alike.
    */
   key(input: In): string;
   maxBatch: number;
@@ -20,7 +22,8 @@ const deadlockDetected = "40P01";
  * Runs every call made in one turn of the event loop as one batch: under load
  * a statement's fixed cost (the round trip, Postgres's executor start, the
  * commit) is paid once for many calls; an idle server runs batches of one.
- * `run` gets a batch's inputs and answers one output per input, in order.
+ * `run` gets a batch's inputs, ordered by key, and answers one output per
+ * input, in that order.
  * Postgres may lock a batch's rows in an order of its own choosing, so two
  * batches can deadlock; such a batch is run again one input at a time (and a
  * lone input once more).
@@ -41,20 +44,17 @@ export class Batcher<In, Out> {
   }
 
   private flush(): void {
-    const keys = new Set<string>();
+    const firsts = new Map<string, Pending<In, Out>>();
     const repeats: Pending<In, Out>[] = [];
-    const batches: Pending<In, Out>[][] = [[]];
     for (const item of this.pending) {
       const key = this.options.key(item.input);
-      if (keys.has(key)) {
-        repeats.push(item);
-        continue;
-      }
-      keys.add(key);
-      if (batches.at(-1)!.length === this.options.maxBatch) batches.push([]);
-      batches.at(-1)!.push(item);
+      if (firsts.has(key)) repeats.push(item);
+      else firsts.set(key, item);
     }
     this.pending = [];
+    const ordered = [...firsts].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, item]) => item);
+    const batches: Pending<In, Out>[][] = [];
+    for (let start = 0; start < ordered.length; start += this.options.maxBatch) batches.push(ordered.slice(start, start + this.options.maxBatch));
     void Promise.all(batches.map((batch) => this.settle(batch, false))).then(() => this.requeue(repeats));
   }
 

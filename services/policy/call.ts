@@ -15,6 +15,7 @@ export interface CallContext {
   readonly path: string;
   readonly requestId: string;
   readonly clientIp: string;
+  /** At most 512 characters: what sessions and the audit log keep of it. */
   readonly userAgent: string;
   /** Set for user and service methods once the token has been verified. */
   readonly principal?: Principal;

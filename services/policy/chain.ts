@@ -1,6 +1,8 @@
 import { createHmac, randomUUID } from "node:crypto";
 import type { DescMethod, Message } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { normalizeEmail } from "../auth/email.js";
+import { phoneLimitKey } from "../auth/phone.js";
 import { kycLevelRequired, permissionDenied, rateLimited, unauthenticated } from "../platform/errors.js";
 import { accessLogger, type Logger } from "../platform/logger.js";
 import type { Principal, TokenVerifier } from "../tokens/access-token.js";
@@ -27,8 +29,6 @@ export interface ChainDeps {
   clientIp: ClientIpResolver;
   /** Keys the hashes that stand for phone numbers and emails in rate-limit keys. */
   limitKeySecret: Buffer;
-  /** The one spelling of a phone number or email the handlers use, so that every spelling shares one limit. */
-  canonical: { phone(raw: string): string; email(raw: string): string };
   /** Told of every refusal by a rate limit, for the audit log. */
   onLimited: (hit: LimitHit) => void;
   logger: Logger;
@@ -76,7 +76,7 @@ export class Chain {
         path: policy.path,
         requestId,
         clientIp,
-        userAgent: incoming.header("user-agent") ?? "",
+        userAgent: (incoming.header("user-agent") ?? "").slice(0, 512),
         principal: undefined,
       };
       await this.enforceLimits(policy.anonymousLimits, request, call, undefined);
@@ -143,9 +143,9 @@ export class Chain {
       case RateLimitKey.GLOBAL:
         return "*";
       default: {
-        // Phone numbers and emails are hashed so Redis never holds them in clear.
+        // In the form the handlers use, so every spelling shares one limit; hashed, so Redis never holds them in clear.
         const raw = String((request as unknown as Record<string, unknown>)[limit.field!] ?? "");
-        const canonical = limit.key === RateLimitKey.PHONE ? this.deps.canonical.phone(raw) : this.deps.canonical.email(raw);
+        const canonical = limit.key === RateLimitKey.PHONE ? phoneLimitKey(raw) : normalizeEmail(raw);
         return createHmac("sha256", this.deps.limitKeySecret).update(canonical).digest("base64url").slice(0, 22);
       }
     }

@@ -1,7 +1,5 @@
 import { createHash } from "node:crypto";
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
-import { normalizeEmail } from "../auth/email.js";
-import { phoneLimitKey } from "../auth/phone.js";
 import { defaultRateLimits, type RateLimitRule } from "../platform/config.js";
 import { createLogger, type Logger } from "../platform/logger.js";
 import { connectRedis } from "../platform/redis.js";
@@ -68,7 +66,6 @@ export async function createGuard(options: GuardOptions): Promise<Guard> {
     clientIp: new ClientIpResolver(options.trustedProxies ?? []),
     // Hides phone numbers and emails in limit keys; the same for every instance of this service.
     limitKeySecret: createHash("sha256").update(`portcullis-guard:${options.jwksUrl}`).digest(),
-    canonical: { phone: phoneLimitKey, email: normalizeEmail },
     onLimited: (hit) => logger.warn({ rule: hit.rule, ip: hit.clientIp, rid: hit.requestId }, "rate limit hit"),
     logger,
   });

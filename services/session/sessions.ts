@@ -109,7 +109,7 @@ export class Sessions {
         column((signIn) => DeviceType[signIn.device.deviceType]),
         column((signIn) => signIn.device.deviceName),
         column((signIn) => signIn.origin.clientIp),
-        column((signIn) => signIn.origin.userAgent.slice(0, 512)),
+        column((signIn) => signIn.origin.userAgent),
         column((signIn) => SignInMethod[signIn.method]),
         created.map((one) => hashRefreshToken(one.refreshToken)),
         column((signIn) => signIn.event.name),

@@ -72,19 +72,16 @@ export class Rotations {
   }
 
   private async rotateAll(rotations: Rotation[]): Promise<(RotatedSession | undefined)[]> {
-    // In one order, so that batches sharing tokens mostly lock them alike; a deadlock left is retried (Batcher).
-    const order = rotations.map((_, index) => index).sort((a, b) => Buffer.compare(rotations[a]!.tokenHash, rotations[b]!.tokenHash));
-    const sorted = order.map((index) => rotations[index]!);
     const rows = await this.db.query<RotatedSession & { position: string }>(rotateSql, [
-      sorted.map((rotation) => rotation.tokenHash),
-      sorted.map((rotation) => rotation.successorHash),
-      sorted.map((rotation) => rotation.origin.clientIp),
-      sorted.map((rotation) => rotation.origin.userAgent.slice(0, 512)),
-      sorted.map((rotation) => rotation.origin.requestId),
+      rotations.map((rotation) => rotation.tokenHash),
+      rotations.map((rotation) => rotation.successorHash),
+      rotations.map((rotation) => rotation.origin.clientIp),
+      rotations.map((rotation) => rotation.origin.userAgent),
+      rotations.map((rotation) => rotation.origin.requestId),
       this.idleTimeoutSeconds,
     ]);
     const rotated: (RotatedSession | undefined)[] = new Array(rotations.length).fill(undefined);
-    for (const row of rows) rotated[order[Number(row.position) - 1]!] = row;
+    for (const row of rows) rotated[Number(row.position) - 1] = row;
     return rotated;
   }
 }
