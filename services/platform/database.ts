@@ -46,7 +46,7 @@ export class Database implements Sql {
       connectionString: url,
       max: options.poolSize,
       connectionTimeoutMillis: 10_000,
-      // A new connection's first statements cost Postgres about twice what later ones do, and are prepared again: keep them.
+      // A new connection's first statements cost Postgres 1.5-2 times what later ones do, and are prepared again: keep them.
       idleTimeoutMillis: 10 * 60_000,
     });
     // A pooled connection that dies while idle (Postgres restarted) is replaced on next use; without a listener it would crash the process.

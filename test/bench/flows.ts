@@ -90,7 +90,7 @@ export async function measureFlows(env: Record<string, string>, loadConfig: (env
   const figures: FlowFigures[] = [];
   /**
    * The first half of the inputs warms up (the JIT, and each pooled
-   * connection's first statements, which cost Postgres about twice what
+   * connection's first statements, which cost Postgres 1.5-2 times what
    * later ones do), as the doors' scenarios get a warm-up second; the second
    * half is measured.
    */
