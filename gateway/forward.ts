@@ -1,8 +1,7 @@
 import { createRegistry, fromBinary, type DescService } from "@bufbuild/protobuf";
 import { ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import type { Dispatch } from "../services/policy/call.js";
-import { normalize } from "../services/policy/client-ip.js";
+import { peerAddress, type Dispatch } from "../services/platform/incoming-call.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.js";
 
@@ -28,7 +27,7 @@ export function forwardingDispatch(upstream: string, services: readonly DescServ
       if (value !== undefined) headers.set(name, value);
     }
     const chain = incoming.header("x-forwarded-for");
-    const peer = normalize(incoming.peer);
+    const peer = peerAddress(incoming.peer);
     headers.set("x-forwarded-for", chain ? `${chain}, ${peer}` : peer);
     const client = clients.get(incoming.method.parent)! as unknown as Record<string, (req: unknown, options: unknown) => Promise<unknown>>;
     try {

@@ -3,7 +3,7 @@ import { randomUUID } from "node:crypto";
 import { create, toJson, type DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextKey, createContextValues, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import type { Dispatch, IncomingCall } from "../services/policy/call.js";
+import type { Dispatch, IncomingCall } from "../services/platform/incoming-call.js";
 import type { Logger } from "../services/platform/logger.js";
 import { AuthService, GetJwksRequestSchema, GetJwksResponseSchema } from "../gen/portcullis/v1/auth_service_pb.js";
 import { applyCors } from "./cors.js";

@@ -1,18 +1,19 @@
 import { randomUUID } from "node:crypto";
-import { feedChannel } from "../app.js";
-import { checkPhoneNumber } from "../auth/phone.js";
+import { audit } from "../audit/store.js";
 import { normalizeEmail } from "../auth/email.js";
-import { audit, type AuditOrigin } from "../platform/audit.js";
-import { ConfigError, loadConfig, type Config } from "../platform/config.js";
+import { checkPhoneNumber } from "../auth/phone.js";
+import type { CallOrigin } from "../kernel/call.js";
+import { migrations } from "../migrations/index.js";
+import { accessTokenLifetimeMs, ConfigError, loadConfig, sessionFeedKeys, type Config } from "../platform/config.js";
 import { Database } from "../platform/database.js";
 import { embeddedKeyEncryptionKey, startEmbeddedPostgres } from "../platform/embedded.js";
 import { deriveKey } from "../platform/envelope.js";
 import { createLogger, type Logger } from "../platform/logger.js";
 import { connectRedis } from "../platform/redis.js";
-import { sessionAdminPermission } from "../session/handlers.js";
-import { RevocationFeed, type FeedChannel } from "../session/revocation-feed.js";
-import { Sessions } from "../session/sessions.js";
+import { RevocationFeed, type FeedChannel } from "../session/feed.js";
+import { sessionAdminPermission, Sessions } from "../session/sessions.js";
 import { RefreshTokens } from "../tokens/refresh-token.js";
+import { userStore } from "../users/store.js";
 
 /** Permissions that mean something to Portcullis; anything else is a typo. */
 const knownPermissions = ["kyc.review", sessionAdminPermission];
@@ -44,33 +45,24 @@ async function main(args: string[]): Promise<string> {
   const logger = createLogger("warn");
   const embedded = config.databaseUrl ? undefined : await startEmbeddedPostgres(config.dataDir);
   const redis = config.redisUrl ? await connectRedis(config.redisUrl, config.redisCluster) : undefined;
-  const db = await Database.open(embedded?.url ?? config.databaseUrl!, logger, embedded?.options ?? { poolSize: 1, prepare: false });
+  const db = await Database.open(embedded?.url ?? config.databaseUrl!, logger, embedded?.options ?? { poolSize: 1, prepare: false }, migrations);
   try {
-    const [user] = await db.query<{ id: string; permissions: string[]; kyc_level: number; disable_time: Date | null }>(
-      "select id, permissions, kyc_level, disable_time from app_user where phone_number = $1 or email = $1",
-      [userKey(who)],
-    );
+    const user = await userStore.findByPhoneOrEmail(db, userKey(who));
     if (!user) throw new UsageError(`no account with ${who}`);
-    const origin: AuditOrigin = { clientIp: "admin-cli", userAgent: "portcullis-admin", requestId: randomUUID() };
+    const origin: CallOrigin = { clientIp: "admin-cli", userAgent: "portcullis-admin", requestId: randomUUID() };
     switch (command) {
       case "list":
         return `${who}: user ${user.id}, KYC level ${user.kyc_level}, ${user.disable_time ? "DISABLED, " : ""}permissions: ${user.permissions.join(", ") || "(none)"}`;
       case "grant":
       case "revoke": {
         await db.transaction(async (tx) => {
-          if (command === "grant") {
-            await tx.query("update app_user set permissions = array_append(array_remove(permissions, $1), $1), update_time = now() where id = $2", [
-              permission, user.id,
-            ]);
-          } else {
-            await tx.query("update app_user set permissions = array_remove(permissions, $1), update_time = now() where id = $2", [permission, user.id]);
-          }
+          await userStore.setPermission(tx, user.id, permission!, command === "grant");
           await audit(tx, origin, { event: `permission.${command}`, outcome: "success", userId: user.id, detail: { permission: permission! } });
         });
         return `${command === "grant" ? "granted" : "revoked"} ${permission} ${command === "grant" ? "to" : "from"} ${who}; effective at the next token refresh`;
       }
       default:
-        return await setDisabled(db, user.id, command === "disable", origin, config, redis && feedChannel(redis, config.redisKeyPrefix), logger);
+        return await setDisabled(db, user.id, command === "disable", origin, config, redis && { client: redis, ...sessionFeedKeys(config.redisKeyPrefix) }, logger);
     }
   } finally {
     await db.close();
@@ -83,23 +75,29 @@ async function setDisabled(
   db: Database,
   userId: string,
   disable: boolean,
-  origin: AuditOrigin,
+  origin: CallOrigin,
   config: Config,
   channel: FeedChannel | undefined,
   logger: Logger,
 ): Promise<string> {
-  const lifetimeMs = (config.jwt.accessTokenTtlSeconds + config.jwt.clockToleranceSeconds) * 1000;
+  if (!disable) {
+    await db.transaction(async (tx) => {
+      await userStore.setDisabled(tx, userId, false);
+      await audit(tx, origin, { event: "account.enable", outcome: "success", userId, detail: { revoked_sessions: 0 } });
+    });
+    return "enabled";
+  }
   const keyEncryptionKey = config.keyEncryptionKey ?? embeddedKeyEncryptionKey(config.dataDir, logger);
   const refreshTokens = new RefreshTokens(deriveKey(keyEncryptionKey, "refresh-tokens"));
   const feed = new RevocationFeed(async () => [], logger, channel);
-  const sessions = new Sessions(config.session, feed, lifetimeMs, refreshTokens);
-  const revoked = await db.transaction(async (tx) => {
-    await tx.query("update app_user set disable_time = case when $1 then now() end, update_time = now() where id = $2", [disable, userId]);
-    const ids = disable ? await sessions.revoke(tx, { userId }, "account_disabled") : [];
-    await audit(tx, origin, { event: disable ? "account.disable" : "account.enable", outcome: "success", userId, detail: { revoked_sessions: ids.length } });
-    return ids;
+  const sessions = new Sessions(db, config.session, feed, accessTokenLifetimeMs(config.jwt), refreshTokens);
+  const revoked = await sessions.end({
+    which: { userId },
+    reason: "account_disabled",
+    origin,
+    cause: (tx) => userStore.setDisabled(tx, userId, true),
+    audit: (ids) => [{ event: "account.disable", outcome: "success", userId, detail: { revoked_sessions: ids.length } }],
   });
-  await sessions.published(revoked);
   // The feed retries in the background, which ends when this process does.
   if (!(await feed.delivered(publishWaitMs))) {
     console.error(
@@ -108,7 +106,7 @@ async function setDisabled(
         `hear of it only through Redis and may accept the signed-out sessions' access tokens for up to ${Math.ceil(config.jwt.accessTokenTtlSeconds / 60)} minutes.`,
     );
   }
-  return disable ? `disabled; ${revoked.length} session(s) signed out` : "enabled";
+  return `disabled; ${revoked.length} session(s) signed out`;
 }
 
 function userKey(who: string): string {

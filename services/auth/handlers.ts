@@ -1,21 +1,20 @@
-import { audit } from "../platform/audit.js";
-import type { Database } from "../platform/database.js";
-import { Code, ConnectError, invalidArgument } from "../platform/errors.js";
-import { textProblem, Violations } from "../platform/validation.js";
-import type { CallContext, ServiceHandlers } from "../policy/call.js";
+import type { ServiceHandlers } from "../kernel/call.js";
+import { invalidArgument } from "../kernel/errors.js";
+import { textProblem, Violations } from "../kernel/validation.js";
+import type { RefreshRotation } from "../session/refresh.js";
 import type { Sessions } from "../session/sessions.js";
 import type { KeyRing } from "../tokens/key-ring.js";
-import type { RefreshRotation } from "../tokens/refresh.js";
+import { userMessage } from "../users/user.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import type { OtpSignIn } from "./otp.js";
 import type { PasswordSignIn } from "./password-sign-in.js";
-import { findUser, userMessage } from "./users.js";
+import type { Profiles } from "./profile.js";
 
 export interface AuthDeps {
-  db: Database;
   keyRing: KeyRing;
   otp: OtpSignIn;
   passwords: PasswordSignIn;
+  profiles: Profiles;
   refresh: RefreshRotation;
   sessions: Sessions;
 }
@@ -23,13 +22,6 @@ export interface AuthDeps {
 const updatableProfileFields = new Set(["display_name"]);
 
 export function authHandlers(deps: AuthDeps): ServiceHandlers<typeof AuthService> {
-  const signedInUser = async (call: CallContext) => {
-    const user = await findUser(deps.db, call.principal!.subject);
-    // A valid token for a deleted user: treat like a revoked session.
-    if (!user) throw new ConnectError("this account no longer exists", Code.Unauthenticated);
-    return user;
-  };
-
   return {
     sendOtp: (request, call) => deps.otp.send(request.phoneNumber, call),
     verifyOtp: (request, call) => deps.otp.verify(request.phoneNumber, request.code, request.device, call),
@@ -42,18 +34,18 @@ export function authHandlers(deps: AuthDeps): ServiceHandlers<typeof AuthService
     },
 
     async logout(_request, call) {
-      const principal = call.principal!;
-      const revoked = await deps.db.transaction(async (tx) => {
-        const ids = await deps.sessions.revoke(tx, { sessionIds: [principal.sessionId] }, "logout");
-        await audit(tx, call, { event: "logout", outcome: "success", userId: principal.subject, sessionId: principal.sessionId });
-        return ids;
+      const { subject: userId, sessionId } = call.principal!;
+      await deps.sessions.end({
+        which: { sessionIds: [sessionId] },
+        reason: "logout",
+        origin: call,
+        audit: () => [{ event: "logout", outcome: "success", userId, sessionId }],
       });
-      await deps.sessions.published(revoked);
       return {};
     },
 
     async getProfile(_request, call) {
-      return { user: userMessage(await signedInUser(call)) };
+      return { user: userMessage(await deps.profiles.get(call.principal!.subject)) };
     },
 
     async updateProfile(request, call) {
@@ -66,11 +58,7 @@ export function authHandlers(deps: AuthDeps): ServiceHandlers<typeof AuthService
       const displayName = request.user?.displayName ?? "";
       if (paths.includes("display_name")) violations.add("user.display_name", textProblem(displayName, 0, 100));
       violations.throwIfAny();
-      await deps.db.query("update app_user set display_name = $1, update_time = now() where id = $2", [
-        displayName,
-        call.principal!.subject,
-      ]);
-      return { user: userMessage(await signedInUser(call)) };
+      return { user: userMessage(await deps.profiles.setDisplayName(call.principal!.subject, displayName)) };
     },
 
     async changePassword(request, call) {

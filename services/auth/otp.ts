@@ -1,22 +1,25 @@
 import { createHmac, randomInt, randomUUID } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { audit, type AuditOrigin } from "../platform/audit.js";
+import { audit } from "../audit/store.js";
+import type { CallOrigin } from "../kernel/call.js";
+import { invalidArgument, rateLimited, unavailable } from "../kernel/errors.js";
+import { Violations } from "../kernel/validation.js";
 import type { Config } from "../platform/config.js";
 import type { Database } from "../platform/database.js";
-import { invalidArgument, rateLimited, unavailable } from "../platform/errors.js";
 import type { Logger } from "../platform/logger.js";
-import { Violations } from "../platform/validation.js";
 import { consumeRule, type RateLimiter } from "../policy/rate-limiter.js";
 import type { Sessions } from "../session/sessions.js";
 import type { AccessTokens } from "../tokens/access-token.js";
 import { issueTokenPair } from "../tokens/token-issuer.js";
+import { claimsOf, userMessage } from "../users/user.js";
 import type { Device } from "../../gen/portcullis/v1/common_pb.js";
 import type { SendOtpResponseSchema, VerifyOtpResponseSchema } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { checkPhoneNumber, maskPhone } from "./phone.js";
 import { SmsDeliveryError, type SmsProvider } from "./sms.js";
-import { CodeAttempts, failureBudget } from "./otp-attempts.js";
-import { checkDevice, claimsOf, userMessage } from "./users.js";
+import { checkDevice } from "./device.js";
+import { CodeAttempts } from "./otp-attempts.js";
+import { otpStore } from "./store.js";
 
 const codeLength = 6;
 
@@ -47,7 +50,7 @@ export class OtpSignIn {
     this.attempts = new CodeAttempts(db, settings, sessions);
   }
 
-  async send(rawPhone: string, origin: AuditOrigin): Promise<MessageInitShape<typeof SendOtpResponseSchema>> {
+  async send(rawPhone: string, origin: CallOrigin): Promise<MessageInitShape<typeof SendOtpResponseSchema>> {
     const phone = checkPhoneNumber(rawPhone, this.settings.allowedCountries);
     if (!phone.ok) throw invalidArgument([{ field: "phone_number", description: phone.problem }]);
     const code = randomInt(0, 10 ** codeLength).toString().padStart(codeLength, "0");
@@ -56,22 +59,17 @@ export class OtpSignIn {
     await this.db
       .transaction(async (tx) => {
         // The open code's row lock orders this send after any attempt still running on it.
-        const [open] = await tx.query<{ wait_ms: number }>(
-          `select ceil(extract(epoch from create_time + make_interval(secs => $1) - now()) * 1000)::int as wait_ms
-           from otp_challenge where phone_number = $2 and close_time is null for update`,
-          [this.settings.resendCooldownSeconds, phone.e164],
-        );
+        const open = await otpStore.lockOpenCode(tx, phone.e164, this.settings.resendCooldownSeconds);
         if (open && open.wait_ms > 0) throw rateLimited("otp_resend_cooldown", open.wait_ms);
-        const budget = await failureBudget(tx, phone.e164, this.settings);
+        const budget = await otpStore.failureBudget(tx, phone.e164, this.settings);
         if (budget.failures >= this.settings.failureBudget) throw rateLimited("otp_failure_budget", budget.wait_ms ?? 1000);
-        await tx.query("update otp_challenge set close_time = now() where phone_number = $1 and close_time is null", [phone.e164]);
-        await tx.query("insert into otp_challenge (id, phone_number, code_mac, max_attempts, expire_time) values ($1, $2, $3, $4, $5)", [
+        await otpStore.replaceCode(tx, {
           id,
-          phone.e164,
-          this.mac(phone.e164, code),
-          Math.min(this.settings.maxAttempts, this.settings.failureBudget - budget.failures),
+          phone: phone.e164,
+          codeMac: this.mac(phone.e164, code),
+          maxAttempts: Math.min(this.settings.maxAttempts, this.settings.failureBudget - budget.failures),
           expireTime,
-        ]);
+        });
       })
       .catch((error: unknown) => {
         // Two sends racing: the open-challenge index lets one through; the other waits its turn.
@@ -107,7 +105,7 @@ export class OtpSignIn {
     };
   }
 
-  async verify(rawPhone: string, code: string, device: Device | undefined, origin: AuditOrigin): Promise<MessageInitShape<typeof VerifyOtpResponseSchema>> {
+  async verify(rawPhone: string, code: string, device: Device | undefined, origin: CallOrigin): Promise<MessageInitShape<typeof VerifyOtpResponseSchema>> {
     const violations = new Violations();
     const phone = checkPhoneNumber(rawPhone, this.settings.allowedCountries);
     violations.add("phone_number", phone.ok ? undefined : phone.problem);
@@ -143,7 +141,7 @@ export class OtpSignIn {
     return createHmac("sha256", this.codeKey).update(`${phone}:${code}`).digest();
   }
 
-  private async dropCode(id: string): Promise<void> {
-    await this.db.query("delete from otp_challenge where id = $1", [id]);
+  private dropCode(id: string): Promise<void> {
+    return otpStore.dropCode(this.db, id);
   }
 }

@@ -1,29 +1,25 @@
 import { randomUUID } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { audit, type AuditOrigin } from "../platform/audit.js";
+import { audit } from "../audit/store.js";
+import type { CallOrigin, Principal } from "../kernel/call.js";
+import { Code, ConnectError, invalidArgument, unauthenticated } from "../kernel/errors.js";
+import { textProblem, Violations } from "../kernel/validation.js";
 import type { Config } from "../platform/config.js";
 import type { Database } from "../platform/database.js";
-import { Code, ConnectError, invalidArgument, unauthenticated } from "../platform/errors.js";
-import { textProblem, Violations } from "../platform/validation.js";
 import type { Sessions } from "../session/sessions.js";
-import type { AccessTokens, Principal } from "../tokens/access-token.js";
+import type { AccessTokens } from "../tokens/access-token.js";
 import { issueTokenPair } from "../tokens/token-issuer.js";
+import { userStore } from "../users/store.js";
+import { claimsOf, userMessage } from "../users/user.js";
 import { SignInMethod, type Device } from "../../gen/portcullis/v1/common_pb.js";
 import type { LoginResponseSchema, RegisterResponseSchema } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { emailProblem, normalizeEmail } from "./email.js";
 import { hashPassword, passwordProblem, verifyPassword } from "./password.js";
-import { checkDevice, claimsOf, userColumns, userMessage, type UserRow } from "./users.js";
+import { checkDevice } from "./device.js";
 
 const wrongCredentials = () => unauthenticated("INVALID_CREDENTIALS", "the email or the password is wrong");
 const locked = () =>
   new ConnectError("this account is locked for a while after repeated failed sign-ins; try again later", Code.FailedPrecondition);
-
-interface CredentialRow extends UserRow {
-  password_hash: string | null;
-  locked: boolean;
-  failed_logins: number;
-  lockouts: number;
-}
 
 /**
  * Email and password: argon2id, NIST-style rules, and a progressive lockout.
@@ -40,7 +36,7 @@ export class PasswordSignIn {
 
   async register(
     request: { email: string; password: string; displayName: string; device?: Device },
-    origin: AuditOrigin,
+    origin: CallOrigin,
   ): Promise<MessageInitShape<typeof RegisterResponseSchema>> {
     const email = normalizeEmail(request.email);
     const violations = new Violations()
@@ -52,11 +48,7 @@ export class PasswordSignIn {
 
     const passwordHash = await hashPassword(request.password);
     const signedIn = await this.db.transaction(async (tx) => {
-      const [user] = await tx.query<UserRow>(
-        `insert into app_user (id, email, password_hash, display_name) values ($1, $2, $3, $4)
-         on conflict (email) do nothing returning ${userColumns}`,
-        [randomUUID(), email, passwordHash, request.displayName],
-      );
+      const user = await userStore.createWithEmail(tx, { id: randomUUID(), email, passwordHash, displayName: request.displayName });
       if (!user) return undefined;
       const created = await this.sessions.create(tx, {
         userId: user.id,
@@ -79,7 +71,7 @@ export class PasswordSignIn {
 
   async login(
     request: { email: string; password: string; device?: Device },
-    origin: AuditOrigin,
+    origin: CallOrigin,
   ): Promise<MessageInitShape<typeof LoginResponseSchema>> {
     const email = normalizeEmail(request.email);
     const violations = new Violations()
@@ -88,10 +80,7 @@ export class PasswordSignIn {
     const device = checkDevice(request.device, violations);
     violations.throwIfAny();
 
-    const [user] = await this.db.query<CredentialRow>(
-      `select ${userColumns}, password_hash, failed_logins, lockouts, coalesce(locked_until > now(), false) as locked from app_user where email = $1`,
-      [email],
-    );
+    const user = await userStore.credentialsByEmail(this.db, email);
     const passwordOk = await verifyPassword(user?.password_hash ?? undefined, request.password);
     if (!user || user.disable_time) {
       await audit(this.db, origin, { event: "sign_in", outcome: "failure", userId: user?.id, detail: { method: "pwd", reason: user ? "disabled" : "unknown_email" } });
@@ -108,11 +97,7 @@ export class PasswordSignIn {
 
     const signedIn = await this.db.transaction(async (tx) => {
       // Takes the user's row lock that create() relies on, and sees a disable that landed during the password check.
-      const [state] = await tx.query<{ disabled: boolean }>(
-        "update app_user set failed_logins = 0, lockouts = 0 where id = $1 returning disable_time is not null as disabled",
-        [user.id],
-      );
-      if (state!.disabled) return undefined;
+      if ((await userStore.passwordAccepted(tx, user.id)).disabled) return undefined;
       return this.sessions.create(tx, { userId: user.id, device, method: SignInMethod.PASSWORD, origin, event: { name: "sign_in", detail: { method: "pwd" } } });
     });
     if (!signedIn) {
@@ -128,11 +113,8 @@ export class PasswordSignIn {
   }
 
   /** Checks the current password, sets the new one and signs out every other session. */
-  async changePassword(principal: Principal, current: string, next: string, origin: AuditOrigin): Promise<number> {
-    const [user] = await this.db.query<CredentialRow>(
-      `select ${userColumns}, password_hash, failed_logins, lockouts, coalesce(locked_until > now(), false) as locked from app_user where id = $1`,
-      [principal.subject],
-    );
+  async changePassword(principal: Principal, current: string, next: string, origin: CallOrigin): Promise<number> {
+    const user = await userStore.credentialsById(this.db, principal.subject);
     const violations = new Violations()
       .add("current_password", current.length === 0 ? "required" : undefined)
       .add("new_password", passwordProblem(next, user?.email ?? ""));
@@ -147,35 +129,19 @@ export class PasswordSignIn {
       throw invalidArgument([{ field: "current_password", description: "wrong password" }]);
     }
     const passwordHash = await hashPassword(next);
-    const revoked = await this.db.transaction(async (tx) => {
-      await tx.query("update app_user set password_hash = $1, failed_logins = 0, update_time = now() where id = $2", [passwordHash, user.id]);
-      const ids = await this.sessions.revoke(tx, { userId: user.id, except: principal.sessionId }, "password_changed");
-      await audit(tx, origin, { event: "password.change", outcome: "success", userId: user.id, sessionId: principal.sessionId, detail: { revoked_sessions: ids.length } });
-      return ids;
+    const revoked = await this.sessions.end({
+      which: { userId: user.id, except: principal.sessionId },
+      reason: "password_changed",
+      origin,
+      cause: (tx) => userStore.setPassword(tx, user.id, passwordHash),
+      audit: (ids) => [
+        { event: "password.change", outcome: "success", userId: user.id, sessionId: principal.sessionId, detail: { revoked_sessions: ids.length } },
+      ],
     });
-    await this.sessions.published(revoked);
     return revoked.length;
   }
 
-  /**
-   * Counts a wrong password; the Nth consecutive one locks the account for
-   * base × 2^(earlier lockouts), so repeated attacks wait longer each time.
-   */
-  private async recordFailure(userId: string, origin: AuditOrigin): Promise<void> {
-    // One statement, as an unknown email's one audit insert: the two cost the same time.
-    await this.db.query(
-      `with state as (
-         update app_user set
-           failed_logins = case when failed_logins + 1 >= $1 then 0 else failed_logins + 1 end,
-           lockouts = case when failed_logins + 1 >= $1 then lockouts + 1 else lockouts end,
-           locked_until = case when failed_logins + 1 >= $1 then now() + make_interval(secs => $2 * power(2, least(lockouts, 10))) else locked_until end
-         where id = $3 returning id, failed_logins, lockouts, locked_until)
-       insert into audit_event (event, outcome, user_id, ip_address, user_agent, request_id, detail)
-       select 'sign_in', 'failure', id, $4, $5, $6, '{"method": "pwd", "reason": "wrong_password"}' from state
-       union all
-       select 'account.locked', 'denied', id, $4, $5, $6, jsonb_build_object('lockouts', lockouts, 'until', locked_until)
-       from state where failed_logins = 0`,
-      [this.settings.lockoutThreshold, this.settings.lockoutBaseSeconds, userId, origin.clientIp, origin.userAgent, origin.requestId],
-    );
+  private recordFailure(userId: string, origin: CallOrigin): Promise<void> {
+    return userStore.passwordRejected(this.db, userId, { threshold: this.settings.lockoutThreshold, baseSeconds: this.settings.lockoutBaseSeconds }, origin);
   }
 }

@@ -1,7 +1,7 @@
-import { invalidArgument } from "../platform/errors.js";
-import { decodePageToken, encodePageToken, pageSizeOf } from "../platform/pagination.js";
-import { textProblem, uuidPattern, Violations } from "../platform/validation.js";
-import type { ServiceHandlers } from "../policy/call.js";
+import type { ServiceHandlers } from "../kernel/call.js";
+import { invalidArgument } from "../kernel/errors.js";
+import { decodePageToken, encodePageToken, pageSizeOf } from "../kernel/pagination.js";
+import { textProblem, uuidPattern, Violations } from "../kernel/validation.js";
 import { KycStatus } from "../../gen/portcullis/v1/common_pb.js";
 import { KycService } from "../../gen/portcullis/v1/kyc_service_pb.js";
 import { maxLevel, type Kyc } from "./kyc.js";

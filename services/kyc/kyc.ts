@@ -1,12 +1,13 @@
 import { createHmac, randomUUID } from "node:crypto";
 import { fromJson, toJson, type JsonValue, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { audit, type AuditOrigin } from "../platform/audit.js";
+import { audit } from "../audit/store.js";
+import type { CallOrigin, Principal } from "../kernel/call.js";
+import { Code, ConnectError, invalidArgument } from "../kernel/errors.js";
 import type { Database } from "../platform/database.js";
 import type { Envelope } from "../platform/envelope.js";
-import { Code, ConnectError, invalidArgument } from "../platform/errors.js";
-import type { Principal } from "../tokens/access-token.js";
-import type { RevocationFeed } from "../session/revocation-feed.js";
+import type { RevocationFeed } from "../session/feed.js";
+import { userStore } from "../users/store.js";
 import { KycStatus } from "../../gen/portcullis/v1/common_pb.js";
 import {
   BasicIdentitySchema,
@@ -17,6 +18,7 @@ import {
   type IdentityDocument,
   type KycSubmissionSchema,
 } from "../../gen/portcullis/v1/kyc_service_pb.js";
+import { kycStore, type SubmissionRow } from "./store.js";
 import { documentKey } from "./validation.js";
 
 export const maxLevel = 3;
@@ -29,21 +31,6 @@ type Details =
 
 const detailSchemas = { basic: BasicIdentitySchema, document: IdentityDocumentSchema, enhanced: EnhancedDueDiligenceSchema };
 const levelOf = { basic: 1, document: 2, enhanced: 3 } as const;
-const submissionColumns = "id, user_id, requested_level, status, sealed_details, flags, create_time, review_time, reviewer_id, rejection_reason";
-
-interface SubmissionRow {
-  id: string;
-  user_id: string;
-  requested_level: number;
-  status: "PENDING" | "APPROVED" | "REJECTED";
-  sealed_details: string;
-  flags: string[];
-  create_time: Date;
-  review_time: Date | null;
-  reviewer_id: string | null;
-  rejection_reason: string | null;
-}
-
 /**
  * KYC submissions and reviews. Personal data is sealed (AES-256-GCM under the
  * key-encryption key) and opened only for reviewers; document numbers are
@@ -60,55 +47,37 @@ export class Kyc {
   ) {}
 
   async status(userId: string) {
-    const [user] = await this.db.query<{ kyc_level: number; kyc_status: keyof typeof KycStatus }>(
-      "select kyc_level, kyc_status from app_user where id = $1",
-      [userId],
-    );
+    const user = await userStore.find(this.db, userId);
     if (!user) throw new ConnectError("this account no longer exists", Code.Unauthenticated);
-    const [pending] = await this.db.query<SubmissionRow>(
-      `select ${submissionColumns} from kyc_submission where user_id = $1 and status = 'PENDING'`,
-      [userId],
-    );
+    const pending = await kycStore.pendingOf(this.db, userId);
     return { level: user.kyc_level, status: KycStatus[user.kyc_status], pending: pending && this.message(pending, false) };
   }
 
-  async submit(principal: Principal, details: Details, origin: AuditOrigin) {
+  async submit(principal: Principal, details: Details, origin: CallOrigin) {
     const level = levelOf[details.case];
     const id = randomUUID();
     const sealed = this.envelope.seal(JSON.stringify(toJson(detailSchemas[details.case] as never, details.value as never)), `kyc_submission:${id}`);
     const documentIndex = details.case === "document" ? createHmac("sha256", this.documentIndexKey).update(documentKey(details.value)).digest() : null;
     const row = await this.db.transaction(async (tx) => {
-      const [user] = await tx.query<{ kyc_level: number }>("select kyc_level from app_user where id = $1 for update", [principal.subject]);
+      const user = await userStore.lockKyc(tx, principal.subject);
       if (!user) throw new ConnectError("this account no longer exists", Code.Unauthenticated);
       if (user.kyc_level >= level) throw new ConnectError(`the account is already at KYC level ${user.kyc_level}`, Code.FailedPrecondition);
       if (user.kyc_level < level - 1) {
         throw new ConnectError(`level ${level} needs level ${level - 1} first`, Code.FailedPrecondition);
       }
-      const [pending] = await tx.query("select 1 from kyc_submission where user_id = $1 and status = 'PENDING'", [principal.subject]);
-      if (pending) throw new ConnectError("a submission is already waiting for review", Code.FailedPrecondition);
-      const reused = documentIndex
-        ? await tx.query("select 1 from kyc_submission where document_index = $1 and user_id <> $2 limit 1", [documentIndex, principal.subject])
-        : [];
-      const flags = reused.length > 0 ? ["DOCUMENT_NUMBER_IN_USE"] : [];
-      const [inserted] = await tx.query<SubmissionRow>(
-        `insert into kyc_submission (id, user_id, requested_level, status, sealed_details, document_index, flags)
-         values ($1, $2, $3, 'PENDING', $4, $5, $6) returning ${submissionColumns}`,
-        [id, principal.subject, level, sealed, documentIndex, flags],
-      );
-      await tx.query("update app_user set kyc_status = 'PENDING', update_time = now() where id = $1", [principal.subject]);
+      if (await kycStore.pendingOf(tx, principal.subject)) throw new ConnectError("a submission is already waiting for review", Code.FailedPrecondition);
+      const reused = documentIndex !== null && (await kycStore.documentUsedByOthers(tx, documentIndex, principal.subject));
+      const flags = reused ? ["DOCUMENT_NUMBER_IN_USE"] : [];
+      const inserted = await kycStore.insert(tx, { id, userId: principal.subject, level, sealedDetails: sealed, documentIndex, flags });
+      await userStore.markKycPending(tx, principal.subject);
       await audit(tx, origin, { event: "kyc.submit", outcome: "success", userId: principal.subject, detail: { level, submission: id, flags: flags.join(",") } });
-      return inserted!;
+      return inserted;
     });
     return this.message(row, false);
   }
 
   async list(status: KycStatus, pageSize: number, after?: [Date, string]) {
-    const rows = await this.db.query<SubmissionRow>(
-      `select ${submissionColumns} from kyc_submission
-       where status = $1 and ($2::timestamptz is null or (create_time, id) > ($2, $3::uuid))
-       order by create_time, id limit $4`,
-      [KycStatus[status], after?.[0] ?? null, after?.[1] ?? null, pageSize + 1],
-    );
+    const rows = await kycStore.list(this.db, KycStatus[status], after, pageSize + 1);
     const page = rows.slice(0, pageSize);
     const last = rows.length > pageSize ? page.at(-1) : undefined;
     return { page: page.map((row) => this.message(row, true)), next: last && ([last.create_time, last.id] as [Date, string]) };
@@ -118,14 +87,12 @@ export class Kyc {
    * Approves or rejects a pending submission. Nobody reviews their own, and an
    * approval grants a level only to a user still at the level below it.
    */
-  async decide(reviewer: Principal, submissionId: string, decision: { approve: true } | { approve: false; reason: string }, origin: AuditOrigin) {
+  async decide(reviewer: Principal, submissionId: string, decision: { approve: true } | { approve: false; reason: string }, origin: CallOrigin) {
     return this.db.transaction(async (tx) => {
-      // The user's row first, then the submission: the order lower() takes them in.
-      const [user] = await tx.query<{ kyc_level: number }>(
-        "select kyc_level from app_user where id = (select user_id from kyc_submission where id = $1) for update",
-        [submissionId],
-      );
-      const [row] = await tx.query<SubmissionRow>(`select ${submissionColumns} from kyc_submission where id = $1 for update`, [submissionId]);
+      // The user's row first, then the submission: the order lower() takes them in. A submission's user never changes.
+      const owner = await kycStore.ownerOf(tx, submissionId);
+      const user = owner === undefined ? undefined : await userStore.lockKyc(tx, owner);
+      const row = await kycStore.lock(tx, submissionId);
       if (!row || !user) throw new ConnectError("no such submission", Code.NotFound);
       if (row.user_id === reviewer.subject) throw new ConnectError("reviewers cannot review their own submission", Code.PermissionDenied);
       if (row.status !== "PENDING") throw new ConnectError(`the submission is already ${row.status.toLowerCase()}`, Code.FailedPrecondition);
@@ -135,14 +102,12 @@ export class Kyc {
           Code.FailedPrecondition,
         );
       }
-      const [updated] = await tx.query<SubmissionRow>(
-        `update kyc_submission set status = $1, review_time = now(), reviewer_id = $2, rejection_reason = $3 where id = $4 returning ${submissionColumns}`,
-        [decision.approve ? "APPROVED" : "REJECTED", reviewer.subject, decision.approve ? null : decision.reason, submissionId],
-      );
-      const [changed] = await tx.query<{ kyc_level: number }>(
-        "update app_user set kyc_level = greatest(kyc_level, $1), kyc_status = $2, update_time = now() where id = $3 returning kyc_level",
-        [decision.approve ? row.requested_level : 0, decision.approve ? "APPROVED" : "REJECTED", row.user_id],
-      );
+      const updated = await kycStore.decide(tx, submissionId, {
+        approved: decision.approve,
+        reviewerId: reviewer.subject,
+        reason: decision.approve ? null : decision.reason,
+      });
+      const level = await userStore.recordKycDecision(tx, row.user_id, { approved: decision.approve, level: row.requested_level });
       await audit(tx, origin, {
         event: decision.approve ? "kyc.approve" : "kyc.reject",
         outcome: "success",
@@ -150,9 +115,9 @@ export class Kyc {
         detail: { submission: submissionId, reviewer: reviewer.subject, level: row.requested_level },
       });
       if (decision.approve) {
-        await audit(tx, origin, { event: "kyc.level_change", outcome: "success", userId: row.user_id, detail: { level: changed!.kyc_level, by: reviewer.subject } });
+        await audit(tx, origin, { event: "kyc.level_change", outcome: "success", userId: row.user_id, detail: { level, by: reviewer.subject } });
       }
-      return { submission: this.message(updated!, true), level: changed!.kyc_level };
+      return { submission: this.message(updated, true), level };
     });
   }
 
@@ -161,24 +126,17 @@ export class Kyc {
    * level on every instance. A submission still waiting is rejected with it,
    * so no approval can hand the level straight back.
    */
-  async lower(reviewer: Principal, userId: string, level: number, reason: string, origin: AuditOrigin) {
+  async lower(reviewer: Principal, userId: string, level: number, reason: string, origin: CallOrigin) {
     if (userId === reviewer.subject) throw new ConnectError("reviewers cannot change their own level", Code.PermissionDenied);
     const lowered = await this.db.transaction(async (tx) => {
-      const [user] = await tx.query<{ kyc_level: number }>("select kyc_level from app_user where id = $1 for update", [userId]);
+      const user = await userStore.lockKyc(tx, userId);
       if (!user) throw new ConnectError("no such user", Code.NotFound);
       if (level >= user.kyc_level) {
         throw invalidArgument([{ field: "lower_level.kyc_level", description: `must be below the current level ${user.kyc_level}` }]);
       }
-      const [row] = await tx.query<{ kyc_lower_time: Date }>(
-        "update app_user set kyc_level = $1, kyc_status = 'NONE', kyc_lower_time = now(), update_time = now() where id = $2 returning kyc_lower_time",
-        [level, userId],
-      );
-      const rejected = await tx.query<{ id: string }>(
-        `update kyc_submission set status = 'REJECTED', review_time = now(), reviewer_id = $1, rejection_reason = $2
-         where user_id = $3 and status = 'PENDING' returning id`,
-        [reviewer.subject, `level lowered: ${reason}`, userId],
-      );
-      for (const { id } of rejected) {
+      const loweredAt = await userStore.lowerKyc(tx, userId, level);
+      const rejected = await kycStore.rejectPending(tx, userId, reviewer.subject, `level lowered: ${reason}`);
+      for (const id of rejected) {
         await audit(tx, origin, { event: "kyc.reject", outcome: "success", userId, detail: { submission: id, reviewer: reviewer.subject, reason: "level_lowered" } });
       }
       await audit(tx, origin, {
@@ -187,7 +145,7 @@ export class Kyc {
         userId,
         detail: { from: user.kyc_level, to: level, by: reviewer.subject, reason },
       });
-      return row!.kyc_lower_time.getTime();
+      return loweredAt.getTime();
     });
     await this.feed.publish({ kind: "kyc_lowered", userId, level, sinceMs: lowered, untilMs: lowered + this.accessTokenLifetimeMs });
     return level;

@@ -1,5 +1,5 @@
 import { getCountries } from "libphonenumber-js/max";
-import { textProblem, Violations } from "../platform/validation.js";
+import { textProblem, Violations } from "../kernel/validation.js";
 import {
   DocumentType,
   SourceOfFunds,

@@ -115,6 +115,25 @@ export const defaultRateLimits: Record<string, RateLimitRule> = {
   api_ip: { limit: 3000, periodSeconds: minute, failOpen: true },
 };
 
+/** Defaults that services behind the guard share with Portcullis: both read them here. */
+export const sharedDefaults = {
+  issuer: "portcullis",
+  audience: "portcullis",
+  redisKeyPrefix: "portcullis:",
+  clockToleranceSeconds: 5,
+  verifiedCacheSize: 10_000,
+} as const;
+
+/** How long an access token can outlive the revocation of its session: its lifetime plus the clock tolerance. */
+export function accessTokenLifetimeMs(jwt: Pick<Config["jwt"], "accessTokenTtlSeconds" | "clockToleranceSeconds">): number {
+  return (jwt.accessTokenTtlSeconds + jwt.clockToleranceSeconds) * 1000;
+}
+
+/** Where session changes travel under a Redis key prefix: Portcullis publishes there, guards subscribe. */
+export function sessionFeedKeys(redisKeyPrefix: string): { channel: string; backlog: string } {
+  return { channel: `${redisKeyPrefix}session-changes`, backlog: `${redisKeyPrefix}session-changes:backlog` };
+}
+
 export class ConfigError extends Error {
   constructor(variable: string, problem: string) {
     super(`${variable}: ${problem}`);
@@ -198,16 +217,16 @@ export function loadConfig(env: Env = process.env): Config {
     databasePoolSize: int("DATABASE_POOL_SIZE", 10, 1, 1000),
     redisUrl,
     redisCluster,
-    redisKeyPrefix: read("REDIS_KEY_PREFIX") ?? "portcullis:",
+    redisKeyPrefix: read("REDIS_KEY_PREFIX") ?? sharedDefaults.redisKeyPrefix,
     dataDir: read("DATA_DIR") ?? ".data",
     keyEncryptionKey,
     jwt: {
-      issuer: read("JWT_ISSUER") ?? "portcullis",
-      audience: read("JWT_AUDIENCE") ?? "portcullis",
+      issuer: read("JWT_ISSUER") ?? sharedDefaults.issuer,
+      audience: read("JWT_AUDIENCE") ?? sharedDefaults.audience,
       algorithm: oneOf("JWT_ALGORITHM", ["ES256", "RS256", "EdDSA"], "ES256"),
       accessTokenTtlSeconds,
-      clockToleranceSeconds: int("JWT_CLOCK_TOLERANCE_SECONDS", 5, 0, 300),
-      verifiedCacheSize: int("TOKEN_CACHE_SIZE", 10_000, 0, 10_000_000),
+      clockToleranceSeconds: int("JWT_CLOCK_TOLERANCE_SECONDS", sharedDefaults.clockToleranceSeconds, 0, 300),
+      verifiedCacheSize: int("TOKEN_CACHE_SIZE", sharedDefaults.verifiedCacheSize, 0, 10_000_000),
     },
     keys: {
       rotationIntervalSeconds: int("KEY_ROTATION_INTERVAL_SECONDS", 30 * day, hour, 365 * day),

@@ -1,8 +1,8 @@
+import type { MigrationObject } from "@mikro-orm/core";
 import { MikroORM } from "@mikro-orm/postgresql";
 import { Migrator } from "@mikro-orm/migrations";
 import pg from "pg";
 import type { Logger } from "./logger.js";
-import { migrations } from "./migrations/index.js";
 
 /** Anything that runs SQL: the pool, or the one connection of a transaction. */
 export interface Sql {
@@ -21,6 +21,7 @@ export interface DatabaseOptions {
 
 /** Several instances may start at once: one migrates while the others wait for it. */
 const migrationLockId = 0x6d696772; // "migr"
+const purgePageSize = 1000;
 /** Statement texts are constants of the code; past this many, something builds SQL from values: stop preparing. */
 const maxPreparedStatements = 500;
 
@@ -40,8 +41,8 @@ export class Database implements Sql {
     private readonly prepare: boolean,
   ) {}
 
-  /** Applies the migrations (one instance at a time), then opens the pool. */
-  static async open(url: string, logger: Logger, options: DatabaseOptions): Promise<Database> {
+  /** Applies the migrations, in order and one instance at a time, then opens the pool. */
+  static async open(url: string, logger: Logger, options: DatabaseOptions, migrations: MigrationObject[]): Promise<Database> {
     const pool = new pg.Pool({
       connectionString: url,
       max: options.poolSize,
@@ -53,7 +54,7 @@ export class Database implements Sql {
     pool.on("error", (error) => logger.warn({ err: { message: error.message } }, "an idle database connection failed"));
     const database = new Database(pool, options.prepare);
     try {
-      await database.migrate(url, logger);
+      await database.migrate(url, migrations, logger);
       return database;
     } catch (error) {
       await pool.end();
@@ -80,6 +81,25 @@ export class Database implements Sql {
       throw error;
     } finally {
       release(broken);
+    }
+  }
+
+  /**
+   * Deletes the rows of `table` matching `condition`, a page at a time, with
+   * SKIP LOCKED so several instances can work through one table at once
+   * without waiting on each other or deleting twice. Returns how many went.
+   */
+  async deleteInPages(table: string, key: string, condition: string, params: readonly unknown[] = []): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const rows = await this.query(
+        `delete from ${table} where ${key} in (
+           select ${key} from ${table} where ${condition} limit ${purgePageSize} for update skip locked)
+         returning 1`,
+        params,
+      );
+      total += rows.length;
+      if (rows.length < purgePageSize) return total;
     }
   }
 
@@ -124,7 +144,7 @@ export class Database implements Sql {
    * migrate once; the migrator uses a connection of its own, and each
    * migration is one transaction.
    */
-  private async migrate(url: string, logger: Logger): Promise<void> {
+  private async migrate(url: string, migrations: MigrationObject[], logger: Logger): Promise<void> {
     const { client: lock, release } = await this.checkOut();
     let unlocked = true;
     try {

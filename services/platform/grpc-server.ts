@@ -17,7 +17,7 @@ import { file_google_rpc_error_details } from "../../gen/google/rpc/error_detail
 import { file_grpc_health_v1_health } from "../../gen/grpc/health/v1/health_pb.js";
 import { file_grpc_reflection_v1_reflection } from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import { file_grpc_reflection_v1alpha_reflection } from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
-import type { Dispatch, IncomingCall } from "../policy/call.js";
+import type { Dispatch, IncomingCall } from "./incoming-call.js";
 
 /** What grpc-js hands the deserializer-less path when the bytes are not a valid request. */
 const malformed = Symbol("malformed request");

@@ -1,16 +1,15 @@
 import { createHmac, randomUUID } from "node:crypto";
 import type { DescMethod, Message } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { normalizeEmail } from "../auth/email.js";
-import { phoneLimitKey } from "../auth/phone.js";
-import { kycLevelRequired, permissionDenied, rateLimited, unauthenticated } from "../platform/errors.js";
+import type { CallContext, CallOrigin, Principal, UnaryHandler } from "../kernel/call.js";
+import { rateLimited, unauthenticated } from "../kernel/errors.js";
+import type { IncomingCall } from "../platform/incoming-call.js";
 import { accessLogger, type Logger } from "../platform/logger.js";
-import type { Principal, TokenVerifier } from "../tokens/access-token.js";
 import { Caller, RateLimitKey } from "../../gen/portcullis/v1/policy_pb.js";
 import type { MethodLimit, MethodPolicy } from "./access.js";
-import type { CallContext, IncomingCall, UnaryHandler } from "./call.js";
 import type { ClientIpResolver } from "./client-ip.js";
 import { consumeRule, type RateLimiter } from "./rate-limiter.js";
+import { kycLevelRequired, permissionDenied } from "./refusals.js";
 
 /**
  * Decides whether a verified token's session may still be used (revocation,
@@ -21,12 +20,23 @@ export interface SessionGate {
   check(principal: Principal): Principal;
 }
 
+/**
+ * The one form of a phone number or an email that every spelling of it
+ * shares, as the handlers will use it: limits keyed by them count the person,
+ * not the spelling.
+ */
+export interface LimitKeyForms {
+  phone(raw: string): string;
+  email(raw: string): string;
+}
+
 export interface ChainDeps {
   policies: Map<DescMethod, MethodPolicy>;
   limiter: RateLimiter;
-  tokens: TokenVerifier;
+  tokens: { verify(token: string): Promise<Principal> };
   sessions: SessionGate;
   clientIp: ClientIpResolver;
+  limitKeyForms: LimitKeyForms;
   /** Keys the hashes that stand for phone numbers and emails in rate-limit keys. */
   limitKeySecret: Buffer;
   /** Told of every refusal by a rate limit, for the audit log. */
@@ -34,13 +44,8 @@ export interface ChainDeps {
   logger: Logger;
 }
 
-interface LimitedCall {
-  requestId: string;
-  clientIp: string;
-  userAgent: string;
-}
-
-export interface LimitHit extends LimitedCall {
+/** A call refused by a rate limit. */
+export interface LimitHit extends CallOrigin {
   rule: string;
   /** The limit's key: an IP, a user id, or a hash standing for a phone number or email. */
   key: string;
@@ -122,7 +127,7 @@ export class Chain {
    * One rule after another: a call refused by one rule does not spend the
    * next. With leased limits most of these resolve without a Redis round trip.
    */
-  private async enforceLimits(limits: MethodLimit[], request: Message, call: LimitedCall, principal: Principal | undefined) {
+  private async enforceLimits(limits: MethodLimit[], request: Message, call: CallOrigin, principal: Principal | undefined) {
     for (const limit of limits) {
       const key = this.limitKey(limit, request, call.clientIp, principal);
       const decision = await consumeRule(this.deps.limiter, limit.name, limit.rule, key, this.deps.logger);
@@ -145,7 +150,7 @@ export class Chain {
       default: {
         // In the form the handlers use, so every spelling shares one limit; hashed, so Redis never holds them in clear.
         const raw = String((request as unknown as Record<string, unknown>)[limit.field!] ?? "");
-        const canonical = limit.key === RateLimitKey.PHONE ? phoneLimitKey(raw) : normalizeEmail(raw);
+        const canonical = limit.key === RateLimitKey.PHONE ? this.deps.limitKeyForms.phone(raw) : this.deps.limitKeyForms.email(raw);
         return createHmac("sha256", this.deps.limitKeySecret).update(canonical).digest("base64url").slice(0, 22);
       }
     }

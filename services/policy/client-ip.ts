@@ -1,4 +1,5 @@
 import { BlockList, isIP } from "node:net";
+import { peerAddress } from "../platform/incoming-call.js";
 
 /**
  * The client's address: the peer, unless the peer is a trusted proxy, in which
@@ -26,11 +27,11 @@ export class ClientIpResolver {
     let peerIp = this.peers.get(peer);
     if (peerIp === undefined) {
       if (this.peers.size >= 10_000) this.peers.clear();
-      peerIp = normalize(peer);
+      peerIp = peerAddress(peer);
       this.peers.set(peer, peerIp);
     }
     if (!this.any || !forwardedFor || !this.isTrusted(peerIp)) return peerIp;
-    const hops = forwardedFor.split(",").map((hop) => normalize(hop.trim()));
+    const hops = forwardedFor.split(",").map((hop) => peerAddress(hop.trim()));
     for (let i = hops.length - 1; i >= 0; i--) {
       const hop = hops[i]!;
       if (!isIP(hop)) return peerIp;
@@ -43,14 +44,4 @@ export class ClientIpResolver {
     const family = isIP(ip);
     return family !== 0 && this.trusted.check(ip, family === 6 ? "ipv6" : "ipv4");
   }
-}
-
-/** "ipv4:1.2.3.4:5", "[::1]:5", "::ffff:1.2.3.4" → the bare address. */
-export function normalize(address: string): string {
-  let ip = address.startsWith("ipv4:") || address.startsWith("ipv6:") ? address.slice(5) : address;
-  const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(ip);
-  if (bracketed) ip = bracketed[1]!;
-  else if (!isIP(ip) && /^[\d.]+:\d+$/.test(ip)) ip = ip.slice(0, ip.lastIndexOf(":"));
-  if (ip.startsWith("::ffff:") && isIP(ip.slice(7)) === 4) ip = ip.slice(7);
-  return ip;
 }

@@ -1,5 +1,5 @@
 import type { RateLimitRule } from "../platform/config.js";
-import { unavailable } from "../platform/errors.js";
+import { rateLimited, unavailable } from "../kernel/errors.js";
 import type { Logger } from "../platform/logger.js";
 import type { RedisClient } from "../platform/redis.js";
 import { gcra } from "./gcra.js";
@@ -36,6 +36,14 @@ export async function consumeRule(
     logger.error({ err: error, rule: name }, "rate-limit store unreachable; failing closed");
     throw unavailable("a safety check could not be made; retry shortly");
   }
+}
+
+/** One rule as a gate: passes, or throws RESOURCE_EXHAUSTED naming the rule (for limits applied by a handler, not the chain). */
+export function ruleGate(limiter: RateLimiter, name: string, rule: RateLimitRule, logger: Logger): (key: string) => Promise<void> {
+  return async (key) => {
+    const decision = await consumeRule(limiter, name, rule, key, logger);
+    if (!decision.allowed) throw rateLimited(name, decision.retryAfterMs);
+  };
 }
 
 /**

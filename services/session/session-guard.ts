@@ -1,8 +1,8 @@
+import type { Principal } from "../kernel/call.js";
 import type { Database } from "../platform/database.js";
 import type { Logger } from "../platform/logger.js";
-import type { SessionGate } from "../policy/chain.js";
-import type { Principal } from "../tokens/access-token.js";
-import type { RevocationFeed } from "./revocation-feed.js";
+import type { RevocationFeed } from "./feed.js";
+import { sessionStore } from "./store.js";
 
 const flushIntervalMs = 30_000;
 
@@ -11,7 +11,7 @@ const flushIntervalMs = 30_000;
  * read (the feed), plus its activity, noted in memory and written in one
  * batch every 30 seconds.
  */
-export class SessionGuard implements SessionGate {
+export class SessionGuard {
   private active = new Set<string>();
   private timer?: NodeJS.Timeout;
 
@@ -44,11 +44,7 @@ export class SessionGuard implements SessionGate {
     const ids = [...this.active];
     this.active = new Set();
     try {
-      await this.db.query(
-        `update session set last_active_time = now(), idle_expire_time = least(now() + make_interval(secs => $1), expire_time)
-         where id = any($2::uuid[]) and revoke_time is null and idle_expire_time > now()`,
-        [this.idleTimeoutSeconds, ids],
-      );
+      await sessionStore.recordActivity(this.db, ids, this.idleTimeoutSeconds);
     } catch (error) {
       this.logger.warn({ err: error, sessions: ids.length }, "could not record session activity");
     }

@@ -1,10 +1,13 @@
 import { randomUUID } from "node:crypto";
+import { audit, type AuditEntry } from "../audit/store.js";
+import type { CallOrigin, Principal } from "../kernel/call.js";
+import { Code, ConnectError } from "../kernel/errors.js";
 import type { Config } from "../platform/config.js";
+import type { Database, Sql } from "../platform/database.js";
 import { hashRefreshToken, type RefreshTokens } from "../tokens/refresh-token.js";
-import type { AuditOrigin } from "../platform/audit.js";
-import type { Sql } from "../platform/database.js";
-import type { FeedEvent, RevocationFeed } from "./revocation-feed.js";
 import { DeviceType, SignInMethod } from "../../gen/portcullis/v1/common_pb.js";
+import type { RevocationFeed } from "./feed.js";
+import { sessionStore, type SessionRow } from "./store.js";
 
 export interface DeviceInput {
   deviceId: string;
@@ -12,7 +15,8 @@ export interface DeviceInput {
   deviceName: string;
 }
 
-export interface SessionRow {
+/** A session as a sign-in's token pair describes it. */
+export interface SessionClaims {
   id: string;
   userId: string;
   deviceId: string;
@@ -25,12 +29,12 @@ export interface NewSession {
   userId: string;
   device: DeviceInput;
   method: SignInMethod;
-  origin: AuditOrigin;
+  origin: CallOrigin;
   event: { name: "sign_in" | "register"; detail: Record<string, string | number | boolean> };
 }
 
 export interface CreatedSession {
-  session: SessionRow;
+  session: SessionClaims;
   refreshToken: string;
   /** Sessions revoked to stay within the per-user limit: publish them once the transaction commits. */
   evicted: string[];
@@ -38,12 +42,29 @@ export interface CreatedSession {
 
 export type RevokeReason = "logout" | "evicted" | "password_changed" | "refresh_token_reused" | "revoked_by_user" | "revoked_by_admin" | "account_disabled";
 
+/** Holders may sign out anyone's session (support, incident response). */
+export const sessionAdminPermission = "session.admin";
+
+/** Which sessions to end: by id, or all of a user's but one. */
+export type SessionSelection = { sessionIds: string[] } | { userId: string; except?: string };
+
+export interface Ending {
+  which: SessionSelection;
+  reason: RevokeReason;
+  origin: CallOrigin;
+  /** The audit rows that tell of it, given the sessions that ended. */
+  audit(revoked: string[]): AuditEntry[];
+  /** The change that ends them (a new password, a disabled account), run first in the same transaction. */
+  cause?(tx: Sql): Promise<void>;
+}
+
 /**
  * Device sessions in Postgres, the truth; revocations are also published to
  * every instance, which check them in memory on each call.
  */
 export class Sessions {
   constructor(
+    private readonly db: Database,
     private readonly settings: Config["session"],
     private readonly feed: RevocationFeed,
     /** How long an access token can outlive its session's revocation. */
@@ -72,110 +93,91 @@ export class Sessions {
     const now = Date.now();
     const expireTime = new Date(now + this.settings.lifetimeSeconds * 1000);
     const idleExpireTime = new Date(Math.min(now + this.settings.idleTimeoutSeconds * 1000, expireTime.getTime()));
-    const created = signIns.map((signIn) => ({
+    const created = signIns.map((signIn): CreatedSession => ({
       session: { id: randomUUID(), userId: signIn.userId, deviceId: signIn.device.deviceId, signInMethod: signIn.method, expireTime },
       refreshToken: this.refreshTokens.mint(signIn.userId),
-      evicted: [] as string[],
+      evicted: [],
     }));
-    const column = <T>(value: (signIn: NewSession) => T) => signIns.map(value);
-    const evicted = await tx.query<{ id: string; user_id: string }>(
-      `with input as (
-         select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], $10::text[], $11::text[], $12::jsonb[])
-           as i(id, user_id, device_id, device_type, device_name, ip_address, user_agent, sign_in_method, token_hash, event, request_id, detail)),
-       evicted as (
-         update session set revoke_time = now(), revoke_reason = 'evicted'
-         where id in (
-           select id from (
-             select id, row_number() over (partition by user_id order by create_time desc) as newest
-             from session where user_id in (select user_id from input)
-               and revoke_time is null and expire_time > now() and idle_expire_time > now()) live
-           where newest >= $15)
-         returning id, user_id),
-       created as (
-         insert into session (id, user_id, device_id, device_type, device_name, ip_address, user_agent, sign_in_method, idle_expire_time, expire_time)
-         select id, user_id, device_id, device_type, device_name, ip_address, user_agent, sign_in_method, $13, $14 from input),
-       token as (
-         insert into refresh_token (token_hash, session_id, expire_time) select token_hash, id, $14 from input),
-       audited as (
-         insert into audit_event (event, outcome, user_id, session_id, ip_address, user_agent, request_id, detail)
-         select event, 'success', user_id, id, ip_address, user_agent, request_id,
-                detail || jsonb_build_object('evicted', (select count(*) from evicted where evicted.user_id = input.user_id))
-         from input)
-       select id, user_id from evicted`,
-      [
-        created.map((one) => one.session.id),
-        column((signIn) => signIn.userId),
-        column((signIn) => signIn.device.deviceId),
-        column((signIn) => DeviceType[signIn.device.deviceType]),
-        column((signIn) => signIn.device.deviceName),
-        column((signIn) => signIn.origin.clientIp),
-        column((signIn) => signIn.origin.userAgent),
-        column((signIn) => SignInMethod[signIn.method]),
-        created.map((one) => hashRefreshToken(one.refreshToken)),
-        column((signIn) => signIn.event.name),
-        column((signIn) => signIn.origin.requestId),
-        column((signIn) => JSON.stringify(signIn.event.detail)),
-        idleExpireTime,
-        expireTime,
-        this.settings.maxPerUser,
-      ],
+    const evicted = await sessionStore.create(
+      tx,
+      signIns.map((signIn, i) => ({
+        id: created[i]!.session.id,
+        userId: signIn.userId,
+        deviceId: signIn.device.deviceId,
+        deviceType: DeviceType[signIn.device.deviceType] as keyof typeof DeviceType,
+        deviceName: signIn.device.deviceName,
+        signInMethod: SignInMethod[signIn.method] as keyof typeof SignInMethod,
+        tokenHash: hashRefreshToken(created[i]!.refreshToken),
+        origin: signIn.origin,
+        event: signIn.event.name,
+        detail: signIn.event.detail,
+      })),
+      { idleExpireTime, expireTime, maxPerUser: this.settings.maxPerUser },
     );
     const byUser = new Map(created.map((one) => [one.session.userId, one]));
     for (const row of evicted) byUser.get(row.user_id)!.evicted.push(row.id);
     return created;
   }
 
-  /** Revokes live sessions; returns their ids. Publish them once the transaction commits. */
-  async revoke(
-    tx: Sql,
-    which: { sessionIds: string[] } | { userId: string; except?: string },
-    reason: RevokeReason,
-  ): Promise<string[]> {
-    const rows =
-      "sessionIds" in which
-        ? await tx.query<{ id: string }>(
-            "update session set revoke_time = now(), revoke_reason = $1 where id = any($2::uuid[]) and revoke_time is null returning id",
-            [reason, which.sessionIds],
-          )
-        : await tx.query<{ id: string }>(
-            `update session set revoke_time = now(), revoke_reason = $1
-             where user_id = $2 and revoke_time is null and id is distinct from $3::uuid returning id`,
-            [reason, which.userId, which.except ?? null],
-          );
-    return rows.map((row) => row.id);
+  /**
+   * The one way to end sessions: revokes them, audits it and, once the
+   * transaction has committed, tells every instance, so their access tokens
+   * stop working everywhere. Returns the sessions ended.
+   */
+  async end(ending: Ending): Promise<string[]> {
+    const revoked = await this.db.transaction(async (tx) => {
+      await ending.cause?.(tx);
+      const ids = await sessionStore.revoke(tx, ending.which, ending.reason);
+      for (const entry of ending.audit(ids)) await audit(tx, ending.origin, entry);
+      return ids;
+    });
+    await this.published(revoked);
+    return revoked;
+  }
+
+  /** The caller's own session; UNAUTHENTICATED once it is gone. */
+  async current(principal: Principal): Promise<SessionRow> {
+    const row = await sessionStore.find(this.db, principal.sessionId, principal.subject);
+    if (!row) throw new ConnectError("this session no longer exists", Code.Unauthenticated);
+    return row;
+  }
+
+  /** A page of a user's live sessions, newest first, and where the next page starts. */
+  async list(userId: string, pageSize: number, after?: [Date, string]) {
+    const rows = await sessionStore.listLive(this.db, userId, after, pageSize + 1);
+    const page = rows.slice(0, pageSize);
+    const last = rows.length > pageSize ? page.at(-1) : undefined;
+    return { page, next: last && ([last.create_time, last.id] as [Date, string]) };
+  }
+
+  /** Signs out one session: the caller's own, or anyone's with the session.admin permission. */
+  async revokeOne(caller: Principal, sessionId: string, origin: CallOrigin): Promise<void> {
+    const owner = await sessionStore.ownerOf(this.db, sessionId);
+    // Another user's session answers like a missing one: ids are not to be probed.
+    if (!owner || (owner !== caller.subject && !caller.permissions.includes(sessionAdminPermission))) {
+      throw new ConnectError("no such session", Code.NotFound);
+    }
+    await this.revokeAs(caller, { sessionIds: [sessionId] }, owner, origin);
+  }
+
+  /** Signs out every session of the caller, or every other one. */
+  revokeAll(caller: Principal, keepCurrent: boolean, origin: CallOrigin): Promise<string[]> {
+    return this.revokeAs(caller, { userId: caller.subject, except: keepCurrent ? caller.sessionId : undefined }, caller.subject, origin);
+  }
+
+  private revokeAs(caller: Principal, which: SessionSelection, owner: string, origin: CallOrigin): Promise<string[]> {
+    const by = caller.subject;
+    const reason = owner === by ? "revoked_by_user" : "revoked_by_admin";
+    return this.end({
+      which,
+      reason,
+      origin,
+      audit: (revoked) => revoked.map((sessionId) => ({ event: "session.revoke", outcome: "success", userId: owner, sessionId, detail: { by, reason } })),
+    });
   }
 
   /** Tells every instance, after commit, that these sessions' access tokens are dead. */
   published(sessionIds: string[]): Promise<void> {
     return this.feed.publish({ kind: "revoked", sessionIds, untilMs: Date.now() + this.accessTokenLifetimeMs });
-  }
-
-  /**
-   * Session changes recent enough that tokens issued before them may still be
-   * alive: revocations, and KYC levels lowered; only those of the last
-   * `windowMs` when given. Postgres is the truth the feed catches up from and
-   * re-reads every second; both ask Postgres's clock, never this process's.
-   */
-  static async recentChanges(sql: Sql, accessTokenLifetimeMs: number, windowMs = accessTokenLifetimeMs): Promise<FeedEvent[]> {
-    const windowSeconds = Math.min(windowMs, accessTokenLifetimeMs) / 1000;
-    const revoked = await sql.query<{ id: string; revoke_time: Date }>(
-      "select id, revoke_time from session where revoke_time > now() - make_interval(secs => $1)",
-      [windowSeconds],
-    );
-    const lowered = await sql.query<{ id: string; kyc_level: number; kyc_lower_time: Date }>(
-      "select id, kyc_level, kyc_lower_time from app_user where kyc_lower_time > now() - make_interval(secs => $1)",
-      [windowSeconds],
-    );
-    return [
-      ...revoked.map((row): FeedEvent => ({
-        kind: "revoked",
-        sessionIds: [row.id],
-        untilMs: row.revoke_time.getTime() + accessTokenLifetimeMs,
-      })),
-      ...lowered.map((row): FeedEvent => {
-        const sinceMs = row.kyc_lower_time.getTime();
-        return { kind: "kyc_lowered", userId: row.id, level: row.kyc_level, sinceMs, untilMs: sinceMs + accessTokenLifetimeMs };
-      }),
-    ];
   }
 }

@@ -1,26 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { SignJWT, decodeProtectedHeader, errors, jwtVerify, type CryptoKey, type JWTPayload } from "jose";
-import { unauthenticated } from "../platform/errors.js";
+import type { Principal } from "../kernel/call.js";
+import { unauthenticated } from "../kernel/errors.js";
 import type { KeyRing } from "./key-ring.js";
-
-/** What a verified access token says about its bearer. */
-export interface Principal {
-  kind: "user" | "service";
-  /** User id, or the service's name for service tokens. */
-  subject: string;
-  sessionId: string;
-  deviceId: string;
-  kycLevel: number;
-  kycStatus: string;
-  permissions: readonly string[];
-  amr: readonly string[];
-  /** Seconds since the epoch when the session ends for good; 0 for service tokens. */
-  sessionExpiresAt: number;
-  tokenId: string;
-  issuedAt: number;
-  /** Seconds since the epoch. */
-  expiresAt: number;
-}
 
 export type TokenSubject = Omit<Principal, "tokenId" | "issuedAt" | "expiresAt">;
 

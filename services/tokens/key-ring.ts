@@ -4,28 +4,10 @@ import type { Database } from "../platform/database.js";
 import type { Envelope } from "../platform/envelope.js";
 import type { Logger } from "../platform/logger.js";
 import { currentSigningKey, isExpired, nextKeyActivation, type SchedulePolicy } from "./key-schedule.js";
+import { signingKeyStore as store, type StoredKey } from "./store.js";
 
-/** Any instance may rotate; this lock makes one do it at a time. */
-const rotationLockId = 0x706f7274; // "port"
 const refreshIntervalMs = 60_000;
 const unknownKidReloadCooldownMs = 10_000;
-
-/**
- * A row of signing_key. It is published from creation, signs from
- * `activateTime` until its successor activates (`retireTime`), and stays
- * published until every token it signed has expired.
- */
-interface StoredKey {
-  kid: string;
-  algorithm: SigningAlgorithm;
-  publicJwk: JWK;
-  sealedPrivateJwk: string;
-  activateTime: Date;
-  retireTime: Date | null;
-}
-
-const storedKeyColumns =
-  'kid, algorithm, public_jwk as "publicJwk", sealed_private_jwk as "sealedPrivateJwk", activate_time as "activateTime", retire_time as "retireTime"';
 
 interface LoadedKey extends StoredKey {
   verifyKey: CryptoKey;
@@ -74,19 +56,16 @@ export class KeyRing {
   async rotate(): Promise<void> {
     const now = this.now();
     await this.db.transaction(async (tx) => {
-      await tx.query("select pg_advisory_xact_lock($1)", [rotationLockId]);
-      const keys = await tx.query<StoredKey>(`select ${storedKeyColumns} from signing_key order by activate_time`);
+      await store.lockRotation(tx);
+      const keys = await store.all(tx);
       const expired = keys.filter((key) => isExpired(key, now, this.policy)).map((key) => key.kid);
-      if (expired.length > 0) await tx.query("delete from signing_key where kid = any($1)", [expired]);
+      if (expired.length > 0) await store.remove(tx, expired);
       const activation = nextKeyActivation(keys, now, this.policy);
       if (!activation) return;
       const newest = keys.at(-1);
-      if (newest) await tx.query("update signing_key set retire_time = $1 where kid = $2", [activation, newest.kid]);
+      if (newest) await store.retire(tx, newest.kid, activation);
       const key = await this.generate(activation);
-      await tx.query(
-        "insert into signing_key (kid, algorithm, public_jwk, sealed_private_jwk, create_time, activate_time) values ($1, $2, $3, $4, $5, $6)",
-        [key.kid, key.algorithm, key.publicJwk, key.sealedPrivateJwk, now, key.activateTime],
-      );
+      await store.add(tx, key, now);
       this.logger.info({ activateTime: activation.toISOString(), algorithm: this.algorithm }, "signing key created");
     });
     await this.reload();
@@ -109,7 +88,7 @@ export class KeyRing {
 
   private async reload(): Promise<void> {
     this.lastReload = Date.now();
-    const rows = await this.db.query<StoredKey>(`select ${storedKeyColumns} from signing_key`);
+    const rows = await store.all(this.db);
     const next = new Map<string, LoadedKey>();
     for (const row of rows) {
       const known = this.keys.get(row.kid);

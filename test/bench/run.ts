@@ -14,7 +14,7 @@ import { fileURLToPath } from "node:url";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { pino } from "pino";
-import { createApp } from "../../services/app.js";
+import { createApp } from "../../services/app/app.js";
 import { loadConfig } from "../../services/platform/config.js";
 import { createLogger } from "../../services/platform/logger.js";
 import type { LoadResult, LoadSpec } from "./load.js";

@@ -10,11 +10,11 @@ import { create, toBinary, type DescMethod, type DescService } from "@bufbuild/p
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import { createGateway } from "../../gateway/server.js";
-import { services, type App } from "../../services/app.js";
+import { services, type App } from "../../services/app/app.js";
 import type { Config } from "../../services/platform/config.js";
 import { createGrpcServer } from "../../services/platform/grpc-server.js";
 import type { Logger } from "../../services/platform/logger.js";
-import type { Dispatch } from "../../services/policy/call.js";
+import type { Dispatch } from "../../services/platform/incoming-call.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { KycService } from "../../gen/portcullis/v1/kyc_service_pb.js";
 import type { LoadSpec } from "./load.js";

@@ -1,7 +1,7 @@
 import { createPublicKey } from "node:crypto";
 import { SignJWT, UnsecuredJWT, exportSPKI, generateKeyPair, type CryptoKey } from "jose";
 import { AccessTokens } from "../../services/tokens/access-token.js";
-import type { App } from "../../services/app.js";
+import type { App } from "../../services/app/app.js";
 
 const subject = {
   kind: "user" as const,

@@ -3,7 +3,7 @@ import { Writable } from "node:stream";
 import { promisify } from "node:util";
 import { loadConfig } from "../../services/platform/config.js";
 import { createLogger } from "../../services/platform/logger.js";
-import { startServers, type Running } from "../../services/servers.js";
+import { startServers, type Running } from "../../services/app/servers.js";
 import { createTestDatabase, runId, testKeyEncryptionKey, testRedisUrl } from "./stores.js";
 
 export type SharedStores = {

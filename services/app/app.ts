@@ -1,0 +1,208 @@
+import type { DescMethod, DescService } from "@bufbuild/protobuf";
+import { auditLimitHits } from "../audit/limit-hits.js";
+import { normalizeEmail } from "../auth/email.js";
+import { authHandlers } from "../auth/handlers.js";
+import { OtpSignIn } from "../auth/otp.js";
+import { PasswordSignIn } from "../auth/password-sign-in.js";
+import { phoneLimitKey } from "../auth/phone.js";
+import { Profiles } from "../auth/profile.js";
+import { createSmsProvider } from "../auth/sms.js";
+import { otpStore } from "../auth/store.js";
+import type { UnaryHandler } from "../kernel/call.js";
+import { kycHandlers } from "../kyc/handlers.js";
+import { Kyc } from "../kyc/kyc.js";
+import { migrations } from "../migrations/index.js";
+import { Cleanup } from "../platform/cleanup.js";
+import { accessTokenLifetimeMs, sessionFeedKeys, type Config } from "../platform/config.js";
+import { Database } from "../platform/database.js";
+import { embeddedKeyEncryptionKey, startEmbeddedPostgres } from "../platform/embedded.js";
+import { deriveKey, Envelope } from "../platform/envelope.js";
+import type { Dispatch } from "../platform/incoming-call.js";
+import type { Logger } from "../platform/logger.js";
+import { connectRedis, pingRedis, type RedisClient } from "../platform/redis.js";
+import { readPolicies } from "../policy/access.js";
+import { Chain } from "../policy/chain.js";
+import { ClientIpResolver } from "../policy/client-ip.js";
+import { LeasingRateLimiter, MemoryRateLimiter, RedisRateLimiter, ruleGate } from "../policy/rate-limiter.js";
+import { recentChanges, RevocationFeed } from "../session/feed.js";
+import { sessionHandlers } from "../session/handlers.js";
+import { RefreshRotation } from "../session/refresh.js";
+import { SessionGuard } from "../session/session-guard.js";
+import { Sessions } from "../session/sessions.js";
+import { sessionStore } from "../session/store.js";
+import { AccessTokens } from "../tokens/access-token.js";
+import { KeyRing } from "../tokens/key-ring.js";
+import { RefreshTokens } from "../tokens/refresh-token.js";
+import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
+import { KycService } from "../../gen/portcullis/v1/kyc_service_pb.js";
+import { SessionService } from "../../gen/portcullis/v1/session_service_pb.js";
+
+export const services: readonly DescService[] = [AuthService, SessionService, KycService];
+
+/** Everything a serving instance holds: stores, key ring, chain and handlers. */
+export interface App {
+  db: Database;
+  redis?: RedisClient;
+  keyRing: KeyRing;
+  tokens: AccessTokens;
+  revocations: RevocationFeed;
+  sessionGuard: SessionGuard;
+  cleanup: Cleanup;
+  chain: Chain;
+  dispatch: Dispatch;
+  /** True while Postgres and Redis (when used) answer. */
+  ready(): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+/** The composition root: builds every part from the configuration and wires them together; decides nothing itself. */
+export async function createApp(config: Config, logger: Logger): Promise<App> {
+  // Read before any connection is made: a bad contract should fail fast.
+  const policies = readPolicies(services, config.rateLimits);
+  const closers: (() => Promise<void> | void)[] = [];
+  try {
+    let database = config.databaseUrl && { url: config.databaseUrl, options: { poolSize: config.databasePoolSize, prepare: true } };
+    let keyEncryptionKey = config.keyEncryptionKey;
+    let redis: RedisClient | undefined;
+    if (!database) {
+      logger.warn(
+        { dataDir: config.dataDir },
+        "no DATABASE_URL and no REDIS_URL: running on the embedded default (PGlite and in-process stores). " +
+          "This is a SINGLE-INSTANCE mode: do not run several instances on it or use it in production",
+      );
+      const embedded = await startEmbeddedPostgres(config.dataDir);
+      closers.push(() => embedded.stop());
+      database = embedded;
+      keyEncryptionKey ??= embeddedKeyEncryptionKey(config.dataDir, logger);
+    } else {
+      redis = await connectRedis(config.redisUrl!, config.redisCluster);
+      closers.push(() => void redis!.disconnect());
+    }
+    const kek = keyEncryptionKey!;
+    const db = await Database.open(database.url, logger, database.options, migrations);
+    closers.push(() => db.close());
+
+    const keyRing = new KeyRing(
+      db,
+      new Envelope(kek, "signing-keys"),
+      config.jwt.algorithm,
+      {
+        rotationIntervalSeconds: config.keys.rotationIntervalSeconds,
+        publishLeadSeconds: config.keys.publishLeadSeconds,
+        verifyGraceSeconds: accessTokenLifetimeMs(config.jwt) / 1000,
+      },
+      logger,
+    );
+    await keyRing.start();
+    closers.push(() => keyRing.stop());
+
+    const tokens = new AccessTokens(keyRing, {
+      issuer: config.jwt.issuer,
+      audience: config.jwt.audience,
+      ttlSeconds: config.jwt.accessTokenTtlSeconds,
+      clockToleranceSeconds: config.jwt.clockToleranceSeconds,
+      verifiedCacheSize: config.jwt.verifiedCacheSize,
+    });
+    const tokenLifetimeMs = accessTokenLifetimeMs(config.jwt);
+    const revocations = new RevocationFeed(
+      () => recentChanges(db, tokenLifetimeMs),
+      logger,
+      redis && { client: redis, ...sessionFeedKeys(config.redisKeyPrefix) },
+      {
+        restoresBacklog: true,
+        // Without Redis there is one instance, and it applies every change as it makes it.
+        poll: redis && ((windowMs) => recentChanges(db, tokenLifetimeMs, windowMs)),
+        clockToleranceSeconds: config.jwt.clockToleranceSeconds,
+      },
+    );
+    await revocations.start();
+    closers.push(() => revocations.stop());
+    const refreshTokens = new RefreshTokens(deriveKey(kek, "refresh-tokens"));
+    const sessions = new Sessions(db, config.session, revocations, tokenLifetimeMs, refreshTokens);
+    const guard = new SessionGuard(revocations, db, config.session.idleTimeoutSeconds, logger);
+    guard.start();
+    closers.push(() => guard.stop());
+    const cleanup = new Cleanup(
+      {
+        // Revoked sessions are kept as long as a token may outlive them: new instances catch up on revocations from them.
+        sessions: () => sessionStore.purgeEnded(db, tokenLifetimeMs / 1000),
+        refreshTokens: () => sessionStore.purgeExpiredRefreshTokens(db),
+        otpChallenges: () => otpStore.purgeClosedCodes(db),
+        otpFailures: () => otpStore.purgeOldFailures(db, config.otp.failureWindowSeconds),
+      },
+      config.cleanupIntervalSeconds,
+      logger,
+    );
+    cleanup.start();
+    closers.push(() => cleanup.stop());
+
+    const limiter = redis ? new LeasingRateLimiter(new RedisRateLimiter(redis, config.redisKeyPrefix)) : new MemoryRateLimiter();
+    const chain = new Chain({
+      policies,
+      limiter,
+      tokens,
+      sessions: guard,
+      clientIp: new ClientIpResolver(config.trustedProxies),
+      limitKeyForms: { phone: phoneLimitKey, email: normalizeEmail },
+      limitKeySecret: deriveKey(kek, "rate-limit-keys"),
+      onLimited: auditLimitHits(db, logger),
+      logger,
+    });
+
+    const refresh = new RefreshRotation(
+      db,
+      tokens,
+      sessions,
+      refreshTokens,
+      { reuseIntervalSeconds: config.session.refreshReuseIntervalSeconds, idleTimeoutSeconds: config.session.idleTimeoutSeconds },
+      ruleGate(limiter, "refresh_user", config.rateLimits.refresh_user!, logger),
+    );
+    const otp = new OtpSignIn(db, config.otp, createSmsProvider(config.sms, logger), limiter, deriveKey(kek, "otp-codes"), sessions, tokens, logger);
+    const passwords = new PasswordSignIn(db, config.password, sessions, tokens);
+    const kyc = new Kyc(db, new Envelope(kek, "kyc-data"), deriveKey(kek, "kyc-document-index"), revocations, tokenLifetimeMs);
+
+    const handlers = collectHandlers([
+      [AuthService, authHandlers({ keyRing, otp, passwords, profiles: new Profiles(db), refresh, sessions })],
+      [SessionService, sessionHandlers(sessions)],
+      [KycService, kycHandlers(kyc)],
+    ]);
+    return {
+      db,
+      redis,
+      keyRing,
+      tokens,
+      revocations,
+      sessionGuard: guard,
+      cleanup,
+      chain,
+      dispatch: (incoming, request) => chain.run(incoming, request, handlers.get(incoming.method)!),
+      async ready() {
+        try {
+          await Promise.all([db.ping(), redis && pingRedis(redis)]);
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      async close() {
+        for (const close of closers.reverse()) await close();
+      },
+    };
+  } catch (error) {
+    for (const close of closers.reverse()) await Promise.resolve(close()).catch(() => {});
+    throw error;
+  }
+}
+
+/** Handlers by method descriptor; every method of every service must have one. */
+function collectHandlers(implementations: [DescService, Record<string, UnaryHandler<any, any>>][]): Map<DescMethod, UnaryHandler> {
+  const handlers = new Map<DescMethod, UnaryHandler>();
+  for (const [service, byLocalName] of implementations) {
+    for (const method of service.methods) {
+      const handler = byLocalName[method.localName];
+      if (!handler) throw new Error(`${service.typeName}.${method.name} has no handler`);
+      handlers.set(method, handler);
+    }
+  }
+  return handlers;
+}

@@ -1,0 +1,103 @@
+import type { Server as HttpServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import * as grpc from "@grpc/grpc-js";
+import { createGateway } from "../../gateway/server.js";
+import { forwardingDispatch } from "../../gateway/forward.js";
+import { createApp, services, type App } from "./app.js";
+import type { Config } from "../platform/config.js";
+import { createGrpcServer } from "../platform/grpc-server.js";
+import type { Logger } from "../platform/logger.js";
+
+const readinessIntervalMs = 2000;
+
+export interface Running {
+  app?: App;
+  grpcPort?: number;
+  httpPort?: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts what MODE asks for: both doors in one process (`all`, the gateway
+ * calling the handlers in-process), the gRPC server alone (`grpc`), or the
+ * gateway alone forwarding to GATEWAY_UPSTREAM (`gateway`).
+ */
+export async function startServers(config: Config, logger: Logger): Promise<Running> {
+  const app = config.mode === "gateway" ? undefined : await createApp(config, logger);
+  const stops: (() => Promise<void>)[] = [];
+  const running: Running = { app, stop: async () => { for (const stop of stops.reverse()) await stop(); } };
+  try {
+    if (app) stops.push(() => app.close());
+
+    if (app) {
+      const { server, health } = createGrpcServer({ services, dispatch: app.dispatch, maxRequestBytes: config.maxRequestBytes });
+      running.grpcPort = await bindGrpc(server, config.host, config.grpcPort);
+      const updateHealth = async () => {
+        const status = (await app.ready()) ? "SERVING" : "NOT_SERVING";
+        health.setStatus("", status);
+        for (const service of services) health.setStatus(service.typeName, status);
+      };
+      await updateHealth();
+      const timer = setInterval(() => void updateHealth(), readinessIntervalMs);
+      stops.push(() => shutdownGrpc(server, timer, config.shutdownGraceSeconds));
+      logger.info({ port: running.grpcPort, host: config.host }, "gRPC server listening");
+    }
+
+    if (config.mode !== "grpc") {
+      const { dispatch, ready } = app
+        ? { dispatch: app.dispatch, ready: () => app.ready() }
+        : forwardingDispatch(config.gatewayUpstream, services);
+      const gateway = createGateway({
+        services,
+        dispatch,
+        ready,
+        corsOrigins: config.corsOrigins,
+        maxRequestBytes: config.maxRequestBytes,
+        logger,
+      });
+      running.httpPort = await listenHttp(gateway, config.host, config.httpPort);
+      stops.push(() => closeHttp(gateway, config.shutdownGraceSeconds));
+      logger.info({ port: running.httpPort, host: config.host, upstream: app ? "in-process" : config.gatewayUpstream }, "gateway listening");
+    }
+    return running;
+  } catch (error) {
+    await running.stop().catch(() => {});
+    throw error;
+  }
+}
+
+function bindGrpc(server: grpc.Server, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const address = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (error, bound) => (error ? reject(error) : resolve(bound)));
+  });
+}
+
+function shutdownGrpc(server: grpc.Server, timer: NodeJS.Timeout, graceSeconds: number): Promise<void> {
+  clearInterval(timer);
+  return new Promise((resolve) => {
+    const force = setTimeout(() => server.forceShutdown(), graceSeconds * 1000);
+    server.tryShutdown(() => {
+      clearTimeout(force);
+      resolve();
+    });
+  });
+}
+
+function listenHttp(server: HttpServer, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve((server.address() as AddressInfo).port));
+  });
+}
+
+function closeHttp(server: HttpServer, graceSeconds: number): Promise<void> {
+  return new Promise((resolve) => {
+    const force = setTimeout(() => server.closeAllConnections(), graceSeconds * 1000);
+    server.close(() => {
+      clearTimeout(force);
+      resolve();
+    });
+    server.closeIdleConnections();
+  });
+}

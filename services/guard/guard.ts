@@ -1,0 +1,89 @@
+import { createHash } from "node:crypto";
+import type { DescMethod, DescService } from "@bufbuild/protobuf";
+import { normalizeEmail } from "../auth/email.js";
+import { phoneLimitKey } from "../auth/phone.js";
+import type { UnaryHandler } from "../kernel/call.js";
+import { defaultRateLimits, sessionFeedKeys, sharedDefaults, type RateLimitRule } from "../platform/config.js";
+import type { Dispatch } from "../platform/incoming-call.js";
+import { createLogger, type Logger } from "../platform/logger.js";
+import { connectRedis } from "../platform/redis.js";
+import { readPolicies } from "../policy/access.js";
+import { Chain } from "../policy/chain.js";
+import { ClientIpResolver } from "../policy/client-ip.js";
+import { LeasingRateLimiter, RedisRateLimiter } from "../policy/rate-limiter.js";
+import { backlogEvents, RevocationFeed, type FeedChannel } from "../session/feed.js";
+import { TokenVerifier } from "../tokens/access-token.js";
+import { RemoteJwks } from "../tokens/remote-jwks.js";
+
+export interface GuardOptions {
+  /** The service's own services; each method declares (portcullis.v1.access) like ours. */
+  services: readonly DescService[];
+  /** Portcullis's JWKS, e.g. http://portcullis:8080/.well-known/jwks.json */
+  jwksUrl: string;
+  issuer?: string;
+  audience?: string;
+  /** The Redis Portcullis uses: revocations and KYC downgrades arrive there, and limits are counted there. */
+  redisUrl: string;
+  redisCluster?: boolean;
+  /** Portcullis's REDIS_KEY_PREFIX, for its session-change feed. */
+  portcullisKeyPrefix?: string;
+  /** Where this service keeps its own rate-limit counters. */
+  limitKeyPrefix?: string;
+  rateLimits?: Record<string, RateLimitRule>;
+  trustedProxies?: string[];
+  logger?: Logger;
+}
+
+export interface Guard {
+  /** Runs each call through the chain, then the service's handler for its method. */
+  dispatch(handlers: Map<DescMethod, UnaryHandler>): Dispatch;
+  close(): Promise<void>;
+}
+
+/**
+ * The Portcullis chain for another Node service: the same access policies,
+ * read from its own proto's method options; tokens verified against
+ * Portcullis's JWKS over HTTP; revocations and KYC downgrades received from
+ * Portcullis's Redis feed, failing closed while it cannot be confirmed.
+ */
+export async function createGuard(options: GuardOptions): Promise<Guard> {
+  const logger = options.logger ?? createLogger("info");
+  const policies = readPolicies(options.services, options.rateLimits ?? defaultRateLimits);
+  const redis = await connectRedis(options.redisUrl, options.redisCluster ?? false);
+  const channel: FeedChannel = { client: redis, ...sessionFeedKeys(options.portcullisKeyPrefix ?? sharedDefaults.redisKeyPrefix) };
+  const feed = new RevocationFeed(backlogEvents(channel), logger, channel);
+  await feed.start();
+  const jwks = new RemoteJwks(options.jwksUrl);
+  await jwks.refresh();
+  const chain = new Chain({
+    policies,
+    limiter: new LeasingRateLimiter(new RedisRateLimiter(redis, options.limitKeyPrefix ?? "guard:")),
+    tokens: new TokenVerifier(jwks, {
+      issuer: options.issuer ?? sharedDefaults.issuer,
+      audience: options.audience ?? sharedDefaults.audience,
+      clockToleranceSeconds: sharedDefaults.clockToleranceSeconds,
+      verifiedCacheSize: sharedDefaults.verifiedCacheSize,
+    }),
+    sessions: feed,
+    clientIp: new ClientIpResolver(options.trustedProxies ?? []),
+    limitKeyForms: { phone: phoneLimitKey, email: normalizeEmail },
+    // Hides phone numbers and emails in limit keys; the same for every instance of this service.
+    limitKeySecret: createHash("sha256").update(`portcullis-guard:${options.jwksUrl}`).digest(),
+    onLimited: (hit) => logger.warn({ rule: hit.rule, ip: hit.clientIp, rid: hit.requestId }, "rate limit hit"),
+    logger,
+  });
+  return {
+    dispatch: (handlers) => async (incoming, request) => {
+      const handler = handlers.get(incoming.method);
+      if (!handler) throw new Error(`${incoming.method.name} has no handler`);
+      return chain.run(incoming, request, handler);
+    },
+    async close() {
+      await feed.stop();
+      redis.disconnect();
+    },
+  };
+}
+
+export { createGrpcServer } from "../platform/grpc-server.js";
+export type { UnaryHandler } from "../kernel/call.js";

@@ -1,0 +1,46 @@
+import type { DescMethod, MessageInitShape, MessageShape, DescMessage } from "@bufbuild/protobuf";
+
+/** What a verified access token says about its bearer. */
+export interface Principal {
+  kind: "user" | "service";
+  /** User id, or the service's name for service tokens. */
+  subject: string;
+  sessionId: string;
+  deviceId: string;
+  kycLevel: number;
+  kycStatus: string;
+  permissions: readonly string[];
+  amr: readonly string[];
+  /** Seconds since the epoch when the session ends for good; 0 for service tokens. */
+  sessionExpiresAt: number;
+  tokenId: string;
+  issuedAt: number;
+  /** Seconds since the epoch. */
+  expiresAt: number;
+}
+
+/** Who did it, from where: taken from the call, never a code, password or token. */
+export interface CallOrigin {
+  clientIp: string;
+  userAgent: string;
+  requestId: string;
+}
+
+/** What a handler knows about the call it serves, filled in by the chain. */
+export interface CallContext extends CallOrigin {
+  readonly path: string;
+  /** At most 512 characters: what sessions and the audit log keep of it. */
+  readonly userAgent: string;
+  /** Set for user and service methods once the token has been verified. */
+  readonly principal?: Principal;
+}
+
+export type UnaryHandler<I extends DescMessage = DescMessage, O extends DescMessage = DescMessage> = (
+  request: MessageShape<I>,
+  call: CallContext,
+) => Promise<MessageInitShape<O>>;
+
+/** A service implementation written against the generated types, transport-free. */
+export type ServiceHandlers<S extends { method: Record<string, DescMethod> }> = {
+  [K in keyof S["method"]]: UnaryHandler<S["method"][K]["input"], S["method"][K]["output"]>;
+};

@@ -1,0 +1,58 @@
+import { create, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  BadRequestSchema,
+  ErrorInfoSchema,
+  RetryInfoSchema,
+} from "../../gen/google/rpc/error_details_pb.js";
+
+/**
+ * Errors are ConnectErrors with google.rpc details: connect-node sends them as
+ * they are, and the gRPC adapter turns them into grpc-status-details-bin.
+ */
+
+/** The ErrorInfo domain of every reason Portcullis gives. */
+export const errorDomain = "portcullis.dev";
+
+export function detail<D extends DescMessage>(desc: D, value: MessageInitShape<D>) {
+  return { desc, value: create(desc, value) };
+}
+
+export interface FieldViolation {
+  field: string;
+  description: string;
+}
+
+export function invalidArgument(violations: FieldViolation[]): ConnectError {
+  const message = violations.map((v) => `${v.field}: ${v.description}`).join("; ");
+  return new ConnectError(message, Code.InvalidArgument, undefined, [
+    detail(BadRequestSchema, { fieldViolations: violations }),
+  ]);
+}
+
+export type UnauthenticatedReason = "TOKEN_MISSING" | "TOKEN_EXPIRED" | "TOKEN_INVALID" | "SESSION_REVOKED" | "INVALID_CREDENTIALS";
+
+export function unauthenticated(reason: UnauthenticatedReason, message: string): ConnectError {
+  return new ConnectError(message, Code.Unauthenticated, undefined, [
+    detail(ErrorInfoSchema, { reason, domain: errorDomain }),
+  ]);
+}
+
+export function rateLimited(rule: string, retryAfterMs: number): ConnectError {
+  return new ConnectError(
+    "too many requests; retry later",
+    Code.ResourceExhausted,
+    { "retry-after": String(Math.max(1, Math.ceil(retryAfterMs / 1000))) },
+    [
+      detail(RetryInfoSchema, { retryDelay: durationFromMs(Math.max(1, retryAfterMs)) }),
+      detail(ErrorInfoSchema, { reason: "RATE_LIMITED", domain: errorDomain, metadata: { rule } }),
+    ],
+  );
+}
+
+export function unavailable(message: string): ConnectError {
+  return new ConnectError(message, Code.Unavailable);
+}
+
+export { Code, ConnectError };

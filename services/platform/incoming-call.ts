@@ -1,0 +1,24 @@
+import { isIP } from "node:net";
+import type { DescMethod, Message } from "@bufbuild/protobuf";
+
+/** A call as either door (grpc-js or the Connect gateway) hands it on: no transport types leak past here. */
+export interface IncomingCall {
+  method: DescMethod;
+  /** Request header or gRPC metadata value, by lower-case name. */
+  header(name: string): string | undefined;
+  /** The transport peer, for example "127.0.0.1:50312". */
+  peer: string;
+}
+
+/** Runs one call through the chain and its handler, or forwards it to the instance that does. */
+export type Dispatch = (incoming: IncomingCall, request: Message) => Promise<unknown>;
+
+/** "ipv4:1.2.3.4:5", "[::1]:5", "::ffff:1.2.3.4" → the bare address. */
+export function peerAddress(address: string): string {
+  let ip = address.startsWith("ipv4:") || address.startsWith("ipv6:") ? address.slice(5) : address;
+  const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(ip);
+  if (bracketed) ip = bracketed[1]!;
+  else if (!isIP(ip) && /^[\d.]+:\d+$/.test(ip)) ip = ip.slice(0, ip.lastIndexOf(":"));
+  if (ip.startsWith("::ffff:") && isIP(ip.slice(7)) === 4) ip = ip.slice(7);
+  return ip;
+}

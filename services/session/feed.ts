@@ -1,0 +1,284 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Principal } from "../kernel/call.js";
+import { unavailable } from "../kernel/errors.js";
+import { sharedDefaults } from "../platform/config.js";
+import type { Sql } from "../platform/database.js";
+import type { Logger } from "../platform/logger.js";
+import { subscriberConnection, type RedisClient } from "../platform/redis.js";
+import { userStore } from "../users/store.js";
+import { Revocations, type FeedEvent } from "./revocations.js";
+import { sessionStore } from "./store.js";
+
+/** Events still in force, from the source of truth (Postgres) or the Redis backlog. */
+export type RecentEvents = () => Promise<FeedEvent[]>;
+
+export interface FeedChannel {
+  client: RedisClient;
+  /** Pub/sub channel, and the sorted set that keeps the backlog for catching up. */
+  channel: string;
+  backlog: string;
+}
+
+/** Changes made in the source of truth in the last `windowMs`, by its own clock. */
+export type ChangesWithin = (windowMs: number) => Promise<FeedEvent[]>;
+
+export interface FeedOptions {
+  /** Whether this instance republishes what it caught up on into the backlog (Portcullis does; downstream guards only read). */
+  restoresBacklog?: boolean;
+  /**
+   * Portcullis's backstop for a lost message: changes re-read from Postgres
+   * every second. Downstream guards have no Postgres, so they go without it
+   * and rely on pub/sub and the Redis backlog alone: a message that cannot
+   * reach Redis reaches them only if its publisher's retries land.
+   */
+  poll?: ChangesWithin;
+  /** How far the issuer's clock may be from Postgres's; widens which tokens a KYC downgrade caps. */
+  clockToleranceSeconds?: number;
+}
+
+const pollIntervalMs = 1000;
+/**
+ * A change is stamped with its transaction's start (`now()`) but becomes
+ * visible only at commit, possibly after a later one: each poll re-reads this
+ * far behind the previous one, and applying an event twice changes nothing.
+ */
+const pollOverlapMs = 10_000;
+const catchUpRetryMs = { first: 250, max: 2000 };
+
+/**
+ * Every instance holds the revocations and KYC downgrades whose tokens may
+ * still be alive, so the chain checks them in memory on each call. Events
+ * travel on Redis pub/sub and are kept in a Redis sorted set; an instance that
+ * (re)subscribes first catches up. While the feed is down an instance cannot
+ * know what changed, so it refuses user calls (fail closed) until it has.
+ * Portcullis instances also re-read recent changes from Postgres every
+ * second, so a message pub/sub loses (its publisher could not reach Redis)
+ * still arrives within about a second.
+ */
+export class RevocationFeed {
+  private readonly state: Revocations;
+  private live: boolean;
+  private subscriber?: RedisClient;
+  private pruneTimer?: NodeJS.Timeout;
+  /** Bumped whenever the subscription drops: a catch-up counts only if none dropped since it subscribed. */
+  private round = 0;
+  private resuming?: Promise<void>;
+  private polling?: Promise<void>;
+  /** Publishes still being retried, each settling true once it lands. */
+  private readonly undelivered = new Set<Promise<boolean>>();
+  private readonly stopping = new AbortController();
+
+  constructor(
+    private readonly recent: RecentEvents,
+    private readonly logger: Logger,
+    private readonly redis?: FeedChannel,
+    private readonly options: FeedOptions = {},
+  ) {
+    this.live = !redis;
+    this.state = new Revocations(options.clockToleranceSeconds ?? sharedDefaults.clockToleranceSeconds);
+  }
+
+  /**
+   * Resolves once caught up (retrying as long as it takes), or once the
+   * subscription drops first: the feed stays closed until it is back.
+   */
+  async start(): Promise<void> {
+    this.pruneTimer = setInterval(() => this.prune(Date.now()), 60_000);
+    this.pruneTimer.unref();
+    const startedAt = performance.now();
+    if (!this.redis) {
+      await this.catchUp();
+    } else {
+      const subscriber = subscriberConnection(this.redis.client);
+      this.subscriber = subscriber;
+      subscriber.on("error", () => {});
+      subscriber.on("close", () => {
+        if (this.live && this.subscriber) this.logger.error("revocation feed lost: refusing user calls until it is back");
+        this.live = false;
+        this.round++;
+      });
+      subscriber.on("message", (_channel: string, message: string) => this.receive(message));
+      subscriber.on("ready", () => {
+        if (!this.live) this.resuming = this.resume(subscriber, ++this.round);
+      });
+      try {
+        await subscriber.connect();
+      } catch (error) {
+        // Or it would keep reconnecting, and catch up into a database the failed start-up has closed.
+        await this.stop();
+        throw error;
+      }
+      await this.resuming;
+    }
+    if (this.options.poll) this.polling = this.poll(this.options.poll, startedAt);
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.pruneTimer);
+    this.stopping.abort();
+    this.round++;
+    const subscriber = this.subscriber;
+    this.subscriber = undefined;
+    subscriber?.disconnect();
+    await this.polling;
+  }
+
+  /**
+   * Tells every instance (this one at once). The change is already committed
+   * in Postgres; if Redis cannot take it now, it is retried in the background
+   * until it no longer matters or the feed stops (instances whose feed is down
+   * fail closed and catch up when it is back; Portcullis instances also read
+   * it from Postgres within about a second).
+   */
+  async publish(event: FeedEvent): Promise<void> {
+    if (event.kind === "revoked" && event.sessionIds.length === 0) return;
+    this.state.apply(event);
+    if (!this.redis) return;
+    const { client, channel, backlog } = this.redis;
+    const message = JSON.stringify(event);
+    const send = () => Promise.all([client.zadd(backlog, event.untilMs, message), client.publish(channel, message)]);
+    try {
+      await send();
+    } catch (error) {
+      this.logger.warn({ err: error, kind: event.kind }, "could not publish a session change; retrying");
+      const delivery = this.redeliver(send, event);
+      this.undelivered.add(delivery);
+      void delivery.then(() => this.undelivered.delete(delivery));
+    }
+  }
+
+  /** Waits up to `timeoutMs` for the publishes still being retried; false if any has not landed. */
+  async delivered(timeoutMs: number): Promise<boolean> {
+    if (this.undelivered.size === 0) return true;
+    const timeout = new AbortController();
+    const landed = Promise.all(this.undelivered).then((results) => results.every(Boolean));
+    const expired = sleep(timeoutMs, false, { signal: timeout.signal, ref: false }).catch(() => false);
+    try {
+      return await Promise.race([landed, expired]);
+    } finally {
+      timeout.abort();
+    }
+  }
+
+  /** The principal as it stands now (see Revocations.check); refused while the feed cannot be confirmed. */
+  check(principal: Principal): Principal {
+    if (!this.live) throw unavailable("session revocations cannot be confirmed right now; retry shortly");
+    return this.state.check(principal);
+  }
+
+  private receive(message: string): void {
+    try {
+      this.state.apply(JSON.parse(message) as FeedEvent);
+    } catch (error) {
+      this.logger.error({ err: error }, "unreadable session-change message");
+    }
+  }
+
+  /**
+   * After a (re)connection: subscribe first, then catch up, so an event is
+   * either in what we read or in what we receive. Until that succeeds every
+   * user call is refused, so a failure (a Postgres blip) is retried with
+   * backoff for as long as this subscription stays up, not left until the
+   * next reconnection.
+   */
+  private async resume(subscriber: RedisClient, round: number): Promise<void> {
+    for (let delayMs = catchUpRetryMs.first; ; delayMs = Math.min(delayMs * 2, catchUpRetryMs.max)) {
+      try {
+        await subscriber.subscribe(this.redis!.channel);
+        if (round !== this.round) return;
+        await this.catchUp();
+        // Only a subscription that was up before the read and is still up leaves no gap.
+        if (round !== this.round) return;
+        this.logger.info("revocation feed live");
+        this.live = true;
+        return;
+      } catch (error) {
+        if (round !== this.round) return;
+        this.logger.error({ err: error, retryInMs: delayMs }, "revocation catch-up failed; retrying");
+      }
+      if (!(await this.pause(delayMs)) || round !== this.round) return;
+    }
+  }
+
+  private async catchUp(): Promise<void> {
+    const events = await this.recent();
+    events.forEach((event) => this.state.apply(event));
+    if (this.redis && this.options.restoresBacklog && events.length > 0) {
+      // A restarted Redis lost the backlog: put back what Postgres knows, for guards that read only Redis.
+      await this.redis.client.zadd(this.redis.backlog, ...events.flatMap((event) => [event.untilMs, JSON.stringify(event)]));
+    }
+  }
+
+  /**
+   * Re-reads what changed since the last good read (less the overlap), every
+   * second until the feed stops. A failed read neither closes the feed (pub/sub
+   * may be fine) nor loses ground: the next one reaches back to the last good one.
+   */
+  private async poll(changesWithin: ChangesWithin, readAt: number): Promise<void> {
+    let failing = false;
+    while (await this.pause(pollIntervalMs)) {
+      const startedAt = performance.now();
+      try {
+        for (const event of await changesWithin(startedAt - readAt + pollOverlapMs)) this.state.apply(event);
+        readAt = startedAt;
+        if (failing) this.logger.info("reading session changes from Postgres again");
+        failing = false;
+      } catch (error) {
+        if (!failing) this.logger.warn({ err: error }, "could not read recent session changes from Postgres; retrying every second");
+        failing = true;
+      }
+    }
+  }
+
+  /** Retries a publish until it lands (true), stops mattering or the feed stops (false). */
+  private async redeliver(send: () => Promise<unknown>, event: FeedEvent): Promise<boolean> {
+    for (let delayMs = 250; (await this.pause(delayMs)) && Date.now() < event.untilMs; delayMs = Math.min(delayMs * 2, 5000)) {
+      try {
+        await send();
+        return true;
+      } catch (error) {
+        this.logger.warn({ err: error, kind: event.kind }, "could not publish a session change; retrying");
+      }
+    }
+    return false;
+  }
+
+  /** Waits `ms`; false, at once, if the feed stops meanwhile. */
+  private pause(ms: number): Promise<boolean> {
+    return sleep(ms, true, { signal: this.stopping.signal, ref: false }).catch(() => false);
+  }
+
+  private prune(nowMs: number): void {
+    this.state.prune(nowMs);
+    if (this.redis && this.options.restoresBacklog) {
+      this.redis.client.zremrangebyscore(this.redis.backlog, "-inf", nowMs).catch(() => {});
+    }
+  }
+}
+
+/** Catching up from the Redis backlog alone: for services that have no access to Postgres. */
+export function backlogEvents(channel: FeedChannel): RecentEvents {
+  return async () => {
+    const messages = await channel.client.zrangebyscore(channel.backlog, Date.now(), "+inf");
+    return messages.map((message) => JSON.parse(message) as FeedEvent);
+  };
+}
+
+/**
+ * Session changes recent enough that tokens issued before them may still be
+ * alive: revocations, and KYC levels lowered; only those of the last
+ * `windowMs` when given. Postgres is the truth the feed catches up from and
+ * re-reads every second; both ask Postgres's clock, never this process's.
+ */
+export async function recentChanges(sql: Sql, accessTokenLifetimeMs: number, windowMs = accessTokenLifetimeMs): Promise<FeedEvent[]> {
+  const windowSeconds = Math.min(windowMs, accessTokenLifetimeMs) / 1000;
+  const revoked = await sessionStore.recentRevocations(sql, windowSeconds);
+  const lowered = await userStore.recentKycLowerings(sql, windowSeconds);
+  return [
+    ...revoked.map((row): FeedEvent => ({ kind: "revoked", sessionIds: [row.id], untilMs: row.revoke_time.getTime() + accessTokenLifetimeMs })),
+    ...lowered.map((row): FeedEvent => {
+      const sinceMs = row.kyc_lower_time.getTime();
+      return { kind: "kyc_lowered", userId: row.id, level: row.kyc_level, sinceMs, untilMs: sinceMs + accessTokenLifetimeMs };
+    }),
+  ];
+}

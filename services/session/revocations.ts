@@ -1,0 +1,87 @@
+import type { Principal } from "../kernel/call.js";
+import { unauthenticated } from "../kernel/errors.js";
+
+/**
+ * What the feed carries: sessions revoked, and users whose KYC level was
+ * lowered (tokens issued before `sinceMs`, or within a safety margin after
+ * it, must not count above `level`). Each matters until `untilMs`, when every
+ * token it could concern has expired.
+ */
+export type FeedEvent =
+  | { kind: "revoked"; sessionIds: string[]; untilMs: number }
+  | { kind: "kyc_lowered"; userId: string; level: number; sinceMs: number; untilMs: number };
+
+/**
+ * How long after a lowering's `sinceMs` a token may still have been issued
+ * with the old level. `sinceMs` is the lowering transaction's start, by
+ * Postgres's clock; a refresh that read the user's row before that
+ * transaction committed signs its token afterwards, by Node's clock. So the
+ * margin covers the skew between the two clocks (the tolerance we already
+ * grant issuers) plus the lowering transaction's run to commit, waits on the
+ * user's row lock included, and the refresh's read-to-sign time: 10 seconds
+ * more is ample for both. Capping only ever lowers a token to the new level,
+ * so it costs nothing to tokens that carry it; the one casualty is a user
+ * approved up again within the margin, held at the lowered level until the
+ * next refresh.
+ */
+export function kycCapMarginMs(clockToleranceSeconds: number): number {
+  return (clockToleranceSeconds + 10) * 1000;
+}
+
+/** Whether a token issued at `issuedAtSeconds` (its `iat`) may predate a KYC lowering stamped `sinceMs`. */
+export function mayPredateLowering(issuedAtSeconds: number, sinceMs: number, marginMs: number): boolean {
+  return issuedAtSeconds * 1000 <= sinceMs + marginMs;
+}
+
+/**
+ * What every instance holds in memory so the chain checks each call without a
+ * database read: the sessions revoked and the KYC levels lowered whose tokens
+ * may still be alive. Fed by the RevocationFeed; applying an event twice
+ * changes nothing.
+ */
+export class Revocations {
+  private readonly revoked = new Map<string, number>();
+  private readonly kycCaps = new Map<string, { level: number; sinceMs: number; untilMs: number }>();
+  private readonly kycCapMarginMs: number;
+
+  constructor(clockToleranceSeconds: number) {
+    this.kycCapMarginMs = kycCapMarginMs(clockToleranceSeconds);
+  }
+
+  /**
+   * The principal as it stands now: refused if its session was revoked or has
+   * reached its absolute expiry (a token claim), its KYC level capped if lowered
+   * since the token was issued.
+   */
+  check(principal: Principal): Principal {
+    if (this.revoked.has(principal.sessionId)) {
+      throw unauthenticated("SESSION_REVOKED", "this session has been signed out; sign in again");
+    }
+    if (principal.sessionExpiresAt && principal.sessionExpiresAt * 1000 <= Date.now()) {
+      throw unauthenticated("SESSION_REVOKED", "this session has ended; sign in again");
+    }
+    const cap = this.kycCaps.get(principal.subject);
+    if (cap && principal.kycLevel > cap.level && mayPredateLowering(principal.issuedAt, cap.sinceMs, this.kycCapMarginMs)) {
+      return { ...principal, kycLevel: cap.level };
+    }
+    return principal;
+  }
+
+  apply(event: FeedEvent): void {
+    if (event.kind === "revoked") {
+      for (const sessionId of event.sessionIds) this.revoked.set(sessionId, event.untilMs);
+    } else {
+      // The same lowering read again later (polls overlap) carries the user's level by then, which a new approval may have raised.
+      const known = this.kycCaps.get(event.userId);
+      if (!known || known.sinceMs < event.sinceMs || (known.sinceMs === event.sinceMs && event.level < known.level)) {
+        this.kycCaps.set(event.userId, event);
+      }
+    }
+  }
+
+  /** Forgets what no live token can concern any more. */
+  prune(nowMs: number): void {
+    for (const [sessionId, until] of this.revoked) if (until <= nowMs) this.revoked.delete(sessionId);
+    for (const [userId, cap] of this.kycCaps) if (cap.untilMs <= nowMs) this.kycCaps.delete(userId);
+  }
+}

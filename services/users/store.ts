@@ -1,0 +1,175 @@
+import type { CallOrigin } from "../kernel/call.js";
+import { insertAuditEvents } from "../audit/store.js";
+import type { Sql } from "../platform/database.js";
+import type { UserRow } from "./user.js";
+
+/** The columns of app_user a sign-in needs. */
+const userColumns = "id, phone_number, email, display_name, kyc_level, kyc_status, permissions, disable_time, create_time";
+
+/** A user with what a password sign-in checks. */
+export interface CredentialRow extends UserRow {
+  password_hash: string | null;
+  locked: boolean;
+}
+
+export interface LockoutPolicy {
+  /** Consecutive wrong passwords that lock the account. */
+  threshold: number;
+  /** The first lock; each later one doubles. */
+  baseSeconds: number;
+}
+
+const credentialColumns = `${userColumns}, password_hash, coalesce(locked_until > now(), false) as locked`;
+
+/**
+ * The app_user table: accounts, their credentials, KYC level and
+ * permissions. Every statement on it is here; statements of other stores that
+ * must read users in the same statement (batched sign-ins and refreshes) take
+ * their fragment from `userSql`.
+ */
+export const userStore = {
+  async find(sql: Sql, id: string): Promise<UserRow | undefined> {
+    const [row] = await sql.query<UserRow>(`select ${userColumns} from app_user where id = $1`, [id]);
+    return row;
+  },
+
+  /** By E.164 phone number or normalised email, for operators. */
+  async findByPhoneOrEmail(sql: Sql, key: string): Promise<UserRow | undefined> {
+    const [row] = await sql.query<UserRow>(`select ${userColumns} from app_user where phone_number = $1 or email = $1`, [key]);
+    return row;
+  },
+
+  /** The new account, or undefined when the email is taken. */
+  async createWithEmail(tx: Sql, user: { id: string; email: string; passwordHash: string; displayName: string }): Promise<UserRow | undefined> {
+    const [row] = await tx.query<UserRow>(
+      `insert into app_user (id, email, password_hash, display_name) values ($1, $2, $3, $4)
+       on conflict (email) do nothing returning ${userColumns}`,
+      [user.id, user.email, user.passwordHash, user.displayName],
+    );
+    return row;
+  },
+
+  async credentialsByEmail(sql: Sql, email: string): Promise<CredentialRow | undefined> {
+    const [row] = await sql.query<CredentialRow>(`select ${credentialColumns} from app_user where email = $1`, [email]);
+    return row;
+  },
+
+  async credentialsById(sql: Sql, id: string): Promise<CredentialRow | undefined> {
+    const [row] = await sql.query<CredentialRow>(`select ${credentialColumns} from app_user where id = $1`, [id]);
+    return row;
+  },
+
+  /**
+   * A right password: clears the failure count and takes the user's row lock
+   * (which session creation relies on). True if the account was disabled
+   * meanwhile.
+   */
+  async passwordAccepted(tx: Sql, id: string): Promise<{ disabled: boolean }> {
+    const [state] = await tx.query<{ disabled: boolean }>(
+      "update app_user set failed_logins = 0, lockouts = 0 where id = $1 returning disable_time is not null as disabled",
+      [id],
+    );
+    return state!;
+  },
+
+  /**
+   * Counts a wrong password and audits it; the Nth consecutive one locks the
+   * account for base × 2^(earlier lockouts). One statement, as an unknown
+   * email's one audit insert: the two answers take the same time.
+   */
+  async passwordRejected(sql: Sql, id: string, policy: LockoutPolicy, origin: CallOrigin): Promise<void> {
+    const audited = insertAuditEvents(["event", "outcome", "user_id", "ip_address", "user_agent", "request_id", "detail"]);
+    await sql.query(
+      `with state as (
+         update app_user set
+           failed_logins = case when failed_logins + 1 >= $1 then 0 else failed_logins + 1 end,
+           lockouts = case when failed_logins + 1 >= $1 then lockouts + 1 else lockouts end,
+           locked_until = case when failed_logins + 1 >= $1 then now() + make_interval(secs => $2 * power(2, least(lockouts, 10))) else locked_until end
+         where id = $3 returning id, failed_logins, lockouts, locked_until)
+       ${audited}
+       select 'sign_in', 'failure', id, $4, $5, $6, '{"method": "pwd", "reason": "wrong_password"}' from state
+       union all
+       select 'account.locked', 'denied', id, $4, $5, $6, jsonb_build_object('lockouts', lockouts, 'until', locked_until)
+       from state where failed_logins = 0`,
+      [policy.threshold, policy.baseSeconds, id, origin.clientIp, origin.userAgent, origin.requestId],
+    );
+  },
+
+  /** A new password also ends any failure count. */
+  async setPassword(tx: Sql, id: string, passwordHash: string): Promise<void> {
+    await tx.query("update app_user set password_hash = $1, failed_logins = 0, update_time = now() where id = $2", [passwordHash, id]);
+  },
+
+  async setDisplayName(sql: Sql, id: string, displayName: string): Promise<void> {
+    await sql.query("update app_user set display_name = $1, update_time = now() where id = $2", [displayName, id]);
+  },
+
+  /** The user's KYC level, row-locked until the transaction ends; undefined for no such user. */
+  async lockKyc(tx: Sql, id: string): Promise<{ kyc_level: number } | undefined> {
+    const [row] = await tx.query<{ kyc_level: number }>("select kyc_level from app_user where id = $1 for update", [id]);
+    return row;
+  },
+
+  async markKycPending(tx: Sql, id: string): Promise<void> {
+    await tx.query("update app_user set kyc_status = 'PENDING', update_time = now() where id = $1", [id]);
+  },
+
+  /** A reviewer's decision: an approval raises the level to `level` (never lowers it); returns the level now. */
+  async recordKycDecision(tx: Sql, id: string, decision: { approved: boolean; level: number }): Promise<number> {
+    const [row] = await tx.query<{ kyc_level: number }>(
+      "update app_user set kyc_level = greatest(kyc_level, $1), kyc_status = $2, update_time = now() where id = $3 returning kyc_level",
+      [decision.approved ? decision.level : 0, decision.approved ? "APPROVED" : "REJECTED", id],
+    );
+    return row!.kyc_level;
+  },
+
+  /** Lowers the level; returns when, by Postgres's clock (tokens issued before then are capped). */
+  async lowerKyc(tx: Sql, id: string, level: number): Promise<Date> {
+    const [row] = await tx.query<{ kyc_lower_time: Date }>(
+      "update app_user set kyc_level = $1, kyc_status = 'NONE', kyc_lower_time = now(), update_time = now() where id = $2 returning kyc_lower_time",
+      [level, id],
+    );
+    return row!.kyc_lower_time;
+  },
+
+  /** KYC levels lowered in the last `windowSeconds`, by Postgres's clock. */
+  recentKycLowerings(sql: Sql, windowSeconds: number): Promise<{ id: string; kyc_level: number; kyc_lower_time: Date }[]> {
+    return sql.query("select id, kyc_level, kyc_lower_time from app_user where kyc_lower_time > now() - make_interval(secs => $1)", [
+      windowSeconds,
+    ]);
+  },
+
+  async setPermission(tx: Sql, id: string, permission: string, granted: boolean): Promise<void> {
+    await tx.query(
+      granted
+        ? "update app_user set permissions = array_append(array_remove(permissions, $1), $1), update_time = now() where id = $2"
+        : "update app_user set permissions = array_remove(permissions, $1), update_time = now() where id = $2",
+      [permission, id],
+    );
+  },
+
+  async setDisabled(tx: Sql, id: string, disabled: boolean): Promise<void> {
+    await tx.query("update app_user set disable_time = case when $1 then now() end, update_time = now() where id = $2", [disabled, id]);
+  },
+};
+
+/** Fragments of app_user for statements that other stores batch. */
+export const userSql = {
+  /** True while the account `idExpression` names is enabled. */
+  enabled: (idExpression: string) => `(select disable_time from app_user where id = ${idExpression}) is null`,
+
+  /** Joins the user `idExpression` names as `alias`, for its claims (kyc_level, kyc_status, permissions) and disable_time. */
+  join: (alias: string, idExpression: string) => `join app_user ${alias} on ${alias}.id = ${idExpression}`,
+
+  /**
+   * Phone sign-ins: the rows of `select` (id, phone_number, phone_verify_time;
+   * in phone order, so batches lock alike) become users, or mark the existing
+   * user's number verified; returns each user's row, row-locked, with
+   * `inserted` for new accounts.
+   */
+  upsertPhoneUsers: (select: string) =>
+    `insert into app_user (id, phone_number, phone_verify_time)
+    ${select}
+    on conflict (phone_number) do update set phone_verify_time = coalesce(app_user.phone_verify_time, now())
+    returning ${userColumns}, (xmax = 0) as inserted`,
+};

@@ -1,0 +1,31 @@
+import { expect } from "chai";
+import { ConfigError, loadConfig } from "../../services/platform/config.js";
+
+describe("Configuration", () => {
+  it("runs on the embedded default with no environment at all", () => {
+    const config = loadConfig({});
+    expect(config).to.include({ mode: "all", grpcPort: 50051, httpPort: 8080, databaseUrl: undefined, redisUrl: undefined });
+    expect(config.jwt).to.include({ algorithm: "ES256", accessTokenTtlSeconds: 900 });
+    expect(config.rateLimits.otp_send_phone).to.deep.equal({ limit: 3, periodSeconds: 3600, failOpen: false });
+  });
+
+  it("names the variable at fault", () => {
+    expect(() => loadConfig({ GRPC_PORT: "http" })).to.throw(ConfigError, /^GRPC_PORT: expected a whole number/);
+    expect(() => loadConfig({ JWT_ALGORITHM: "HS256" })).to.throw(ConfigError, /^JWT_ALGORITHM: expected one of ES256, RS256, EdDSA/);
+    expect(() => loadConfig({ DATABASE_URL: "postgres://db/x" })).to.throw(ConfigError, /^REDIS_URL:/);
+    expect(() => loadConfig({ DATABASE_URL: "postgres://db/x", REDIS_URL: "redis://r" })).to.throw(ConfigError, /^KEY_ENCRYPTION_KEY: required/);
+    const shared = { DATABASE_URL: "postgres://db/x", REDIS_URL: "redis://r", KEY_ENCRYPTION_KEY: Buffer.alloc(32).toString("base64") };
+    expect(() => loadConfig(shared), "codes on stdout only when asked for").to.throw(ConfigError, /^SMS_PROVIDER: required with DATABASE_URL/);
+    expect(loadConfig({ ...shared, SMS_PROVIDER: "console" }).sms.provider).to.equal("console");
+    expect(() => loadConfig({ KEY_ENCRYPTION_KEY: "c2hvcnQ=" })).to.throw(ConfigError, /^KEY_ENCRYPTION_KEY: expected 32 bytes/);
+    expect(() => loadConfig({ TRUSTED_PROXIES: "proxy.local" })).to.throw(ConfigError, /^TRUSTED_PROXIES:/);
+    expect(() => loadConfig({ CORS_ORIGINS: "*" })).to.throw(ConfigError, /^CORS_ORIGINS:/);
+  });
+
+  it("overrides named rate limits and rejects unknown ones", () => {
+    const config = loadConfig({ RATE_LIMITS: "otp_send_phone=5/600, api_ip=10/1" });
+    expect(config.rateLimits.otp_send_phone).to.deep.include({ limit: 5, periodSeconds: 600 });
+    expect(config.rateLimits.api_ip).to.deep.equal({ limit: 10, periodSeconds: 1, failOpen: true });
+    expect(() => loadConfig({ RATE_LIMITS: "nope=1/1" })).to.throw(ConfigError, /unknown rule "nope"/);
+  });
+});

@@ -1,0 +1,99 @@
+import { expect } from "chai";
+import * as grpc from "@grpc/grpc-js";
+import pg from "pg";
+import { createGrpcServer, createGuard, type UnaryHandler } from "../../services/guard/guard.js";
+import { createLogger } from "../../services/platform/logger.js";
+import type { Running } from "../../services/app/servers.js";
+import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
+import { KycService } from "../../gen/portcullis/v1/kyc_service_pb.js";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
+import { mintUserToken, sharedStores, startPlatform } from "../support/platform.js";
+import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
+import { SmsInbox } from "../support/sms-inbox.js";
+import { dropTestDatabases } from "../support/stores.js";
+
+/**
+ * A small downstream service protected by the exported guard: it serves
+ * KycService.SubmitEnhancedKyc, whose contract requires KYC level 2, with a
+ * handler of its own, and trusts nothing but Portcullis's JWKS and feed.
+ */
+describe("The guard for other services", () => {
+  const inbox = new SmsInbox();
+  let portcullis: Running;
+  let downstream: grpc.Server;
+  let downstreamPort: number;
+  let closeGuard: () => Promise<void>;
+  let db: pg.Client;
+  let handled = 0;
+
+  before(async () => {
+    const stores = await sharedStores();
+    portcullis = await startPlatform({ ...stores, SMS_PROVIDER: "webhook", SMS_WEBHOOK_URL: await inbox.start() });
+    db = new pg.Client({ connectionString: stores.DATABASE_URL });
+    await db.connect();
+
+    const guard = await createGuard({
+      services: [KycService],
+      jwksUrl: `http://127.0.0.1:${portcullis.httpPort}/.well-known/jwks.json`,
+      redisUrl: stores.REDIS_URL,
+      portcullisKeyPrefix: stores.REDIS_KEY_PREFIX,
+      limitKeyPrefix: `${stores.REDIS_KEY_PREFIX}downstream:`,
+      logger: createLogger("silent"),
+    });
+    closeGuard = () => guard.close();
+    const submitEnhanced: UnaryHandler = async () => {
+      handled++;
+      return {};
+    };
+    const { server } = createGrpcServer({
+      services: [KycService],
+      dispatch: guard.dispatch(new Map([[KycService.method.submitEnhancedKyc, submitEnhanced]])),
+      maxRequestBytes: 65536,
+    });
+    downstream = server;
+    downstreamPort = await new Promise((resolve, reject) =>
+      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, port) => (e ? reject(e) : resolve(port))),
+    );
+  });
+  after(async () => {
+    downstream.forceShutdown();
+    await closeGuard();
+    await db.end();
+    await portcullis.stop();
+    await inbox.stop();
+    await dropTestDatabases();
+  });
+
+  it("refuses a level-1 token with KYC_LEVEL_REQUIRED and serves a level-2 token", async () => {
+    const client = grpcClient(KycService, downstreamPort);
+    const levelOne = await mintUserToken(portcullis, { kycLevel: 1 });
+    const refused = await client.call("submitEnhancedKyc", {}, bearer(levelOne.token));
+    expect(refused.error?.code).to.equal(grpc.status.PERMISSION_DENIED);
+    expect(detailOf(grpcErrorDetails(refused.error!), ErrorInfoSchema)?.metadata).to.deep.equal({ required_level: "2", current_level: "1" });
+
+    const levelTwo = await mintUserToken(portcullis, { kycLevel: 2 });
+    const served = await client.call("submitEnhancedKyc", {}, bearer(levelTwo.token));
+    expect(served.error).to.equal(undefined);
+    expect(handled).to.equal(1);
+    expect((await client.call("submitEnhancedKyc", {})).error?.code, "no token").to.equal(grpc.status.UNAUTHENTICATED);
+    client.close();
+  });
+
+  it("hears of a sign-out in Portcullis and refuses the session's token", async () => {
+    const signedIn = (await signInByPhone(portcullis.grpcPort!, inbox, newPhone()))!;
+    await db.query("update app_user set kyc_level = 2 where id = $1", [signedIn.user!.userId]);
+    const auth = grpcClient(AuthService, portcullis.grpcPort!);
+    const token = (await auth.call("refreshToken", { refreshToken: signedIn.tokens!.refreshToken })).response!.tokens!.accessToken;
+    const client = grpcClient(KycService, downstreamPort);
+    expect((await client.call("submitEnhancedKyc", {}, bearer(token))).error).to.equal(undefined);
+
+    await auth.call("logout", {}, bearer(token));
+    const deadline = Date.now() + 1000;
+    let error: grpc.ServiceError | undefined;
+    while (!error && Date.now() < deadline) error = (await client.call("submitEnhancedKyc", {}, bearer(token))).error;
+    expect(detailOf(grpcErrorDetails(error!), ErrorInfoSchema)?.reason).to.equal("SESSION_REVOKED");
+    auth.close();
+    client.close();
+  });
+});

@@ -1,0 +1,185 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { expect } from "chai";
+import { Code, ConnectError } from "../../services/kernel/errors.js";
+import { createLogger } from "../../services/platform/logger.js";
+import { connectRedis, type RedisClient } from "../../services/platform/redis.js";
+import { RevocationFeed } from "../../services/session/feed.js";
+import { kycCapMarginMs, mayPredateLowering, type FeedEvent } from "../../services/session/revocations.js";
+import type { Principal } from "../../services/kernel/call.js";
+import { freePort, RedisServer } from "../support/redis-servers.js";
+import { runId, testRedisUrl } from "../support/stores.js";
+
+const logger = createLogger("silent");
+const lifetimeMs = 905_000;
+
+function principal(claims: Partial<Principal> = {}): Principal {
+  const issuedAt = Math.floor(Date.now() / 1000);
+  return {
+    kind: "user", subject: "user-1", sessionId: "session-1", deviceId: "device", kycLevel: 2, kycStatus: "", permissions: [], amr: ["otp"],
+    sessionExpiresAt: 0, tokenId: "token", issuedAt, expiresAt: issuedAt + 900, ...claims,
+  };
+}
+
+const revoked = (sessionId: string): FeedEvent => ({ kind: "revoked", sessionIds: [sessionId], untilMs: Date.now() + lifetimeMs });
+
+/** The code `check` refuses with, or undefined if it lets the principal through. */
+function refusal(feed: RevocationFeed, who: Principal): Code | undefined {
+  try {
+    feed.check(who);
+    return undefined;
+  } catch (error) {
+    return (error as ConnectError).code;
+  }
+}
+
+async function until(condition: () => boolean, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`not so after ${ms} ms`);
+    await sleep(20);
+  }
+}
+
+let channels = 0;
+const feedChannel = (client: RedisClient) => {
+  const name = `test:${runId}:feed-${channels++}`;
+  return { client, channel: name, backlog: `${name}:backlog` };
+};
+
+describe("KYC downgrades and tokens refreshed around them", () => {
+  const marginMs = kycCapMarginMs(5);
+  const sinceMs = 1_700_000_000_000;
+  const sinceSeconds = sinceMs / 1000;
+
+  it("treats as older than the lowering a token signed a little after the lowering's transaction began", () => {
+    expect(mayPredateLowering(sinceSeconds - 60, sinceMs, marginMs), "issued before").to.equal(true);
+    expect(mayPredateLowering(sinceSeconds, sinceMs, marginMs), "same second").to.equal(true);
+    // Read the old level before the lowering committed, signed 3 s after it began, on a clock 5 s ahead.
+    expect(mayPredateLowering(sinceSeconds + 8, sinceMs, marginMs), "the race, plus skew").to.equal(true);
+    expect(mayPredateLowering(sinceSeconds + marginMs / 1000, sinceMs, marginMs), "the margin's end").to.equal(true);
+    expect(mayPredateLowering(sinceSeconds + marginMs / 1000 + 1, sinceMs, marginMs), "after the margin").to.equal(false);
+    expect(kycCapMarginMs(30) - kycCapMarginMs(5), "a wider clock tolerance widens it as much").to.equal(25_000);
+  });
+
+  it("caps only a level above the new one, and leaves tokens from well after the lowering alone", async () => {
+    const feed = new RevocationFeed(async () => [], logger);
+    await feed.start();
+    const nowMs = Date.now();
+    await feed.publish({ kind: "kyc_lowered", userId: "user-1", level: 1, sinceMs: nowMs, untilMs: nowMs + lifetimeMs });
+    const issued = Math.floor(nowMs / 1000);
+    expect(feed.check(principal({ kycLevel: 2, issuedAt: issued - 60 })).kycLevel, "issued before").to.equal(1);
+    expect(feed.check(principal({ kycLevel: 2, issuedAt: issued + 3 })).kycLevel, "signed after the lowering began").to.equal(1);
+    const atNewLevel = principal({ kycLevel: 1, issuedAt: issued + 3 });
+    expect(feed.check(atNewLevel), "already at the new level").to.equal(atNewLevel);
+    const reapproved = principal({ kycLevel: 2, issuedAt: issued + 60 });
+    expect(feed.check(reapproved), "approved again since").to.equal(reapproved);
+    expect(feed.check(principal({ subject: "user-2", issuedAt: issued - 60 })).kycLevel, "another user").to.equal(2);
+    await feed.stop();
+  });
+
+  it("keeps the lowered level when the same lowering is read again after a new approval", async () => {
+    const feed = new RevocationFeed(async () => [], logger);
+    await feed.start();
+    const nowMs = Date.now();
+    await feed.publish({ kind: "kyc_lowered", userId: "user-1", level: 0, sinceMs: nowMs, untilMs: nowMs + lifetimeMs });
+    await feed.publish({ kind: "kyc_lowered", userId: "user-1", level: 1, sinceMs: nowMs, untilMs: nowMs + lifetimeMs });
+    expect(feed.check(principal({ kycLevel: 2, issuedAt: Math.floor(nowMs / 1000) - 60 })).kycLevel).to.equal(0);
+    await feed.stop();
+  });
+});
+
+describe("Revocation feed: re-reading Postgres every second", () => {
+  it("applies what a read finds, keeps serving through a failed read, reaches back past it, and stops when stopped", async () => {
+    const windows: number[] = [];
+    const feed = new RevocationFeed(async () => [], logger, undefined, {
+      poll: async (windowMs) => {
+        windows.push(windowMs);
+        if (windows.length === 1) throw new Error("Postgres blip");
+        return [revoked("lost-publish")];
+      },
+    });
+    await feed.start();
+    await until(() => windows.length >= 1);
+    expect(refusal(feed, principal()), "a failed read does not close the feed").to.equal(undefined);
+    await until(() => refusal(feed, principal({ sessionId: "lost-publish" })) === Code.Unauthenticated);
+    expect(windows[0], "reads overlap the previous one").to.be.at.least(10_000);
+    expect(windows[1], "the read after a failure reaches back past it").to.be.greaterThan(windows[0]!);
+    expect(refusal(feed, principal())).to.equal(undefined);
+
+    await feed.stop();
+    const reads = windows.length;
+    await sleep(1500);
+    expect(windows.length, "no read after stop").to.equal(reads);
+  });
+});
+
+describe("Revocation feed: catching up", () => {
+  let redis: RedisClient;
+  before(async () => {
+    redis = await connectRedis(testRedisUrl, false);
+  });
+  after(() => redis.disconnect());
+
+  it("retries a failed catch-up until it succeeds, refusing user calls meanwhile, with no Redis reconnection", async () => {
+    let reads = 0;
+    const feed = new RevocationFeed(
+      async () => {
+        if (++reads <= 2) throw new Error("Postgres blip");
+        return [revoked("revoked-earlier")];
+      },
+      logger,
+      feedChannel(redis),
+    );
+    const started = feed.start();
+    try {
+      await until(() => reads >= 1);
+      expect(refusal(feed, principal()), "fails closed until caught up").to.equal(Code.Unavailable);
+      await started;
+      expect(reads).to.equal(3);
+      expect(refusal(feed, principal())).to.equal(undefined);
+      expect(refusal(feed, principal({ sessionId: "revoked-earlier" }))).to.equal(Code.Unauthenticated);
+    } finally {
+      await feed.stop();
+    }
+  });
+
+  it("stops retrying when stopped", async () => {
+    let reads = 0;
+    const feed = new RevocationFeed(
+      async () => {
+        reads++;
+        throw new Error("Postgres down");
+      },
+      logger,
+      feedChannel(redis),
+    );
+    const started = feed.start();
+    await until(() => reads >= 2);
+    await feed.stop();
+    await started;
+    const after = reads;
+    await sleep(2500);
+    expect(reads).to.equal(after);
+  });
+});
+
+describe("Revocation feed: publishing while Redis is away", () => {
+  it("says whether the publishes it is still retrying have landed", async () => {
+    const server = new RedisServer(await freePort());
+    await server.start();
+    const client = await connectRedis(server.url, false);
+    const feed = new RevocationFeed(async () => [], logger, feedChannel(client));
+    try {
+      expect(await feed.delivered(100), "nothing pending").to.equal(true);
+      await server.stop();
+      await feed.publish(revoked("while-down"));
+      expect(await feed.delivered(200)).to.equal(false);
+      await server.start();
+      expect(await feed.delivered(10_000)).to.equal(true);
+    } finally {
+      await feed.stop();
+      client.disconnect();
+      await server.destroy();
+    }
+  });
+});
