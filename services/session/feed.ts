@@ -46,9 +46,9 @@ const pollOverlapMs = 10_000;
 const catchUpRetryMs = { first: 250, max: 2000 };
 
 /**
- * Every instance holds the revocations and KYC downgrades whose tokens may
- * still be alive, so the chain checks them in memory on each call. Events
- * travel on Redis pub/sub and are kept in a Redis sorted set; an instance that
+ * Brings revocations and KYC downgrades to every instance's in-memory state
+ * (Revocations), which the chain checks on each call. Events travel on Redis
+ * pub/sub and are kept in a Redis sorted set; an instance that
  * (re)subscribes first catches up. While the feed is down an instance cannot
  * know what changed, so it refuses user calls (fail closed) until it has.
  * Portcullis instances also re-read recent changes from Postgres every

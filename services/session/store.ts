@@ -88,7 +88,7 @@ const createSql = `
   select id, user_id from evicted`;
 
 /**
- * Each token is used at most once (\`use_time is null\`, under its row lock), its
+ * Each token is used at most once (`use_time is null`, under its row lock), its
  * live session extended ($6 seconds of idle time), its successor stored and the
  * refresh audited with that request's own origin; one row back per rotation,
  * by input position.
