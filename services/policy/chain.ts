@@ -2,7 +2,7 @@ import { createHmac, randomUUID } from "node:crypto";
 import type { DescMethod, Message } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { CallContext, CallOrigin, Principal, UnaryHandler } from "../kernel/call.js";
-import { rateLimited, unauthenticated } from "../kernel/errors.js";
+import { invalidArgument, rateLimited, unauthenticated } from "../kernel/errors.js";
 import type { IncomingCall } from "../platform/incoming-call.js";
 import { accessLogger, type Logger } from "../platform/logger.js";
 import { Caller, RateLimitKey } from "../../gen/portcullis/v1/policy_pb.js";
@@ -10,6 +10,7 @@ import type { MethodLimit, MethodPolicy } from "./access.js";
 import type { ClientIpResolver } from "./client-ip.js";
 import { consumeRule, type RateLimiter } from "./rate-limiter.js";
 import { kycLevelRequired, permissionDenied } from "./refusals.js";
+import { createRequestValidator, type RequestValidator } from "./request-validation.js";
 
 /**
  * Decides whether a verified token's session may still be used (revocation,
@@ -57,14 +58,17 @@ const requestIdPattern = /^[\w.:-]{1,128}$/;
 /**
  * The one interceptor chain. Both doors call `run`; it applies, in order:
  * request id and logging, client identity, rate limits, authentication, KYC
- * level, permissions, then the handler. The policy comes from the method's
- * `access` option, read once at start-up.
+ * level, permissions, the request's field rules, then the handler. The policy
+ * comes from the method's `access` option and the field rules from its
+ * request message's `buf.validate` options, both read once at start-up.
  */
 export class Chain {
   private readonly accessLog: Logger;
+  private readonly validate: RequestValidator;
 
   constructor(private readonly deps: ChainDeps) {
     this.accessLog = accessLogger(deps.logger);
+    this.validate = createRequestValidator([...deps.policies.keys()].map((method) => method.input));
   }
 
   async run(incoming: IncomingCall, request: Message, handler: UnaryHandler): Promise<unknown> {
@@ -90,6 +94,9 @@ export class Chain {
         await this.enforceLimits(policy.userLimits, request, call, principal);
         authorize(policy, principal);
       }
+      // After the access checks, so a caller who may not call the method learns nothing of its rules.
+      const violations = this.validate(incoming.method.input, request);
+      if (violations.length > 0) throw invalidArgument(violations);
       return await handler(request, call);
     } catch (error) {
       const connectError = this.toConnectError(error, requestId);
