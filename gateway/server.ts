@@ -15,6 +15,8 @@ export interface GatewayOptions {
   ready: () => Promise<boolean>;
   corsOrigins: readonly string[];
   maxRequestBytes: number;
+  /** How long a client may take to send a request's headers, and the whole request; Node's own (60 s, 5 min) when not given. */
+  timeouts?: { headersTimeoutMs: number; requestTimeoutMs: number };
   logger: Logger;
 }
 
@@ -48,7 +50,14 @@ export function createGateway(options: GatewayOptions): Server {
     sendJson(res, 200, toJson(GetJwksResponseSchema, create(GetJwksResponseSchema, response as never)), "public, max-age=300");
   };
 
-  return createServer(async (req, res) => {
+  const timeouts = options.timeouts && {
+    headersTimeout: options.timeouts.headersTimeoutMs,
+    requestTimeout: options.timeouts.requestTimeoutMs,
+    // Node enforces both only when it sweeps its connections (every 30 s by default): sweeping at a quarter of the
+    // headers timeout closes a slow client within 1.25 times it.
+    connectionsCheckingInterval: Math.max(100, Math.min(options.timeouts.headersTimeoutMs / 4, 30_000)),
+  };
+  return createServer(timeouts ?? {}, async (req, res) => {
     const given = headerValue(req, "x-request-id");
     const requestId = given && requestIdPattern.test(given) ? given : randomUUID();
     req.headers["x-request-id"] = requestId;

@@ -10,7 +10,7 @@ import { embeddedKeyEncryptionKey, startEmbeddedPostgres } from "../platform/emb
 import { deriveKey } from "../platform/envelope.js";
 import { createLogger, type Logger } from "../platform/logger.js";
 import { connectRedis } from "../platform/redis.js";
-import { RevocationFeed, type FeedChannel } from "../session/feed.js";
+import { RevocationFeed } from "../session/feed.js";
 import { sessionAdminPermission, Sessions } from "../session/sessions.js";
 import { RefreshTokens } from "../tokens/refresh-token.js";
 import { userStore } from "../users/store.js";
@@ -44,7 +44,6 @@ async function main(args: string[]): Promise<string> {
   const config = loadConfig();
   const logger = createLogger("warn");
   const embedded = config.databaseUrl ? undefined : await startEmbeddedPostgres(config.dataDir);
-  const redis = config.redisUrl ? await connectRedis(config.redisUrl, config.redisCluster) : undefined;
   const db = await Database.open(embedded?.url ?? config.databaseUrl!, logger, embedded?.options ?? { poolSize: 1, prepare: false }, migrations);
   try {
     const user = await userStore.findByPhoneOrEmail(db, userKey(who));
@@ -62,11 +61,10 @@ async function main(args: string[]): Promise<string> {
         return `${command === "grant" ? "granted" : "revoked"} ${permission} ${command === "grant" ? "to" : "from"} ${who}; effective at the next token refresh`;
       }
       default:
-        return await setDisabled(db, user.id, command === "disable", origin, config, redis && { client: redis, ...sessionFeedKeys(config.redisKeyPrefix) }, logger);
+        return await setDisabled(db, user.id, command === "disable", origin, config, logger);
     }
   } finally {
     await db.close();
-    redis?.disconnect();
     await embedded?.stop();
   }
 }
@@ -77,7 +75,6 @@ async function setDisabled(
   disable: boolean,
   origin: CallOrigin,
   config: Config,
-  channel: FeedChannel | undefined,
   logger: Logger,
 ): Promise<string> {
   if (!disable) {
@@ -89,24 +86,35 @@ async function setDisabled(
   }
   const keyEncryptionKey = config.keyEncryptionKey ?? embeddedKeyEncryptionKey(config.dataDir, logger);
   const refreshTokens = new RefreshTokens(deriveKey(keyEncryptionKey, "refresh-tokens"));
-  const feed = new RevocationFeed(async () => [], logger, channel);
-  const sessions = new Sessions(db, config.session, feed, accessTokenLifetimeMs(config.jwt), refreshTokens);
-  const revoked = await sessions.end({
-    which: { userId },
-    reason: "account_disabled",
-    origin,
-    cause: (tx) => userStore.setDisabled(tx, userId, true),
-    audit: (ids) => [{ event: "account.disable", outcome: "success", userId, detail: { revoked_sessions: ids.length } }],
-  });
-  // The feed retries in the background, which ends when this process does.
-  if (!(await feed.delivered(publishWaitMs))) {
-    console.error(
-      `warning: could not tell running instances through Redis within ${publishWaitMs / 1000} s. ` +
-        "Portcullis instances pick the change up from Postgres within about a second anyway; services using the Portcullis guard " +
-        `hear of it only through Redis and may accept the signed-out sessions' access tokens for up to ${Math.ceil(config.jwt.accessTokenTtlSeconds / 60)} minutes.`,
-    );
+  const unheard =
+    "Portcullis instances pick the change up from Postgres within about a second anyway; services using the Portcullis guard " +
+    `hear of it only through Redis and may accept the signed-out sessions' access tokens for up to ${Math.ceil(config.jwt.accessTokenTtlSeconds / 60)} minutes.`;
+  // Postgres is the truth: a Redis that cannot be reached only delays the news, so it never stops the change.
+  const redis = config.redisUrl
+    ? await connectRedis(config.redisUrl, config.redisCluster, config.redisCommandTimeoutMs).catch((error: Error) => {
+        console.error(`warning: could not reach Redis (${error.message}); disabling in Postgres only. ${unheard}`);
+        return undefined;
+      })
+    : undefined;
+  const feed = new RevocationFeed(async () => [], logger, redis && { client: redis, ...sessionFeedKeys(config.redisKeyPrefix) });
+  try {
+    const sessions = new Sessions(db, config.session, feed, accessTokenLifetimeMs(config.jwt), refreshTokens);
+    const revoked = await sessions.end({
+      which: { userId },
+      reason: "account_disabled",
+      origin,
+      cause: (tx) => userStore.setDisabled(tx, userId, true),
+      audit: (ids) => [{ event: "account.disable", outcome: "success", userId, detail: { revoked_sessions: ids.length } }],
+    });
+    if (!(await feed.delivered(publishWaitMs))) {
+      console.error(`warning: could not tell running instances through Redis within ${publishWaitMs / 1000} s. ${unheard}`);
+    }
+    return `disabled; ${revoked.length} session(s) signed out`;
+  } finally {
+    // Ends the publishes still being retried, and the connection.
+    await feed.stop();
+    redis?.disconnect();
   }
-  return `disabled; ${revoked.length} session(s) signed out`;
 }
 
 function userKey(who: string): string {

@@ -75,7 +75,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       database = embedded;
       keyEncryptionKey ??= embeddedKeyEncryptionKey(config.dataDir, logger);
     } else {
-      redis = await connectRedis(config.redisUrl!, config.redisCluster);
+      redis = await connectRedis(config.redisUrl!, config.redisCluster, config.redisCommandTimeoutMs);
       closers.push(() => void redis!.disconnect());
     }
     const kek = keyEncryptionKey!;
@@ -142,7 +142,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       limiter,
       tokens,
       sessions: guard,
-      clientIp: new ClientIpResolver(config.trustedProxies),
+      clientIp: new ClientIpResolver(config.trustedProxies, config.ipv6LimitPrefixes),
       limitKeyForms: { phone: phoneLimitKey, email: normalizeEmail },
       limitKeySecret: deriveKey(kek, "rate-limit-keys"),
       onLimited: auditLimitHits(db, logger),

@@ -53,6 +53,7 @@ export async function startServers(config: Config, logger: Logger): Promise<Runn
         ready,
         corsOrigins: config.corsOrigins,
         maxRequestBytes: config.maxRequestBytes,
+        timeouts: config.gateway,
         logger,
       });
       running.httpPort = await listenHttp(gateway, config.host, config.httpPort);

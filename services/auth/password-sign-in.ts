@@ -24,7 +24,8 @@ const locked = () =>
 /**
  * Email and password: argon2id, NIST-style rules, and a progressive lockout.
  * An unknown email costs one argon2id check, like a wrong password, and gets
- * the same answer.
+ * the same answer; so does a locked account, or the lockout would tell who
+ * has an account. Only the audit log tells them apart.
  */
 export class PasswordSignIn {
   constructor(
@@ -88,7 +89,7 @@ export class PasswordSignIn {
     }
     if (user.locked) {
       await audit(this.db, origin, { event: "sign_in", outcome: "denied", userId: user.id, detail: { method: "pwd", reason: "locked" } });
-      throw locked();
+      throw wrongCredentials();
     }
     if (!passwordOk) {
       await this.recordFailure(user.id, origin);
@@ -123,6 +124,7 @@ export class PasswordSignIn {
     if (!user?.password_hash) {
       throw new ConnectError("this account signs in by phone and has no password to change", Code.FailedPrecondition);
     }
+    // Signed in already, so saying so reveals nothing; checking the password first would let a thief keep guessing.
     if (user.locked) throw locked();
     if (!(await verifyPassword(user.password_hash, current))) {
       await this.recordFailure(user.id, origin);

@@ -15,6 +15,9 @@ import { backlogEvents, RevocationFeed, type FeedChannel } from "../session/feed
 import { TokenVerifier } from "../tokens/access-token.js";
 import { RemoteJwks } from "../tokens/remote-jwks.js";
 
+/** The upper bound loadConfig puts on ACCESS_TOKEN_TTL_SECONDS. */
+const longestPortcullisTokenSeconds = 86_400;
+
 export interface GuardOptions {
   /** The service's own services; each method declares (portcullis.v1.access) like ours. */
   services: readonly DescService[];
@@ -22,6 +25,11 @@ export interface GuardOptions {
   jwksUrl: string;
   issuer?: string;
   audience?: string;
+  /**
+   * Portcullis's ACCESS_TOKEN_TTL_SECONDS: a token that lives longer is refused.
+   * Defaults to the longest Portcullis can be configured with.
+   */
+  maxTokenLifetimeSeconds?: number;
   /** The Redis Portcullis uses: revocations and KYC downgrades arrive there, and limits are counted there. */
   redisUrl: string;
   redisCluster?: boolean;
@@ -63,6 +71,7 @@ export async function createGuard(options: GuardOptions): Promise<Guard> {
       audience: options.audience ?? sharedDefaults.audience,
       clockToleranceSeconds: sharedDefaults.clockToleranceSeconds,
       verifiedCacheSize: sharedDefaults.verifiedCacheSize,
+      maxLifetimeSeconds: options.maxTokenLifetimeSeconds ?? longestPortcullisTokenSeconds,
     }),
     sessions: feed,
     clientIp: new ClientIpResolver(options.trustedProxies ?? []),

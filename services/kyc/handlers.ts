@@ -36,13 +36,14 @@ export function kycHandlers(kyc: Kyc): ServiceHandlers<typeof KycService> {
       return { submission: await kyc.submit(call.principal!, { case: "enhanced", value: request.dueDiligence! }, call) };
     },
 
-    async listKycSubmissions(request) {
+    async listKycSubmissions(request, call) {
       if (KycStatus[request.status] === undefined || request.status === KycStatus.NONE) {
         throw invalidArgument([{ field: "status", description: "PENDING, APPROVED or REJECTED" }]);
       }
       const status = request.status === KycStatus.UNSPECIFIED ? KycStatus.PENDING : request.status;
       const pageSize = pageSizeOf(request.pageSize);
-      const { page, next } = await kyc.list(status, pageSize, request.pageToken ? decodePageToken(request.pageToken) : undefined);
+      const after = request.pageToken ? decodePageToken(request.pageToken) : undefined;
+      const { page, next } = await kyc.list(call.principal!, status, pageSize, after, call);
       return { submissions: page, nextPageToken: next ? encodePageToken(...next) : "" };
     },
 

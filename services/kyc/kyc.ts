@@ -4,7 +4,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { audit } from "../audit/store.js";
 import type { CallOrigin, Principal } from "../kernel/call.js";
 import { Code, ConnectError, invalidArgument } from "../kernel/errors.js";
-import type { Database } from "../platform/database.js";
+import type { Database, Sql } from "../platform/database.js";
 import type { Envelope } from "../platform/envelope.js";
 import type { RevocationFeed } from "../session/feed.js";
 import { userStore } from "../users/store.js";
@@ -33,9 +33,9 @@ const detailSchemas = { basic: BasicIdentitySchema, document: IdentityDocumentSc
 const levelOf = { basic: 1, document: 2, enhanced: 3 } as const;
 /**
  * KYC submissions and reviews. Personal data is sealed (AES-256-GCM under the
- * key-encryption key) and opened only for reviewers; document numbers are
- * also kept as a keyed blind index, so one document on two accounts is
- * flagged without storing the number in clear.
+ * key-encryption key) and opened only for reviewers, each opening audited;
+ * document numbers are also kept as a keyed blind index, so one document on
+ * two accounts is flagged to reviewers without storing the number in clear.
  */
 export class Kyc {
   constructor(
@@ -76,11 +76,16 @@ export class Kyc {
     return this.message(row, false);
   }
 
-  async list(status: KycStatus, pageSize: number, after?: [Date, string]) {
+  async list(reviewer: Principal, status: KycStatus, pageSize: number, after: [Date, string] | undefined, origin: CallOrigin) {
     const rows = await kycStore.list(this.db, KycStatus[status], after, pageSize + 1);
     const page = rows.slice(0, pageSize);
     const last = rows.length > pageSize ? page.at(-1) : undefined;
-    return { page: page.map((row) => this.message(row, true)), next: last && ([last.create_time, last.id] as [Date, string]) };
+    const submissions = await this.db.transaction(async (tx) => {
+      const opened = [];
+      for (const row of page) opened.push(await this.reviewed(tx, reviewer, row, origin));
+      return opened;
+    });
+    return { page: submissions, next: last && ([last.create_time, last.id] as [Date, string]) };
   }
 
   /**
@@ -117,7 +122,7 @@ export class Kyc {
       if (decision.approve) {
         await audit(tx, origin, { event: "kyc.level_change", outcome: "success", userId: row.user_id, detail: { level, by: reviewer.subject } });
       }
-      return { submission: this.message(updated, true), level };
+      return { submission: await this.reviewed(tx, reviewer, updated, origin), level };
     });
   }
 
@@ -151,7 +156,14 @@ export class Kyc {
     return level;
   }
 
-  private message(row: SubmissionRow, withDetails: boolean): MessageInitShape<typeof KycSubmissionSchema> {
+  /** A submission as reviewers see it; reading its personal data is audited against the person it is about. */
+  private async reviewed(sql: Sql, reviewer: Principal, row: SubmissionRow, origin: CallOrigin) {
+    await audit(sql, origin, { event: "kyc.read", outcome: "success", userId: row.user_id, detail: { reviewer: reviewer.subject, submission: row.id } });
+    return this.message(row, true);
+  }
+
+  /** Review flags, like the details, are for reviewers: a flag would tell the submitter about another account. */
+  private message(row: SubmissionRow, forReviewer: boolean): MessageInitShape<typeof KycSubmissionSchema> {
     return {
       submissionId: row.id,
       userId: row.user_id,
@@ -161,8 +173,8 @@ export class Kyc {
       reviewTime: row.review_time ? timestampFromDate(row.review_time) : undefined,
       reviewerId: row.reviewer_id ?? "",
       rejectionReason: row.rejection_reason ?? "",
-      flags: row.flags,
-      details: withDetails ? this.open(row) : { case: undefined },
+      flags: forReviewer ? row.flags : [],
+      details: forReviewer ? this.open(row) : { case: undefined },
     };
   }
 

@@ -44,6 +44,8 @@ export interface Config {
   redisUrl?: string;
   redisCluster: boolean;
   redisKeyPrefix: string;
+  /** How long a Redis command may take before it fails, so a stalled Redis fails open or closed instead of stalling calls. */
+  redisCommandTimeoutMs: number;
   dataDir: string;
   /** 32 bytes; undefined only in embedded mode, which keeps one in dataDir. */
   keyEncryptionKey?: Buffer;
@@ -61,6 +63,8 @@ export interface Config {
     publishLeadSeconds: number;
   };
   trustedProxies: string[];
+  /** IPv6 clients are rate-limited by prefix: each rule per `client` prefix, and 16 times it per `wide` prefix. */
+  ipv6LimitPrefixes: { client: number; wide: number };
   corsOrigins: string[];
   rateLimits: Record<string, RateLimitRule>;
   otp: {
@@ -90,6 +94,11 @@ export interface Config {
   sms: SmsConfig;
   cleanupIntervalSeconds: number;
   maxRequestBytes: number;
+  gateway: {
+    /** How long a client may take to send a request's headers, and the whole request. */
+    headersTimeoutMs: number;
+    requestTimeoutMs: number;
+  };
   logLevel: string;
   shutdownGraceSeconds: number;
 }
@@ -120,6 +129,7 @@ export const sharedDefaults = {
   issuer: "portcullis",
   audience: "portcullis",
   redisKeyPrefix: "portcullis:",
+  redisCommandTimeoutMs: 1000,
   clockToleranceSeconds: 5,
   verifiedCacheSize: 10_000,
 } as const;
@@ -218,6 +228,7 @@ export function loadConfig(env: Env = process.env): Config {
     redisUrl,
     redisCluster,
     redisKeyPrefix: read("REDIS_KEY_PREFIX") ?? sharedDefaults.redisKeyPrefix,
+    redisCommandTimeoutMs: int("REDIS_COMMAND_TIMEOUT_MS", sharedDefaults.redisCommandTimeoutMs, 50, 60_000),
     dataDir: read("DATA_DIR") ?? ".data",
     keyEncryptionKey,
     jwt: {
@@ -233,6 +244,7 @@ export function loadConfig(env: Env = process.env): Config {
       publishLeadSeconds: int("KEY_PUBLISH_LEAD_SECONDS", hour, 0, 7 * day),
     },
     trustedProxies,
+    ipv6LimitPrefixes: ipv6LimitPrefixes(int),
     corsOrigins,
     rateLimits: parseRateLimits(read("RATE_LIMITS")),
     otp: {
@@ -260,9 +272,25 @@ export function loadConfig(env: Env = process.env): Config {
     sms: parseSms(read, int, Boolean(databaseUrl)),
     cleanupIntervalSeconds: int("CLEANUP_INTERVAL_SECONDS", 10 * minute, 10, day),
     maxRequestBytes: int("MAX_REQUEST_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
+    gateway: gatewayTimeouts(int),
     logLevel: oneOf("LOG_LEVEL", ["trace", "debug", "info", "warn", "error", "fatal", "silent"], "info"),
     shutdownGraceSeconds: int("SHUTDOWN_GRACE_SECONDS", 10, 0, 600),
   };
+}
+
+function gatewayTimeouts(int: (name: string, fallback: number, min: number, max: number) => number): Config["gateway"] {
+  const headersTimeoutMs = int("GATEWAY_HEADERS_TIMEOUT_MS", 10_000, 100, 10 * minute * 1000);
+  const requestTimeoutMs = int("GATEWAY_REQUEST_TIMEOUT_MS", 30_000, 100, hour * 1000);
+  // Node refuses a headers timeout longer than the request timeout.
+  if (headersTimeoutMs > requestTimeoutMs) {
+    throw new ConfigError("GATEWAY_HEADERS_TIMEOUT_MS", `must not exceed GATEWAY_REQUEST_TIMEOUT_MS (${requestTimeoutMs})`);
+  }
+  return { headersTimeoutMs, requestTimeoutMs };
+}
+
+function ipv6LimitPrefixes(int: (name: string, fallback: number, min: number, max: number) => number): Config["ipv6LimitPrefixes"] {
+  const client = int("IPV6_LIMIT_PREFIX", 64, 32, 128);
+  return { client, wide: int("IPV6_WIDE_LIMIT_PREFIX", Math.min(48, client), 16, client) };
 }
 
 function parseKek(raw: string | undefined): Buffer | undefined {

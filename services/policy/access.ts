@@ -9,6 +9,8 @@ export interface MethodLimit {
   key: RateLimitKey;
   /** For PHONE and EMAIL keys: the request field that holds the value. */
   field?: string;
+  /** For IP keys: the looser rule an IPv6 client's wider prefix counts against. */
+  wideRule?: RateLimitRule;
 }
 
 /** A method's access policy, read once from the contract and checked at start-up. */
@@ -31,6 +33,9 @@ export class PolicyError extends Error {
     this.name = "PolicyError";
   }
 }
+
+/** How many /64 clients' worth of calls the /48 around them gets before it is refused as one. */
+const ipv6WideAllowance = 16;
 
 const keyFields: Partial<Record<RateLimitKey, string>> = {
   [RateLimitKey.PHONE]: "phoneNumber",
@@ -66,7 +71,8 @@ export function readPolicies(
         if (field && !method.input.fields.some((f) => f.localName === field && f.fieldKind === "scalar")) {
           throw new PolicyError(path, `rate-limit rule "${limit.rule}" needs a ${field} field in ${method.input.typeName}`);
         }
-        return { name: limit.rule, rule, key: limit.key, field };
+        const wideRule = limit.key === RateLimitKey.IP ? { ...rule, limit: rule.limit * ipv6WideAllowance } : undefined;
+        return { name: limit.rule, rule, key: limit.key, field, wideRule };
       });
       policies.set(method, {
         method,

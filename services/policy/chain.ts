@@ -3,6 +3,8 @@ import type { DescMethod, Message } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { CallContext, CallOrigin, Principal, UnaryHandler } from "../kernel/call.js";
 import { invalidArgument, rateLimited, unauthenticated } from "../kernel/errors.js";
+import { isDatabaseUnavailable } from "../platform/database-errors.js";
+import type { RateLimitRule } from "../platform/config.js";
 import type { IncomingCall } from "../platform/incoming-call.js";
 import { accessLogger, type Logger } from "../platform/logger.js";
 import { Caller, RateLimitKey } from "../../gen/portcullis/v1/policy_pb.js";
@@ -136,20 +138,26 @@ export class Chain {
    */
   private async enforceLimits(limits: MethodLimit[], request: Message, call: CallOrigin, principal: Principal | undefined) {
     for (const limit of limits) {
-      const key = this.limitKey(limit, request, call.clientIp, principal);
-      const decision = await consumeRule(this.deps.limiter, limit.name, limit.rule, key, this.deps.logger);
-      if (!decision.allowed) {
-        const { requestId, clientIp, userAgent } = call;
-        this.deps.onLimited({ requestId, clientIp, userAgent, rule: limit.name, key, userId: principal?.subject });
-        throw rateLimited(limit.name, decision.retryAfterMs);
-      }
+      await this.consume(limit.name, limit.rule, this.limitKey(limit, request, call.clientIp, principal), call, principal);
+      // An IPv6 client could move to any of the 65,536 /64s of its /48: together they count against a looser rule.
+      const wideKey = limit.wideRule && this.deps.clientIp.wideLimitKey(call.clientIp);
+      if (wideKey) await this.consume(limit.name, limit.wideRule!, wideKey, call, principal);
+    }
+  }
+
+  private async consume(name: string, rule: RateLimitRule, key: string, call: CallOrigin, principal: Principal | undefined) {
+    const decision = await consumeRule(this.deps.limiter, name, rule, key, this.deps.logger);
+    if (!decision.allowed) {
+      const { requestId, clientIp, userAgent } = call;
+      this.deps.onLimited({ requestId, clientIp, userAgent, rule: name, key, userId: principal?.subject });
+      throw rateLimited(name, decision.retryAfterMs);
     }
   }
 
   private limitKey(limit: MethodLimit, request: Message, clientIp: string, principal: Principal | undefined): string {
     switch (limit.key) {
       case RateLimitKey.IP:
-        return clientIp;
+        return this.deps.clientIp.limitKey(clientIp);
       case RateLimitKey.USER:
         return principal!.subject;
       case RateLimitKey.GLOBAL:
@@ -165,6 +173,11 @@ export class Chain {
 
   private toConnectError(error: unknown, requestId: string): ConnectError {
     if (error instanceof ConnectError) return error;
+    // Not our bug: the database is down or dropped the connection, and a retry may well succeed.
+    if (isDatabaseUnavailable(error)) {
+      this.deps.logger.warn({ err: error, rid: requestId }, "database unavailable");
+      return new ConnectError(`the service is briefly unavailable; retry shortly (request id ${requestId})`, Code.Unavailable);
+    }
     this.deps.logger.error({ err: error, rid: requestId }, "unexpected error");
     return new ConnectError(`internal error (request id ${requestId})`, Code.Internal);
   }

@@ -10,7 +10,10 @@ export class ClientIpResolver {
   private readonly trusted = new BlockList();
   private readonly any: boolean;
 
-  constructor(trustedProxies: readonly string[]) {
+  constructor(
+    trustedProxies: readonly string[],
+    private readonly ipv6Prefixes: Ipv6LimitPrefixes = { client: 64, wide: 48 },
+  ) {
     for (const entry of trustedProxies) {
       const [address, bits] = entry.split("/") as [string, string | undefined];
       const family = isIP(address) === 6 ? "ipv6" : "ipv4";
@@ -40,8 +43,53 @@ export class ClientIpResolver {
     return hops[0] ?? peerIp;
   }
 
+  /**
+   * What IP-keyed rate limits count: an IPv4 address as it is, an IPv6 client
+   * by its prefix (/64 by default), since one customer's network hands out
+   * addresses across a whole /64 and each would otherwise start afresh.
+   */
+  limitKey(ip: string): string {
+    return ip.includes(":") ? ipv6Prefix(ip, this.ipv6Prefixes.client) : ip;
+  }
+
+  /** For an IPv6 client, the wider prefix (/48 by default) that a looser limit counts; none for IPv4. */
+  wideLimitKey(ip: string): string | undefined {
+    return ip.includes(":") ? ipv6Prefix(ip, this.ipv6Prefixes.wide) : undefined;
+  }
+
   private isTrusted(ip: string): boolean {
     const family = isIP(ip);
     return family !== 0 && this.trusted.check(ip, family === 6 ? "ipv6" : "ipv4");
   }
+}
+
+/** Prefix lengths by which IPv6 clients are counted: `client` for each rule, `wide` for its looser companion. */
+export interface Ipv6LimitPrefixes {
+  client: number;
+  wide: number;
+}
+
+/** "2001:db8:1:2:3:4:5:6", 64 → "2001:db8:1:2:0:0:0:0/64": the address with every bit past the prefix cleared. */
+export function ipv6Prefix(ip: string, bits: number): string {
+  const groups = ipv6Groups(ip);
+  const kept = groups.map((group, i) => {
+    const keep = Math.min(16, Math.max(0, bits - i * 16));
+    return keep === 0 ? 0 : group & ((0xffff << (16 - keep)) & 0xffff);
+  });
+  return `${kept.map((group) => group.toString(16)).join(":")}/${bits}`;
+}
+
+/** The eight 16-bit groups of an IPv6 address, "::" expanded and a dotted IPv4 tail read as two groups. */
+function ipv6Groups(ip: string): number[] {
+  let address = ip.split("%")[0]!;
+  const ipv4Tail = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(address);
+  if (ipv4Tail) {
+    const [a, b, c, d] = ipv4Tail.slice(1).map(Number) as [number, number, number, number];
+    address = `${address.slice(0, ipv4Tail.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head = "", tail] = address.split("::");
+  const headGroups = head ? head.split(":") : [];
+  const tailGroups = tail ? tail.split(":") : [];
+  const zeros = tail === undefined ? [] : new Array<string>(8 - headGroups.length - tailGroups.length).fill("0");
+  return [...headGroups, ...zeros, ...tailGroups].map((group) => parseInt(group, 16));
 }

@@ -9,10 +9,16 @@ export interface RateDecision {
   retryAfterMs: number;
 }
 
+export interface ConsumeOptions {
+  /** Requests taken at once, or none (default 1). */
+  cost?: number;
+  /** Whether the count may be approximate for a while (see LeasingRateLimiter); otherwise every call is counted in the store. */
+  leasable?: boolean;
+}
+
 /** Counts requests against a rule, shared by every instance that uses the same store. */
 export interface RateLimiter {
-  /** Takes `cost` requests (default 1) at once, or none. */
-  consume(key: string, limit: number, periodMs: number, cost?: number): Promise<RateDecision>;
+  consume(key: string, limit: number, periodMs: number, options?: ConsumeOptions): Promise<RateDecision>;
 }
 
 /**
@@ -27,7 +33,8 @@ export async function consumeRule(
   logger: Logger,
 ): Promise<RateDecision> {
   try {
-    return await limiter.consume(`${name}:${key}`, rule.limit, rule.periodSeconds * 1000);
+    // A lease lets calls through after the store is gone: only for the limits that would let them through anyway.
+    return await limiter.consume(`${name}:${key}`, rule.limit, rule.periodSeconds * 1000, { leasable: rule.failOpen });
   } catch (error) {
     if (rule.failOpen) {
       logger.warn({ err: error, rule: name }, "rate-limit store unreachable; failing open");
@@ -78,7 +85,7 @@ export class RedisRateLimiter implements RateLimiter {
     this.redis = redis as RedisWithGcra;
   }
 
-  async consume(key: string, limit: number, periodMs: number, cost = 1): Promise<RateDecision> {
+  async consume(key: string, limit: number, periodMs: number, { cost = 1 }: ConsumeOptions = {}): Promise<RateDecision> {
     const retryAfterMs = await this.redis.portcullisGcra(`${this.prefix}rl:{${key}}`, limit, periodMs, cost);
     return { allowed: retryAfterMs === 0, retryAfterMs };
   }
@@ -91,7 +98,7 @@ export class MemoryRateLimiter implements RateLimiter {
 
   constructor(private readonly now: () => number = Date.now) {}
 
-  async consume(key: string, limit: number, periodMs: number, cost = 1): Promise<RateDecision> {
+  async consume(key: string, limit: number, periodMs: number, { cost = 1 }: ConsumeOptions = {}): Promise<RateDecision> {
     const now = this.now();
     if (++this.consumedSincePrune >= 10_000) this.prune(now);
     const decision = gcra(this.tats.get(key)?.tat, now, limit, periodMs, cost);
@@ -105,7 +112,7 @@ export class MemoryRateLimiter implements RateLimiter {
   }
 }
 
-/** Limits at least this high are taken in leases; lower ones stay exact per call. */
+/** Leasable limits at least this high are taken in leases; lower ones stay exact per call. */
 const leaseFromLimit = 100;
 const leaseLifetimeMs = 1000;
 
@@ -116,7 +123,9 @@ const leaseLifetimeMs = 1000;
  * of the same shared bucket, so all instances together still never exceed the
  * limit; unused lease is lost, so near the limit a caller may be refused up to
  * 1% early. When a lease is refused, calls fall back to exact counting. Small
- * limits (codes, logins) are always counted exactly, call by call.
+ * limits, and limits that protect credentials (codes, logins, sends) whatever
+ * their size, are always counted exactly, call by call: a lease would keep
+ * letting calls through for up to a second after the store is gone.
  */
 export class LeasingRateLimiter implements RateLimiter {
   private readonly leases = new Map<string, { remaining: number; expiresAt: number }>();
@@ -124,8 +133,8 @@ export class LeasingRateLimiter implements RateLimiter {
 
   constructor(private readonly store: RateLimiter, private readonly now: () => number = Date.now) {}
 
-  async consume(key: string, limit: number, periodMs: number): Promise<RateDecision> {
-    if (limit < leaseFromLimit) return this.store.consume(key, limit, periodMs);
+  async consume(key: string, limit: number, periodMs: number, options: ConsumeOptions = {}): Promise<RateDecision> {
+    if (!options.leasable || limit < leaseFromLimit) return this.store.consume(key, limit, periodMs, options);
     const now = this.now();
     const lease = this.leases.get(key);
     if (lease && lease.expiresAt > now && lease.remaining > 0) {
@@ -136,10 +145,10 @@ export class LeasingRateLimiter implements RateLimiter {
     const inFlight = this.pending.get(key);
     if (inFlight) {
       await inFlight;
-      return this.consume(key, limit, periodMs);
+      return this.consume(key, limit, periodMs, options);
     }
     const size = Math.floor(limit / leaseFromLimit);
-    const request = this.store.consume(key, limit, periodMs, size).finally(() => this.pending.delete(key));
+    const request = this.store.consume(key, limit, periodMs, { cost: size }).finally(() => this.pending.delete(key));
     this.pending.set(key, request);
     const decision = await request;
     if (!decision.allowed) return this.store.consume(key, limit, periodMs);

@@ -22,9 +22,11 @@ export interface VerifierSettings {
   audience: string;
   clockToleranceSeconds: number;
   verifiedCacheSize: number;
+  /** The longest exp − iat the issuer gives; a longer token was not issued as configured. */
+  maxLifetimeSeconds: number;
 }
 
-export interface AccessTokenSettings extends VerifierSettings {
+export interface AccessTokenSettings extends Omit<VerifierSettings, "maxLifetimeSeconds"> {
   ttlSeconds: number;
 }
 
@@ -50,6 +52,8 @@ export class TokenVerifier {
 
   /** The token's principal, or an UNAUTHENTICATED error saying whether to refresh. */
   async verify(token: string): Promise<Principal> {
+    // Other spellings of one signature would each pass jose and take a cache entry of their own.
+    if (!hasCanonicalSignature(token)) throw unauthenticated("TOKEN_INVALID", "the access token is not valid");
     const cached = this.verified.get(token);
     if (cached) {
       if (cached.expiresAt * 1000 + this.settings.clockToleranceSeconds * 1000 > this.now()) return cached;
@@ -89,6 +93,10 @@ export class TokenVerifier {
     if (!service && typeof payload.sid !== "string") {
       throw unauthenticated("TOKEN_INVALID", "the access token is not valid");
     }
+    const tolerance = this.settings.clockToleranceSeconds;
+    const issuedInFuture = payload.iat! > this.now() / 1000 + tolerance;
+    const outlivesIssuer = payload.exp! - payload.iat! > this.settings.maxLifetimeSeconds + tolerance;
+    if (issuedInFuture || outlivesIssuer) throw unauthenticated("TOKEN_INVALID", "the access token is not valid");
     return {
       kind: service ? "service" : "user",
       subject: payload.sub!,
@@ -115,20 +123,32 @@ export class TokenVerifier {
   }
 }
 
-/** Issues access tokens with the key ring, and verifies them like any verifier. */
+/** The base64url of the signature is the one encoding of its bytes: no stray bits in the last character. */
+function hasCanonicalSignature(token: string): boolean {
+  const signature = token.slice(token.lastIndexOf(".") + 1);
+  return Buffer.from(signature, "base64url").toString("base64url") === signature;
+}
+
+/**
+ * Issues access tokens with the key ring, and verifies them like any verifier,
+ * refusing any token that lives longer than the ones it issues.
+ */
 export class AccessTokens extends TokenVerifier {
+  private readonly ttlSeconds: number;
+
   constructor(
     private readonly keyRing: KeyRing,
-    protected override readonly settings: AccessTokenSettings,
+    settings: AccessTokenSettings,
     now: () => number = Date.now,
   ) {
-    super(keyRing, settings, now);
+    super(keyRing, { ...settings, maxLifetimeSeconds: settings.ttlSeconds }, now);
+    this.ttlSeconds = settings.ttlSeconds;
   }
 
   async issue(subject: TokenSubject): Promise<{ token: string; expiresAt: Date }> {
     const { kid, algorithm, key } = await this.keyRing.signingKey();
     const issuedAt = Math.floor(this.now() / 1000);
-    const expiresAt = issuedAt + this.settings.ttlSeconds;
+    const expiresAt = issuedAt + this.ttlSeconds;
     const claims: Claims = {
       sid: subject.sessionId || undefined,
       sid_exp: subject.sessionExpiresAt || undefined,

@@ -5,8 +5,8 @@ import { createGrpcServer, createGuard, type UnaryHandler } from "../../services
 import { createLogger } from "../../services/platform/logger.js";
 import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
-import { KycService } from "../../gen/portcullis/v1/kyc_service_pb.js";
-import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { KycService, SourceOfFunds } from "../../gen/portcullis/v1/kyc_service_pb.js";
+import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
 import { mintUserToken, sharedStores, startPlatform } from "../support/platform.js";
 import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
@@ -65,18 +65,31 @@ describe("The guard for other services", () => {
     await dropTestDatabases();
   });
 
+  /** A request that satisfies the contract's field rules, which the guard checks as Portcullis does. */
+  const enhanced = { dueDiligence: { proofOfAddressRef: "uploads/proof.pdf", sourceOfFunds: SourceOfFunds.EMPLOYMENT } };
+
+  it("checks the contract's field rules for the downstream service too", async () => {
+    const client = grpcClient(KycService, downstreamPort);
+    const levelTwo = await mintUserToken(portcullis, { kycLevel: 2 });
+    const refused = await client.call("submitEnhancedKyc", {}, bearer(levelTwo.token));
+    expect(refused.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+    expect(detailOf(grpcErrorDetails(refused.error!), BadRequestSchema)?.fieldViolations.map((v) => v.field)).to.deep.equal(["due_diligence"]);
+    expect(handled, "the handler never ran").to.equal(0);
+    client.close();
+  });
+
   it("refuses a level-1 token with KYC_LEVEL_REQUIRED and serves a level-2 token", async () => {
     const client = grpcClient(KycService, downstreamPort);
     const levelOne = await mintUserToken(portcullis, { kycLevel: 1 });
-    const refused = await client.call("submitEnhancedKyc", {}, bearer(levelOne.token));
+    const refused = await client.call("submitEnhancedKyc", enhanced, bearer(levelOne.token));
     expect(refused.error?.code).to.equal(grpc.status.PERMISSION_DENIED);
     expect(detailOf(grpcErrorDetails(refused.error!), ErrorInfoSchema)?.metadata).to.deep.equal({ required_level: "2", current_level: "1" });
 
     const levelTwo = await mintUserToken(portcullis, { kycLevel: 2 });
-    const served = await client.call("submitEnhancedKyc", {}, bearer(levelTwo.token));
+    const served = await client.call("submitEnhancedKyc", enhanced, bearer(levelTwo.token));
     expect(served.error).to.equal(undefined);
     expect(handled).to.equal(1);
-    expect((await client.call("submitEnhancedKyc", {})).error?.code, "no token").to.equal(grpc.status.UNAUTHENTICATED);
+    expect((await client.call("submitEnhancedKyc", enhanced)).error?.code, "no token").to.equal(grpc.status.UNAUTHENTICATED);
     client.close();
   });
 
@@ -86,12 +99,12 @@ describe("The guard for other services", () => {
     const auth = grpcClient(AuthService, portcullis.grpcPort!);
     const token = (await auth.call("refreshToken", { refreshToken: signedIn.tokens!.refreshToken })).response!.tokens!.accessToken;
     const client = grpcClient(KycService, downstreamPort);
-    expect((await client.call("submitEnhancedKyc", {}, bearer(token))).error).to.equal(undefined);
+    expect((await client.call("submitEnhancedKyc", enhanced, bearer(token))).error).to.equal(undefined);
 
     await auth.call("logout", {}, bearer(token));
     const deadline = Date.now() + 1000;
     let error: grpc.ServiceError | undefined;
-    while (!error && Date.now() < deadline) error = (await client.call("submitEnhancedKyc", {}, bearer(token))).error;
+    while (!error && Date.now() < deadline) error = (await client.call("submitEnhancedKyc", enhanced, bearer(token))).error;
     expect(detailOf(grpcErrorDetails(error!), ErrorInfoSchema)?.reason).to.equal("SESSION_REVOKED");
     auth.close();
     client.close();

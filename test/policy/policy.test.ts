@@ -1,14 +1,23 @@
+import { randomUUID } from "node:crypto";
 import { expect } from "chai";
+import * as grpc from "@grpc/grpc-js";
+import pg from "pg";
 import { defaultRateLimits } from "../../services/platform/config.js";
 import { PolicyError, readPolicies } from "../../services/policy/access.js";
 import { ClientIpResolver } from "../../services/policy/client-ip.js";
 import { gcra } from "../../services/policy/gcra.js";
-import { LeasingRateLimiter, MemoryRateLimiter } from "../../services/policy/rate-limiter.js";
+import { consumeRule, LeasingRateLimiter, MemoryRateLimiter } from "../../services/policy/rate-limiter.js";
+import { createLogger } from "../../services/platform/logger.js";
 import { services } from "../../services/app/app.js";
 import { Caller, RateLimitKey } from "../../gen/portcullis/v1/policy_pb.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { KycService } from "../../gen/portcullis/v1/kyc_service_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
+import { RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import type { Running } from "../../services/app/servers.js";
+import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
+import { sharedStores, startPlatform } from "../support/platform.js";
+import { dropTestDatabases } from "../support/stores.js";
 
 describe("Access policies from the contract", () => {
   it("reads a policy for every RPC of the three services", () => {
@@ -74,6 +83,42 @@ describe("Client IP", () => {
   });
 });
 
+describe("Client IP behind a trusted proxy", () => {
+  let running: Running;
+  let auth: ReturnType<typeof grpcClient<typeof AuthService>>;
+  let db: pg.Client;
+  before(async () => {
+    const stores = await sharedStores();
+    running = await startPlatform({ ...stores, TRUSTED_PROXIES: "127.0.0.1" });
+    auth = grpcClient(AuthService, running.grpcPort!);
+    db = new pg.Client({ connectionString: stores.DATABASE_URL });
+    await db.connect();
+  });
+  after(async () => {
+    await db.end();
+    auth.close();
+    await running.stop();
+    await dropTestDatabases();
+  });
+
+  /** The address the audit log records for a call carrying these X-Forwarded-For values. */
+  async function auditedIp(forwardedFor: string | string[]) {
+    const requestId = randomUUID();
+    const { error } = await auth.call("refreshToken", { refreshToken: "not-a-refresh-token" }, { "x-request-id": requestId, "x-forwarded-for": forwardedFor });
+    expect(error?.code).to.equal(grpc.status.UNAUTHENTICATED);
+    const rows = await db.query("select ip_address from audit_event where request_id = $1", [requestId]);
+    expect(rows.rows).to.have.length(1);
+    return rows.rows[0].ip_address as string;
+  }
+
+  it("reads x-forwarded-for sent as two metadata values as one list, so the right-most untrusted hop is the client", async () => {
+    // The client wrote 6.6.6.6 itself; the trusted proxy (127.0.0.1) appended the address it saw as a second value.
+    expect(await auditedIp(["6.6.6.6", "198.51.100.7"])).to.equal("198.51.100.7");
+    expect(await auditedIp("6.6.6.6, 198.51.100.7"), "the same list as one value").to.equal("198.51.100.7");
+    expect(await auditedIp(["6.6.6.6", "198.51.100.7", "127.0.0.1"]), "trusted hops are skipped").to.equal("198.51.100.7");
+  });
+});
+
 describe("Leased rate limits", () => {
   const minute = 60_000;
 
@@ -81,11 +126,11 @@ describe("Leased rate limits", () => {
     const shared = new MemoryRateLimiter(() => 0);
     const instances = [new LeasingRateLimiter(shared, () => 0), new LeasingRateLimiter(shared, () => 0)];
     let allowed = 0;
-    for (let i = 0; i < 1500; i++) if ((await instances[i % 2]!.consume("api_user:u1", 1000, minute)).allowed) allowed++;
+    for (let i = 0; i < 1500; i++) if ((await instances[i % 2]!.consume("api_user:u1", 1000, minute, { leasable: true })).allowed) allowed++;
     expect(allowed).to.be.at.most(1000).and.at.least(990);
 
     let small = 0;
-    for (let i = 0; i < 10; i++) if ((await instances[i % 2]!.consume("otp:p1", 3, minute)).allowed) small++;
+    for (let i = 0; i < 10; i++) if ((await instances[i % 2]!.consume("otp:p1", 3, minute, { leasable: true })).allowed) small++;
     expect(small).to.equal(3);
   });
 
@@ -94,8 +139,54 @@ describe("Leased rate limits", () => {
     const shared = new MemoryRateLimiter(() => 0);
     const counting = { consume: (...args: Parameters<MemoryRateLimiter["consume"]>) => (storeCalls++, shared.consume(...args)) };
     const limiter = new LeasingRateLimiter(counting, () => 0);
-    const decisions = await Promise.all(Array.from({ length: 10 }, () => limiter.consume("api_ip:1.2.3.4", 1000, minute)));
+    const decisions = await Promise.all(Array.from({ length: 10 }, () => limiter.consume("api_ip:1.2.3.4", 1000, minute, { leasable: true })));
     expect(decisions.every((d) => d.allowed)).to.equal(true);
     expect(storeCalls).to.equal(1);
+  });
+
+  it("counts a fail-closed rule in the store call by call at any size, and leases only fail-open rules", async () => {
+    let storeCalls = 0;
+    const shared = new MemoryRateLimiter(() => 0);
+    const counting = { consume: (...args: Parameters<MemoryRateLimiter["consume"]>) => (storeCalls++, shared.consume(...args)) };
+    const limiter = new LeasingRateLimiter(counting, () => 0);
+    const logger = createLogger("silent");
+
+    for (let i = 0; i < 20; i++) await consumeRule(limiter, "otp_send_global", { limit: 1000, periodSeconds: 60, failOpen: false }, "all", logger);
+    expect(storeCalls, "credential rule").to.equal(20);
+
+    storeCalls = 0;
+    for (let i = 0; i < 20; i++) await consumeRule(limiter, "api_user", { limit: 1000, periodSeconds: 60, failOpen: true }, "u1", logger);
+    expect(storeCalls, "capacity rule: two leases of 10").to.equal(2);
+  });
+});
+
+describe("Rate limits shared by instances", () => {
+  it("counts calls to two instances on one Redis as one limit, exactly", async () => {
+    const stores = await sharedStores();
+    const env = { ...stores, RATE_LIMITS: "otp_send_phone=3/3600" };
+    const [a, b] = [await startPlatform(env), await startPlatform(env)];
+    try {
+      const clients = [grpcClient(AuthService, a.grpcPort!), grpcClient(AuthService, b.grpcPort!)];
+      const codes: number[] = [];
+      for (let i = 0; i < 8; i++) {
+        const { error } = await clients[i % 2]!.call("sendOtp", { phoneNumber: "+44 7700 900123" });
+        codes.push(error!.code);
+        if (error!.code === grpc.status.RESOURCE_EXHAUSTED) {
+          const retry = detailOf(grpcErrorDetails(error!), RetryInfoSchema);
+          expect(Number(retry?.retryDelay?.seconds)).to.be.greaterThan(0);
+        }
+      }
+      expect(codes.filter((c) => c !== grpc.status.RESOURCE_EXHAUSTED)).to.have.length(3);
+      expect(codes.slice(3).every((c) => c === grpc.status.RESOURCE_EXHAUSTED)).to.equal(true);
+
+      const http = await connectCall(b.httpPort!, "/portcullis.v1.AuthService/SendOtp", { phoneNumber: "+447700900123" });
+      expect(http.status).to.equal(429);
+      expect(Number(http.headers.get("retry-after"))).to.be.greaterThan(0);
+      clients.forEach((c) => c.close());
+    } finally {
+      await a.stop();
+      await b.stop();
+      await dropTestDatabases();
+    }
   });
 });
