@@ -1,7 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
-import pg from "pg";
 import type { Running } from "../../services/app/servers.js";
 import { isDatabaseUnavailable } from "../../services/platform/database-errors.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
@@ -10,17 +9,7 @@ import { connectCall, grpcClient } from "../support/clients.js";
 import { sharedStores, startPlatform } from "../support/platform.js";
 import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
-import { dropTestDatabases, testDatabaseUrl } from "../support/stores.js";
-
-async function admin(sql: string): Promise<void> {
-  const client = new pg.Client({ connectionString: testDatabaseUrl });
-  await client.connect();
-  try {
-    await client.query(sql);
-  } finally {
-    await client.end();
-  }
-}
+import { adminQuery, dropTestDatabases } from "../support/stores.js";
 
 async function until(condition: () => Promise<boolean>, ms = 10_000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -71,7 +60,7 @@ describe("While Postgres refuses the platform", () => {
     platform = await startPlatform({ ...stores, SMS_PROVIDER: "webhook", SMS_WEBHOOK_URL: smsUrl }, logLines);
   });
   after(async () => {
-    await admin(`alter database ${database} with allow_connections true`);
+    await adminQuery(`alter database ${database} with allow_connections true`);
     await platform?.stop();
     await inbox.stop();
     await dropTestDatabases();
@@ -85,8 +74,8 @@ describe("While Postgres refuses the platform", () => {
       expect((await auth.call("getProfile", {}, bearer(signedIn.tokens!.accessToken))).error).to.equal(undefined);
 
       // Refused as a stopped server would refuse it, without stopping the Postgres other test runs share.
-      await admin(`alter database ${database} with allow_connections false`);
-      await admin(`select pg_terminate_backend(pid) from pg_stat_activity where datname = '${database}'`);
+      await adminQuery(`alter database ${database} with allow_connections false`);
+      await adminQuery(`select pg_terminate_backend(pid) from pg_stat_activity where datname = '${database}'`);
 
       const calls = {
         GetProfile: () => auth.call("getProfile", {}, bearer(signedIn.tokens!.accessToken)),

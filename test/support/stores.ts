@@ -13,7 +13,7 @@ const created: string[] = [];
 
 export async function createTestDatabase(): Promise<string> {
   const name = `portcullis_test_${runId}_${created.length}`;
-  await admin(`create database ${name}`);
+  await adminQuery(`create database ${name}`);
   created.push(name);
   const url = new URL(testDatabaseUrl);
   url.pathname = `/${name}`;
@@ -21,10 +21,11 @@ export async function createTestDatabase(): Promise<string> {
 }
 
 export async function dropTestDatabases(): Promise<void> {
-  while (created.length > 0) await admin(`drop database if exists ${created.pop()} with (force)`);
+  while (created.length > 0) await adminQuery(`drop database if exists ${created.pop()} with (force)`);
 }
 
-async function admin(sql: string): Promise<void> {
+/** One statement on the test server's own database, outside any test database (create, drop, alter database). */
+export async function adminQuery(sql: string): Promise<void> {
   const client = new pg.Client({ connectionString: testDatabaseUrl });
   await client.connect();
   try {
