@@ -3,6 +3,17 @@ import { randomUUID } from "node:crypto";
 import { create, toJson, type DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextKey, createContextValues, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import {
+  createAsyncIterable,
+  encodeEnvelope,
+  readAllBytes,
+  type UniversalHandler,
+  type UniversalServerRequest,
+  type UniversalServerResponse,
+} from "@connectrpc/connect/protocol";
+import { codeToHttpStatus, errorFromJsonBytes, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
+import { trailerFlag, trailerParse, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
+import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
 import type { Dispatch, IncomingCall } from "../services/platform/incoming-call.js";
 import type { Logger } from "../services/platform/logger.js";
 import { AuthService, GetJwksRequestSchema, GetJwksResponseSchema } from "../gen/portcullis/v1/auth_service_pb.js";
@@ -22,6 +33,10 @@ export interface GatewayOptions {
 
 const peerKey = createContextKey<string>("");
 const requestIdPattern = /^[\w.:-]{1,128}$/;
+/** RFC 3986 host (reg-name or IP literal) and optional port: the whole of a valid Host field. */
+const hostPattern = /^(?:\[[\da-f:.]+\]|[\w.~!$&'()*+,;=%-]+)(?::\d{0,5})?$/i;
+/** How connect-es 2.1 words the requests it cannot read: protobuf that does not parse, a gRPC-Web frame flagged compressed without grpc-encoding. */
+const unreadableRequest = /^(?:parse binary: |received compressed envelope, but do not know how to decompress$)/;
 
 /**
  * The Connect gateway: the same RPCs as Connect (JSON and binary) and gRPC-Web
@@ -33,6 +48,8 @@ export function createGateway(options: GatewayOptions): Server {
   const rpc = connectNodeAdapter({
     routes: (router: ConnectRouter) => {
       for (const service of options.services) router.service(service, serviceImpl(service, options.dispatch));
+      // The adapter maps paths to router.handlers once routes() returns, so the wrapped handlers are the ones served.
+      router.handlers.forEach((handler, i) => (router.handlers[i] = unreadableAsInvalidArgument(handler)));
     },
     readMaxBytes: options.maxRequestBytes,
     jsonOptions: { ignoreUnknownFields: true },
@@ -67,6 +84,9 @@ export function createGateway(options: GatewayOptions): Server {
     res.setHeader("Referrer-Policy", "no-referrer");
     res.setHeader("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'");
     res.setHeader("Cross-Origin-Resource-Policy", "same-site");
+    // RFC 9112 §3.2: a request with no Host or an invalid one is answered 400 (Node itself only checks that
+    // HTTP/1.1 has one); connect-node could not build the request's URL from it either.
+    if (!validHost(req.headers.host)) return sendJson(res, 400, { status: "bad request" });
     if (applyCors(origins, req, res)) return;
 
     const path = (req.url ?? "/").split("?")[0];
@@ -106,6 +126,62 @@ function serviceImpl(service: DescService, dispatch: Dispatch) {
       );
   }
   return impl as never;
+}
+
+/**
+ * connect-es answers INTERNAL when it cannot read a request, though the bytes are the caller's: INVALID_ARGUMENT.
+ * It parses before any interceptor or implementation runs and offers no hook, so the error it has already
+ * serialized is recoded: a Connect unary error body, or a gRPC-Web trailers-only frame.
+ */
+function unreadableAsInvalidArgument(handler: UniversalHandler): UniversalHandler {
+  const recoded = async (request: UniversalServerRequest): Promise<UniversalServerResponse> => {
+    const response = await handler(request);
+    const contentType = response.header?.get("content-type") ?? "";
+    if (!response.body || response.header?.has("content-encoding")) return response;
+    if (response.status === codeToHttpStatus(Code.Internal) && contentType === "application/json") return recodeConnectError(response);
+    if (contentType.startsWith("application/grpc-web")) return recodeGrpcWebTrailers(response);
+    return response;
+  };
+  return Object.assign(recoded, handler);
+}
+
+function isUnreadable(error: ConnectError | undefined): boolean {
+  return error?.code === Code.Internal && unreadableRequest.test(error.rawMessage);
+}
+
+async function recodeConnectError(response: UniversalServerResponse): Promise<UniversalServerResponse> {
+  const body = await readAllBytes(response.body!, Number.MAX_SAFE_INTEGER);
+  const error = errorFromJsonBytes(body, undefined, new ConnectError("unreadable error body", Code.Internal));
+  if (!isUnreadable(error)) return { ...response, body: createAsyncIterable([body]) };
+  const recoded = errorToJsonBytes(new ConnectError(error.rawMessage, Code.InvalidArgument), {});
+  response.header!.set("content-length", String(recoded.byteLength));
+  return { ...response, status: codeToHttpStatus(Code.InvalidArgument), body: createAsyncIterable([recoded]) };
+}
+
+/** A gRPC-Web call that failed before any message leaves one frame, the trailers; only such a call can be unreadable. */
+async function recodeGrpcWebTrailers(response: UniversalServerResponse): Promise<UniversalServerResponse> {
+  const frames = response.body![Symbol.asyncIterator]();
+  const first = await frames.next();
+  if (first.done) return { ...response, body: createAsyncIterable([]) };
+  let head = first.value;
+  const trailersOnly = head[0] === trailerFlag && head.byteLength === 5 + new DataView(head.buffer, head.byteOffset).getUint32(1);
+  if (trailersOnly) {
+    const trailer = trailerParse(head.subarray(5));
+    if (isUnreadable(findTrailerError(trailer))) {
+      trailer.set("grpc-status", String(Code.InvalidArgument));
+      head = encodeEnvelope(trailerFlag, trailerSerialize(trailer));
+    }
+  }
+  return { ...response, body: prepend(head, frames) };
+}
+
+async function* prepend(head: Uint8Array, rest: AsyncIterator<Uint8Array>): AsyncIterable<Uint8Array> {
+  yield head;
+  yield* { [Symbol.asyncIterator]: () => rest };
+}
+
+function validHost(host: string | undefined): boolean {
+  return host !== undefined && hostPattern.test(host) && URL.canParse(`http://${host}`);
 }
 
 function headerValue(req: IncomingMessage, name: string): string | undefined {

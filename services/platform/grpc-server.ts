@@ -22,6 +22,23 @@ import type { Dispatch, IncomingCall } from "./incoming-call.js";
 /** What grpc-js hands the deserializer-less path when the bytes are not a valid request. */
 const malformed = Symbol("malformed request");
 
+/** How grpc-js 1.14 words the calls it cannot read: a grpc-timeout it cannot parse, a payload its grpc-encoding cannot inflate. */
+const unreadableCall = /^(?:Invalid grpc-timeout value |Failed to decompress message$)/;
+
+/**
+ * grpc-js answers INTERNAL to a call it cannot read, though the bytes are the caller's. It reads the timeout and
+ * inflates the payload in its base call, below every interceptor and before any deserializer or handler, and sends
+ * the status from there, so the one place to recode it is that call's own sendStatus.
+ */
+const unreadableAsInvalidArgument: grpc.ServerInterceptor = (_method, call) => {
+  const sendStatus = call.sendStatus.bind(call);
+  call.sendStatus = (status) =>
+    sendStatus(
+      status.code === grpc.status.INTERNAL && unreadableCall.test(status.details) ? { ...status, code: grpc.status.INVALID_ARGUMENT } : status,
+    );
+  return new grpc.ServerInterceptingCall(call);
+};
+
 export interface GrpcServerOptions {
   services: readonly DescService[];
   dispatch: Dispatch;
@@ -37,6 +54,7 @@ export function createGrpcServer(options: GrpcServerOptions): { server: grpc.Ser
   const server = new grpc.Server({
     "grpc.max_receive_message_length": options.maxRequestBytes,
     "grpc.keepalive_permit_without_calls": 1,
+    interceptors: [unreadableAsInvalidArgument],
   });
   for (const service of options.services) {
     const [definition, implementation] = bindService(service, options.dispatch);
