@@ -41,7 +41,7 @@ async function main(args: string[]): Promise<string> {
   if ((command === "grant" || command === "revoke") && !knownPermissions.includes(permission ?? "")) {
     throw new UsageError(`unknown permission "${permission ?? ""}"; known: ${knownPermissions.join(", ")}`);
   }
-  const config = loadConfig();
+  const config = loadConfig(process.env, { sendsCodes: false });
   const logger = createLogger("warn");
   const embedded = config.databaseUrl ? undefined : await startEmbeddedPostgres(config.dataDir);
   const db = await Database.open(embedded?.url ?? config.databaseUrl!, logger, embedded?.options ?? { poolSize: 1, prepare: false }, migrations);

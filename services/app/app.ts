@@ -33,6 +33,7 @@ import { sessionStore } from "../session/store.js";
 import { AccessTokens } from "../tokens/access-token.js";
 import { KeyRing } from "../tokens/key-ring.js";
 import { RefreshTokens } from "../tokens/refresh-token.js";
+import { userStore } from "../users/store.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { KycService } from "../../gen/portcullis/v1/kyc_service_pb.js";
 import { SessionService } from "../../gen/portcullis/v1/session_service_pb.js";
@@ -70,6 +71,9 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
         "no DATABASE_URL and no REDIS_URL: running on the embedded default (PGlite and in-process stores). " +
           "This is a SINGLE-INSTANCE mode: do not run several instances on it or use it in production",
       );
+      if (config.otp.allowedCountries.length === 0) {
+        logger.warn("OTP_ALLOWED_COUNTRIES is not set: codes go to every country; a shared deployment must list them (or say * for every country)");
+      }
       const embedded = await startEmbeddedPostgres(config.dataDir);
       closers.push(() => embedded.stop());
       database = embedded;
@@ -129,6 +133,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
         refreshTokens: () => sessionStore.purgeExpiredRefreshTokens(db),
         otpChallenges: () => otpStore.purgeClosedCodes(db),
         otpFailures: () => otpStore.purgeOldFailures(db, config.otp.failureWindowSeconds),
+        passwordFailureSources: () => userStore.purgeQuietFailureSources(db),
       },
       config.cleanupIntervalSeconds,
       logger,
@@ -158,7 +163,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       ruleGate(limiter, "refresh_user", config.rateLimits.refresh_user!, logger),
     );
     const otp = new OtpSignIn(db, config.otp, createSmsProvider(config.sms, logger), limiter, deriveKey(kek, "otp-codes"), sessions, tokens, logger);
-    const passwords = new PasswordSignIn(db, config.password, sessions, tokens);
+    const passwords = new PasswordSignIn(db, config.password, sessions, tokens, config.ipv6LimitPrefixes.client);
     const kyc = new Kyc(db, new Envelope(kek, "kyc-data"), deriveKey(kek, "kyc-document-index"), revocations, tokenLifetimeMs);
 
     const handlers = collectHandlers([

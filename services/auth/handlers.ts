@@ -1,6 +1,5 @@
 import type { ServiceHandlers } from "../kernel/call.js";
-import { invalidArgument } from "../kernel/errors.js";
-import { textProblem, Violations } from "../kernel/validation.js";
+import { Violations } from "../kernel/validation.js";
 import type { RefreshRotation } from "../session/refresh.js";
 import type { Sessions } from "../session/sessions.js";
 import type { KeyRing } from "../tokens/key-ring.js";
@@ -24,12 +23,11 @@ const updatableProfileFields = new Set(["display_name"]);
 export function authHandlers(deps: AuthDeps): ServiceHandlers<typeof AuthService> {
   return {
     sendOtp: (request, call) => deps.otp.send(request.phoneNumber, call),
-    verifyOtp: (request, call) => deps.otp.verify(request.phoneNumber, request.code, request.device, call),
+    verifyOtp: (request, call) => deps.otp.verify(request.phoneNumber, request.code, request.device!, call),
     register: (request, call) => deps.passwords.register(request, call),
     login: (request, call) => deps.passwords.login(request, call),
 
     async refreshToken(request, call) {
-      if (request.refreshToken.length === 0) throw invalidArgument([{ field: "refresh_token", description: "required" }]);
       return { tokens: await deps.refresh.refresh(request.refreshToken, call) };
     },
 
@@ -55,10 +53,8 @@ export function authHandlers(deps: AuthDeps): ServiceHandlers<typeof AuthService
       for (const path of paths) {
         if (!updatableProfileFields.has(path)) violations.add("update_mask", `"${path}" cannot be updated here`);
       }
-      const displayName = request.user?.displayName ?? "";
-      if (paths.includes("display_name")) violations.add("user.display_name", textProblem(displayName, 0, 100));
       violations.throwIfAny();
-      return { user: userMessage(await deps.profiles.setDisplayName(call.principal!.subject, displayName)) };
+      return { user: userMessage(await deps.profiles.setDisplayName(call.principal!.subject, request.user?.displayName ?? "")) };
     },
 
     async changePassword(request, call) {

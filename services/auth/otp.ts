@@ -4,20 +4,17 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { audit } from "../audit/store.js";
 import type { CallOrigin } from "../kernel/call.js";
 import { invalidArgument, rateLimited, unavailable } from "../kernel/errors.js";
-import { Violations } from "../kernel/validation.js";
-import type { Config } from "../platform/config.js";
+import type { Config, RateLimitRule } from "../platform/config.js";
 import type { Database } from "../platform/database.js";
 import type { Logger } from "../platform/logger.js";
 import { consumeRule, type RateLimiter } from "../policy/rate-limiter.js";
-import type { Sessions } from "../session/sessions.js";
+import type { DeviceInput, Sessions } from "../session/sessions.js";
 import type { AccessTokens } from "../tokens/access-token.js";
 import { issueTokenPair } from "../tokens/token-issuer.js";
 import { claimsOf, userMessage } from "../users/user.js";
-import type { Device } from "../../gen/portcullis/v1/common_pb.js";
 import type { SendOtpResponseSchema, VerifyOtpResponseSchema } from "../../gen/portcullis/v1/auth_service_pb.js";
-import { checkPhoneNumber, maskPhone } from "./phone.js";
+import { checkPhoneNumber, maskPhone, phonePrefix } from "./phone.js";
 import { SmsDeliveryError, type SmsProvider } from "./sms.js";
-import { checkDevice } from "./device.js";
 import { CodeAttempts } from "./otp-attempts.js";
 import { otpStore } from "./store.js";
 
@@ -34,6 +31,7 @@ const wrongCode = () => invalidArgument([{ field: "code", description: "the code
  */
 export class OtpSignIn {
   private readonly countryRule: { limit: number; periodSeconds: number; failOpen: false };
+  private readonly prefixRule: { limit: number; periodSeconds: number; failOpen: false };
   private readonly attempts: CodeAttempts;
 
   constructor(
@@ -47,6 +45,7 @@ export class OtpSignIn {
     private readonly logger: Logger,
   ) {
     this.countryRule = { limit: settings.countryHourlyBudget, periodSeconds: 3600, failOpen: false };
+    this.prefixRule = { limit: settings.prefixHourlyBudget, periodSeconds: 3600, failOpen: false };
     this.attempts = new CodeAttempts(db, settings, sessions);
   }
 
@@ -77,15 +76,23 @@ export class OtpSignIn {
         throw error;
       });
 
-    // Checked once the code exists, so a send the cooldown refuses does not spend the country's budget.
-    const country = await consumeRule(this.limiter, "otp_send_country", this.countryRule, phone.country, this.logger).catch(async (error: unknown) => {
-      await this.dropCode(id);
-      throw error;
-    });
-    if (!country.allowed) {
-      await this.dropCode(id);
-      await audit(this.db, origin, { event: "otp.send", outcome: "denied", detail: { reason: "country_budget", country: phone.country } });
-      throw rateLimited("otp_send_country", country.retryAfterMs);
+    // Checked once the code exists, so a send the cooldown refuses spends no budget; the prefix first, so a
+    // pumped block of numbers, once refused, stops spending its country's budget too.
+    const prefix = phonePrefix(phone.e164, this.settings.prefixDigits);
+    const budgets: { rule: string; limit: RateLimitRule; key: string; denied: Record<string, string> }[] = [
+      { rule: "otp_send_prefix", limit: this.prefixRule, key: prefix, denied: { reason: "prefix_budget", country: phone.country, prefix } },
+      { rule: "otp_send_country", limit: this.countryRule, key: phone.country, denied: { reason: "country_budget", country: phone.country } },
+    ];
+    for (const budget of budgets) {
+      const decision = await consumeRule(this.limiter, budget.rule, budget.limit, budget.key, this.logger).catch(async (error: unknown) => {
+        await this.dropCode(id);
+        throw error;
+      });
+      if (!decision.allowed) {
+        await this.dropCode(id);
+        await audit(this.db, origin, { event: "otp.send", outcome: "denied", detail: budget.denied });
+        throw rateLimited(budget.rule, decision.retryAfterMs);
+      }
     }
 
     try {
@@ -105,16 +112,12 @@ export class OtpSignIn {
     };
   }
 
-  async verify(rawPhone: string, code: string, device: Device | undefined, origin: CallOrigin): Promise<MessageInitShape<typeof VerifyOtpResponseSchema>> {
-    const violations = new Violations();
+  async verify(rawPhone: string, code: string, device: DeviceInput, origin: CallOrigin): Promise<MessageInitShape<typeof VerifyOtpResponseSchema>> {
     const phone = checkPhoneNumber(rawPhone, this.settings.allowedCountries);
-    violations.add("phone_number", phone.ok ? undefined : phone.problem);
-    violations.add("code", /^\d{6}$/.test(code) ? undefined : "expected the 6 digits from the SMS");
-    const deviceInput = checkDevice(device, violations);
-    violations.throwIfAny();
-    const e164 = (phone as { e164: string }).e164;
+    if (!phone.ok) throw invalidArgument([{ field: "phone_number", description: phone.problem }]);
+    const e164 = phone.e164;
 
-    const outcome = await this.attempts.check({ phone: e164, codeMac: this.mac(e164, code), device: deviceInput, origin });
+    const outcome = await this.attempts.check({ phone: e164, codeMac: this.mac(e164, code), device, origin });
     switch (outcome.kind) {
       case "no_code":
         if (outcome.budget.failures >= this.settings.failureBudget) throw rateLimited("otp_failure_budget", outcome.budget.wait_ms ?? 1000);

@@ -1,11 +1,13 @@
 import { randomUUID } from "node:crypto";
+import { isIP } from "node:net";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { audit } from "../audit/store.js";
 import type { CallOrigin, Principal } from "../kernel/call.js";
 import { Code, ConnectError, invalidArgument, unauthenticated } from "../kernel/errors.js";
-import { textProblem, Violations } from "../kernel/validation.js";
+import { Violations } from "../kernel/validation.js";
 import type { Config } from "../platform/config.js";
 import type { Database } from "../platform/database.js";
+import { ipv6Prefix } from "../policy/client-ip.js";
 import type { Sessions } from "../session/sessions.js";
 import type { AccessTokens } from "../tokens/access-token.js";
 import { issueTokenPair } from "../tokens/token-issuer.js";
@@ -15,7 +17,6 @@ import { SignInMethod, type Device } from "../../gen/portcullis/v1/common_pb.js"
 import type { LoginResponseSchema, RegisterResponseSchema } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { emailProblem, normalizeEmail } from "./email.js";
 import { hashPassword, passwordProblem, verifyPassword } from "./password.js";
-import { checkDevice } from "./device.js";
 
 const wrongCredentials = () => unauthenticated("INVALID_CREDENTIALS", "the email or the password is wrong");
 const locked = () =>
@@ -33,6 +34,8 @@ export class PasswordSignIn {
     private readonly settings: Config["password"],
     private readonly sessions: Sessions,
     private readonly tokens: AccessTokens,
+    /** IPv6 clients' failures are counted by this prefix, as IP rate limits count them. */
+    private readonly ipv6PrefixBits: number,
   ) {}
 
   async register(
@@ -40,12 +43,10 @@ export class PasswordSignIn {
     origin: CallOrigin,
   ): Promise<MessageInitShape<typeof RegisterResponseSchema>> {
     const email = normalizeEmail(request.email);
-    const violations = new Violations()
+    new Violations()
       .add("email", emailProblem(email))
       .add("password", passwordProblem(request.password, email))
-      .add("display_name", textProblem(request.displayName, 0, 100));
-    const device = checkDevice(request.device, violations);
-    violations.throwIfAny();
+      .throwIfAny();
 
     const passwordHash = await hashPassword(request.password);
     const signedIn = await this.db.transaction(async (tx) => {
@@ -53,7 +54,7 @@ export class PasswordSignIn {
       if (!user) return undefined;
       const created = await this.sessions.create(tx, {
         userId: user.id,
-        device,
+        device: request.device!,
         method: SignInMethod.PASSWORD,
         origin,
         event: { name: "register", detail: { method: "pwd" } },
@@ -75,13 +76,9 @@ export class PasswordSignIn {
     origin: CallOrigin,
   ): Promise<MessageInitShape<typeof LoginResponseSchema>> {
     const email = normalizeEmail(request.email);
-    const violations = new Violations()
-      .add("email", emailProblem(email))
-      .add("password", request.password.length === 0 ? "required" : undefined);
-    const device = checkDevice(request.device, violations);
-    violations.throwIfAny();
+    new Violations().add("email", emailProblem(email)).throwIfAny();
 
-    const user = await userStore.credentialsByEmail(this.db, email);
+    const user = await userStore.credentialsByEmail(this.db, email, this.source(origin));
     const passwordOk = await verifyPassword(user?.password_hash ?? undefined, request.password);
     if (!user || user.disable_time) {
       await audit(this.db, origin, { event: "sign_in", outcome: "failure", userId: user?.id, detail: { method: "pwd", reason: user ? "disabled" : "unknown_email" } });
@@ -98,8 +95,8 @@ export class PasswordSignIn {
 
     const signedIn = await this.db.transaction(async (tx) => {
       // Takes the user's row lock that create() relies on, and sees a disable that landed during the password check.
-      if ((await userStore.passwordAccepted(tx, user.id)).disabled) return undefined;
-      return this.sessions.create(tx, { userId: user.id, device, method: SignInMethod.PASSWORD, origin, event: { name: "sign_in", detail: { method: "pwd" } } });
+      if ((await userStore.passwordAccepted(tx, user.id, this.source(origin))).disabled) return undefined;
+      return this.sessions.create(tx, { userId: user.id, device: request.device!, method: SignInMethod.PASSWORD, origin, event: { name: "sign_in", detail: { method: "pwd" } } });
     });
     if (!signedIn) {
       await audit(this.db, origin, { event: "sign_in", outcome: "failure", userId: user.id, detail: { method: "pwd", reason: "disabled" } });
@@ -115,11 +112,9 @@ export class PasswordSignIn {
 
   /** Checks the current password, sets the new one and signs out every other session. */
   async changePassword(principal: Principal, current: string, next: string, origin: CallOrigin): Promise<number> {
-    const user = await userStore.credentialsById(this.db, principal.subject);
-    const violations = new Violations()
-      .add("current_password", current.length === 0 ? "required" : undefined)
-      .add("new_password", passwordProblem(next, user?.email ?? ""));
-    if (next.length > 0 && next === current) violations.add("new_password", "choose a password different from the current one");
+    const user = await userStore.credentialsById(this.db, principal.subject, this.source(origin));
+    const violations = new Violations().add("new_password", passwordProblem(next, user?.email ?? ""));
+    if (next === current) violations.add("new_password", "choose a password different from the current one");
     violations.throwIfAny();
     if (!user?.password_hash) {
       throw new ConnectError("this account signs in by phone and has no password to change", Code.FailedPrecondition);
@@ -144,6 +139,13 @@ export class PasswordSignIn {
   }
 
   private recordFailure(userId: string, origin: CallOrigin): Promise<void> {
-    return userStore.passwordRejected(this.db, userId, { threshold: this.settings.lockoutThreshold, baseSeconds: this.settings.lockoutBaseSeconds }, origin);
+    const { lockoutThreshold, accountLockoutThreshold, lockoutBaseSeconds, lockoutMaxSeconds } = this.settings;
+    const policy = { threshold: lockoutThreshold, accountThreshold: accountLockoutThreshold, baseSeconds: lockoutBaseSeconds, maxSeconds: lockoutMaxSeconds };
+    return userStore.passwordRejected(this.db, userId, this.source(origin), policy, origin);
+  }
+
+  /** Where a password try comes from, as the lockout counts it: an IPv4 address, or an IPv6 client's prefix (one network hands out a whole /64). */
+  private source(origin: CallOrigin): string {
+    return isIP(origin.clientIp) === 6 ? ipv6Prefix(origin.clientIp, this.ipv6PrefixBits) : origin.clientIp;
   }
 }

@@ -32,6 +32,17 @@ export function phoneLimitKey(raw: string): string {
   return parsePhoneNumberFromString(raw.trim())?.number ?? raw;
 }
 
+/**
+ * "+447700900123", 6 → "+44770090": the country calling code and the first
+ * national digits, the block a carrier assigns together (in +1, the 6 digits
+ * are the area code and exchange). SMS pumping walks the numbers of a few such
+ * blocks, so sends are budgeted per prefix too.
+ */
+export function phonePrefix(e164: string, nationalDigits: number): string {
+  const phone = parsePhoneNumberFromString(e164)!;
+  return `+${phone.countryCallingCode}${phone.nationalNumber.slice(0, nationalDigits)}`;
+}
+
 /** "+447700900123" → "+44********23": enough to recognise in a log, not to contact. */
 export function maskPhone(e164: string): string {
   return e164.slice(0, 3) + "*".repeat(Math.max(0, e164.length - 5)) + e164.slice(-2);

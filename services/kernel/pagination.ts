@@ -20,10 +20,7 @@ export function decodePageToken(token: string): [Date, string] {
   return [date, id];
 }
 
-/** AIP-158: 0 means the default; more than the maximum is an error, not silently cut. */
-export function pageSizeOf(requested: number, fallback = 50, max = 100): number {
-  if (requested < 0 || requested > max) {
-    throw invalidArgument([{ field: "page_size", description: `from 1 to ${max}, or 0 for ${fallback}` }]);
-  }
+/** AIP-158: 0 means the default. The contract refuses a size out of range rather than cutting it silently. */
+export function pageSizeOf(requested: number, fallback = 50): number {
   return requested || fallback;
 }

@@ -18,8 +18,8 @@ export const levelRequirements: Record<number, string[]> = {
   3: ["proof_of_address_ref", "source_of_funds"],
 };
 
+/** The contract holds dates to the YYYY-MM-DD form; this checks the calendar has the day. */
 function dateProblem(value: string): string | undefined {
-  if (!/^\d{4}-\d{2}-\d{2}$/.test(value)) return "expected YYYY-MM-DD";
   const date = new Date(`${value}T00:00:00Z`);
   return Number.isNaN(date.getTime()) || date.toISOString().slice(0, 10) !== value ? "not a date" : undefined;
 }
@@ -28,13 +28,13 @@ function countryProblem(value: string): string | undefined {
   return countries.has(value) ? undefined : "expected an ISO 3166-1 alpha-2 country code, like GB";
 }
 
-function referenceProblem(value: string): string | undefined {
-  return textProblem(value, 1, 500);
-}
-
-export function checkBasicIdentity(identity: BasicIdentity | undefined, now = new Date()): void {
+/**
+ * The checks below hold what the contract cannot: trimmed lengths, real dates,
+ * countries that exist, a field needed depending on another. They run after
+ * the field rules of kyc_service.proto, so they rely on those.
+ */
+export function checkBasicIdentity(identity: BasicIdentity, now = new Date()): void {
   const v = new Violations();
-  if (!identity) return v.add("identity", "required").throwIfAny();
   v.add("identity.legal_name", textProblem(identity.legalName.trim(), 2, 200));
   const birth = dateProblem(identity.birthDate);
   v.add("identity.birth_date", birth);
@@ -45,46 +45,25 @@ export function checkBasicIdentity(identity: BasicIdentity | undefined, now = ne
     if (identity.birthDate < "1900-01-01") v.add("identity.birth_date", "not a plausible date of birth");
   }
   v.add("identity.nationality", countryProblem(identity.nationality));
-  const address = identity.address;
-  if (!address) {
-    v.add("identity.address", "required");
-  } else {
-    if (address.addressLines.length < 1 || address.addressLines.length > 3) v.add("identity.address.address_lines", "1 to 3 lines");
-    address.addressLines.forEach((line, i) => v.add(`identity.address.address_lines[${i}]`, textProblem(line.trim(), 1, 200)));
-    v.add("identity.address.locality", textProblem(address.locality.trim(), 1, 100));
-    v.add("identity.address.administrative_area", textProblem(address.administrativeArea, 0, 100));
-    v.add("identity.address.postal_code", textProblem(address.postalCode, 0, 20));
-    v.add("identity.address.region_code", countryProblem(address.regionCode));
-  }
+  const address = identity.address!;
+  address.addressLines.forEach((line, i) => v.add(`identity.address.address_lines[${i}]`, textProblem(line.trim(), 1, 200)));
+  v.add("identity.address.locality", textProblem(address.locality.trim(), 1, 100));
+  v.add("identity.address.region_code", countryProblem(address.regionCode));
   v.throwIfAny();
 }
 
-export function checkIdentityDocument(document: IdentityDocument | undefined, now = new Date()): void {
+export function checkIdentityDocument(document: IdentityDocument, now = new Date()): void {
   const v = new Violations();
-  if (!document) return v.add("document", "required").throwIfAny();
-  if (DocumentType[document.documentType] === undefined || document.documentType === DocumentType.UNSPECIFIED) {
-    v.add("document.document_type", "required");
-  }
-  v.add("document.document_number", /^[A-Za-z0-9][A-Za-z0-9 -]{2,49}$/.test(document.documentNumber) ? undefined : "3 to 50 letters, digits, spaces or dashes");
   v.add("document.issuing_country", countryProblem(document.issuingCountry));
   const expiry = dateProblem(document.expireDate);
   v.add("document.expire_date", expiry ?? (document.expireDate <= now.toISOString().slice(0, 10) ? "the document has expired" : undefined));
-  v.add("document.front_image_ref", referenceProblem(document.frontImageRef));
-  if (document.documentType !== DocumentType.PASSPORT) v.add("document.back_image_ref", referenceProblem(document.backImageRef));
-  v.add("document.selfie_image_ref", referenceProblem(document.selfieImageRef));
+  if (document.documentType !== DocumentType.PASSPORT) v.add("document.back_image_ref", textProblem(document.backImageRef, 1, 500));
   v.throwIfAny();
 }
 
-export function checkDueDiligence(diligence: EnhancedDueDiligence | undefined): void {
-  const v = new Violations();
-  if (!diligence) return v.add("due_diligence", "required").throwIfAny();
-  v.add("due_diligence.proof_of_address_ref", referenceProblem(diligence.proofOfAddressRef));
-  if (SourceOfFunds[diligence.sourceOfFunds] === undefined || diligence.sourceOfFunds === SourceOfFunds.UNSPECIFIED) {
-    v.add("due_diligence.source_of_funds", "required");
-  }
+export function checkDueDiligence(diligence: EnhancedDueDiligence): void {
   const detailsMin = diligence.sourceOfFunds === SourceOfFunds.OTHER ? 1 : 0;
-  v.add("due_diligence.source_of_funds_details", textProblem(diligence.sourceOfFundsDetails.trim(), detailsMin, 1000));
-  v.throwIfAny();
+  new Violations().add("due_diligence.source_of_funds_details", textProblem(diligence.sourceOfFundsDetails.trim(), detailsMin, 1000)).throwIfAny();
 }
 
 /** The form a document number is compared in: case, spaces and dashes do not make a new document. */

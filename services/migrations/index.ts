@@ -3,6 +3,7 @@ import { Migration0001SigningKeys } from "./0001-signing-keys.js";
 import { Migration0002SignIn } from "./0002-sign-in.js";
 import { Migration0003Kyc } from "./0003-kyc.js";
 import { Migration0004KycLowerTime } from "./0004-kyc-lower-time.js";
+import { Migration0005PasswordFailureSources } from "./0005-password-failure-sources.js";
 
 /** Every migration, in order. Committed; never edited once on main. */
 export const migrations: MigrationObject[] = [
@@ -10,4 +11,5 @@ export const migrations: MigrationObject[] = [
   { name: "0002-sign-in", class: Migration0002SignIn },
   { name: "0003-kyc", class: Migration0003Kyc },
   { name: "0004-kyc-lower-time", class: Migration0004KycLowerTime },
+  { name: "0005-password-failure-sources", class: Migration0005PasswordFailureSources },
 ];

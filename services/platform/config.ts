@@ -68,7 +68,7 @@ export interface Config {
   corsOrigins: string[];
   rateLimits: Record<string, RateLimitRule>;
   otp: {
-    /** ISO 3166 alpha-2 codes; empty means every country. */
+    /** ISO 3166 alpha-2 codes; empty means every country (OTP_ALLOWED_COUNTRIES=*, or unset on the embedded default). */
     allowedCountries: string[];
     ttlSeconds: number;
     maxAttempts: number;
@@ -78,10 +78,18 @@ export interface Config {
     failureWindowSeconds: number;
     /** SMS per country per hour, against SMS pumping; a country not listed gets the default. */
     countryHourlyBudget: number;
+    /** SMS per hour per number prefix: the country calling code and the first `prefixDigits` national digits. */
+    prefixHourlyBudget: number;
+    prefixDigits: number;
   };
   password: {
+    /** Consecutive wrong passwords from one source (an IP, an IPv6 client's prefix) that lock the account for that source. */
     lockoutThreshold: number;
+    /** Consecutive wrong passwords from all sources together that lock the account everywhere. */
+    accountLockoutThreshold: number;
+    /** The first lock; each later one doubles, up to lockoutMaxSeconds. */
     lockoutBaseSeconds: number;
+    lockoutMaxSeconds: number;
   };
   session: {
     /** Absolute lifetime: the session and its refresh tokens end then, whatever happens. */
@@ -111,7 +119,7 @@ const day = 24 * hour;
 export const defaultRateLimits: Record<string, RateLimitRule> = {
   otp_send_phone: { limit: 3, periodSeconds: hour, failOpen: false },
   otp_send_ip: { limit: 10, periodSeconds: hour, failOpen: false },
-  otp_send_global: { limit: 1000, periodSeconds: minute, failOpen: false },
+  otp_send_global: { limit: 60, periodSeconds: minute, failOpen: false },
   otp_verify_ip: { limit: 20, periodSeconds: hour, failOpen: false },
   register_ip: { limit: 10, periodSeconds: hour, failOpen: false },
   login_email: { limit: 5, periodSeconds: 15 * minute, failOpen: false },
@@ -153,7 +161,11 @@ export class ConfigError extends Error {
 
 type Env = Record<string, string | undefined>;
 
-export function loadConfig(env: Env = process.env): Config {
+/**
+ * `sendsCodes: false` is for tools that never send a code (the admin CLI):
+ * they run with a shared deployment's database but need none of its SMS settings.
+ */
+export function loadConfig(env: Env = process.env, { sendsCodes = true }: { sendsCodes?: boolean } = {}): Config {
   const read = (name: string) => {
     const value = env[name]?.trim();
     return value === "" ? undefined : value;
@@ -248,28 +260,24 @@ export function loadConfig(env: Env = process.env): Config {
     corsOrigins,
     rateLimits: parseRateLimits(read("RATE_LIMITS")),
     otp: {
-      allowedCountries: list("OTP_ALLOWED_COUNTRIES").map((code) => {
-        if (!/^[A-Z]{2}$/.test(code)) throw new ConfigError("OTP_ALLOWED_COUNTRIES", `"${code}" is not an ISO 3166 alpha-2 code like GB`);
-        return code;
-      }),
+      allowedCountries: allowedCountries(list("OTP_ALLOWED_COUNTRIES"), Boolean(databaseUrl) && sendsCodes),
       ttlSeconds: int("OTP_TTL_SECONDS", 5 * minute, 30, hour),
       maxAttempts: int("OTP_MAX_ATTEMPTS", 3, 1, 10),
       resendCooldownSeconds: int("OTP_RESEND_COOLDOWN_SECONDS", minute, 0, hour),
       failureBudget: int("OTP_FAILURE_BUDGET", 10, 1, 1000),
       failureWindowSeconds: int("OTP_FAILURE_WINDOW_SECONDS", day, minute, 30 * day),
-      countryHourlyBudget: int("OTP_COUNTRY_HOURLY_BUDGET", 500, 1, 10_000_000),
+      countryHourlyBudget: int("OTP_COUNTRY_HOURLY_BUDGET", 100, 1, 10_000_000),
+      prefixHourlyBudget: int("OTP_PREFIX_HOURLY_BUDGET", 10, 1, 10_000_000),
+      prefixDigits: int("OTP_PREFIX_DIGITS", 6, 1, 12),
     },
-    password: {
-      lockoutThreshold: int("PASSWORD_LOCKOUT_THRESHOLD", 5, 1, 100),
-      lockoutBaseSeconds: int("PASSWORD_LOCKOUT_BASE_SECONDS", 15 * minute, 1, day),
-    },
+    password: passwordLockout(int),
     session: {
       lifetimeSeconds: int("SESSION_LIFETIME_SECONDS", 30 * day, hour, 365 * day),
       idleTimeoutSeconds: int("SESSION_IDLE_TIMEOUT_SECONDS", 7 * day, 5 * minute, 365 * day),
       maxPerUser: int("SESSION_LIMIT_PER_USER", 5, 1, 1000),
       refreshReuseIntervalSeconds: int("REFRESH_REUSE_INTERVAL", 10, 0, 300),
     },
-    sms: parseSms(read, int, Boolean(databaseUrl)),
+    sms: parseSms(read, int, Boolean(databaseUrl) && sendsCodes),
     cleanupIntervalSeconds: int("CLEANUP_INTERVAL_SECONDS", 10 * minute, 10, day),
     maxRequestBytes: int("MAX_REQUEST_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
     gateway: gatewayTimeouts(int),
@@ -286,6 +294,33 @@ function gatewayTimeouts(int: (name: string, fallback: number, min: number, max:
     throw new ConfigError("GATEWAY_HEADERS_TIMEOUT_MS", `must not exceed GATEWAY_REQUEST_TIMEOUT_MS (${requestTimeoutMs})`);
   }
   return { headersTimeoutMs, requestTimeoutMs };
+}
+
+/** Every country only when asked for ("*"), or on the embedded default: an open list invites SMS pumping. */
+function allowedCountries(codes: string[], shared: boolean): string[] {
+  if (codes.length === 1 && codes[0] === "*") return [];
+  if (codes.length === 0 && shared) {
+    throw new ConfigError(
+      "OTP_ALLOWED_COUNTRIES",
+      "required with DATABASE_URL: the ISO 3166 alpha-2 codes of the countries codes are sent to (GB,IE), or * for every country",
+    );
+  }
+  for (const code of codes) {
+    if (!/^[A-Z]{2}$/.test(code)) throw new ConfigError("OTP_ALLOWED_COUNTRIES", `"${code}" is not an ISO 3166 alpha-2 code like GB, or a lone *`);
+  }
+  return codes;
+}
+
+function passwordLockout(int: (name: string, fallback: number, min: number, max: number) => number): Config["password"] {
+  const lockoutThreshold = int("PASSWORD_LOCKOUT_THRESHOLD", 5, 1, 100);
+  // Looser than one source's, so a guesser spread over many addresses is stopped too.
+  const accountLockoutThreshold = int("PASSWORD_LOCKOUT_ACCOUNT_THRESHOLD", 4 * lockoutThreshold, lockoutThreshold, 10_000);
+  const lockoutMaxSeconds = int("PASSWORD_LOCKOUT_MAX_SECONDS", hour, 1, day);
+  const lockoutBaseSeconds = int("PASSWORD_LOCKOUT_BASE_SECONDS", Math.min(15 * minute, lockoutMaxSeconds), 1, day);
+  if (lockoutBaseSeconds > lockoutMaxSeconds) {
+    throw new ConfigError("PASSWORD_LOCKOUT_BASE_SECONDS", `must not exceed PASSWORD_LOCKOUT_MAX_SECONDS (${lockoutMaxSeconds})`);
+  }
+  return { lockoutThreshold, accountLockoutThreshold, lockoutBaseSeconds, lockoutMaxSeconds };
 }
 
 function ipv6LimitPrefixes(int: (name: string, fallback: number, min: number, max: number) => number): Config["ipv6LimitPrefixes"] {

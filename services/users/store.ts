@@ -1,6 +1,6 @@
 import type { CallOrigin } from "../kernel/call.js";
 import { insertAuditEvents } from "../audit/store.js";
-import type { Sql } from "../platform/database.js";
+import type { Database, Sql } from "../platform/database.js";
 import type { UserRow } from "./user.js";
 
 /** The columns of app_user a sign-in needs. */
@@ -13,13 +13,26 @@ export interface CredentialRow extends UserRow {
 }
 
 export interface LockoutPolicy {
-  /** Consecutive wrong passwords that lock the account. */
+  /** Consecutive wrong passwords from one source that lock the account for that source. */
   threshold: number;
-  /** The first lock; each later one doubles. */
+  /** Consecutive wrong passwords from every source together that lock the account everywhere. */
+  accountThreshold: number;
+  /** The first lock; each later one doubles, up to maxSeconds. */
   baseSeconds: number;
+  maxSeconds: number;
 }
 
-const credentialColumns = `${userColumns}, password_hash, coalesce(locked_until > now(), false) as locked`;
+/** Locked everywhere, or for the source in parameter `$2`. */
+const credentialColumns = `${userColumns}, password_hash,
+  coalesce(locked_until > now(), false)
+  or exists (select 1 from password_failure f where f.user_id = app_user.id and f.source = $2 and f.locked_until > now()) as locked`;
+
+/** When a lock taken after `lockouts` earlier ones ends: base × 2^lockouts, never past the maximum. */
+const lockEnd = (lockouts: string, base: string, max: string) =>
+  `now() + make_interval(secs => least(${max}, ${base} * power(2, least(${lockouts}, 30))))`;
+
+/** A source with no wrong password for this long starts afresh. */
+const sourceMemorySeconds = 24 * 60 * 60;
 
 /**
  * The app_user table: accounts, their credentials, KYC level and
@@ -49,49 +62,91 @@ export const userStore = {
     return row;
   },
 
-  async credentialsByEmail(sql: Sql, email: string): Promise<CredentialRow | undefined> {
-    const [row] = await sql.query<CredentialRow>(`select ${credentialColumns} from app_user where email = $1`, [email]);
+  /** `locked` is for a sign-in from `source` (see lockoutSource). */
+  async credentialsByEmail(sql: Sql, email: string, source: string): Promise<CredentialRow | undefined> {
+    const [row] = await sql.query<CredentialRow>(`select ${credentialColumns} from app_user where email = $1`, [email, source]);
     return row;
   },
 
-  async credentialsById(sql: Sql, id: string): Promise<CredentialRow | undefined> {
-    const [row] = await sql.query<CredentialRow>(`select ${credentialColumns} from app_user where id = $1`, [id]);
+  async credentialsById(sql: Sql, id: string, source: string): Promise<CredentialRow | undefined> {
+    const [row] = await sql.query<CredentialRow>(`select ${credentialColumns} from app_user where id = $1`, [id, source]);
     return row;
   },
 
   /**
-   * A right password: clears the failure count and takes the user's row lock
-   * (which session creation relies on). True if the account was disabled
-   * meanwhile.
+   * A right password: clears the failure counts of the account and of this
+   * source (other sources stay locked) and takes the user's row lock (which
+   * session creation relies on). True if the account was disabled meanwhile.
    */
-  async passwordAccepted(tx: Sql, id: string): Promise<{ disabled: boolean }> {
+  async passwordAccepted(tx: Sql, id: string, source: string): Promise<{ disabled: boolean }> {
     const [state] = await tx.query<{ disabled: boolean }>(
-      "update app_user set failed_logins = 0, lockouts = 0 where id = $1 returning disable_time is not null as disabled",
-      [id],
+      `with forgotten as (delete from password_failure where user_id = $1 and source = $2)
+       update app_user set failed_logins = 0, lockouts = 0 where id = $1 returning disable_time is not null as disabled`,
+      [id, source],
     );
     return state!;
   },
 
   /**
-   * Counts a wrong password and audits it; the Nth consecutive one locks the
-   * account for base × 2^(earlier lockouts). One statement, as an unknown
-   * email's one audit insert: the two answers take the same time.
+   * Counts a wrong password from `source` and audits it. The threshold-th
+   * consecutive one from that source locks the account for that source only,
+   * so someone else's guessing does not lock the owner out; the account
+   * threshold-th from all sources together locks it everywhere. Each lock
+   * lasts base × 2^(earlier lockouts of its kind), at most the maximum. One
+   * statement, as an unknown email's one audit insert: the two answers take
+   * the same time.
    */
-  async passwordRejected(sql: Sql, id: string, policy: LockoutPolicy, origin: CallOrigin): Promise<void> {
+  async passwordRejected(sql: Sql, id: string, source: string, policy: LockoutPolicy, origin: CallOrigin): Promise<void> {
     const audited = insertAuditEvents(["event", "outcome", "user_id", "ip_address", "user_agent", "request_id", "detail"]);
     await sql.query(
-      `with state as (
+      `with from_source as (
+         insert into password_failure as f (user_id, source, failures, lockouts, locked_until)
+         values ($3, $7, case when $1 <= 1 then 0 else 1 end, case when $1 <= 1 then 1 else 0 end, case when $1 <= 1 then ${lockEnd("0", "$8", "$9")} end)
+         on conflict (user_id, source) do update set
+           failures = case when f.failures + 1 >= $1 then 0 else f.failures + 1 end,
+           lockouts = case when f.failures + 1 >= $1 then f.lockouts + 1 else f.lockouts end,
+           locked_until = case when f.failures + 1 >= $1 then ${lockEnd("f.lockouts", "$8", "$9")} else f.locked_until end,
+           fail_time = now()
+         returning failures, lockouts, locked_until),
+       account as (
          update app_user set
-           failed_logins = case when failed_logins + 1 >= $1 then 0 else failed_logins + 1 end,
-           lockouts = case when failed_logins + 1 >= $1 then lockouts + 1 else lockouts end,
-           locked_until = case when failed_logins + 1 >= $1 then now() + make_interval(secs => $2 * power(2, least(lockouts, 10))) else locked_until end
+           failed_logins = case when failed_logins + 1 >= $2 then 0 else failed_logins + 1 end,
+           lockouts = case when failed_logins + 1 >= $2 then lockouts + 1 else lockouts end,
+           locked_until = case when failed_logins + 1 >= $2 then ${lockEnd("lockouts", "$8", "$9")} else locked_until end
          where id = $3 returning id, failed_logins, lockouts, locked_until)
        ${audited}
-       select 'sign_in', 'failure', id, $4, $5, $6, '{"method": "pwd", "reason": "wrong_password"}' from state
+       select 'sign_in', 'failure', id, $4, $5, $6, '{"method": "pwd", "reason": "wrong_password"}' from account
        union all
-       select 'account.locked', 'denied', id, $4, $5, $6, jsonb_build_object('lockouts', lockouts, 'until', locked_until)
-       from state where failed_logins = 0`,
-      [policy.threshold, policy.baseSeconds, id, origin.clientIp, origin.userAgent, origin.requestId],
+       select 'account.locked', 'denied', account.id, $4, $5, $6,
+         jsonb_build_object('scope', 'source', 'lockouts', from_source.lockouts, 'until', from_source.locked_until)
+       from account, from_source where from_source.failures = 0
+       union all
+       select 'account.locked', 'denied', id, $4, $5, $6, jsonb_build_object('scope', 'account', 'lockouts', lockouts, 'until', locked_until)
+       from account where failed_logins = 0`,
+      [policy.threshold, policy.accountThreshold, id, origin.clientIp, origin.userAgent, origin.requestId, source, policy.baseSeconds, policy.maxSeconds],
+    );
+  },
+
+  /**
+   * Ends every lock and failure count of the account. A completed password
+   * reset must call this: whoever proved they own the account is never kept
+   * out by someone else's guesses.
+   */
+  async clearLockout(sql: Sql, id: string): Promise<void> {
+    await sql.query(
+      `with forgotten as (delete from password_failure where user_id = $1)
+       update app_user set failed_logins = 0, lockouts = 0, locked_until = null where id = $1`,
+      [id],
+    );
+  },
+
+  /** Failure counts of sources quiet for a day, whose lock has ended. */
+  purgeQuietFailureSources(db: Database): Promise<number> {
+    return db.deleteInPages(
+      "password_failure",
+      "ctid",
+      "fail_time < now() - make_interval(secs => $1) and (locked_until is null or locked_until < now())",
+      [sourceMemorySeconds],
     );
   },
 

@@ -1,5 +1,5 @@
 import { expect } from "chai";
-import { checkPhoneNumber, maskPhone, phoneLimitKey } from "../../services/auth/phone.js";
+import { checkPhoneNumber, maskPhone, phoneLimitKey, phonePrefix } from "../../services/auth/phone.js";
 
 const anyCountry: string[] = [];
 
@@ -82,6 +82,14 @@ describe("Phone numbers codes are sent to", () => {
     it("keeps input it cannot read as a number as it came", () => {
       expect(phoneLimitKey("not a number")).to.equal("not a number");
       expect(phoneLimitKey("07400 123456")).to.equal("07400 123456");
+    });
+  });
+
+  describe("phonePrefix", () => {
+    it("is the country calling code and the first national digits, whatever the calling code's length", () => {
+      expect(phonePrefix("+447400123456", 6)).to.equal("+44740012");
+      expect(phonePrefix("+12015550123", 6), "area code and exchange").to.equal("+1201555");
+      expect(phonePrefix("+33612345678", 4)).to.equal("+336123");
     });
   });
 

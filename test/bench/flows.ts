@@ -80,6 +80,7 @@ export async function measureFlows(env: Record<string, string>, loadConfig: (env
     SMS_PROVIDER: "webhook",
     SMS_WEBHOOK_URL: sms.url,
     OTP_COUNTRY_HOURLY_BUDGET: "10000000",
+    OTP_PREFIX_HOURLY_BUDGET: "10000000",
     RATE_LIMITS: [
       "api_user=100000000/60", "api_ip=100000000/60", "otp_send_ip=100000000/3600", "otp_send_global=100000000/60",
       "otp_verify_ip=100000000/3600", "refresh_ip=100000000/60", "login_ip=100000000/900", "register_ip=100000000/3600",

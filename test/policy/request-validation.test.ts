@@ -4,8 +4,12 @@ import { expect } from "chai";
 import { createRequestValidator } from "../../services/policy/request-validation.js";
 import {
   AuthService,
+  ChangePasswordRequestSchema,
   GetProfileRequestSchema,
+  LoginRequestSchema,
+  RefreshTokenRequestSchema,
   RegisterRequestSchema,
+  SendOtpRequestSchema,
   UpdateProfileRequestSchema,
   VerifyOtpRequestSchema,
 } from "../../gen/portcullis/v1/auth_service_pb.js";
@@ -101,6 +105,9 @@ describe("request validation from the contract's buf.validate rules", () => {
       expect(fieldsOf(ReviewKycSubmissionRequestSchema, { decision: { case: "lowerLevel", value: { userId: uuid, kycLevel: 3, reason: "fraud" } } })).to.deep.equal([
         "lower_level.kyc_level",
       ]);
+      expect(fieldsOf(ReviewKycSubmissionRequestSchema, { decision: { case: "lowerLevel", value: { userId: "42", kycLevel: 2, reason: "fraud" } } })).to.deep.equal([
+        "lower_level.user_id",
+      ]);
       expect(fieldsOf(ReviewKycSubmissionRequestSchema, {})).to.deep.equal(["decision"]);
     });
 
@@ -128,6 +135,23 @@ describe("request validation from the contract's buf.validate rules", () => {
       }
     });
 
+    it("free-text pattern: on every free-text field the server does not trim", () => {
+      const bad = "a\u000bb";
+      expect(fieldsOf(VerifyOtpRequestSchema, { phoneNumber: "+447700900123", code: "012345", device: { ...device, deviceId: bad } })).to.deep.equal(["device.device_id"]);
+      const inAddress = { ...address, administrativeArea: bad, postalCode: bad };
+      expect(fieldsOf(SubmitBasicKycRequestSchema, { identity: { ...identity, address: inAddress } })).to.deep.equal([
+        "identity.address.administrative_area",
+        "identity.address.postal_code",
+      ]);
+      expect(fieldsOf(SubmitDocumentKycRequestSchema, { document: { ...document, frontImageRef: bad, selfieImageRef: bad } })).to.deep.equal([
+        "document.front_image_ref",
+        "document.selfie_image_ref",
+      ]);
+      expect(fieldsOf(SubmitEnhancedKycRequestSchema, { dueDiligence: { proofOfAddressRef: bad, sourceOfFunds: SourceOfFunds.EMPLOYMENT } })).to.deep.equal([
+        "due_diligence.proof_of_address_ref",
+      ]);
+    });
+
     it("free-text pattern on fields the server trims: VT and FF pass (trimming removes them at the ends), NUL does not", () => {
       const legalName = (name: string) => fieldsOf(SubmitBasicKycRequestSchema, { identity: { ...identity, legalName: name } });
       expect(legalName("Ana Lima\u000b")).to.deep.equal([]);
@@ -142,11 +166,13 @@ describe("request validation from the contract's buf.validate rules", () => {
       const basic = (init: Partial<typeof identity>) => fieldsOf(SubmitBasicKycRequestSchema, { identity: { ...identity, ...init } });
       expect(basic({ birthDate: "1990-4-1" })).to.deep.equal(["identity.birth_date"]);
       expect(basic({ birthDate: "1990-04-01T00:00:00Z" })).to.deep.equal(["identity.birth_date"]);
+      expect(basic({ birthDate: "17/05/1990" })).to.deep.equal(["identity.birth_date"]);
+      expect(fieldsOf(SubmitDocumentKycRequestSchema, { document: { ...document, expireDate: "2031-1-1" } })).to.deep.equal(["document.expire_date"]);
       expect(basic({ nationality: "pt" })).to.deep.equal(["identity.nationality"]);
       expect(basic({ nationality: "PRT" })).to.deep.equal(["identity.nationality"]);
       const number = (documentNumber: string) => fieldsOf(SubmitDocumentKycRequestSchema, { document: { ...document, documentNumber } });
-      expect(number("ab 12-3")).to.deep.equal([]);
-      for (const bad of ["AB", "-AB123", "AB_123", "A".repeat(51)]) expect(number(bad), bad).to.deep.equal(["document.document_number"]);
+      for (const ok of ["ab 12-3", "AB1", "A".repeat(50)]) expect(number(ok), ok).to.deep.equal([]);
+      for (const bad of ["AB", "-AB123", " AB12", "AB_123", "AB/12", "A".repeat(51)]) expect(number(bad), bad).to.deep.equal(["document.document_number"]);
     });
 
     it("lengths count characters (code points): an emoji is one", () => {
@@ -162,6 +188,25 @@ describe("request validation from the contract's buf.validate rules", () => {
       expect(deviceId(emoji.repeat(128))).to.deep.equal([]);
       expect(deviceId(emoji.repeat(129))).to.deep.equal(["device.device_id"]);
       expect(deviceId("")).to.deep.equal(["device.device_id"]);
+      const profile = (displayName: string) => fieldsOf(UpdateProfileRequestSchema, { user: { displayName }, updateMask: { paths: ["display_name"] } });
+      expect(profile("a".repeat(100))).to.deep.equal([]);
+      expect(profile("a".repeat(101))).to.deep.equal(["user.display_name"]);
+    });
+
+    it("lengths of optional address fields and of upload references", () => {
+      const inAddress = (changes: Partial<typeof address> & { administrativeArea?: string }) =>
+        fieldsOf(SubmitBasicKycRequestSchema, { identity: { ...identity, address: { ...address, ...changes } } });
+      expect(inAddress({ administrativeArea: "a".repeat(100), postalCode: "1".repeat(20) })).to.deep.equal([]);
+      expect(inAddress({ administrativeArea: "a".repeat(101), postalCode: "1".repeat(21) })).to.deep.equal([
+        "identity.address.administrative_area",
+        "identity.address.postal_code",
+      ]);
+      const refs = (ref: string) => fieldsOf(SubmitDocumentKycRequestSchema, { document: { ...document, frontImageRef: ref, selfieImageRef: ref } });
+      expect(refs("r".repeat(500))).to.deep.equal([]);
+      for (const bad of ["", "r".repeat(501)]) expect(refs(bad), `${bad.length} characters`).to.deep.equal(["document.front_image_ref", "document.selfie_image_ref"]);
+      const proof = (proofOfAddressRef: string) => fieldsOf(SubmitEnhancedKycRequestSchema, { dueDiligence: { proofOfAddressRef, sourceOfFunds: SourceOfFunds.EMPLOYMENT } });
+      expect(proof("r".repeat(500))).to.deep.equal([]);
+      for (const bad of ["", "r".repeat(501)]) expect(proof(bad), `${bad.length} characters`).to.deep.equal(["due_diligence.proof_of_address_ref"]);
     });
 
     it("enums: defined values only, and UNSPECIFIED refused only where the server refuses it today", () => {
@@ -191,14 +236,28 @@ describe("request validation from the contract's buf.validate rules", () => {
 
     it("required message fields, at any depth", () => {
       expect(fieldsOf(VerifyOtpRequestSchema, { phoneNumber: "+447700900123", code: "012345" })).to.deep.equal(["device"]);
+      expect(fieldsOf(RegisterRequestSchema, { email: "ana@example.com", password: "a passphrase" })).to.deep.equal(["device"]);
+      expect(fieldsOf(LoginRequestSchema, { email: "ana@example.com", password: "a passphrase" })).to.deep.equal(["device"]);
       expect(fieldsOf(SubmitBasicKycRequestSchema, {})).to.deep.equal(["identity"]);
+      expect(fieldsOf(SubmitDocumentKycRequestSchema, {})).to.deep.equal(["document"]);
+      expect(fieldsOf(SubmitEnhancedKycRequestSchema, {})).to.deep.equal(["due_diligence"]);
       expect(fieldsOf(SubmitBasicKycRequestSchema, { identity: { ...identity, address: undefined } })).to.deep.equal(["identity.address"]);
       expect(fieldsOf(UpdateProfileRequestSchema, { user: { displayName: "Ana" } })).to.deep.equal(["update_mask"]);
+    });
+
+    it("required strings: not empty", () => {
+      expect(fieldsOf(SendOtpRequestSchema, {})).to.deep.equal(["phone_number"]);
+      expect(fieldsOf(VerifyOtpRequestSchema, { code: "012345", device })).to.deep.equal(["phone_number"]);
+      expect(fieldsOf(LoginRequestSchema, { email: "ana@example.com", device })).to.deep.equal(["password"]);
+      expect(fieldsOf(LoginRequestSchema, { email: "ana@example.com", password: " ", device }), "a password is not trimmed").to.deep.equal([]);
+      expect(fieldsOf(ChangePasswordRequestSchema, { newPassword: "a new passphrase" })).to.deep.equal(["current_password"]);
+      expect(fieldsOf(RefreshTokenRequestSchema, {})).to.deep.equal(["refresh_token"]);
     });
 
     it("numbers: page_size from 0 to 100", () => {
       for (const ok of [0, 1, 100]) expect(fieldsOf(ListKycSubmissionsRequestSchema, { pageSize: ok })).to.deep.equal([]);
       for (const bad of [-1, 101]) expect(fieldsOf(ListKycSubmissionsRequestSchema, { pageSize: bad })).to.deep.equal(["page_size"]);
+      for (const bad of [-1, 101]) expect(fieldsOf(ListSessionsRequestSchema, { pageSize: bad })).to.deep.equal(["page_size"]);
     });
 
     it("field masks: only display_name may be updated", () => {
