@@ -1,5 +1,5 @@
-import type { Server as HttpServer } from "node:http";
-import type { AddressInfo } from "node:net";
+import type { IncomingMessage, Server as HttpServer, ServerResponse } from "node:http";
+import { Server as NetServer, type AddressInfo } from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { createGateway } from "../../gateway/server.js";
 import { forwardingDispatch } from "../../gateway/forward.js";
@@ -9,6 +9,8 @@ import { createGrpcServer } from "../platform/grpc-server.js";
 import type { Logger } from "../platform/logger.js";
 
 const readinessIntervalMs = 2000;
+/** Time for what is already on its way when the gateway drains (a connection, or a request on an idle one) to reach it. */
+const drainSettleMs = 500;
 
 export interface Running {
   app?: App;
@@ -92,13 +94,25 @@ function listenHttp(server: HttpServer, host: string, port: number): Promise<num
   });
 }
 
+/**
+ * Drains the gateway so that every request that reached us is answered (each with `Connection: close`).
+ * Closing the listener resets the connections the kernel has completed but we have not accepted yet, so it
+ * closes after a settle; `http.Server#close` would also close at once the connections idle at that moment,
+ * among them those whose request is still on its way, so only the listener closes then (`net.Server#close`)
+ * and the connections still idle after another settle. Whatever is left at the grace is cut.
+ */
 function closeHttp(server: HttpServer, graceSeconds: number): Promise<void> {
+  server.prependListener("request", (_request: IncomingMessage, response: ServerResponse) => response.setHeader("Connection", "close"));
+  const graceMs = graceSeconds * 1000;
   return new Promise((resolve) => {
-    const force = setTimeout(() => server.closeAllConnections(), graceSeconds * 1000);
-    server.close(() => {
-      clearTimeout(force);
+    const steps = [
+      setTimeout(() => NetServer.prototype.close.call(server), Math.min(drainSettleMs, graceMs)),
+      setTimeout(() => server.closeIdleConnections(), Math.min(2 * drainSettleMs, graceMs)),
+      setTimeout(() => server.closeAllConnections(), graceMs),
+    ];
+    server.once("close", () => {
+      for (const step of steps) clearTimeout(step);
       resolve();
     });
-    server.closeIdleConnections();
   });
 }
