@@ -1,14 +1,17 @@
-import { createRegistry, fromBinary, type DescService } from "@bufbuild/protobuf";
+import { createRegistry, fromBinary, type DescService, type Message } from "@bufbuild/protobuf";
 import { ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { peerAddress, type Dispatch } from "../services/platform/incoming-call.js";
+import type { Span } from "@opentelemetry/api";
+import { peerAddress, type Dispatch, type IncomingCall } from "../services/platform/incoming-call.js";
+import { endDoorSpan, inDoorSpan, injectTraceContext, tracingOn } from "../services/platform/tracing.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.js";
 
 /** Error details are decoded again so the gateway's JSON errors carry their readable "debug" form. */
 const detailTypes = createRegistry(file_google_rpc_error_details);
 
-const forwardedHeaders = ["authorization", "user-agent", "x-request-id"];
+/** A gateway that does not trace passes the caller's trace context on as it came. */
+const forwardedHeaders = ["authorization", "user-agent", "x-request-id", "traceparent", "tracestate"];
 
 /**
  * Forwards gateway calls to a gRPC instance, which runs the chain. The client
@@ -20,12 +23,14 @@ export function forwardingDispatch(upstream: string, services: readonly DescServ
   const clients = new Map<DescService, Client<DescService>>(services.map((s) => [s, createClient(s, transport)]));
   const health = createClient(Health, transport);
 
-  const dispatch: Dispatch = async (incoming, request) => {
+  const forward: Dispatch = async (incoming, request) => {
     const headers = new Headers();
     for (const name of forwardedHeaders) {
       const value = incoming.header(name);
       if (value !== undefined) headers.set(name, value);
     }
+    // The gRPC instance's span becomes a child of the gateway's.
+    if (tracingOn) injectTraceContext(headers);
     const chain = incoming.header("x-forwarded-for");
     const peer = peerAddress(incoming.peer);
     headers.set("x-forwarded-for", chain ? `${chain}, ${peer}` : peer);
@@ -46,6 +51,20 @@ export function forwardingDispatch(upstream: string, services: readonly DescServ
       throw forwarded;
     }
   };
+
+  // The chain, which makes the door's span in a process that runs it, is on the far side here: the gateway makes its own.
+  const tracedForward = async (span: Span, incoming: IncomingCall, request: Message) => {
+    try {
+      const answer = await forward(incoming, request);
+      endDoorSpan(span, incoming.door, undefined);
+      return answer;
+    } catch (error) {
+      endDoorSpan(span, incoming.door, ConnectError.from(error).code);
+      throw error;
+    }
+  };
+  const dispatch: Dispatch = (incoming, request) =>
+    tracingOn ? inDoorSpan(incoming, (span) => tracedForward(span, incoming, request)) : forward(incoming, request);
 
   const ready = async () => {
     try {

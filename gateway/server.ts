@@ -60,6 +60,7 @@ export function createGateway(options: GatewayOptions): Server {
   const jwks = async (req: IncomingMessage, res: ServerResponse) => {
     const incoming: IncomingCall = {
       method: AuthService.method.getJwks,
+      door: "gateway",
       peer: req.socket.remoteAddress ?? "",
       header: (name) => headerValue(req, name),
     };
@@ -119,6 +120,7 @@ function serviceImpl(service: DescService, dispatch: Dispatch) {
       dispatch(
         {
           method,
+          door: "gateway",
           peer: context.values.get(peerKey),
           header: (name) => context.requestHeader.get(name) ?? undefined,
         },

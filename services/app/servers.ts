@@ -6,7 +6,9 @@ import { forwardingDispatch } from "../../gateway/forward.js";
 import { createApp, services, type App } from "./app.js";
 import type { Config } from "../platform/config.js";
 import { createGrpcServer } from "../platform/grpc-server.js";
+import { createMetricsServer } from "../platform/metrics-server.js";
 import type { Logger } from "../platform/logger.js";
+import { startTracing } from "../platform/tracing.js";
 
 const readinessIntervalMs = 2000;
 /** Time for what is already on its way when the gateway drains (a connection, or a request on an idle one) to reach it. */
@@ -16,6 +18,7 @@ export interface Running {
   app?: App;
   grpcPort?: number;
   httpPort?: number;
+  metricsPort?: number;
   stop(): Promise<void>;
 }
 
@@ -25,11 +28,25 @@ export interface Running {
  * gateway alone forwarding to GATEWAY_UPSTREAM (`gateway`).
  */
 export async function startServers(config: Config, logger: Logger): Promise<Running> {
-  const app = config.mode === "gateway" ? undefined : await createApp(config, logger);
-  const stops: (() => Promise<void>)[] = [];
+  // First to start and last to stop: spans of the start-up and of the calls drained at shutdown are exported too.
+  const stopTracing = startTracing(config.tracing, logger);
+  const app = config.mode === "gateway"
+    ? undefined
+    : await createApp(config, logger).catch(async (error: unknown) => {
+        await stopTracing();
+        throw error;
+      });
+  const stops: (() => Promise<void>)[] = [stopTracing];
   const running: Running = { app, stop: async () => { for (const stop of stops.reverse()) await stop(); } };
   try {
     if (app) stops.push(() => app.close());
+
+    if (config.metricsPort !== 0) {
+      const metrics = createMetricsServer();
+      running.metricsPort = await listenHttp(metrics, config.host, config.metricsPort);
+      stops.push(() => closeMetrics(metrics));
+      logger.info({ port: running.metricsPort, host: config.host }, "metrics listening");
+    }
 
     if (app) {
       const { server, health } = createGrpcServer({ services, dispatch: app.dispatch, maxRequestBytes: config.maxRequestBytes });
@@ -91,6 +108,14 @@ function listenHttp(server: HttpServer, host: string, port: number): Promise<num
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen(port, host, () => resolve((server.address() as AddressInfo).port));
+  });
+}
+
+/** A scrape cut short is only a gap in a graph: Prometheus scrapes again. */
+function closeMetrics(server: HttpServer): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
   });
 }
 

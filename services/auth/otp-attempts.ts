@@ -38,7 +38,7 @@ export class CodeAttempts {
     private readonly settings: Config["otp"],
     private readonly sessions: Sessions,
   ) {
-    this.batcher = new Batcher((attempts) => this.checkAll(attempts), { key: (attempt) => attempt.phone, maxBatch: 64 });
+    this.batcher = new Batcher((attempts) => this.checkAll(attempts), { name: "otp_attempt", key: (attempt) => attempt.phone, maxBatch: 64 });
   }
 
   check(attempt: CodeAttempt): Promise<AttemptOutcome> {

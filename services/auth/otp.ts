@@ -7,6 +7,7 @@ import { invalidArgument, rateLimited, unavailable } from "../kernel/errors.js";
 import type { Config, RateLimitRule } from "../platform/config.js";
 import type { Database } from "../platform/database.js";
 import type { Logger } from "../platform/logger.js";
+import { lockouts, otpSends, signIns } from "../platform/metrics.js";
 import { consumeRule, type RateLimiter } from "../policy/rate-limiter.js";
 import type { DeviceInput, Sessions } from "../session/sessions.js";
 import type { AccessTokens } from "../tokens/access-token.js";
@@ -52,6 +53,10 @@ export class OtpSignIn {
   async send(rawPhone: string, origin: CallOrigin): Promise<MessageInitShape<typeof SendOtpResponseSchema>> {
     const phone = checkPhoneNumber(rawPhone, this.settings.allowedCountries);
     if (!phone.ok) throw invalidArgument([{ field: "phone_number", description: phone.problem }]);
+    const refused = (outcome: string, error: Error) => {
+      otpSends.labels(phone.country, outcome).inc();
+      return error;
+    };
     const code = randomInt(0, 10 ** codeLength).toString().padStart(codeLength, "0");
     const id = randomUUID();
     const expireTime = new Date(Date.now() + this.settings.ttlSeconds * 1000);
@@ -59,9 +64,9 @@ export class OtpSignIn {
       .transaction(async (tx) => {
         // The open code's row lock orders this send after any attempt still running on it.
         const open = await otpStore.lockOpenCode(tx, phone.e164, this.settings.resendCooldownSeconds);
-        if (open && open.wait_ms > 0) throw rateLimited("otp_resend_cooldown", open.wait_ms);
+        if (open && open.wait_ms > 0) throw refused("cooldown", rateLimited("otp_resend_cooldown", open.wait_ms));
         const budget = await otpStore.failureBudget(tx, phone.e164, this.settings);
-        if (budget.failures >= this.settings.failureBudget) throw rateLimited("otp_failure_budget", budget.wait_ms ?? 1000);
+        if (budget.failures >= this.settings.failureBudget) throw refused("failure_budget", rateLimited("otp_failure_budget", budget.wait_ms ?? 1000));
         await otpStore.replaceCode(tx, {
           id,
           phone: phone.e164,
@@ -72,7 +77,9 @@ export class OtpSignIn {
       })
       .catch((error: unknown) => {
         // Two sends racing: the open-challenge index lets one through; the other waits its turn.
-        if ((error as { code?: string }).code === "23505") throw rateLimited("otp_resend_cooldown", this.settings.resendCooldownSeconds * 1000);
+        if ((error as { code?: string }).code === "23505") {
+          throw refused("cooldown", rateLimited("otp_resend_cooldown", this.settings.resendCooldownSeconds * 1000));
+        }
         throw error;
       });
 
@@ -91,7 +98,7 @@ export class OtpSignIn {
       if (!decision.allowed) {
         await this.dropCode(id);
         await audit(this.db, origin, { event: "otp.send", outcome: "denied", detail: budget.denied });
-        throw rateLimited(budget.rule, decision.retryAfterMs);
+        throw refused(budget.denied.reason!, rateLimited(budget.rule, decision.retryAfterMs));
       }
     }
 
@@ -101,10 +108,12 @@ export class OtpSignIn {
       // The person did nothing wrong: drop the code so neither cooldown nor attempts are spent.
       await this.dropCode(id);
       await audit(this.db, origin, { event: "otp.send", outcome: "failure", detail: { phone: maskPhone(phone.e164), reason: "sms_provider" } });
+      otpSends.labels(phone.country, "provider_failed").inc();
       if (error instanceof SmsDeliveryError) throw unavailable("the code could not be sent; try again shortly");
       throw error;
     }
     await audit(this.db, origin, { event: "otp.send", outcome: "success", detail: { phone: maskPhone(phone.e164), country: phone.country } });
+    otpSends.labels(phone.country, "sent").inc();
     return {
       expireTime: timestampFromDate(expireTime),
       resendTime: timestampFromDate(new Date(Date.now() + this.settings.resendCooldownSeconds * 1000)),
@@ -120,16 +129,26 @@ export class OtpSignIn {
     const outcome = await this.attempts.check({ phone: e164, codeMac: this.mac(e164, code), device, origin });
     switch (outcome.kind) {
       case "no_code":
-        if (outcome.budget.failures >= this.settings.failureBudget) throw rateLimited("otp_failure_budget", outcome.budget.wait_ms ?? 1000);
+        if (outcome.budget.failures >= this.settings.failureBudget) {
+          signIns.labels("otp", "locked").inc();
+          throw rateLimited("otp_failure_budget", outcome.budget.wait_ms ?? 1000);
+        }
+        signIns.labels("otp", "no_code").inc();
         await audit(this.db, origin, { event: "otp.verify", outcome: "failure", detail: { phone: maskPhone(e164), reason: "no_open_code" } });
         throw wrongCode();
       case "wrong":
-        if (outcome.locked) this.logger.warn({ phone: maskPhone(e164) }, "phone number locked after repeated wrong codes");
+        signIns.labels("otp", "wrong_secret").inc();
+        if (outcome.locked) {
+          lockouts.labels("otp_phone").inc();
+          this.logger.warn({ phone: maskPhone(e164) }, "phone number locked after repeated wrong codes");
+        }
         throw wrongCode();
       case "disabled":
+        signIns.labels("otp", "disabled").inc();
         await audit(this.db, origin, { event: "sign_in", outcome: "denied", userId: outcome.user.id, detail: { reason: "account_disabled" } });
         throw wrongCode();
       case "signed_in":
+        signIns.labels("otp", "success").inc();
         await this.sessions.published(outcome.evicted);
         return {
           tokens: await issueTokenPair(this.tokens, claimsOf(outcome.user), outcome.session, outcome.refreshToken),

@@ -7,6 +7,7 @@ import { Code, ConnectError, invalidArgument, unauthenticated } from "../kernel/
 import { Violations } from "../kernel/validation.js";
 import type { Config } from "../platform/config.js";
 import type { Database } from "../platform/database.js";
+import { lockouts, signIns } from "../platform/metrics.js";
 import { ipv6Prefix } from "../policy/client-ip.js";
 import type { Sessions } from "../session/sessions.js";
 import type { AccessTokens } from "../tokens/access-token.js";
@@ -64,6 +65,7 @@ export class PasswordSignIn {
     if (!signedIn) {
       throw new ConnectError("an account with this email exists; sign in instead", Code.AlreadyExists);
     }
+    signIns.labels("pwd", "registered").inc();
     return {
       tokens: await issueTokenPair(this.tokens, claimsOf(signedIn.user), signedIn.session, signedIn.refreshToken),
       user: userMessage(signedIn.user),
@@ -81,14 +83,17 @@ export class PasswordSignIn {
     const user = await userStore.credentialsByEmail(this.db, email, this.source(origin));
     const passwordOk = await verifyPassword(user?.password_hash ?? undefined, request.password);
     if (!user || user.disable_time) {
+      signIns.labels("pwd", user ? "disabled" : "unknown_account").inc();
       await audit(this.db, origin, { event: "sign_in", outcome: "failure", userId: user?.id, detail: { method: "pwd", reason: user ? "disabled" : "unknown_email" } });
       throw wrongCredentials();
     }
     if (user.locked) {
+      signIns.labels("pwd", "locked").inc();
       await audit(this.db, origin, { event: "sign_in", outcome: "denied", userId: user.id, detail: { method: "pwd", reason: "locked" } });
       throw wrongCredentials();
     }
     if (!passwordOk) {
+      signIns.labels("pwd", "wrong_secret").inc();
       await this.recordFailure(user.id, origin);
       throw wrongCredentials();
     }
@@ -99,9 +104,11 @@ export class PasswordSignIn {
       return this.sessions.create(tx, { userId: user.id, device: request.device!, method: SignInMethod.PASSWORD, origin, event: { name: "sign_in", detail: { method: "pwd" } } });
     });
     if (!signedIn) {
+      signIns.labels("pwd", "disabled").inc();
       await audit(this.db, origin, { event: "sign_in", outcome: "failure", userId: user.id, detail: { method: "pwd", reason: "disabled" } });
       throw wrongCredentials();
     }
+    signIns.labels("pwd", "success").inc();
     await this.sessions.published(signedIn.evicted);
     return {
       tokens: await issueTokenPair(this.tokens, claimsOf(user), signedIn.session, signedIn.refreshToken),
@@ -138,10 +145,11 @@ export class PasswordSignIn {
     return revoked.length;
   }
 
-  private recordFailure(userId: string, origin: CallOrigin): Promise<void> {
+  private async recordFailure(userId: string, origin: CallOrigin): Promise<void> {
     const { lockoutThreshold, accountLockoutThreshold, lockoutBaseSeconds, lockoutMaxSeconds } = this.settings;
     const policy = { threshold: lockoutThreshold, accountThreshold: accountLockoutThreshold, baseSeconds: lockoutBaseSeconds, maxSeconds: lockoutMaxSeconds };
-    return userStore.passwordRejected(this.db, userId, this.source(origin), policy, origin);
+    const locked = await userStore.passwordRejected(this.db, userId, this.source(origin), policy, origin);
+    for (const scope of locked) lockouts.labels(`password_${scope}`).inc();
   }
 
   /** Where a password try comes from, as the lockout counts it: an IPv4 address, or an IPv6 client's prefix (one network hands out a whole /64). */

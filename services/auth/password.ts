@@ -1,5 +1,7 @@
 import { hash, verify } from "@node-rs/argon2";
 import { dictionary } from "@zxcvbn-ts/language-common";
+import { SpanKind } from "@opentelemetry/api";
+import { inChildSpan, tracingOn } from "../platform/tracing.js";
 
 /** OWASP's argon2id parameters (m=19 MiB, t=2, p=1). */
 const argon2Options = { algorithm: 2 /* Argon2id */, memoryCost: 19_456, timeCost: 2, parallelism: 1 };
@@ -25,7 +27,7 @@ export function passwordProblem(password: string, email = ""): string | undefine
 }
 
 export function hashPassword(password: string): Promise<string> {
-  return hash(password, argon2Options);
+  return tracingOn ? inChildSpan("argon2.hash", SpanKind.INTERNAL, {}, () => hash(password, argon2Options)) : hash(password, argon2Options);
 }
 
 /** A hash of a random password: checked for unknown emails so they cost what a wrong password costs. */
@@ -33,7 +35,8 @@ const decoyHash = hashPassword(crypto.randomUUID());
 
 export async function verifyPassword(passwordHash: string | undefined, password: string): Promise<boolean> {
   try {
-    const ok = await verify(passwordHash ?? (await decoyHash), password);
+    const against = passwordHash ?? (await decoyHash);
+    const ok = await (tracingOn ? inChildSpan("argon2.verify", SpanKind.INTERNAL, {}, () => verify(against, password)) : verify(against, password));
     return ok && passwordHash !== undefined;
   } catch {
     return false;

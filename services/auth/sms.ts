@@ -1,6 +1,9 @@
 import { createHmac } from "node:crypto";
+import { SpanKind } from "@opentelemetry/api";
 import type { SmsConfig, SmsProviderName } from "../platform/config.js";
 import type { Logger } from "../platform/logger.js";
+import { messageDeliveries } from "../platform/metrics.js";
+import { inChildSpan, tracingOn } from "../platform/tracing.js";
 import { maskPhone } from "./phone.js";
 
 export interface SmsMessage {
@@ -35,6 +38,10 @@ export class SmsDeliveryError extends Error {
 }
 
 export function createSmsProvider(config: SmsConfig, logger: Logger): SmsProvider {
+  return traced(timed(configuredProvider(config, logger)));
+}
+
+function configuredProvider(config: SmsConfig, logger: Logger): SmsProvider {
   switch (config.provider) {
     case "console":
       logger.warn("SMS_PROVIDER=console: codes are printed to stdout, not sent; set SMS_PROVIDER for real delivery");
@@ -44,6 +51,34 @@ export function createSmsProvider(config: SmsConfig, logger: Logger): SmsProvide
     case "twilio":
       return twilioProvider(config.twilio!, config.timeoutMs, logger);
   }
+}
+
+/** Times each hand-over to the provider, whether it takes the message or not. */
+function timed(provider: SmsProvider): SmsProvider {
+  const delivered = messageDeliveries.labels("sms", provider.name, "ok");
+  const undelivered = messageDeliveries.labels("sms", provider.name, "failed");
+  return {
+    name: provider.name,
+    async send(message) {
+      const startedAt = performance.now();
+      try {
+        await provider.send(message);
+        delivered.observe((performance.now() - startedAt) / 1000);
+      } catch (error) {
+        undelivered.observe((performance.now() - startedAt) / 1000);
+        throw error;
+      }
+    },
+  };
+}
+
+/** A span for each hand-over to the provider: its name only, never the number or the body. */
+function traced(provider: SmsProvider): SmsProvider {
+  const attributes = { "portcullis.sms.provider": provider.name };
+  return {
+    name: provider.name,
+    send: (message) => (tracingOn ? inChildSpan("sms.send", SpanKind.CLIENT, attributes, () => provider.send(message)) : provider.send(message)),
+  };
 }
 
 /**

@@ -3,10 +3,11 @@ import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { normalizeEmail } from "../auth/email.js";
 import { phoneLimitKey } from "../auth/phone.js";
 import type { UnaryHandler } from "../kernel/call.js";
-import { defaultRateLimits, sessionFeedKeys, sharedDefaults, type RateLimitRule } from "../platform/config.js";
+import { defaultRateLimits, sessionFeedKeys, sharedDefaults, type Config, type RateLimitRule } from "../platform/config.js";
 import type { Dispatch } from "../platform/incoming-call.js";
 import { createLogger, type Logger } from "../platform/logger.js";
 import { connectRedis } from "../platform/redis.js";
+import { startTracing } from "../platform/tracing.js";
 import { readPolicies } from "../policy/access.js";
 import { Chain } from "../policy/chain.js";
 import { ClientIpResolver } from "../policy/client-ip.js";
@@ -40,6 +41,12 @@ export interface GuardOptions {
   rateLimits?: Record<string, RateLimitRule>;
   trustedProxies?: string[];
   logger?: Logger;
+  /**
+   * Where this service sends its spans (an OTLP/HTTP traces URL) and under
+   * what service name: each call then gets a span that continues the
+   * caller's trace (its `traceparent`), with the guard's steps under it.
+   */
+  tracing?: Config["tracing"];
 }
 
 export interface Guard {
@@ -81,6 +88,7 @@ export async function createGuard(options: GuardOptions): Promise<Guard> {
     onLimited: (hit) => logger.warn({ rule: hit.rule, ip: hit.clientIp, rid: hit.requestId }, "rate limit hit"),
     logger,
   });
+  const stopTracing = options.tracing ? startTracing(options.tracing, logger) : async () => {};
   return {
     dispatch: (handlers) => async (incoming, request) => {
       const handler = handlers.get(incoming.method);
@@ -90,9 +98,11 @@ export async function createGuard(options: GuardOptions): Promise<Guard> {
     async close() {
       await feed.stop();
       redis.disconnect();
+      await stopTracing();
     },
   };
 }
 
 export { createGrpcServer } from "../platform/grpc-server.js";
 export type { UnaryHandler } from "../kernel/call.js";
+export { injectTraceContext } from "../platform/tracing.js";

@@ -1,3 +1,5 @@
+import { batchSizes } from "./metrics.js";
+
 interface Pending<In, Out> {
   input: In;
   resolve(output: Out): void;
@@ -5,6 +7,8 @@ interface Pending<In, Out> {
 }
 
 export interface BatcherOptions<In> {
+  /** The batch's label on the batch-size histogram: one of the few listed there. */
+  name: string;
   /**
    * The row an input locks. Inputs with equal keys never run together: a
    * repeat waits until the batches running with the first have settled, so it
@@ -30,11 +34,14 @@ const deadlockDetected = "40P01";
  */
 export class Batcher<In, Out> {
   private pending: Pending<In, Out>[] = [];
+  private readonly sizes: ReturnType<typeof batchSizes.labels>;
 
   constructor(
     private readonly run: (inputs: In[]) => Promise<Out[]>,
     private readonly options: BatcherOptions<In>,
-  ) {}
+  ) {
+    this.sizes = batchSizes.labels(options.name);
+  }
 
   add(input: In): Promise<Out> {
     return new Promise((resolve, reject) => {
@@ -67,6 +74,7 @@ export class Batcher<In, Out> {
 
   private async settle(batch: Pending<In, Out>[], retried: boolean): Promise<void> {
     try {
+      this.sizes.observe(batch.length);
       const outputs = await this.run(batch.map((item) => item.input));
       if (outputs.length !== batch.length) throw new Error(`a batch of ${batch.length} answered ${outputs.length} outputs`);
       batch.forEach((item, index) => item.resolve(outputs[index]!));

@@ -34,6 +34,8 @@ export interface Config {
   host: string;
   grpcPort: number;
   httpPort: number;
+  /** Where Prometheus scrapes /metrics; 0 serves none. */
+  metricsPort: number;
   /** Where a gateway-only process forwards calls (MODE=gateway). */
   gatewayUpstream: string;
   /** Undefined for the embedded default. */
@@ -109,6 +111,11 @@ export interface Config {
   };
   logLevel: string;
   shutdownGraceSeconds: number;
+  tracing: {
+    /** Where spans go (OTLP over HTTP, the traces URL); undefined: tracing is off. */
+    endpoint?: string;
+    serviceName: string;
+  };
 }
 
 const minute = 60;
@@ -234,6 +241,7 @@ export function loadConfig(env: Env = process.env, { sendsCodes = true }: { send
     host: read("HOST") ?? "127.0.0.1",
     grpcPort: int("GRPC_PORT", 50051, 0, 65535),
     httpPort: int("HTTP_PORT", 8080, 0, 65535),
+    metricsPort: int("METRICS_PORT", 9464, 0, 65535),
     gatewayUpstream: read("GATEWAY_UPSTREAM") ?? "http://127.0.0.1:50051",
     databaseUrl,
     databasePoolSize: int("DATABASE_POOL_SIZE", 10, 1, 1000),
@@ -283,6 +291,7 @@ export function loadConfig(env: Env = process.env, { sendsCodes = true }: { send
     gateway: gatewayTimeouts(int),
     logLevel: oneOf("LOG_LEVEL", ["trace", "debug", "info", "warn", "error", "fatal", "silent"], "info"),
     shutdownGraceSeconds: int("SHUTDOWN_GRACE_SECONDS", 10, 0, 600),
+    tracing: { endpoint: tracesEndpoint(read), serviceName: read("OTEL_SERVICE_NAME") ?? "portcullis" },
   };
 }
 
@@ -294,6 +303,20 @@ function gatewayTimeouts(int: (name: string, fallback: number, min: number, max:
     throw new ConfigError("GATEWAY_HEADERS_TIMEOUT_MS", `must not exceed GATEWAY_REQUEST_TIMEOUT_MS (${requestTimeoutMs})`);
   }
   return { headersTimeoutMs, requestTimeoutMs };
+}
+
+/**
+ * OpenTelemetry's own variables: the signal-specific URL is used as given, the
+ * general one is a base the traces path goes under.
+ */
+function tracesEndpoint(read: (name: string) => string | undefined): string | undefined {
+  if (read("OTEL_SDK_DISABLED") === "true") return undefined;
+  const specific = read("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+  const base = read("OTEL_EXPORTER_OTLP_ENDPOINT");
+  const name = specific ? "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" : "OTEL_EXPORTER_OTLP_ENDPOINT";
+  const url = specific ?? (base && `${base.replace(/\/$/, "")}/v1/traces`);
+  if (url && !/^https?:\/\/[^/]/.test(url)) throw new ConfigError(name, `expected an http(s) URL, got "${specific ?? base}"`);
+  return url;
 }
 
 /** Every country only when asked for ("*"), or on the embedded default: an open list invites SMS pumping. */

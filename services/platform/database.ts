@@ -1,8 +1,11 @@
 import type { MigrationObject } from "@mikro-orm/core";
 import { MikroORM } from "@mikro-orm/postgresql";
 import { Migrator } from "@mikro-orm/migrations";
+import { SpanKind } from "@opentelemetry/api";
 import pg from "pg";
 import type { Logger } from "./logger.js";
+import { dbStatementDuration, reportPool } from "./metrics.js";
+import { inChildSpan, tracingOn } from "./tracing.js";
 
 /** Anything that runs SQL: the pool, or the one connection of a transaction. */
 export interface Sql {
@@ -18,6 +21,8 @@ export interface DatabaseOptions {
    */
   prepare: boolean;
 }
+
+type StatementDuration = ReturnType<typeof dbStatementDuration.labels>;
 
 /** Several instances may start at once: one migrates while the others wait for it. */
 const migrationLockId = 0x6d696772; // "migr"
@@ -35,6 +40,40 @@ const maxPreparedStatements = 500;
  * small statement and each foreign-key check that would have kept a plan.
  */
 const planEveryRun = "-c plan_cache_mode=force_custom_plan";
+/** The first keywords statement times are reported by; any other is "other". */
+const statementCommands = ["select", "insert", "update", "delete", "with"];
+const durationByCommand = new Map([...statementCommands, "other"].map((command) => [command, dbStatementDuration.labels(command)]));
+
+/** Span names by statement text: its first keyword and first table, e.g. "select app_user". */
+const statementNames = new Map<string, string>();
+
+/**
+ * What the statement does to which table, read outside its parentheses (so
+ * not a CTE's or a function's): "select otp_challenge", "insert audit_event".
+ */
+function statementName(text: string): string {
+  let outer = text.toLowerCase();
+  for (let inner = outer.replace(/\([^()]*\)/g, " "); inner !== outer; inner = outer.replace(/\([^()]*\)/g, " ")) outer = inner;
+  const verb = /\b(select|insert|update|delete)\b/.exec(outer)?.[1] ?? /^\s*(\w+)/.exec(outer)?.[1] ?? "sql";
+  const table = /\b(?:from|into|update)\s+([a-z_][\w.]*)/.exec(outer)?.[1];
+  // A batch statement reads its rows from a CTE: name the first real table the CTEs touch instead.
+  const ctes = new Set([...text.toLowerCase().matchAll(/\b(\w+)\s+as\s*\(/g)].map((match) => match[1]));
+  if (table && ctes.has(table)) {
+    const touched = [...text.toLowerCase().matchAll(/\b(?:from|into|update)\s+([a-z_][\w.]*)\b(?!\s*\()/g)].find((match) => !ctes.has(match[1]!));
+    if (touched) return `with ${touched[1]}`;
+  }
+  return table ? `${verb} ${table}` : verb;
+}
+
+/** A span named by the statement; the text goes with it (values are never part of it), the values never. */
+function tracedQuery<Row extends pg.QueryResultRow>(runner: pg.Pool | pg.PoolClient, query: pg.QueryConfig): Promise<pg.QueryResult<Row>> {
+  let name = statementNames.get(query.text);
+  if (!name) {
+    name = statementName(query.text);
+    if (statementNames.size < maxPreparedStatements) statementNames.set(query.text, name);
+  }
+  return inChildSpan(name, SpanKind.CLIENT, { "db.system": "postgresql", "db.statement": query.text }, () => runner.query<Row>(query));
+}
 
 /**
  * Postgres for every domain: parameterised SQL over a `pg` pool. Values never
@@ -48,10 +87,12 @@ const planEveryRun = "-c plan_cache_mode=force_custom_plan";
  */
 export class Database implements Sql {
   private readonly names = new Map<string, string>();
+  private readonly durations = new Map<string, StatementDuration>();
 
   private constructor(
     private readonly pool: pg.Pool,
     private readonly prepare: boolean,
+    private readonly stopReporting: () => void,
   ) {}
 
   /** Applies the migrations, in order and one instance at a time, then opens the pool. */
@@ -67,18 +108,18 @@ export class Database implements Sql {
     });
     // A pooled connection that dies while idle (Postgres restarted) is replaced on next use; without a listener it would crash the process.
     pool.on("error", (error) => logger.warn({ err: { message: error.message } }, "an idle database connection failed"));
-    const database = new Database(pool, options.prepare);
+    const database = new Database(pool, options.prepare, reportPool(pool));
     try {
       await database.migrate(url, migrations, logger);
       return database;
     } catch (error) {
-      await pool.end();
+      await database.close();
       throw error;
     }
   }
 
   async query<Row = Record<string, unknown>>(text: string, params: readonly unknown[] = []): Promise<Row[]> {
-    return (await this.pool.query<Row & pg.QueryResultRow>(this.statement(text, params))).rows;
+    return this.run<Row>(this.pool, text, params);
   }
 
   /** Runs `work` in one transaction on one connection: commits if it returns, rolls back if it throws. */
@@ -87,7 +128,7 @@ export class Database implements Sql {
     let broken: Error | undefined;
     try {
       await client.query("begin");
-      const result = await work({ query: async (text, params = []) => (await client.query(this.statement(text, params))).rows });
+      const result = await work({ query: (text, params = []) => this.run(client, text, params) });
       await client.query("commit");
       return result;
     } catch (error) {
@@ -123,7 +164,30 @@ export class Database implements Sql {
   }
 
   close(): Promise<void> {
+    this.stopReporting();
     return this.pool.end();
+  }
+
+  /** One statement on the pool or a transaction's connection, timed by its first keyword. */
+  private async run<Row>(runner: pg.Pool | pg.PoolClient, text: string, params: readonly unknown[]): Promise<Row[]> {
+    const started = performance.now();
+    try {
+      const query = this.statement(text, params);
+      return (await (tracingOn ? tracedQuery<Row & pg.QueryResultRow>(runner, query) : runner.query<Row & pg.QueryResultRow>(query))).rows;
+    } finally {
+      this.durationOf(text).observe((performance.now() - started) / 1000);
+    }
+  }
+
+  /** Looked up once per statement text (they are constants of the code, as `names` assumes). */
+  private durationOf(text: string): StatementDuration {
+    let duration = this.durations.get(text);
+    if (!duration) {
+      const keyword = /^\s*(\w+)/.exec(text)?.[1]?.toLowerCase() ?? "";
+      duration = durationByCommand.get(statementCommands.includes(keyword) ? keyword : "other")!;
+      if (this.durations.size < maxPreparedStatements) this.durations.set(text, duration);
+    }
+    return duration;
   }
 
   /**

@@ -102,6 +102,7 @@ function unaryHandler(method: DescMethod, dispatch: Dispatch): grpc.handleUnaryC
     const metadata = call.metadata;
     const incoming: IncomingCall = {
       method,
+      door: "grpc",
       peer: call.getPeer(),
       header(name) {
         const value = metadata.get(name)[0];

@@ -4,6 +4,8 @@ import type { DescMethod, Message } from "@bufbuild/protobuf";
 /** A call as either door (grpc-js or the Connect gateway) hands it on: no transport types leak past here. */
 export interface IncomingCall {
   method: DescMethod;
+  /** The door the call came in by; a gateway forwarding to a gRPC instance makes it a grpc call there. */
+  door: "grpc" | "gateway";
   /** Request header or gRPC metadata value, by lower-case name. */
   header(name: string): string | undefined;
   /** The transport peer, for example "127.0.0.1:50312". */

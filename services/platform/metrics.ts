@@ -167,17 +167,45 @@ export const signingKeysPublished = new Gauge({
 
 export const dbStatementDuration = new Histogram({
   name: "portcullis_db_statement_duration_seconds",
-  help: "Time of each SQL statement, by its first keyword (select, insert, update, delete, with)",
+  help: "Time of each SQL statement, a connection's wait included, by its first keyword (select, insert, update, delete, with, other)",
   labelNames: ["command"] as const,
   buckets: latencyBuckets,
   registers,
 });
+
+/** What a pg pool tells of its connections. */
+export interface PoolReading {
+  totalCount: number;
+  idleCount: number;
+  waitingCount: number;
+}
+
+const pools = new Set<PoolReading>();
+
+/** Adds `pool` to the pools the gauge sums (a process may open several); the returned function removes it. */
+export function reportPool(pool: PoolReading): () => void {
+  pools.add(pool);
+  return () => pools.delete(pool);
+}
 
 export const dbPoolConnections = new Gauge({
   name: "portcullis_db_pool_connections",
   help: "Postgres pool connections by state (total, idle, waiting: callers waiting for one)",
   labelNames: ["state"] as const,
   registers,
+  collect() {
+    let total = 0;
+    let idle = 0;
+    let waiting = 0;
+    for (const pool of pools) {
+      total += pool.totalCount;
+      idle += pool.idleCount;
+      waiting += pool.waitingCount;
+    }
+    this.labels("total").set(total);
+    this.labels("idle").set(idle);
+    this.labels("waiting").set(waiting);
+  },
 });
 
 export const redisCommandDuration = new Histogram({

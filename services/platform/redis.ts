@@ -1,5 +1,6 @@
-import { Cluster, Redis } from "ioredis";
+import { Cluster, Redis, type Command } from "ioredis";
 import { sharedDefaults } from "./config.js";
+import { redisCommandDuration, redisErrors } from "./metrics.js";
 
 /** A single Redis or a Redis Cluster: every key we use is hash-tagged, so each script touches one slot. */
 export type RedisClient = Redis | Cluster;
@@ -35,6 +36,7 @@ export async function connectRedis(
         { ...commonOptions, clusterRetryStrategy: retryStrategy, redisOptions: { maxRetriesPerRequest: 1, commandTimeout: commandTimeoutMs } },
       )
     : new Redis(urls, { ...commonOptions, commandTimeout: commandTimeoutMs, retryStrategy });
+  measureCommands(redis);
   redis.on("error", () => {
     // Reported through failing commands and health checks; without a listener
     // ioredis would print every reconnection attempt.
@@ -47,6 +49,45 @@ export async function connectRedis(
     throw error;
   }
   return redis;
+}
+
+interface CommandSeries {
+  duration: ReturnType<typeof redisCommandDuration.labels>;
+  errors: ReturnType<typeof redisErrors.labels>;
+}
+
+/** By command name, which ioredis takes from its own list. */
+const commandSeries = new Map<string, CommandSeries>();
+/** A command can pass through sendCommand again (the offline queue, a resend after reconnecting): it is timed once. */
+const timedCommands = new WeakSet<Command>();
+
+/**
+ * ioredis has no per-command hook, but every command of the client, pipelined
+ * or not, goes through its sendCommand: times each from there to its reply or
+ * failure (a timeout included).
+ */
+function measureCommands(redis: RedisClient): void {
+  const send = redis.sendCommand.bind(redis) as (command: Command, stream?: unknown, node?: unknown) => unknown;
+  redis.sendCommand = (command: Command, stream?: unknown, node?: unknown) => {
+    if (timedCommands.has(command)) return send(command, stream, node);
+    timedCommands.add(command);
+    const started = performance.now();
+    const result = send(command, stream, node);
+    let series = commandSeries.get(command.name);
+    if (!series) {
+      series = { duration: redisCommandDuration.labels(command.name), errors: redisErrors.labels(command.name) };
+      commandSeries.set(command.name, series);
+    }
+    const { duration, errors } = series;
+    command.promise.then(
+      () => duration.observe((performance.now() - started) / 1000),
+      () => {
+        duration.observe((performance.now() - started) / 1000);
+        errors.inc();
+      },
+    );
+    return result;
+  };
 }
 
 export async function pingRedis(redis: RedisClient): Promise<void> {

@@ -1,12 +1,16 @@
 import { createHmac, randomUUID } from "node:crypto";
 import type { DescMethod, Message } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import type { Span } from "@opentelemetry/api";
 import type { CallContext, CallOrigin, Principal, UnaryHandler } from "../kernel/call.js";
 import { invalidArgument, rateLimited, unauthenticated } from "../kernel/errors.js";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { isDatabaseUnavailable } from "../platform/database-errors.js";
 import type { RateLimitRule } from "../platform/config.js";
 import type { IncomingCall } from "../platform/incoming-call.js";
 import { accessLogger, type Logger } from "../platform/logger.js";
+import { rateLimitRefusals, rpcCalls, rpcDuration, rpcInFlight, tokensRefused } from "../platform/metrics.js";
+import { endDoorSpan, inDoorSpan, recordedTraceId, tracingOn } from "../platform/tracing.js";
 import { Caller, RateLimitKey } from "../../gen/portcullis/v1/policy_pb.js";
 import type { MethodLimit, MethodPolicy } from "./access.js";
 import type { ClientIpResolver } from "./client-ip.js";
@@ -57,6 +61,20 @@ export interface LimitHit extends CallOrigin {
 
 const requestIdPattern = /^[\w.:-]{1,128}$/;
 
+type Door = IncomingCall["door"];
+
+/** A method's series at one door, looked up once: prom-client's children save hashing the labels again per call. */
+interface CallSeries {
+  duration: ReturnType<typeof rpcDuration.labels>;
+  /** By status code name, made on a code's first call. */
+  calls: Map<string, ReturnType<typeof rpcCalls.labels>>;
+}
+
+const inFlight: Record<Door, ReturnType<typeof rpcInFlight.labels>> = {
+  grpc: rpcInFlight.labels("grpc"),
+  gateway: rpcInFlight.labels("gateway"),
+};
+
 /**
  * The one interceptor chain. Both doors call `run`; it applies, in order:
  * request id and logging, client identity, rate limits, authentication, KYC
@@ -67,13 +85,20 @@ const requestIdPattern = /^[\w.:-]{1,128}$/;
 export class Chain {
   private readonly accessLog: Logger;
   private readonly validate: RequestValidator;
+  /** Keyed by the policy, so only methods with one get series: the label values stay bounded. */
+  private readonly series = new Map<MethodPolicy, Record<Door, CallSeries>>();
 
   constructor(private readonly deps: ChainDeps) {
     this.accessLog = accessLogger(deps.logger);
     this.validate = createRequestValidator([...deps.policies.keys()].map((method) => method.input));
   }
 
-  async run(incoming: IncomingCall, request: Message, handler: UnaryHandler): Promise<unknown> {
+  run(incoming: IncomingCall, request: Message, handler: UnaryHandler): Promise<unknown> {
+    if (!tracingOn) return this.serve(incoming, request, handler, undefined);
+    return inDoorSpan(incoming, (span) => this.serve(incoming, request, handler, span));
+  }
+
+  private async serve(incoming: IncomingCall, request: Message, handler: UnaryHandler, span: Span | undefined): Promise<unknown> {
     const started = performance.now();
     const policy = this.deps.policies.get(incoming.method);
     const headerId = incoming.header("x-request-id");
@@ -81,6 +106,8 @@ export class Chain {
     const clientIp = this.deps.clientIp.resolve(incoming.peer, incoming.header("x-forwarded-for"));
     let principal: Principal | undefined;
     let status = "ok";
+    const inFlightAtDoor = inFlight[incoming.door];
+    inFlightAtDoor.inc();
     try {
       if (!policy) throw new ConnectError("no access policy for this method", Code.PermissionDenied);
       const call: { -readonly [K in keyof CallContext]: CallContext[K] } = {
@@ -105,31 +132,59 @@ export class Chain {
       status = Code[connectError.code];
       throw connectError;
     } finally {
+      const ms = performance.now() - started;
+      inFlightAtDoor.dec();
+      if (policy) this.record(policy, incoming.door, status, ms);
       this.accessLog.info(
         {
           rid: requestId,
+          trace_id: recordedTraceId(span),
           method: policy?.path ?? incoming.method.name,
           status,
-          ms: Math.round((performance.now() - started) * 100) / 100,
+          ms: Math.round(ms * 100) / 100,
           ip: clientIp,
           sub: principal?.subject,
         },
         "call",
       );
+      if (span) endDoorSpan(span, incoming.door, status === "ok" ? undefined : Code[status as keyof typeof Code], requestId);
     }
   }
 
+  private record(policy: MethodPolicy, door: Door, status: string, ms: number): void {
+    let byDoor = this.series.get(policy);
+    if (!byDoor) {
+      const seriesAt = (at: Door): CallSeries => ({ duration: rpcDuration.labels(policy.path, at), calls: new Map() });
+      this.series.set(policy, (byDoor = { grpc: seriesAt("grpc"), gateway: seriesAt("gateway") }));
+    }
+    const series = byDoor[door];
+    series.duration.observe(ms / 1000);
+    let calls = series.calls.get(status);
+    if (!calls) series.calls.set(status, (calls = rpcCalls.labels(policy.path, door, status)));
+    calls.inc();
+  }
+
   private async authenticate(policy: MethodPolicy, authorization: string | undefined): Promise<Principal> {
-    const match = authorization && /^Bearer ([\w-]+\.[\w-]+\.[\w-]+)$/i.exec(authorization);
-    if (!match) {
-      throw unauthenticated(authorization ? "TOKEN_INVALID" : "TOKEN_MISSING", "send an access token as: Authorization: Bearer <token>");
+    try {
+      const match = authorization && /^Bearer ([\w-]+\.[\w-]+\.[\w-]+)$/i.exec(authorization);
+      if (!match) {
+        throw unauthenticated(authorization ? "TOKEN_INVALID" : "TOKEN_MISSING", "send an access token as: Authorization: Bearer <token>");
+      }
+      const principal = await this.deps.tokens.verify(match[1]!);
+      const wanted = policy.caller === Caller.SERVICE ? "service" : "user";
+      if (principal.kind !== wanted) {
+        tokensRefused.labels("WRONG_CALLER").inc();
+        throw permissionDenied("WRONG_CALLER", `this method is for ${wanted} tokens`);
+      }
+      return principal.kind === "user" ? this.deps.sessions.check(principal) : principal;
+    } catch (error) {
+      // The ErrorInfo reasons of unauthenticated(), a fixed few; not a store that is down (UNAVAILABLE).
+      if (error instanceof ConnectError && error.code === Code.Unauthenticated) {
+        const reason = error.findDetails(ErrorInfoSchema)[0]?.reason;
+        if (reason) tokensRefused.labels(reason).inc();
+      }
+      throw error;
     }
-    const principal = await this.deps.tokens.verify(match[1]!);
-    const wanted = policy.caller === Caller.SERVICE ? "service" : "user";
-    if (principal.kind !== wanted) {
-      throw permissionDenied("WRONG_CALLER", `this method is for ${wanted} tokens`);
-    }
-    return principal.kind === "user" ? this.deps.sessions.check(principal) : principal;
   }
 
   /**
@@ -148,6 +203,7 @@ export class Chain {
   private async consume(name: string, rule: RateLimitRule, key: string, call: CallOrigin, principal: Principal | undefined) {
     const decision = await consumeRule(this.deps.limiter, name, rule, key, this.deps.logger);
     if (!decision.allowed) {
+      rateLimitRefusals.labels(name).inc();
       const { requestId, clientIp, userAgent } = call;
       this.deps.onLimited({ requestId, clientIp, userAgent, rule: name, key, userId: principal?.subject });
       throw rateLimited(name, decision.retryAfterMs);

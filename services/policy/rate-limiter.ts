@@ -1,7 +1,9 @@
+import { SpanKind } from "@opentelemetry/api";
 import type { RateLimitRule } from "../platform/config.js";
 import { rateLimited, unavailable } from "../kernel/errors.js";
 import type { Logger } from "../platform/logger.js";
 import type { RedisClient } from "../platform/redis.js";
+import { inChildSpan, tracingOn } from "../platform/tracing.js";
 import { gcra } from "./gcra.js";
 
 export interface RateDecision {
@@ -86,8 +88,15 @@ export class RedisRateLimiter implements RateLimiter {
   }
 
   async consume(key: string, limit: number, periodMs: number, { cost = 1 }: ConsumeOptions = {}): Promise<RateDecision> {
-    const retryAfterMs = await this.redis.portcullisGcra(`${this.prefix}rl:{${key}}`, limit, periodMs, cost);
+    const storeKey = `${this.prefix}rl:{${key}}`;
+    const retryAfterMs = await (tracingOn ? this.tracedGcra(key, storeKey, limit, periodMs, cost) : this.redis.portcullisGcra(storeKey, limit, periodMs, cost));
     return { allowed: retryAfterMs === 0, retryAfterMs };
+  }
+
+  /** Named by the rule only: the rest of the key is an IP, a user id or a hash standing for a phone number. */
+  private tracedGcra(key: string, storeKey: string, limit: number, periodMs: number, cost: number): Promise<number> {
+    const attributes = { "portcullis.rate_limit.rule": key.slice(0, key.indexOf(":")) };
+    return inChildSpan("rate_limit", SpanKind.INTERNAL, attributes, () => this.redis.portcullisGcra(storeKey, limit, periodMs, cost));
   }
 }
 

@@ -4,7 +4,9 @@ import { unavailable } from "../kernel/errors.js";
 import { sharedDefaults } from "../platform/config.js";
 import type { Sql } from "../platform/database.js";
 import type { Logger } from "../platform/logger.js";
+import { feedConnected, feedLag, revocationsApplied, revocationsPublished } from "../platform/metrics.js";
 import { subscriberConnection, type RedisClient } from "../platform/redis.js";
+import { inRootOrChildSpan, tracingOn } from "../platform/tracing.js";
 import { userStore } from "../users/store.js";
 import { Revocations, type FeedEvent } from "./revocations.js";
 import { sessionStore } from "./store.js";
@@ -44,6 +46,18 @@ const pollIntervalMs = 1000;
  */
 const pollOverlapMs = 10_000;
 const catchUpRetryMs = { first: 250, max: 2000 };
+
+/** What a message on the channel carries: the event, stamped when published so receivers can time the feed (older publishers did not). */
+type FeedMessage = FeedEvent & { publishedAtMs?: number };
+
+type AppliedFrom = "pubsub" | "catch_up" | "poll" | "local";
+
+/**
+ * Whether each feed started in this process and not stopped is live: the
+ * connected gauge is 1 only while all are (a process runs one; tests, several).
+ */
+const feedsLive = new Map<RevocationFeed, boolean>();
+const reportConnected = () => feedConnected.set(feedsLive.size > 0 && [...feedsLive.values()].every(Boolean) ? 1 : 0);
 
 /**
  * Brings revocations and KYC downgrades to every instance's in-memory state
@@ -85,6 +99,8 @@ export class RevocationFeed {
   async start(): Promise<void> {
     this.pruneTimer = setInterval(() => this.prune(Date.now()), 60_000);
     this.pruneTimer.unref();
+    feedsLive.set(this, this.live);
+    reportConnected();
     const startedAt = performance.now();
     if (!this.redis) {
       await this.catchUp();
@@ -94,7 +110,7 @@ export class RevocationFeed {
       subscriber.on("error", () => {});
       subscriber.on("close", () => {
         if (this.live && this.subscriber) this.logger.error("revocation feed lost: refusing user calls until it is back");
-        this.live = false;
+        this.setLive(false);
         this.round++;
       });
       subscriber.on("message", (_channel: string, message: string) => this.receive(message));
@@ -117,6 +133,7 @@ export class RevocationFeed {
     clearInterval(this.pruneTimer);
     this.stopping.abort();
     this.round++;
+    if (feedsLive.delete(this)) reportConnected();
     const subscriber = this.subscriber;
     this.subscriber = undefined;
     subscriber?.disconnect();
@@ -132,10 +149,11 @@ export class RevocationFeed {
    */
   async publish(event: FeedEvent): Promise<void> {
     if (event.kind === "revoked" && event.sessionIds.length === 0) return;
-    this.state.apply(event);
+    revocationsPublished.labels(event.kind).inc(event.kind === "revoked" ? event.sessionIds.length : 1);
+    this.apply(event, "local");
     if (!this.redis) return;
     const { client, channel, backlog } = this.redis;
-    const message = JSON.stringify(event);
+    const message = JSON.stringify({ ...event, publishedAtMs: Date.now() } satisfies FeedMessage);
     const send = () => Promise.all([client.zadd(backlog, event.untilMs, message), client.publish(channel, message)]);
     try {
       await send();
@@ -168,9 +186,24 @@ export class RevocationFeed {
 
   private receive(message: string): void {
     try {
-      this.state.apply(JSON.parse(message) as FeedEvent);
+      const event = JSON.parse(message) as FeedMessage;
+      this.apply(event, "pubsub");
+      if (typeof event.publishedAtMs === "number") feedLag.observe(Math.max(0, Date.now() - event.publishedAtMs) / 1000);
     } catch (error) {
       this.logger.error({ err: error }, "unreadable session-change message");
+    }
+  }
+
+  private apply(event: FeedEvent, from: AppliedFrom): void {
+    const news = this.state.apply(event);
+    if (news > 0) revocationsApplied.labels(event.kind, from).inc(news);
+  }
+
+  private setLive(live: boolean): void {
+    this.live = live;
+    if (feedsLive.has(this)) {
+      feedsLive.set(this, live);
+      reportConnected();
     }
   }
 
@@ -190,7 +223,7 @@ export class RevocationFeed {
         // Only a subscription that was up before the read and is still up leaves no gap.
         if (round !== this.round) return;
         this.logger.info("revocation feed live");
-        this.live = true;
+        this.setLive(true);
         return;
       } catch (error) {
         if (round !== this.round) return;
@@ -201,8 +234,9 @@ export class RevocationFeed {
   }
 
   private async catchUp(): Promise<void> {
-    const events = await this.recent();
-    events.forEach((event) => this.state.apply(event));
+    // A trace of its own (user calls are refused until it succeeds); the every-second polls get none: one trace a second per instance is noise.
+    const events = await (tracingOn ? inRootOrChildSpan("session_feed.catch_up", {}, () => this.recent()) : this.recent());
+    events.forEach((event) => this.apply(event, "catch_up"));
     if (this.redis && this.options.restoresBacklog && events.length > 0) {
       // A restarted Redis lost the backlog: put back what Postgres knows, for guards that read only Redis.
       await this.redis.client.zadd(this.redis.backlog, ...events.flatMap((event) => [event.untilMs, JSON.stringify(event)]));
@@ -219,7 +253,7 @@ export class RevocationFeed {
     while (await this.pause(pollIntervalMs)) {
       const startedAt = performance.now();
       try {
-        for (const event of await changesWithin(startedAt - readAt + pollOverlapMs)) this.state.apply(event);
+        for (const event of await changesWithin(startedAt - readAt + pollOverlapMs)) this.apply(event, "poll");
         readAt = startedAt;
         if (failing) this.logger.info("reading session changes from Postgres again");
         failing = false;

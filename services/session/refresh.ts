@@ -3,6 +3,7 @@ import { audit } from "../audit/store.js";
 import type { CallOrigin } from "../kernel/call.js";
 import { unauthenticated } from "../kernel/errors.js";
 import type { Database } from "../platform/database.js";
+import { refreshes } from "../platform/metrics.js";
 import type { AccessTokens } from "../tokens/access-token.js";
 import { hashRefreshToken, type RefreshTokens } from "../tokens/refresh-token.js";
 import { issueTokenPair } from "../tokens/token-issuer.js";
@@ -10,6 +11,15 @@ import { SignInMethod, type TokenPairSchema } from "../../gen/portcullis/v1/comm
 import { Rotations } from "./rotations.js";
 import type { Sessions } from "./sessions.js";
 import { sessionStore, type RefreshedSession } from "./store.js";
+
+const refreshed = {
+  rotated: refreshes.labels("rotated"),
+  retry: refreshes.labels("retry"),
+  reuseDetected: refreshes.labels("reuse_detected"),
+  expired: refreshes.labels("expired"),
+  revoked: refreshes.labels("revoked"),
+  invalid: refreshes.labels("invalid"),
+};
 
 export interface RefreshSettings {
   reuseIntervalSeconds: number;
@@ -40,6 +50,7 @@ export class RefreshRotation {
 
   async refresh(token: string, origin: CallOrigin): Promise<MessageInitShape<typeof TokenPairSchema>> {
     const invalid = async () => {
+      refreshed.invalid.inc();
       await audit(this.db, origin, { event: "token.refresh", outcome: "failure", detail: { reason: "unknown_token" } });
       return unauthenticated("TOKEN_INVALID", "the refresh token is not valid; sign in again");
     };
@@ -51,7 +62,10 @@ export class RefreshRotation {
     const hash = hashRefreshToken(token);
     const successor = this.refreshTokens.successorOf(token, userId);
     const rotated = await this.rotations.rotate({ tokenHash: hash, successorHash: hashRefreshToken(successor), origin });
-    if (rotated) return this.pair(rotated, successor);
+    if (rotated) {
+      refreshed.rotated.inc();
+      return this.pair(rotated, successor);
+    }
     return this.refreshUsedToken(hash, successor, origin, invalid);
   }
 
@@ -64,12 +78,20 @@ export class RefreshRotation {
   private async refreshUsedToken(hash: Buffer, successor: string, origin: CallOrigin, invalid: () => Promise<Error>) {
     const row = await sessionStore.usedToken(this.db, hash, hashRefreshToken(successor), this.settings.reuseIntervalSeconds);
     if (!row) throw await invalid();
-    if (row.revoked) throw unauthenticated("SESSION_REVOKED", "this session has been signed out; sign in again");
-    if (!row.session_live || !row.used) throw unauthenticated("TOKEN_EXPIRED", "this session has expired; sign in again");
+    if (row.revoked) {
+      refreshed.revoked.inc();
+      throw unauthenticated("SESSION_REVOKED", "this session has been signed out; sign in again");
+    }
+    if (!row.session_live || !row.used) {
+      refreshed.expired.inc();
+      throw unauthenticated("TOKEN_EXPIRED", "this session has expired; sign in again");
+    }
     if (row.retry) {
+      refreshed.retry.inc();
       await audit(this.db, origin, { event: "token.refresh", outcome: "success", userId: row.user_id, sessionId: row.id, detail: { retry: true } });
       return this.pair(row, successor);
     }
+    refreshed.reuseDetected.inc();
     await this.sessions.end({
       which: { sessionIds: [row.id] },
       reason: "refresh_token_reused",

@@ -67,16 +67,23 @@ export class Revocations {
     return principal;
   }
 
-  apply(event: FeedEvent): void {
+  /** How many sessions or users the event told us something new about: 0 when it was known already. */
+  apply(event: FeedEvent): number {
     if (event.kind === "revoked") {
-      for (const sessionId of event.sessionIds) this.revoked.set(sessionId, event.untilMs);
-    } else {
-      // The same lowering read again later (polls overlap) carries the user's level by then, which a new approval may have raised.
-      const known = this.kycCaps.get(event.userId);
-      if (!known || known.sinceMs < event.sinceMs || (known.sinceMs === event.sinceMs && event.level < known.level)) {
-        this.kycCaps.set(event.userId, event);
+      let news = 0;
+      for (const sessionId of event.sessionIds) {
+        if (!this.revoked.has(sessionId)) news++;
+        this.revoked.set(sessionId, event.untilMs);
       }
+      return news;
     }
+    // The same lowering read again later (polls overlap) carries the user's level by then, which a new approval may have raised.
+    const known = this.kycCaps.get(event.userId);
+    if (!known || known.sinceMs < event.sinceMs || (known.sinceMs === event.sinceMs && event.level < known.level)) {
+      this.kycCaps.set(event.userId, event);
+      return 1;
+    }
+    return 0;
   }
 
   /** Forgets what no live token can concern any more. */

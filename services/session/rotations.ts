@@ -12,6 +12,7 @@ export class Rotations {
 
   constructor(db: Database, idleTimeoutSeconds: number) {
     this.batcher = new Batcher((rotations) => sessionStore.rotate(db, rotations, idleTimeoutSeconds), {
+      name: "refresh_rotation",
       key: (rotation) => rotation.tokenHash.toString("hex"),
       maxBatch: 64,
     });

@@ -3,6 +3,7 @@ import type { SigningAlgorithm } from "../platform/config.js";
 import type { Database } from "../platform/database.js";
 import type { Envelope } from "../platform/envelope.js";
 import type { Logger } from "../platform/logger.js";
+import { reportKeyRing } from "../platform/metrics.js";
 import { currentSigningKey, isExpired, nextKeyActivation, type SchedulePolicy } from "./key-schedule.js";
 import { signingKeyStore as store, type StoredKey } from "./store.js";
 
@@ -30,6 +31,7 @@ export class KeyRing {
   private keys = new Map<string, LoadedKey>();
   private timer?: NodeJS.Timeout;
   private lastReload = 0;
+  private stopReporting?: () => void;
 
   constructor(
     private readonly db: Database,
@@ -46,10 +48,19 @@ export class KeyRing {
       this.rotate().catch((error) => this.logger.error({ err: error }, "key ring refresh failed"));
     }, refreshIntervalMs);
     this.timer.unref();
+    this.stopReporting = reportKeyRing({
+      signingKeyAgeSeconds: () => {
+        const now = this.now();
+        const key = currentSigningKey([...this.keys.values()], now);
+        return key && (now.getTime() - key.activateTime.getTime()) / 1000;
+      },
+      publishedKeys: () => this.jwks().length,
+    });
   }
 
   stop(): void {
     clearInterval(this.timer);
+    this.stopReporting?.();
   }
 
   /** Creates the next key when due, forgets expired ones, and reloads the ring. */

@@ -22,6 +22,9 @@ export interface LockoutPolicy {
   maxSeconds: number;
 }
 
+/** A password lock: for one source (an IP address or IPv6 prefix), or for the whole account. */
+export type LockScope = "source" | "account";
+
 /** Locked everywhere, or for the source in parameter `$2`. */
 const credentialColumns = `${userColumns}, password_hash,
   coalesce(locked_until > now(), false)
@@ -94,11 +97,12 @@ export const userStore = {
    * threshold-th from all sources together locks it everywhere. Each lock
    * lasts base × 2^(earlier lockouts of its kind), at most the maximum. One
    * statement, as an unknown email's one audit insert: the two answers take
-   * the same time.
+   * the same time. Returns the locks it began: none, or the source's, the
+   * account's, or both.
    */
-  async passwordRejected(sql: Sql, id: string, source: string, policy: LockoutPolicy, origin: CallOrigin): Promise<void> {
+  async passwordRejected(sql: Sql, id: string, source: string, policy: LockoutPolicy, origin: CallOrigin): Promise<LockScope[]> {
     const audited = insertAuditEvents(["event", "outcome", "user_id", "ip_address", "user_agent", "request_id", "detail"]);
-    await sql.query(
+    const rows = await sql.query<{ event: string; scope: LockScope | null }>(
       `with from_source as (
          insert into password_failure as f (user_id, source, failures, lockouts, locked_until)
          values ($3, $7, case when $1 <= 1 then 0 else 1 end, case when $1 <= 1 then 1 else 0 end, case when $1 <= 1 then ${lockEnd("0", "$8", "$9")} end)
@@ -122,9 +126,11 @@ export const userStore = {
        from account, from_source where from_source.failures = 0
        union all
        select 'account.locked', 'denied', id, $4, $5, $6, jsonb_build_object('scope', 'account', 'lockouts', lockouts, 'until', locked_until)
-       from account where failed_logins = 0`,
+       from account where failed_logins = 0
+       returning event, detail->>'scope' as scope`,
       [policy.threshold, policy.accountThreshold, id, origin.clientIp, origin.userAgent, origin.requestId, source, policy.baseSeconds, policy.maxSeconds],
     );
+    return rows.flatMap((row) => (row.event === "account.locked" && row.scope ? [row.scope] : []));
   },
 
   /**

@@ -28,7 +28,7 @@ const device = { deviceId: "bench", deviceType: DeviceType.WEB, deviceName: "ben
 
 /** Calls one RPC through the app exactly as a door would: chain, then handler. */
 async function call<M extends DescMethod>(app: App, method: M, request: MessageInitShape<M["input"]>, headers: Record<string, string> = {}) {
-  const incoming: IncomingCall = { method, peer: "127.0.0.1:1", header: (name) => headers[name] };
+  const incoming: IncomingCall = { method, door: "grpc", peer: "127.0.0.1:1", header: (name) => headers[name] };
   return (await app.dispatch(incoming, create(method.input, request as never))) as any;
 }
 

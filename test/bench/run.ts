@@ -6,7 +6,8 @@
  * baseline of the same door. Exits 1 when a scenario has over 1% errors.
  *
  * BENCH_SECONDS (default 5) sets the measured window per scenario;
- * BENCH_ONLY=grpc_bare,grpc_auth runs only the scenarios named (for profiling).
+ * BENCH_ONLY=grpc_bare,grpc_auth runs only the scenarios named (for profiling);
+ * OTEL_EXPORTER_OTLP_ENDPOINT traces every call to that collector.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
@@ -17,6 +18,7 @@ import { pino } from "pino";
 import { createApp } from "../../services/app/app.js";
 import { loadConfig } from "../../services/platform/config.js";
 import { createLogger } from "../../services/platform/logger.js";
+import { startTracing } from "../../services/platform/tracing.js";
 import type { LoadResult, LoadSpec } from "./load.js";
 import { measureFlows } from "./flows.js";
 import { scenarios, type BenchContext } from "./scenarios.js";
@@ -127,6 +129,8 @@ async function main(): Promise<number> {
     // Far above what the bench sends, so the limiter's Redis round trip is
     // measured without ever refusing a call.
     RATE_LIMITS: "api_user=100000000/60,api_ip=100000000/60",
+    // Set, every call is traced to it: tracing's cost, measured against a collector or a stand-in.
+    ...(process.env.OTEL_EXPORTER_OTLP_ENDPOINT ? { OTEL_EXPORTER_OTLP_ENDPOINT: process.env.OTEL_EXPORTER_OTLP_ENDPOINT } : {}),
   };
   const config = loadConfig(env);
   // Logs go to /dev/null: written (so their cost counts), not shown. Never
@@ -134,6 +138,7 @@ async function main(): Promise<number> {
   // its subscriber's close event late), and writing to an ended stream throws.
   // An open /dev/null does not keep the process alive.
   const logger = createLogger(config.logLevel, pino.destination({ dest: "/dev/null", sync: false }));
+  cleanups.push(startTracing(config.tracing, logger));
   const app = await createApp(config, logger);
   cleanups.push(() => app.close());
 

@@ -40,10 +40,12 @@ class StartCommand {
 
   constructor(
     script: string[],
-    readonly ports: { http: number; grpc: number },
+    readonly ports: { http: number; grpc: number; metrics: number },
     readonly dataDir: string,
   ) {
-    const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, HTTP_PORT: String(ports.http), GRPC_PORT: String(ports.grpc) };
+    const env: NodeJS.ProcessEnv = {
+      ...process.env, DATA_DIR: dataDir, HTTP_PORT: String(ports.http), GRPC_PORT: String(ports.grpc), METRICS_PORT: String(ports.metrics),
+    };
     for (const name of ["DATABASE_URL", "REDIS_URL", "KEY_ENCRYPTION_KEY", "HOST", "MODE", "LOG_LEVEL"]) delete env[name];
     this.child = spawn("npm", script, { env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
     for (const stream of [this.child.stdout!, this.child.stderr!]) stream.on("data", (chunk) => this.output.push(String(chunk)));
@@ -96,19 +98,23 @@ function describeStart(title: string, script: string[], prepare?: () => Promise<
     before(async () => {
       await prepare?.();
       const dataDir = mkdtempSync(join(tmpdir(), "portcullis-start-"));
-      command = new StartCommand(script, { http: await freePort(), grpc: await freePort() }, dataDir);
+      command = new StartCommand(script, { http: await freePort(), grpc: await freePort(), metrics: await freePort() }, dataDir);
     });
     after(() => {
       command?.kill();
       if (command) rmSync(command.dataDir, { recursive: true, force: true });
     });
 
-    it("serves, and on SIGTERM to the npm process drains, exits 0 and closes both ports", async () => {
+    it("serves, and on SIGTERM to the npm process drains, exits 0 and closes every port", async () => {
       await command!.serving();
+      const scrape = await fetch(`http://127.0.0.1:${command!.ports.metrics}/metrics`);
+      expect(scrape.status).to.equal(200);
+      expect(await scrape.text()).to.match(/^process_cpu_user_seconds_total /m);
       command!.terminate();
       expect(await command!.exit(), command!.tail()).to.deep.equal({ code: 0, signal: null });
       expect(await refuses(command!.ports.http), "gateway port closed").to.equal(true);
       expect(await refuses(command!.ports.grpc), "gRPC port closed").to.equal(true);
+      expect(await refuses(command!.ports.metrics), "metrics port closed").to.equal(true);
       expect(command!.tail()).to.match(/"msg":"shutting down"/);
     });
   });

@@ -11,7 +11,7 @@ function recording(fail?: (inputs: number[]) => Error | undefined) {
       if (error) throw error;
       return inputs.map((input) => input * 2);
     },
-    { key: (input) => String(input % 100), maxBatch: 3 },
+    { name: "test", key: (input) => String(input % 100), maxBatch: 3 },
   );
   return { batcher, batches };
 }
@@ -47,7 +47,7 @@ describe("Batching the calls of one event-loop turn", () => {
         if (inputs.includes(1)) await gate;
         return inputs;
       },
-      { key: (input) => String(input % 100), maxBatch: 3 },
+      { name: "test", key: (input) => String(input % 100), maxBatch: 3 },
     );
     const first = [1, 101].map((input) => batcher.add(input));
     await new Promise((resolve) => setImmediate(resolve));
