@@ -6,7 +6,6 @@ import type { CallContext, CallOrigin, Principal, UnaryHandler } from "../kernel
 import { invalidArgument, rateLimited, unauthenticated } from "../kernel/errors.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { isDatabaseUnavailable } from "../platform/database-errors.js";
-import type { RateLimitRule } from "../platform/config.js";
 import type { IncomingCall } from "../platform/incoming-call.js";
 import { accessLogger, type Logger } from "../platform/logger.js";
 import { rateLimitRefusals, rpcCalls, rpcDuration, rpcInFlight, tokensRefused } from "../platform/metrics.js";
@@ -193,21 +192,23 @@ export class Chain {
    */
   private async enforceLimits(limits: MethodLimit[], request: Message, call: CallOrigin, principal: Principal | undefined) {
     for (const limit of limits) {
-      await this.consume(limit.name, limit.rule, this.limitKey(limit, request, call.clientIp, principal), call, principal);
+      const key = this.limitKey(limit, request, call.clientIp, principal);
+      const decision = await consumeRule(this.deps.limiter, limit.name, limit.rule, key, this.deps.logger);
+      if (!decision.allowed) this.refuse(limit.name, key, decision.retryAfterMs, call, principal);
       // An IPv6 client could move to any of the 65,536 /64s of its /48: together they count against a looser rule.
       const wideKey = limit.wideRule && this.deps.clientIp.wideLimitKey(call.clientIp);
-      if (wideKey) await this.consume(limit.name, limit.wideRule!, wideKey, call, principal);
+      if (wideKey) {
+        const wide = await consumeRule(this.deps.limiter, limit.name, limit.wideRule!, wideKey, this.deps.logger);
+        if (!wide.allowed) this.refuse(limit.name, wideKey, wide.retryAfterMs, call, principal);
+      }
     }
   }
 
-  private async consume(name: string, rule: RateLimitRule, key: string, call: CallOrigin, principal: Principal | undefined) {
-    const decision = await consumeRule(this.deps.limiter, name, rule, key, this.deps.logger);
-    if (!decision.allowed) {
-      rateLimitRefusals.labels(name).inc();
-      const { requestId, clientIp, userAgent } = call;
-      this.deps.onLimited({ requestId, clientIp, userAgent, rule: name, key, userId: principal?.subject });
-      throw rateLimited(name, decision.retryAfterMs);
-    }
+  private refuse(rule: string, key: string, retryAfterMs: number, call: CallOrigin, principal: Principal | undefined): never {
+    rateLimitRefusals.labels(rule).inc();
+    const { requestId, clientIp, userAgent } = call;
+    this.deps.onLimited({ requestId, clientIp, userAgent, rule, key, userId: principal?.subject });
+    throw rateLimited(rule, retryAfterMs);
   }
 
   private limitKey(limit: MethodLimit, request: Message, clientIp: string, principal: Principal | undefined): string {
