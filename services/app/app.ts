@@ -189,14 +189,28 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
           return false;
         }
       },
-      async close() {
-        for (const close of closers.reverse()) await close();
-      },
+      close: () => closeAll(closers),
     };
   } catch (error) {
-    for (const close of closers.reverse()) await Promise.resolve(close()).catch(() => {});
+    await closeAll(closers).catch(() => {});
     throw error;
   }
+}
+
+/**
+ * Last opened, first closed; every closer runs even when one before it fails,
+ * so one stuck part cannot leave the others open. Throws the first failure.
+ */
+export async function closeAll(closers: readonly (() => Promise<void> | void)[]): Promise<void> {
+  let failure: { error: unknown } | undefined;
+  for (const close of [...closers].reverse()) {
+    try {
+      await close();
+    } catch (error) {
+      failure ??= { error };
+    }
+  }
+  if (failure) throw failure.error;
 }
 
 /** Handlers by method descriptor; every method of every service must have one. */

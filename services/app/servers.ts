@@ -3,7 +3,7 @@ import { Server as NetServer, type AddressInfo } from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { createGateway } from "../../gateway/server.js";
 import { forwardingDispatch } from "../../gateway/forward.js";
-import { createApp, services, type App } from "./app.js";
+import { closeAll, createApp, services, type App } from "./app.js";
 import type { Config } from "../platform/config.js";
 import { createGrpcServer } from "../platform/grpc-server.js";
 import { createMetricsServer } from "../platform/metrics-server.js";
@@ -37,7 +37,7 @@ export async function startServers(config: Config, logger: Logger): Promise<Runn
         throw error;
       });
   const stops: (() => Promise<void>)[] = [stopTracing];
-  const running: Running = { app, stop: async () => { for (const stop of stops.reverse()) await stop(); } };
+  const running: Running = { app, stop: () => closeAll(stops) };
   try {
     if (app) stops.push(() => app.close());
 

@@ -16,9 +16,6 @@ import { backlogEvents, RevocationFeed, type FeedChannel } from "../session/feed
 import { TokenVerifier } from "../tokens/access-token.js";
 import { RemoteJwks } from "../tokens/remote-jwks.js";
 
-/** The upper bound loadConfig puts on ACCESS_TOKEN_TTL_SECONDS. */
-const longestPortcullisTokenSeconds = 86_400;
-
 export interface GuardOptions {
   /** The service's own services; each method declares (portcullis.v1.access) like ours. */
   services: readonly DescService[];
@@ -67,9 +64,16 @@ export async function createGuard(options: GuardOptions): Promise<Guard> {
   const redis = await connectRedis(options.redisUrl, options.redisCluster ?? false);
   const channel: FeedChannel = { client: redis, ...sessionFeedKeys(options.portcullisKeyPrefix ?? sharedDefaults.redisKeyPrefix) };
   const feed = new RevocationFeed(backlogEvents(channel), logger, channel);
-  await feed.start();
   const jwks = new RemoteJwks(options.jwksUrl);
-  await jwks.refresh();
+  try {
+    await feed.start();
+    await jwks.refresh();
+  } catch (error) {
+    // An open connection would keep the host process alive after its start-up failed.
+    await feed.stop();
+    redis.disconnect();
+    throw error;
+  }
   const chain = new Chain({
     policies,
     limiter: new LeasingRateLimiter(new RedisRateLimiter(redis, options.limitKeyPrefix ?? "guard:")),
@@ -78,7 +82,7 @@ export async function createGuard(options: GuardOptions): Promise<Guard> {
       audience: options.audience ?? sharedDefaults.audience,
       clockToleranceSeconds: sharedDefaults.clockToleranceSeconds,
       verifiedCacheSize: sharedDefaults.verifiedCacheSize,
-      maxLifetimeSeconds: options.maxTokenLifetimeSeconds ?? longestPortcullisTokenSeconds,
+      maxLifetimeSeconds: options.maxTokenLifetimeSeconds ?? sharedDefaults.maxAccessTokenTtlSeconds,
     }),
     sessions: feed,
     clientIp: new ClientIpResolver(options.trustedProxies ?? []),

@@ -2,6 +2,7 @@ import { SpanKind } from "@opentelemetry/api";
 import type { RateLimitRule } from "../platform/config.js";
 import { rateLimited, unavailable } from "../kernel/errors.js";
 import type { Logger } from "../platform/logger.js";
+import { rateLimitRefusals } from "../platform/metrics.js";
 import type { RedisClient } from "../platform/redis.js";
 import { inChildSpan, tracingOn } from "../platform/tracing.js";
 import { gcra } from "./gcra.js";
@@ -51,7 +52,9 @@ export async function consumeRule(
 export function ruleGate(limiter: RateLimiter, name: string, rule: RateLimitRule, logger: Logger): (key: string) => Promise<void> {
   return async (key) => {
     const decision = await consumeRule(limiter, name, rule, key, logger);
-    if (!decision.allowed) throw rateLimited(name, decision.retryAfterMs);
+    if (decision.allowed) return;
+    rateLimitRefusals.labels(name).inc();
+    throw rateLimited(name, decision.retryAfterMs);
   };
 }
 

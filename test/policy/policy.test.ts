@@ -6,8 +6,9 @@ import { defaultRateLimits } from "../../services/platform/config.js";
 import { PolicyError, readPolicies } from "../../services/policy/access.js";
 import { ClientIpResolver } from "../../services/policy/client-ip.js";
 import { gcra } from "../../services/policy/gcra.js";
-import { consumeRule, LeasingRateLimiter, MemoryRateLimiter } from "../../services/policy/rate-limiter.js";
+import { consumeRule, LeasingRateLimiter, MemoryRateLimiter, ruleGate } from "../../services/policy/rate-limiter.js";
 import { createLogger } from "../../services/platform/logger.js";
+import { rateLimitRefusals } from "../../services/platform/metrics.js";
 import { services } from "../../services/app/app.js";
 import { Caller, RateLimitKey } from "../../gen/portcullis/v1/policy_pb.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
@@ -157,6 +158,18 @@ describe("Leased rate limits", () => {
     storeCalls = 0;
     for (let i = 0; i < 20; i++) await consumeRule(limiter, "api_user", { limit: 1000, periodSeconds: 60, failOpen: true }, "u1", logger);
     expect(storeCalls, "capacity rule: two leases of 10").to.equal(2);
+  });
+});
+
+describe("A rule applied by a handler", () => {
+  it("counts its refusals with the chain's, by rule", async () => {
+    const refusals = async () => (await rateLimitRefusals.get()).values.find((v) => v.labels.rule === "refresh_user")?.value ?? 0;
+    const gate = ruleGate(new MemoryRateLimiter(() => 0), "refresh_user", { limit: 1, periodSeconds: 60, failOpen: false }, createLogger("silent"));
+    const before = await refusals();
+    await gate("u1");
+    expect(await refusals()).to.equal(before);
+    await gate("u1").then(() => expect.fail("the second call within the period passed"), () => {});
+    expect(await refusals()).to.equal(before + 1);
   });
 });
 
