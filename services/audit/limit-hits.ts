@@ -1,4 +1,4 @@
-import type { CallOrigin } from "../kernel/call.js";
+import type { LimitHit } from "../kernel/call.js";
 import type { Database } from "../platform/database.js";
 import type { Logger } from "../platform/logger.js";
 import { audit } from "./store.js";
@@ -10,7 +10,7 @@ const maxTracked = 10_000;
  * Writes rate-limit hits to the audit log, at most one row per rule and key a
  * minute: a flood of refused calls must not become a flood of inserts.
  */
-export function auditLimitHits(db: Database, logger: Logger): (hit: CallOrigin & { rule: string; key: string; userId?: string }) => void {
+export function auditLimitHits(db: Database, logger: Logger): (hit: LimitHit) => void {
   const quietUntil = new Map<string, number>();
   return (hit) => {
     const now = Date.now();

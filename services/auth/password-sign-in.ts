@@ -1,5 +1,4 @@
 import { randomUUID } from "node:crypto";
-import { isIP } from "node:net";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { audit } from "../audit/store.js";
 import type { CallOrigin, Principal } from "../kernel/call.js";
@@ -8,7 +7,7 @@ import { Violations } from "../kernel/validation.js";
 import type { Config } from "../platform/config.js";
 import type { Database } from "../platform/database.js";
 import { lockouts, signIns } from "../platform/metrics.js";
-import { ipv6Prefix } from "../policy/client-ip.js";
+import { ipLimitKey } from "../policy/client-ip.js";
 import type { Sessions } from "../session/sessions.js";
 import type { AccessTokens } from "../tokens/access-token.js";
 import { issueTokenPair } from "../tokens/token-issuer.js";
@@ -152,8 +151,8 @@ export class PasswordSignIn {
     for (const scope of locked) lockouts.labels(`password_${scope}`).inc();
   }
 
-  /** Where a password try comes from, as the lockout counts it: an IPv4 address, or an IPv6 client's prefix (one network hands out a whole /64). */
+  /** Where a password try comes from, as the lockout counts it: the client as rate limits count it. */
   private source(origin: CallOrigin): string {
-    return isIP(origin.clientIp) === 6 ? ipv6Prefix(origin.clientIp, this.ipv6PrefixBits) : origin.clientIp;
+    return ipLimitKey(origin.clientIp, this.ipv6PrefixBits);
   }
 }

@@ -26,6 +26,14 @@ export interface CallOrigin {
   requestId: string;
 }
 
+/** A call refused by a rate limit: the chain reports it, the audit log keeps it. */
+export interface LimitHit extends CallOrigin {
+  rule: string;
+  /** The limit's key: an IP, a user id, or a hash standing for a phone number or email. */
+  key: string;
+  userId?: string;
+}
+
 /** What a handler knows about the call it serves, filled in by the chain. */
 export interface CallContext extends CallOrigin {
   readonly path: string;

@@ -78,7 +78,7 @@ export interface Config {
     /** Wrong codes per phone number in failureWindowSeconds before the number is locked. */
     failureBudget: number;
     failureWindowSeconds: number;
-    /** SMS per country per hour, against SMS pumping; a country not listed gets the default. */
+    /** SMS per country per hour, against SMS pumping: each country counted on its own, all against this one budget. */
     countryHourlyBudget: number;
     /** SMS per hour per number prefix: the country calling code and the first `prefixDigits` national digits. */
     prefixHourlyBudget: number;
@@ -147,6 +147,9 @@ export const sharedDefaults = {
   redisCommandTimeoutMs: 1000,
   clockToleranceSeconds: 5,
   verifiedCacheSize: 10_000,
+  /** The longest ACCESS_TOKEN_TTL_SECONDS may be; the guard refuses tokens that live longer unless told Portcullis's own. */
+  maxAccessTokenTtlSeconds: day,
+  ipv6LimitPrefixes: { client: 64, wide: 48 },
 } as const;
 
 /** How long an access token can outlive the revocation of its session: its lifetime plus the clock tolerance. */
@@ -235,7 +238,7 @@ export function loadConfig(env: Env = process.env, { sendsCodes = true }: { send
     }
   }
 
-  const accessTokenTtlSeconds = int("ACCESS_TOKEN_TTL_SECONDS", 15 * minute, 60, day);
+  const accessTokenTtlSeconds = int("ACCESS_TOKEN_TTL_SECONDS", 15 * minute, 60, sharedDefaults.maxAccessTokenTtlSeconds);
   return {
     mode: oneOf("MODE", ["all", "grpc", "gateway"], "all"),
     host: read("HOST") ?? "127.0.0.1",
@@ -347,8 +350,9 @@ function passwordLockout(int: (name: string, fallback: number, min: number, max:
 }
 
 function ipv6LimitPrefixes(int: (name: string, fallback: number, min: number, max: number) => number): Config["ipv6LimitPrefixes"] {
-  const client = int("IPV6_LIMIT_PREFIX", 64, 32, 128);
-  return { client, wide: int("IPV6_WIDE_LIMIT_PREFIX", Math.min(48, client), 16, client) };
+  const defaults = sharedDefaults.ipv6LimitPrefixes;
+  const client = int("IPV6_LIMIT_PREFIX", defaults.client, 32, 128);
+  return { client, wide: int("IPV6_WIDE_LIMIT_PREFIX", Math.min(defaults.wide, client), 16, client) };
 }
 
 function parseKek(raw: string | undefined): Buffer | undefined {

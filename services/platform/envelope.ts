@@ -33,7 +33,11 @@ export class Envelope {
   }
 }
 
-/** A keyed hash for looking values up without storing them (rate-limit keys, blind indexes). */
+/**
+ * A 32-byte subkey of the key-encryption key for one purpose (HKDF-SHA256):
+ * each use (an envelope, rate-limit keys, blind indexes, refresh tokens)
+ * holds its own key, never the key-encryption key itself.
+ */
 export function deriveKey(keyEncryptionKey: Buffer, purpose: string): Buffer {
   return Buffer.from(hkdfSync("sha256", keyEncryptionKey, Buffer.alloc(0), `portcullis:${purpose}`, 32));
 }

@@ -124,7 +124,7 @@ function unaryHandler(method: DescMethod, dispatch: Dispatch): grpc.handleUnaryC
 }
 
 /** A ConnectError as gRPC status, message, and google.rpc.Status details. */
-export function toServiceError(error: unknown): Partial<grpc.StatusObject> {
+function toServiceError(error: unknown): Partial<grpc.StatusObject> {
   const connectError = ConnectError.from(error);
   const metadata = new grpc.Metadata();
   for (const [name, value] of connectError.metadata) metadata.set(name, value);

@@ -2,7 +2,7 @@ import { createHmac, randomUUID } from "node:crypto";
 import type { DescMethod, Message } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Span } from "@opentelemetry/api";
-import type { CallContext, CallOrigin, Principal, UnaryHandler } from "../kernel/call.js";
+import type { CallContext, CallOrigin, LimitHit, Principal, UnaryHandler } from "../kernel/call.js";
 import { invalidArgument, rateLimited, unauthenticated } from "../kernel/errors.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { isDatabaseUnavailable } from "../platform/database-errors.js";
@@ -48,14 +48,6 @@ export interface ChainDeps {
   /** Told of every refusal by a rate limit, for the audit log. */
   onLimited: (hit: LimitHit) => void;
   logger: Logger;
-}
-
-/** A call refused by a rate limit. */
-export interface LimitHit extends CallOrigin {
-  rule: string;
-  /** The limit's key: an IP, a user id, or a hash standing for a phone number or email. */
-  key: string;
-  userId?: string;
 }
 
 const requestIdPattern = /^[\w.:-]{1,128}$/;

@@ -1,4 +1,5 @@
 import { BlockList, isIP } from "node:net";
+import { sharedDefaults } from "../platform/config.js";
 import { peerAddress } from "../platform/incoming-call.js";
 
 /**
@@ -12,7 +13,7 @@ export class ClientIpResolver {
 
   constructor(
     trustedProxies: readonly string[],
-    private readonly ipv6Prefixes: Ipv6LimitPrefixes = { client: 64, wide: 48 },
+    private readonly ipv6Prefixes: Ipv6LimitPrefixes = sharedDefaults.ipv6LimitPrefixes,
   ) {
     for (const entry of trustedProxies) {
       const [address, bits] = entry.split("/") as [string, string | undefined];
@@ -43,13 +44,9 @@ export class ClientIpResolver {
     return hops[0] ?? peerIp;
   }
 
-  /**
-   * What IP-keyed rate limits count: an IPv4 address as it is, an IPv6 client
-   * by its prefix (/64 by default), since one customer's network hands out
-   * addresses across a whole /64 and each would otherwise start afresh.
-   */
+  /** What IP-keyed rate limits count (see ipLimitKey), an IPv6 client by its `client` prefix. */
   limitKey(ip: string): string {
-    return ip.includes(":") ? ipv6Prefix(ip, this.ipv6Prefixes.client) : ip;
+    return ipLimitKey(ip, this.ipv6Prefixes.client);
   }
 
   /** For an IPv6 client, the wider prefix (/48 by default) that a looser limit counts; none for IPv4. */
@@ -67,6 +64,16 @@ export class ClientIpResolver {
 export interface Ipv6LimitPrefixes {
   client: number;
   wide: number;
+}
+
+/**
+ * What counts tries from one client (rate limits, password lockouts): an IPv4
+ * address as it is, an IPv6 address by its prefix, since one customer's
+ * network hands out addresses across a whole /64 and each would otherwise
+ * start afresh.
+ */
+export function ipLimitKey(ip: string, ipv6PrefixBits: number): string {
+  return ip.includes(":") ? ipv6Prefix(ip, ipv6PrefixBits) : ip;
 }
 
 /** "2001:db8:1:2:3:4:5:6", 64 → "2001:db8:1:2:0:0:0:0/64": the address with every bit past the prefix cleared. */

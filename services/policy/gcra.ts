@@ -2,7 +2,7 @@
  * The generic cell rate algorithm: `limit` requests per `period`, all of them
  * available at once, then one every period/limit. The state is a single
  * number, the theoretical arrival time (TAT). Mirrored by the Lua script in
- * redis-rate-limiter.ts, which runs the same arithmetic atomically in Redis.
+ * rate-limiter.ts, which runs the same arithmetic atomically in Redis.
  */
 export interface GcraDecision {
   allowed: boolean;

@@ -5,6 +5,7 @@ import { Code, ConnectError } from "../kernel/errors.js";
 import type { Config } from "../platform/config.js";
 import type { Database, Sql } from "../platform/database.js";
 import { hashRefreshToken, type RefreshTokens } from "../tokens/refresh-token.js";
+import type { TokenSessionClaims } from "../tokens/token-issuer.js";
 import { DeviceType, SignInMethod } from "../../gen/portcullis/v1/common_pb.js";
 import type { RevocationFeed } from "./feed.js";
 import { sessionStore, type SessionRow } from "./store.js";
@@ -15,13 +16,9 @@ export interface DeviceInput {
   deviceName: string;
 }
 
-/** A session as a sign-in's token pair describes it. */
-export interface SessionClaims {
-  id: string;
+/** A session as a sign-in's token pair describes it, and whose it is. */
+export interface SessionClaims extends TokenSessionClaims {
   userId: string;
-  deviceId: string;
-  signInMethod: SignInMethod;
-  expireTime: Date;
 }
 
 /** A sign-in that creates a session. */

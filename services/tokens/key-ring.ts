@@ -137,11 +137,6 @@ export class KeyRing {
     return key && { algorithm: key.algorithm, key: key.verifyKey };
   }
 
-  /** Algorithms of the keys in the ring: the allowlist for verification. */
-  algorithms(): SigningAlgorithm[] {
-    return [...new Set([this.algorithm, ...[...this.keys.values()].map((k) => k.algorithm)])];
-  }
-
   /** Every key that signs now, will sign, or signed tokens that have not expired. */
   jwks(): PublicJwk[] {
     const now = this.now();

@@ -11,7 +11,8 @@ export interface ClaimsSource {
   permissions: readonly string[];
 }
 
-export interface SessionClaims {
+/** What a token pair tells of its session (the user comes from ClaimsSource). */
+export interface TokenSessionClaims {
   id: string;
   deviceId: string;
   signInMethod: SignInMethod;
@@ -28,7 +29,7 @@ const amrOf: Record<SignInMethod, string[]> = {
 export async function issueTokenPair(
   tokens: AccessTokens,
   user: ClaimsSource,
-  session: SessionClaims,
+  session: TokenSessionClaims,
   refreshToken: string,
 ): Promise<MessageInitShape<typeof TokenPairSchema>> {
   const access = await tokens.issue({

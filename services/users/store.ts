@@ -133,19 +133,6 @@ export const userStore = {
     return rows.flatMap((row) => (row.event === "account.locked" && row.scope ? [row.scope] : []));
   },
 
-  /**
-   * Ends every lock and failure count of the account. A completed password
-   * reset must call this: whoever proved they own the account is never kept
-   * out by someone else's guesses.
-   */
-  async clearLockout(sql: Sql, id: string): Promise<void> {
-    await sql.query(
-      `with forgotten as (delete from password_failure where user_id = $1)
-       update app_user set failed_logins = 0, lockouts = 0, locked_until = null where id = $1`,
-      [id],
-    );
-  },
-
   /** Failure counts of sources quiet for a day, whose lock has ended. */
   purgeQuietFailureSources(db: Database): Promise<number> {
     return db.deleteInPages(
@@ -156,7 +143,11 @@ export const userStore = {
     );
   },
 
-  /** A new password also ends any failure count. */
+  /**
+   * A new password restarts the account-wide count of wrong passwords
+   * (failed_logins): guesses at the old one no longer bring the next account
+   * lock closer. A lock in force, earlier lockouts and per-source counts stay.
+   */
   async setPassword(tx: Sql, id: string, passwordHash: string): Promise<void> {
     await tx.query("update app_user set password_hash = $1, failed_logins = 0, update_time = now() where id = $2", [passwordHash, id]);
   },
