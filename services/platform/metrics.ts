@@ -34,11 +34,17 @@ export const rpcDuration = new Histogram({
   registers,
 });
 
+/** Calls being served now, by door: plain numbers the chain counts, read at each scrape (cheaper than a gauge update twice a call). */
+export const callsInFlight = { grpc: 0, gateway: 0 };
+
 export const rpcInFlight = new Gauge({
   name: "portcullis_rpc_in_flight",
   help: "Calls being served now, by door",
   labelNames: ["door"] as const,
   registers,
+  collect() {
+    for (const [door, calls] of Object.entries(callsInFlight)) this.labels(door).set(calls);
+  },
 });
 
 // Security signals

@@ -8,7 +8,7 @@ import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { isDatabaseUnavailable } from "../platform/database-errors.js";
 import type { IncomingCall } from "../platform/incoming-call.js";
 import { accessLogger, type Logger } from "../platform/logger.js";
-import { rateLimitRefusals, rpcCalls, rpcDuration, rpcInFlight, tokensRefused } from "../platform/metrics.js";
+import { callsInFlight, rateLimitRefusals, rpcCalls, rpcDuration, tokensRefused } from "../platform/metrics.js";
 import { endDoorSpan, inDoorSpan, recordedTraceId, tracingOn } from "../platform/tracing.js";
 import { Caller, RateLimitKey } from "../../gen/portcullis/v1/policy_pb.js";
 import type { MethodLimit, MethodPolicy } from "./access.js";
@@ -61,11 +61,6 @@ interface CallSeries {
   calls: Map<string, ReturnType<typeof rpcCalls.labels>>;
 }
 
-const inFlight: Record<Door, ReturnType<typeof rpcInFlight.labels>> = {
-  grpc: rpcInFlight.labels("grpc"),
-  gateway: rpcInFlight.labels("gateway"),
-};
-
 /**
  * The one interceptor chain. Both doors call `run`; it applies, in order:
  * request id and logging, client identity, rate limits, authentication, KYC
@@ -97,8 +92,7 @@ export class Chain {
     const clientIp = this.deps.clientIp.resolve(incoming.peer, incoming.header("x-forwarded-for"));
     let principal: Principal | undefined;
     let status = "ok";
-    const inFlightAtDoor = inFlight[incoming.door];
-    inFlightAtDoor.inc();
+    callsInFlight[incoming.door]++;
     try {
       if (!policy) throw new ConnectError("no access policy for this method", Code.PermissionDenied);
       const call: { -readonly [K in keyof CallContext]: CallContext[K] } = {
@@ -124,7 +118,7 @@ export class Chain {
       throw connectError;
     } finally {
       const ms = performance.now() - started;
-      inFlightAtDoor.dec();
+      callsInFlight[incoming.door]--;
       if (policy) this.record(policy, incoming.door, status, ms);
       this.accessLog.info(
         {

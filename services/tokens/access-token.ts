@@ -52,14 +52,15 @@ export class TokenVerifier {
 
   /** The token's principal, or an UNAUTHENTICATED error saying whether to refresh. */
   async verify(token: string): Promise<Principal> {
-    // Other spellings of one signature would each pass jose and take a cache entry of their own.
-    if (!hasCanonicalSignature(token)) throw unauthenticated("TOKEN_INVALID", "the access token is not valid");
     const cached = this.verified.get(token);
     if (cached) {
       if (cached.expiresAt * 1000 + this.settings.clockToleranceSeconds * 1000 > this.now()) return cached;
       this.verified.delete(token);
       throw unauthenticated("TOKEN_EXPIRED", "the access token has expired; refresh it");
     }
+    // Other spellings of one signature would each pass jose and take a cache entry of their own
+    // (checked on a miss only: the cache holds nothing that failed this).
+    if (!hasCanonicalSignature(token)) throw unauthenticated("TOKEN_INVALID", "the access token is not valid");
     const principal = await this.verifyUncached(token);
     this.remember(token, principal);
     return principal;
