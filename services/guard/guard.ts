@@ -64,7 +64,7 @@ export async function createGuard(options: GuardOptions): Promise<Guard> {
   const redis = await connectRedis(options.redisUrl, options.redisCluster ?? false);
   const channel: FeedChannel = { client: redis, ...sessionFeedKeys(options.portcullisKeyPrefix ?? sharedDefaults.redisKeyPrefix) };
   const feed = new RevocationFeed(backlogEvents(channel), logger, channel);
-  const jwks = new RemoteJwks(options.jwksUrl);
+  const jwks = new RemoteJwks(options.jwksUrl, logger);
   try {
     await feed.start();
     await jwks.refresh();

@@ -67,11 +67,17 @@ export class TokenVerifier {
   }
 
   private async verifyUncached(token: string): Promise<Principal> {
+    let kid: unknown;
+    try {
+      kid = decodeProtectedHeader(token).kid;
+    } catch {
+      throw unauthenticated("TOKEN_INVALID", "the access token is not valid");
+    }
+    // Outside the try below: a key source that fails (a JWKS outage) is our fault, not the token's.
+    const found = typeof kid === "string" ? await this.keys.verificationKey(kid) : undefined;
+    if (!found) throw unauthenticated("TOKEN_INVALID", "the access token is not valid");
     let payload: Claims;
     try {
-      const kid = decodeProtectedHeader(token).kid;
-      const found = typeof kid === "string" ? await this.keys.verificationKey(kid) : undefined;
-      if (!found) throw unauthenticated("TOKEN_INVALID", "the access token is not valid");
       ({ payload } = await jwtVerify<Claims>(token, found.key, {
         algorithms: [found.algorithm],
         issuer: this.settings.issuer,
