@@ -18,7 +18,11 @@ const forwardedHeaders = ["authorization", "user-agent", "x-request-id", "tracep
  * address travels as X-Forwarded-For: list the gateway in the gRPC instance's
  * TRUSTED_PROXIES so limits count the real client.
  */
-export function forwardingDispatch(upstream: string, services: readonly DescService[]): { dispatch: Dispatch; ready: () => Promise<boolean> } {
+export function forwardingDispatch(
+  upstream: string,
+  timeoutMs: number,
+  services: readonly DescService[],
+): { dispatch: Dispatch; ready: () => Promise<boolean> } {
   const transport = createGrpcTransport({ baseUrl: upstream });
   const clients = new Map<DescService, Client<DescService>>(services.map((s) => [s, createClient(s, transport)]));
   const health = createClient(Health, transport);
@@ -36,7 +40,8 @@ export function forwardingDispatch(upstream: string, services: readonly DescServ
     headers.set("x-forwarded-for", chain ? `${chain}, ${peer}` : peer);
     const client = clients.get(incoming.method.parent)! as unknown as Record<string, (req: unknown, options: unknown) => Promise<unknown>>;
     try {
-      return await client[incoming.method.localName]!(request, { headers });
+      // A stalled upstream or a caller that went away must not hold the gateway's request and socket open.
+      return await client[incoming.method.localName]!(request, { headers, timeoutMs, signal: incoming.signal });
     } catch (error) {
       const upstreamError = ConnectError.from(error);
       // Keep what the client needs (Retry-After), not the upstream's transport headers.

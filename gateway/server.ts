@@ -116,13 +116,17 @@ export function createGateway(options: GatewayOptions): Server {
 function serviceImpl(service: DescService, dispatch: Dispatch) {
   const impl: Record<string, unknown> = {};
   for (const method of service.methods) {
-    impl[method.localName] = (request: never, context: { requestHeader: Headers; values: { get(key: typeof peerKey): string } }) =>
+    impl[method.localName] = (
+      request: never,
+      context: { requestHeader: Headers; signal: AbortSignal; values: { get(key: typeof peerKey): string } },
+    ) =>
       dispatch(
         {
           method,
           door: "gateway",
           peer: context.values.get(peerKey),
           header: (name) => context.requestHeader.get(name) ?? undefined,
+          signal: context.signal,
         },
         request,
       );

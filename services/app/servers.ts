@@ -65,7 +65,7 @@ export async function startServers(config: Config, logger: Logger): Promise<Runn
     if (config.mode !== "grpc") {
       const { dispatch, ready } = app
         ? { dispatch: app.dispatch, ready: () => app.ready() }
-        : forwardingDispatch(config.gatewayUpstream, services);
+        : forwardingDispatch(config.gatewayUpstream, config.gatewayUpstreamTimeoutMs, services);
       const gateway = createGateway({
         services,
         dispatch,

@@ -38,6 +38,8 @@ export interface Config {
   metricsPort: number;
   /** Where a gateway-only process forwards calls (MODE=gateway). */
   gatewayUpstream: string;
+  /** How long a forwarded call may wait for the upstream, sent on as its gRPC deadline. */
+  gatewayUpstreamTimeoutMs: number;
   /** Undefined for the embedded default. */
   databaseUrl?: string;
   /** Connections each instance keeps to DATABASE_URL. */
@@ -246,6 +248,7 @@ export function loadConfig(env: Env = process.env, { sendsCodes = true }: { send
     httpPort: int("HTTP_PORT", 8080, 0, 65535),
     metricsPort: int("METRICS_PORT", 9464, 0, 65535),
     gatewayUpstream: read("GATEWAY_UPSTREAM") ?? "http://127.0.0.1:50051",
+    gatewayUpstreamTimeoutMs: int("GATEWAY_UPSTREAM_TIMEOUT_MS", 10_000, 50, 10 * minute * 1000),
     databaseUrl,
     databasePoolSize: int("DATABASE_POOL_SIZE", 10, 1, 1000),
     redisUrl,

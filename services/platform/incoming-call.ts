@@ -10,6 +10,8 @@ export interface IncomingCall {
   header(name: string): string | undefined;
   /** The transport peer, for example "127.0.0.1:50312". */
   peer: string;
+  /** Aborted when the caller goes away, so work done on its behalf (a forwarded call) stops too. */
+  signal?: AbortSignal;
 }
 
 /** Runs one call through the chain and its handler, or forwards it to the instance that does. */

@@ -5,6 +5,7 @@ describe("Configuration", () => {
   it("runs on the embedded default with no environment at all", () => {
     const config = loadConfig({});
     expect(config).to.include({ mode: "all", grpcPort: 50051, httpPort: 8080, databaseUrl: undefined, redisUrl: undefined });
+    expect(config.gatewayUpstreamTimeoutMs).to.equal(10_000);
     expect(config.jwt).to.include({ algorithm: "ES256", accessTokenTtlSeconds: 900 });
     expect(config.rateLimits.otp_send_phone).to.deep.equal({ limit: 3, periodSeconds: 3600, failOpen: false });
   });
@@ -20,6 +21,7 @@ describe("Configuration", () => {
     expect(() => loadConfig({ KEY_ENCRYPTION_KEY: "c2hvcnQ=" })).to.throw(ConfigError, /^KEY_ENCRYPTION_KEY: expected 32 bytes/);
     expect(() => loadConfig({ TRUSTED_PROXIES: "proxy.local" })).to.throw(ConfigError, /^TRUSTED_PROXIES:/);
     expect(() => loadConfig({ CORS_ORIGINS: "*" })).to.throw(ConfigError, /^CORS_ORIGINS:/);
+    expect(() => loadConfig({ GATEWAY_UPSTREAM_TIMEOUT_MS: "0" }), "a forwarded call needs a deadline").to.throw(ConfigError, /^GATEWAY_UPSTREAM_TIMEOUT_MS:/);
   });
 
   it("sends codes to every country only when asked for, or on the embedded default", () => {
