@@ -80,7 +80,7 @@ async function setDisabled(
   if (!disable) {
     await db.transaction(async (tx) => {
       await userStore.setDisabled(tx, userId, false);
-      await audit(tx, origin, { event: "account.enable", outcome: "success", userId, detail: { revoked_sessions: 0 } });
+      await audit(tx, origin, { event: "account.enable", outcome: "success", userId });
     });
     return "enabled";
   }

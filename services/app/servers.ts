@@ -57,7 +57,13 @@ export async function startServers(config: Config, logger: Logger): Promise<Runn
         for (const service of services) health.setStatus(service.typeName, status);
       };
       await updateHealth();
-      const timer = setInterval(() => void updateHealth(), readinessIntervalMs);
+      // A check still waiting (a database that does not answer) is not joined by another each interval.
+      let checking = false;
+      const timer = setInterval(() => {
+        if (checking) return;
+        checking = true;
+        void updateHealth().finally(() => (checking = false));
+      }, readinessIntervalMs);
       stops.push(() => shutdownGrpc(server, timer, config.shutdownGraceSeconds));
       logger.info({ port: running.grpcPort, host: config.host }, "gRPC server listening");
     }

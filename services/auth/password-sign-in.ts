@@ -122,7 +122,9 @@ export class PasswordSignIn {
     const violations = new Violations().add("new_password", passwordProblem(next, user?.email ?? ""));
     if (next === current) violations.add("new_password", "choose a password different from the current one");
     violations.throwIfAny();
-    if (!user?.password_hash) {
+    // A valid token for a deleted account: treat like a revoked session, as GetProfile does.
+    if (!user) throw new ConnectError("this account no longer exists", Code.Unauthenticated);
+    if (!user.password_hash) {
       throw new ConnectError("this account signs in by phone and has no password to change", Code.FailedPrecondition);
     }
     // Signed in already, so saying so reveals nothing; checking the password first would let a thief keep guessing.

@@ -31,15 +31,24 @@ const maxConnections = 3;
 export async function startEmbeddedPostgres(dataDir: string): Promise<EmbeddedPostgres> {
   mkdirSync(dataDir, { recursive: true });
   const releaseLock = lockDataDir(dataDir);
-  const db = await PGlite.create(join(dataDir, "pg"));
-  const server = new PGLiteSocketServer({ db, host: "127.0.0.1", port: 0, maxConnections });
-  await server.start();
+  let db: PGlite | undefined;
+  let server: PGLiteSocketServer;
+  try {
+    db = await PGlite.create(join(dataDir, "pg"));
+    server = new PGLiteSocketServer({ db, host: "127.0.0.1", port: 0, maxConnections });
+    await server.start();
+  } catch (error) {
+    // Or a retry in this process would find the folder "in use" by itself.
+    await db?.close().catch(() => {});
+    releaseLock();
+    throw error;
+  }
   return {
     url: `postgres://postgres@${server.getServerConn()}/postgres?sslmode=disable`,
     options: embeddedOptions,
     async stop() {
       await server.stop();
-      await db.close();
+      await db!.close();
       releaseLock();
     },
   };

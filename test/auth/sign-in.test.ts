@@ -300,6 +300,18 @@ describe("Sign-in", () => {
       expect((await auth.call("login", { email, password: newPassword, device })).error).to.equal(undefined);
     });
 
+    it("answers ChangePassword for an account deleted meanwhile as a signed-out session, not a phone account", async () => {
+      const email = `gone.${phoneCounter++}@example.com`;
+      const registered = await auth.call("register", { email, password, device });
+      await db.query("delete from app_user where email = $1", [email]);
+      const changed = await auth.call(
+        "changePassword",
+        { currentPassword: password, newPassword: "another fine passphrase" },
+        bearer(registered.response!.tokens!.accessToken),
+      );
+      expect(changed.error?.code).to.equal(grpc.status.UNAUTHENTICATED);
+    });
+
     it("registers and logs in through the gateway with Connect JSON", async () => {
       const port = running.httpPort!;
       const email = `web.${phoneCounter++}@example.com`;
