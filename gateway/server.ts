@@ -1,5 +1,4 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { randomUUID } from "node:crypto";
 import { create, toJson, type DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextKey, createContextValues, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -14,7 +13,7 @@ import {
 import { codeToHttpStatus, errorFromJsonBytes, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { trailerFlag, trailerParse, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
 import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
-import type { Dispatch, IncomingCall } from "../services/platform/incoming-call.js";
+import { requestIdOf, type Dispatch, type IncomingCall } from "../services/platform/incoming-call.js";
 import type { Logger } from "../services/platform/logger.js";
 import { AuthService, GetJwksRequestSchema, GetJwksResponseSchema } from "../gen/portcullis/v1/auth_service_pb.js";
 import { applyCors } from "./cors.js";
@@ -32,7 +31,6 @@ export interface GatewayOptions {
 }
 
 const peerKey = createContextKey<string>("");
-const requestIdPattern = /^[\w.:-]{1,128}$/;
 /** RFC 3986 host (reg-name or IP literal) and optional port: the whole of a valid Host field. */
 const hostPattern = /^(?:\[[\da-f:.]+\]|[\w.~!$&'()*+,;=%-]+)(?::\d{0,5})?$/i;
 /** How connect-es 2.1 words the requests it cannot read: protobuf that does not parse, a gRPC-Web frame flagged compressed without grpc-encoding. */
@@ -76,8 +74,7 @@ export function createGateway(options: GatewayOptions): Server {
     connectionsCheckingInterval: Math.max(100, Math.min(options.timeouts.headersTimeoutMs / 4, 30_000)),
   };
   return createServer(timeouts ?? {}, async (req, res) => {
-    const given = headerValue(req, "x-request-id");
-    const requestId = given && requestIdPattern.test(given) ? given : randomUUID();
+    const requestId = requestIdOf(headerValue(req, "x-request-id"));
     req.headers["x-request-id"] = requestId;
     res.setHeader("X-Request-Id", requestId);
     res.setHeader("X-Content-Type-Options", "nosniff");

@@ -44,9 +44,6 @@ const planEveryRun = "-c plan_cache_mode=force_custom_plan";
 const statementCommands = ["select", "insert", "update", "delete", "with"];
 const durationByCommand = new Map([...statementCommands, "other"].map((command) => [command, dbStatementDuration.labels(command)]));
 
-/** Span names by statement text: its first keyword and first table, e.g. "select app_user". */
-const statementNames = new Map<string, string>();
-
 /**
  * What the statement does to which table, read outside its parentheses (so
  * not a CTE's or a function's): "select otp_challenge", "insert audit_event".
@@ -66,13 +63,17 @@ function statementName(text: string): string {
 }
 
 /** A span named by the statement; the text goes with it (values are never part of it), the values never. */
-function tracedQuery<Row extends pg.QueryResultRow>(runner: pg.Pool | pg.PoolClient, query: pg.QueryConfig): Promise<pg.QueryResult<Row>> {
-  let name = statementNames.get(query.text);
-  if (!name) {
-    name = statementName(query.text);
-    if (statementNames.size < maxPreparedStatements) statementNames.set(query.text, name);
-  }
+function tracedQuery<Row extends pg.QueryResultRow>(runner: pg.Pool | pg.PoolClient, query: pg.QueryConfig, name: string): Promise<pg.QueryResult<Row>> {
   return inChildSpan(name, SpanKind.CLIENT, { "db.system": "postgresql", "db.statement": query.text }, () => runner.query<Row>(query));
+}
+
+/** What is kept of a statement text, worked out on its first run. */
+interface KnownStatement {
+  /** The prepared statement's name; none when statements are not prepared. */
+  preparedAs?: string;
+  duration: StatementDuration;
+  /** Read only while tracing. */
+  spanName?: string;
 }
 
 /**
@@ -86,8 +87,7 @@ function tracedQuery<Row extends pg.QueryResultRow>(runner: pg.Pool | pg.PoolCli
  * start-up.
  */
 export class Database implements Sql {
-  private readonly names = new Map<string, string>();
-  private readonly durations = new Map<string, StatementDuration>();
+  private readonly statements = new Map<string, KnownStatement>();
 
   private constructor(
     private readonly pool: pg.Pool,
@@ -171,23 +171,32 @@ export class Database implements Sql {
   /** One statement on the pool or a transaction's connection, timed by its first keyword. */
   private async run<Row>(runner: pg.Pool | pg.PoolClient, text: string, params: readonly unknown[]): Promise<Row[]> {
     const started = performance.now();
+    const known = this.known(text);
+    const query: pg.QueryConfig = { name: known.preparedAs, text, values: params as unknown[] };
     try {
-      const query = this.statement(text, params);
-      return (await (tracingOn ? tracedQuery<Row & pg.QueryResultRow>(runner, query) : runner.query<Row & pg.QueryResultRow>(query))).rows;
+      const result = tracingOn
+        ? await tracedQuery<Row & pg.QueryResultRow>(runner, query, (known.spanName ??= statementName(text)))
+        : await runner.query<Row & pg.QueryResultRow>(query);
+      return result.rows;
     } finally {
-      this.durationOf(text).observe((performance.now() - started) / 1000);
+      known.duration.observe((performance.now() - started) / 1000);
     }
   }
 
-  /** Looked up once per statement text (they are constants of the code, as `names` assumes). */
-  private durationOf(text: string): StatementDuration {
-    let duration = this.durations.get(text);
-    if (!duration) {
-      const keyword = /^\s*(\w+)/.exec(text)?.[1]?.toLowerCase() ?? "";
-      duration = durationByCommand.get(statementCommands.includes(keyword) ? keyword : "other")!;
-      if (this.durations.size < maxPreparedStatements) this.durations.set(text, duration);
-    }
-    return duration;
+  /**
+   * Statement texts are constants of the code: each is worked out once. Past
+   * `maxPreparedStatements` something builds SQL from values, and those are
+   * neither kept nor prepared.
+   */
+  private known(text: string): KnownStatement {
+    const kept = this.statements.get(text);
+    if (kept) return kept;
+    const keyword = /^\s*(\w+)/.exec(text)?.[1]?.toLowerCase() ?? "";
+    const duration = durationByCommand.get(statementCommands.includes(keyword) ? keyword : "other")!;
+    if (this.statements.size >= maxPreparedStatements) return { duration };
+    const known: KnownStatement = { duration, preparedAs: this.prepare ? `portcullis_${this.statements.size}` : undefined };
+    this.statements.set(text, known);
+    return known;
   }
 
   /**
@@ -209,13 +218,6 @@ export class Database implements Sql {
         client.release(discard ?? failure);
       },
     };
-  }
-
-  private statement(text: string, values: readonly unknown[]): pg.QueryConfig {
-    if (!this.prepare) return { text, values: values as unknown[] };
-    let name = this.names.get(text);
-    if (!name && this.names.size < maxPreparedStatements) this.names.set(text, (name = `portcullis_${this.names.size}`));
-    return { name, text, values: values as unknown[] };
   }
 
   /**

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { isIP } from "node:net";
 import type { DescMethod, Message } from "@bufbuild/protobuf";
 
@@ -25,4 +26,11 @@ export function peerAddress(address: string): string {
   else if (!isIP(ip) && /^[\d.]+:\d+$/.test(ip)) ip = ip.slice(0, ip.lastIndexOf(":"));
   if (ip.startsWith("::ffff:") && isIP(ip.slice(7)) === 4) ip = ip.slice(7);
   return ip;
+}
+
+const requestIdPattern = /^[\w.:-]{1,128}$/;
+
+/** The caller's X-Request-Id when it is a plain token of at most 128 characters (it goes into logs), else a new one. */
+export function requestIdOf(header: string | undefined): string {
+  return header && requestIdPattern.test(header) ? header : randomUUID();
 }

@@ -1,4 +1,4 @@
-import { createHmac, randomUUID } from "node:crypto";
+import { createHmac } from "node:crypto";
 import type { DescMethod, Message } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Span } from "@opentelemetry/api";
@@ -6,7 +6,7 @@ import type { CallContext, CallOrigin, LimitHit, Principal, UnaryHandler } from 
 import { invalidArgument, rateLimited, unauthenticated } from "../kernel/errors.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { isDatabaseUnavailable } from "../platform/database-errors.js";
-import type { IncomingCall } from "../platform/incoming-call.js";
+import { requestIdOf, type IncomingCall } from "../platform/incoming-call.js";
 import { accessLogger, type Logger } from "../platform/logger.js";
 import { callsInFlight, rateLimitRefusals, rpcCalls, rpcDuration, tokensRefused } from "../platform/metrics.js";
 import { endDoorSpan, inDoorSpan, recordedTraceId, tracingOn } from "../platform/tracing.js";
@@ -50,7 +50,6 @@ export interface ChainDeps {
   logger: Logger;
 }
 
-const requestIdPattern = /^[\w.:-]{1,128}$/;
 
 type Door = IncomingCall["door"];
 
@@ -87,8 +86,7 @@ export class Chain {
   private async serve(incoming: IncomingCall, request: Message, handler: UnaryHandler, span: Span | undefined): Promise<unknown> {
     const started = performance.now();
     const policy = this.deps.policies.get(incoming.method);
-    const headerId = incoming.header("x-request-id");
-    const requestId = headerId && requestIdPattern.test(headerId) ? headerId : randomUUID();
+    const requestId = requestIdOf(incoming.header("x-request-id"));
     const clientIp = this.deps.clientIp.resolve(incoming.peer, incoming.header("x-forwarded-for"));
     let principal: Principal | undefined;
     let status = "ok";
