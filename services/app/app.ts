@@ -1,4 +1,5 @@
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
+import { adminHandlers } from "../admin/handlers.js";
 import { auditLimitHits } from "../audit/limit-hits.js";
 import { normalizeEmail } from "../auth/email.js";
 import { authHandlers } from "../auth/handlers.js";
@@ -6,6 +7,7 @@ import { OtpSignIn } from "../auth/otp.js";
 import { PasswordSignIn } from "../auth/password-sign-in.js";
 import { phoneLimitKey } from "../auth/phone.js";
 import { Profiles } from "../auth/profile.js";
+import { createMailer } from "../auth/mail.js";
 import { createSmsProvider } from "../auth/sms.js";
 import { otpStore } from "../auth/store.js";
 import type { UnaryHandler } from "../kernel/call.js";
@@ -34,11 +36,12 @@ import { AccessTokens } from "../tokens/access-token.js";
 import { KeyRing } from "../tokens/key-ring.js";
 import { RefreshTokens } from "../tokens/refresh-token.js";
 import { userStore } from "../users/store.js";
+import { AdminService } from "../../gen/portcullis/v1/admin_service_pb.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { KycService } from "../../gen/portcullis/v1/kyc_service_pb.js";
 import { SessionService } from "../../gen/portcullis/v1/session_service_pb.js";
 
-export const services: readonly DescService[] = [AuthService, SessionService, KycService];
+export const services: readonly DescService[] = [AuthService, SessionService, KycService, AdminService];
 
 /** Everything a serving instance holds: stores, key ring, chain and handlers. */
 export interface App {
@@ -162,14 +165,16 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       { reuseIntervalSeconds: config.session.refreshReuseIntervalSeconds, idleTimeoutSeconds: config.session.idleTimeoutSeconds },
       ruleGate(limiter, "refresh_user", config.rateLimits.refresh_user!, logger),
     );
+    const mailer = createMailer(config.email, logger);
     const otp = new OtpSignIn(db, config.otp, createSmsProvider(config.sms, logger), limiter, deriveKey(kek, "otp-codes"), sessions, tokens, logger);
     const passwords = new PasswordSignIn(db, config.password, sessions, tokens, config.ipv6LimitPrefixes.client);
     const kyc = new Kyc(db, new Envelope(kek, "kyc-data"), deriveKey(kek, "kyc-document-index"), revocations, tokenLifetimeMs);
 
     const handlers = collectHandlers([
-      [AuthService, authHandlers({ keyRing, otp, passwords, profiles: new Profiles(db), refresh, sessions })],
+      [AuthService, authHandlers({ keyRing, otp, passwords, profiles: new Profiles(db), refresh, sessions, mailer })],
       [SessionService, sessionHandlers(sessions)],
       [KycService, kycHandlers(kyc)],
+      [AdminService, adminHandlers()],
     ]);
     return {
       db,

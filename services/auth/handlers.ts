@@ -1,22 +1,29 @@
 import type { ServiceHandlers } from "../kernel/call.js";
+import { Code, ConnectError } from "../kernel/errors.js";
 import { Violations } from "../kernel/validation.js";
 import type { RefreshRotation } from "../session/refresh.js";
 import type { Sessions } from "../session/sessions.js";
 import type { KeyRing } from "../tokens/key-ring.js";
 import { userMessage } from "../users/user.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
+import type { Mailer } from "./mail.js";
 import type { OtpSignIn } from "./otp.js";
 import type { PasswordSignIn } from "./password-sign-in.js";
 import type { Profiles } from "./profile.js";
 
 export interface AuthDeps {
   keyRing: KeyRing;
+  mailer: Mailer;
   otp: OtpSignIn;
   passwords: PasswordSignIn;
   profiles: Profiles;
   refresh: RefreshRotation;
   sessions: Sessions;
 }
+
+const notYet = async (): Promise<never> => {
+  throw new ConnectError("not built yet", Code.Unimplemented);
+};
 
 const updatableProfileFields = new Set(["display_name"]);
 
@@ -63,5 +70,13 @@ export function authHandlers(deps: AuthDeps): ServiceHandlers<typeof AuthService
     },
 
     getJwks: async () => ({ keys: deps.keyRing.jwks() }),
+
+    verifyEmail: notYet,
+    changeEmail: notYet,
+    changePhoneNumber: notYet,
+    verifyPhoneNumber: notYet,
+    requestPasswordReset: notYet,
+    resetPassword: notYet,
+    listSecurityEvents: notYet,
   };
 }

@@ -29,6 +29,18 @@ export interface SmsConfig {
   twilio?: { accountSid: string; authToken: string; from?: string; messagingServiceSid?: string; baseUrl: string };
 }
 
+export type EmailProviderName = "console" | "webhook" | "smtp";
+
+export interface EmailConfig {
+  provider: EmailProviderName;
+  /** The From header, e.g. "Portcullis <no-reply@example.com>". */
+  from: string;
+  timeoutMs: number;
+  webhook?: { url: string; secret?: string };
+  /** smtp:// (STARTTLS when the server offers it) or smtps:// (TLS from the start), with credentials if any. */
+  smtpUrl?: string;
+}
+
 export interface Config {
   mode: Mode;
   host: string;
@@ -104,6 +116,24 @@ export interface Config {
     refreshReuseIntervalSeconds: number;
   };
   sms: SmsConfig;
+  email: EmailConfig;
+  account: {
+    /** required: Login refuses an address not yet verified; optional: it signs in and the token says email_verified false. */
+    emailVerification: "required" | "optional";
+    /** Named in every mail. */
+    productName: string;
+    /** Where mailed links point: the app that reads the token after "#token=" and calls VerifyEmail or ResetPassword. */
+    appUrl: string;
+    /** How long a mailed or texted verification code (and link) works. */
+    verificationTtlSeconds: number;
+    passwordResetTtlSeconds: number;
+    /** Wrong tries a verification or reset code allows before it is closed. */
+    codeMaxAttempts: number;
+    /** Login resends a verification mail at most this often. */
+    verificationResendSeconds: number;
+    /** For ChangeEmail and ChangePhoneNumber on an account without a password: how recent the sign-in must be. */
+    freshSignInSeconds: number;
+  };
   cleanupIntervalSeconds: number;
   maxRequestBytes: number;
   gateway: {
@@ -131,6 +161,17 @@ export const defaultRateLimits: Record<string, RateLimitRule> = {
   otp_send_global: { limit: 60, periodSeconds: minute, failOpen: false },
   otp_verify_ip: { limit: 20, periodSeconds: hour, failOpen: false },
   register_ip: { limit: 10, periodSeconds: hour, failOpen: false },
+  register_email: { limit: 3, periodSeconds: hour, failOpen: false },
+  verify_email_ip: { limit: 30, periodSeconds: hour, failOpen: false },
+  verify_email_email: { limit: 10, periodSeconds: hour, failOpen: false },
+  change_email_user: { limit: 5, periodSeconds: hour, failOpen: false },
+  change_phone_user: { limit: 5, periodSeconds: hour, failOpen: false },
+  verify_phone_user: { limit: 10, periodSeconds: hour, failOpen: false },
+  password_reset_email: { limit: 3, periodSeconds: hour, failOpen: false },
+  password_reset_ip: { limit: 10, periodSeconds: hour, failOpen: false },
+  password_reset_global: { limit: 60, periodSeconds: minute, failOpen: false },
+  reset_password_ip: { limit: 20, periodSeconds: hour, failOpen: false },
+  reset_password_email: { limit: 10, periodSeconds: hour, failOpen: false },
   login_email: { limit: 5, periodSeconds: 15 * minute, failOpen: false },
   login_ip: { limit: 10, periodSeconds: 15 * minute, failOpen: false },
   refresh_user: { limit: 10, periodSeconds: minute, failOpen: false },
@@ -175,7 +216,7 @@ type Env = Record<string, string | undefined>;
 
 /**
  * `sendsCodes: false` is for tools that never send a code (the admin CLI):
- * they run with a shared deployment's database but need none of its SMS settings.
+ * they run with a shared deployment's database but need none of its SMS or email settings.
  */
 export function loadConfig(env: Env = process.env, { sendsCodes = true }: { sendsCodes?: boolean } = {}): Config {
   const read = (name: string) => {
@@ -292,6 +333,17 @@ export function loadConfig(env: Env = process.env, { sendsCodes = true }: { send
       refreshReuseIntervalSeconds: int("REFRESH_REUSE_INTERVAL", 10, 0, 300),
     },
     sms: parseSms(read, int, Boolean(databaseUrl) && sendsCodes),
+    email: parseEmail(read, int, Boolean(databaseUrl) && sendsCodes),
+    account: {
+      emailVerification: oneOf("EMAIL_VERIFICATION", ["required", "optional"], "required"),
+      productName: read("PRODUCT_NAME") ?? "Portcullis",
+      appUrl: httpUrl("APP_URL", read("APP_URL") ?? "http://localhost:8080"),
+      verificationTtlSeconds: int("EMAIL_VERIFICATION_TTL_SECONDS", 30 * minute, minute, day),
+      passwordResetTtlSeconds: int("PASSWORD_RESET_TTL_SECONDS", 15 * minute, minute, day),
+      codeMaxAttempts: int("ACCOUNT_CODE_MAX_ATTEMPTS", 5, 1, 10),
+      verificationResendSeconds: int("EMAIL_VERIFICATION_RESEND_SECONDS", minute, 0, hour),
+      freshSignInSeconds: int("FRESH_SIGN_IN_SECONDS", 10 * minute, minute, day),
+    },
     cleanupIntervalSeconds: int("CLEANUP_INTERVAL_SECONDS", 10 * minute, 10, day),
     maxRequestBytes: int("MAX_REQUEST_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
     gateway: gatewayTimeouts(int),
@@ -382,6 +434,44 @@ function parseRateLimits(raw: string | undefined): Record<string, RateLimitRule>
   return rules;
 }
 
+/** An http(s) URL without a trailing slash, or a ConfigError naming the variable. */
+function httpUrl(name: string, value: string): string {
+  if (!/^https?:\/\/[^/]/.test(value)) throw new ConfigError(name, `expected an http(s) URL, got "${value}"`);
+  return value.replace(/\/$/, "");
+}
+
+function parseEmail(
+  read: (name: string) => string | undefined,
+  int: (name: string, fallback: number, min: number, max: number) => number,
+  shared: boolean,
+): EmailConfig {
+  // As for SMS: the console prints codes and reset links, so a shared deployment must ask for it.
+  const provider = read("EMAIL_PROVIDER") ?? (shared ? undefined : "console");
+  if (!provider) {
+    throw new ConfigError("EMAIL_PROVIDER", "required with DATABASE_URL: smtp or webhook (console prints mails on stdout: only for a test deployment)");
+  }
+  const from = read("EMAIL_FROM") ?? "Portcullis <no-reply@localhost>";
+  if (!/@/.test(from)) throw new ConfigError("EMAIL_FROM", `expected an address like "Portcullis <no-reply@example.com>", got "${from}"`);
+  const timeoutMs = int("EMAIL_TIMEOUT_MS", 10_000, 100, 120_000);
+  switch (provider) {
+    case "console":
+      return { provider, from, timeoutMs };
+    case "webhook": {
+      const url = read("EMAIL_WEBHOOK_URL");
+      if (!url) throw new ConfigError("EMAIL_WEBHOOK_URL", "required with EMAIL_PROVIDER=webhook");
+      return { provider, from, timeoutMs, webhook: { url: httpUrl("EMAIL_WEBHOOK_URL", url), secret: read("EMAIL_WEBHOOK_SECRET") } };
+    }
+    case "smtp": {
+      const smtpUrl = read("SMTP_URL");
+      if (!smtpUrl) throw new ConfigError("SMTP_URL", "required with EMAIL_PROVIDER=smtp, e.g. smtps://user:password@smtp.example.com:465");
+      if (!/^smtps?:\/\/[^/]/.test(smtpUrl)) throw new ConfigError("SMTP_URL", "expected an smtp:// or smtps:// URL");
+      return { provider, from, timeoutMs, smtpUrl };
+    }
+    default:
+      throw new ConfigError("EMAIL_PROVIDER", `expected one of console, webhook, smtp, got "${provider}"`);
+  }
+}
+
 function parseSms(
   read: (name: string) => string | undefined,
   int: (name: string, fallback: number, min: number, max: number) => number,
@@ -397,10 +487,6 @@ function parseSms(
     const value = read(name);
     if (!value) throw new ConfigError(name, `required with SMS_PROVIDER=${provider}`);
     return value;
-  };
-  const httpUrl = (name: string, value: string) => {
-    if (!/^https?:\/\//.test(value)) throw new ConfigError(name, `expected an http(s) URL, got "${value}"`);
-    return value.replace(/\/$/, "");
   };
   switch (provider) {
     case "console":

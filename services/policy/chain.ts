@@ -177,6 +177,8 @@ export class Chain {
   private async enforceLimits(limits: MethodLimit[], request: Message, call: CallOrigin, principal: Principal | undefined) {
     for (const limit of limits) {
       const key = this.limitKey(limit, request, call.clientIp, principal);
+      // A field-keyed rule counts the requests that name someone: an empty field would make every caller share one key.
+      if (key === undefined) continue;
       const decision = await consumeRule(this.deps.limiter, limit.name, limit.rule, key, this.deps.logger);
       if (!decision.allowed) this.refuse(limit.name, key, decision.retryAfterMs, call, principal);
       // An IPv6 client could move to any of the 65,536 /64s of its /48: together they count against a looser rule.
@@ -195,7 +197,7 @@ export class Chain {
     throw rateLimited(rule, retryAfterMs);
   }
 
-  private limitKey(limit: MethodLimit, request: Message, clientIp: string, principal: Principal | undefined): string {
+  private limitKey(limit: MethodLimit, request: Message, clientIp: string, principal: Principal | undefined): string | undefined {
     switch (limit.key) {
       case RateLimitKey.IP:
         return this.deps.clientIp.limitKey(clientIp);
@@ -206,6 +208,7 @@ export class Chain {
       default: {
         // In the form the handlers use, so every spelling shares one limit; hashed, so Redis never holds them in clear.
         const raw = String((request as unknown as Record<string, unknown>)[limit.field!] ?? "");
+        if (raw.trim() === "") return undefined;
         const canonical = limit.key === RateLimitKey.PHONE ? this.deps.limitKeyForms.phone(raw) : this.deps.limitKeyForms.email(raw);
         return createHmac("sha256", this.deps.limitKeySecret).update(canonical).digest("base64url").slice(0, 22);
       }

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file portcullis/v1/auth_service.proto.
  */
 export const file_portcullis_v1_auth_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBwb3J0Y3VsbGlzL3YxL2F1dGhfc2VydmljZS5wcm90bxINcG9ydGN1bGxpcy52MSLzAQoEVXNlchIPCgd1c2VyX2lkGAEgASgJEhQKDHBob25lX251bWJlchgCIAEoCRINCgVlbWFpbBgDIAEoCRJDCgxkaXNwbGF5X25hbWUYBCABKAlCLbpIKnIoGGQyJF5bXlx4MDAtXHgwOFx4MEJceDBDXHgwRS1ceDFGXHg3Rl0qJBIRCglreWNfbGV2ZWwYBSABKA0SLAoKa3ljX3N0YXR1cxgGIAEoDjIYLnBvcnRjdWxsaXMudjEuS3ljU3RhdHVzEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIuCg5TZW5kT3RwUmVxdWVzdBIcCgxwaG9uZV9udW1iZXIYASABKAlCBrpIA8gBASKIAQoPU2VuZE90cFJlc3BvbnNlEi8KC2V4cGlyZV90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZXNlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLY29kZV9sZW5ndGgYAyABKA0igAEKEFZlcmlmeU90cFJlcXVlc3QSHAoMcGhvbmVfbnVtYmVyGAEgASgJQga6SAPIAQESHwoEY29kZRgCIAEoCUIRukgOcgwyCl5bMC05XXs2fSQSLQoGZGV2aWNlGAMgASgLMhUucG9ydGN1bGxpcy52MS5EZXZpY2VCBrpIA8gBASKGAQoRVmVyaWZ5T3RwUmVzcG9uc2USKAoGdG9rZW5zGAEgASgLMhgucG9ydGN1bGxpcy52MS5Ub2tlblBhaXISIQoEdXNlchgCIAEoCzITLnBvcnRjdWxsaXMudjEuVXNlchIQCghuZXdfdXNlchgDIAEoCBISCgpzZXNzaW9uX2lkGAQgASgJIroBCg9SZWdpc3RlclJlcXVlc3QSFQoFZW1haWwYASABKAlCBrpIA8gBARIcCghwYXNzd29yZBgCIAEoCUIKukgHcgUQCBiAARJDCgxkaXNwbGF5X25hbWUYAyABKAlCLbpIKnIoGGQyJF5bXlx4MDAtXHgwOFx4MEJceDBDXHgwRS1ceDFGXHg3Rl0qJBItCgZkZXZpY2UYBCABKAsyFS5wb3J0Y3VsbGlzLnYxLkRldmljZUIGukgDyAEBInMKEFJlZ2lzdGVyUmVzcG9uc2USKAoGdG9rZW5zGAEgASgLMhgucG9ydGN1bGxpcy52MS5Ub2tlblBhaXISIQoEdXNlchgCIAEoCzITLnBvcnRjdWxsaXMudjEuVXNlchISCgpzZXNzaW9uX2lkGAMgASgJIm4KDExvZ2luUmVxdWVzdBIVCgVlbWFpbBgBIAEoCUIGukgDyAEBEhgKCHBhc3N3b3JkGAIgASgJQga6SAPIAQESLQoGZGV2aWNlGAMgASgLMhUucG9ydGN1bGxpcy52MS5EZXZpY2VCBrpIA8gBASJwCg1Mb2dpblJlc3BvbnNlEigKBnRva2VucxgBIAEoCzIYLnBvcnRjdWxsaXMudjEuVG9rZW5QYWlyEiEKBHVzZXIYAiABKAsyEy5wb3J0Y3VsbGlzLnYxLlVzZXISEgoKc2Vzc2lvbl9pZBgDIAEoCSI0ChNSZWZyZXNoVG9rZW5SZXF1ZXN0Eh0KDXJlZnJlc2hfdG9rZW4YASABKAlCBrpIA8gBASJAChRSZWZyZXNoVG9rZW5SZXNwb25zZRIoCgZ0b2tlbnMYASABKAsyGC5wb3J0Y3VsbGlzLnYxLlRva2VuUGFpciIPCg1Mb2dvdXRSZXF1ZXN0IhAKDkxvZ291dFJlc3BvbnNlIhMKEUdldFByb2ZpbGVSZXF1ZXN0IjcKEkdldFByb2ZpbGVSZXNwb25zZRIhCgR1c2VyGAEgASgLMhMucG9ydGN1bGxpcy52MS5Vc2VyIoMBChRVcGRhdGVQcm9maWxlUmVxdWVzdBIhCgR1c2VyGAEgASgLMhMucG9ydGN1bGxpcy52MS5Vc2VyEkgKC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IXukgUyAEB4gEOEgxkaXNwbGF5X25hbWUiOgoVVXBkYXRlUHJvZmlsZVJlc3BvbnNlEiEKBHVzZXIYASABKAsyEy5wb3J0Y3VsbGlzLnYxLlVzZXIiWwoVQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0EiAKEGN1cnJlbnRfcGFzc3dvcmQYASABKAlCBrpIA8gBARIgCgxuZXdfcGFzc3dvcmQYAiABKAlCCrpIB3IFEAgYgAEiNwoWQ2hhbmdlUGFzc3dvcmRSZXNwb25zZRIdChVyZXZva2VkX3Nlc3Npb25fY291bnQYASABKA0iEAoOR2V0Sndrc1JlcXVlc3QiMwoPR2V0Sndrc1Jlc3BvbnNlEiAKBGtleXMYASADKAsyEi5wb3J0Y3VsbGlzLnYxLkp3ayJyCgNKd2sSCwoDa3R5GAEgASgJEgsKA2tpZBgCIAEoCRILCgN1c2UYAyABKAkSCwoDYWxnGAQgASgJEgsKA2NydhgFIAEoCRIJCgF4GAYgASgJEgkKAXkYByABKAkSCQoBbhgIIAEoCRIJCgFlGAkgASgJMo8JCgtBdXRoU2VydmljZRKKAQoHU2VuZE90cBIdLnBvcnRjdWxsaXMudjEuU2VuZE90cFJlcXVlc3QaHi5wb3J0Y3VsbGlzLnYxLlNlbmRPdHBSZXNwb25zZSJAyvMYPAgBIhIKDm90cF9zZW5kX3Bob25lEAIiDwoLb3RwX3NlbmRfaXAQASITCg9vdHBfc2VuZF9nbG9iYWwQBRJpCglWZXJpZnlPdHASHy5wb3J0Y3VsbGlzLnYxLlZlcmlmeU90cFJlcXVlc3QaIC5wb3J0Y3VsbGlzLnYxLlZlcmlmeU90cFJlc3BvbnNlIhnK8xgVCAEiEQoNb3RwX3ZlcmlmeV9pcBABEmQKCFJlZ2lzdGVyEh4ucG9ydGN1bGxpcy52MS5SZWdpc3RlclJlcXVlc3QaHy5wb3J0Y3VsbGlzLnYxLlJlZ2lzdGVyUmVzcG9uc2UiF8rzGBMIASIPCgtyZWdpc3Rlcl9pcBABEmkKBUxvZ2luEhsucG9ydGN1bGxpcy52MS5Mb2dpblJlcXVlc3QaHC5wb3J0Y3VsbGlzLnYxLkxvZ2luUmVzcG9uc2UiJcrzGCEIASIPCgtsb2dpbl9lbWFpbBADIgwKCGxvZ2luX2lwEAESbwoMUmVmcmVzaFRva2VuEiIucG9ydGN1bGxpcy52MS5SZWZyZXNoVG9rZW5SZXF1ZXN0GiMucG9ydGN1bGxpcy52MS5SZWZyZXNoVG9rZW5SZXNwb25zZSIWyvMYEggBIg4KCnJlZnJlc2hfaXAQARJnCgZMb2dvdXQSHC5wb3J0Y3VsbGlzLnYxLkxvZ291dFJlcXVlc3QaHS5wb3J0Y3VsbGlzLnYxLkxvZ291dFJlc3BvbnNlIiDK8xgcCAIiDAoIYXBpX3VzZXIQBCIKCgZhcGlfaXAQARJzCgpHZXRQcm9maWxlEiAucG9ydGN1bGxpcy52MS5HZXRQcm9maWxlUmVxdWVzdBohLnBvcnRjdWxsaXMudjEuR2V0UHJvZmlsZVJlc3BvbnNlIiDK8xgcCAIiDAoIYXBpX3VzZXIQBCIKCgZhcGlfaXAQARJ8Cg1VcGRhdGVQcm9maWxlEiMucG9ydGN1bGxpcy52MS5VcGRhdGVQcm9maWxlUmVxdWVzdBokLnBvcnRjdWxsaXMudjEuVXBkYXRlUHJvZmlsZVJlc3BvbnNlIiDK8xgcCAIiDAoIYXBpX3VzZXIQBCIKCgZhcGlfaXAQARKLAQoOQ2hhbmdlUGFzc3dvcmQSJC5wb3J0Y3VsbGlzLnYxLkNoYW5nZVBhc3N3b3JkUmVxdWVzdBolLnBvcnRjdWxsaXMudjEuQ2hhbmdlUGFzc3dvcmRSZXNwb25zZSIsyvMYKAgCIhgKFGNoYW5nZV9wYXNzd29yZF91c2VyEAQiCgoGYXBpX2lwEAESXAoHR2V0SndrcxIdLnBvcnRjdWxsaXMudjEuR2V0Sndrc1JlcXVlc3QaHi5wb3J0Y3VsbGlzLnYxLkdldEp3a3NSZXNwb25zZSISyvMYDggBIgoKBmFwaV9pcBABYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_portcullis_v1_common, file_portcullis_v1_policy]);
+  fileDesc("CiBwb3J0Y3VsbGlzL3YxL2F1dGhfc2VydmljZS5wcm90bxINcG9ydGN1bGxpcy52MSKLAgoEVXNlchIPCgd1c2VyX2lkGAEgASgJEhQKDHBob25lX251bWJlchgCIAEoCRINCgVlbWFpbBgDIAEoCRJDCgxkaXNwbGF5X25hbWUYBCABKAlCLbpIKnIoGGQyJF5bXlx4MDAtXHgwOFx4MEJceDBDXHgwRS1ceDFGXHg3Rl0qJBIRCglreWNfbGV2ZWwYBSABKA0SLAoKa3ljX3N0YXR1cxgGIAEoDjIYLnBvcnRjdWxsaXMudjEuS3ljU3RhdHVzEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5lbWFpbF92ZXJpZmllZBgIIAEoCCIuCg5TZW5kT3RwUmVxdWVzdBIcCgxwaG9uZV9udW1iZXIYASABKAlCBrpIA8gBASKIAQoPU2VuZE90cFJlc3BvbnNlEi8KC2V4cGlyZV90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZXNlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLY29kZV9sZW5ndGgYAyABKA0igAEKEFZlcmlmeU90cFJlcXVlc3QSHAoMcGhvbmVfbnVtYmVyGAEgASgJQga6SAPIAQESHwoEY29kZRgCIAEoCUIRukgOcgwyCl5bMC05XXs2fSQSLQoGZGV2aWNlGAMgASgLMhUucG9ydGN1bGxpcy52MS5EZXZpY2VCBrpIA8gBASKGAQoRVmVyaWZ5T3RwUmVzcG9uc2USKAoGdG9rZW5zGAEgASgLMhgucG9ydGN1bGxpcy52MS5Ub2tlblBhaXISIQoEdXNlchgCIAEoCzITLnBvcnRjdWxsaXMudjEuVXNlchIQCghuZXdfdXNlchgDIAEoCBISCgpzZXNzaW9uX2lkGAQgASgJIroBCg9SZWdpc3RlclJlcXVlc3QSFQoFZW1haWwYASABKAlCBrpIA8gBARIcCghwYXNzd29yZBgCIAEoCUIKukgHcgUQCBiAARJDCgxkaXNwbGF5X25hbWUYAyABKAlCLbpIKnIoGGQyJF5bXlx4MDAtXHgwOFx4MEJceDBDXHgwRS1ceDFGXHg3Rl0qJBItCgZkZXZpY2UYBCABKAsyFS5wb3J0Y3VsbGlzLnYxLkRldmljZUIGukgDyAEBIr0BChBSZWdpc3RlclJlc3BvbnNlEiwKBnRva2VucxgBIAEoCzIYLnBvcnRjdWxsaXMudjEuVG9rZW5QYWlyQgIYARIlCgR1c2VyGAIgASgLMhMucG9ydGN1bGxpcy52MS5Vc2VyQgIYARIWCgpzZXNzaW9uX2lkGAMgASgJQgIYARI8Chh2ZXJpZmljYXRpb25fZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wInMKElZlcmlmeUVtYWlsUmVxdWVzdBINCgVlbWFpbBgBIAEoCRIfCgRjb2RlGAIgASgJQhG6SA5yDDIKXlswLTldezZ9JBIXCgV0b2tlbhgDIAEoCUIIukgFcgMYgAE6FLpIESIPCgRjb2RlCgV0b2tlbhABIiQKE1ZlcmlmeUVtYWlsUmVzcG9uc2USDQoFZW1haWwYASABKAkiUwoSQ2hhbmdlRW1haWxSZXF1ZXN0EhkKCW5ld19lbWFpbBgBIAEoCUIGukgDyAEBEiIKEGN1cnJlbnRfcGFzc3dvcmQYAiABKAlCCLpIBXIDGIABIlMKE0NoYW5nZUVtYWlsUmVzcG9uc2USPAoYdmVyaWZpY2F0aW9uX2V4cGlyZV90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJcChhDaGFuZ2VQaG9uZU51bWJlclJlcXVlc3QSHAoMcGhvbmVfbnVtYmVyGAEgASgJQga6SAPIAQESIgoQY3VycmVudF9wYXNzd29yZBgCIAEoCUIIukgFcgMYgAEiYQoZQ2hhbmdlUGhvbmVOdW1iZXJSZXNwb25zZRIvCgtleHBpcmVfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLY29kZV9sZW5ndGgYAiABKA0iOwoYVmVyaWZ5UGhvbmVOdW1iZXJSZXF1ZXN0Eh8KBGNvZGUYASABKAlCEbpIDnIMMgpeWzAtOV17Nn0kIj4KGVZlcmlmeVBob25lTnVtYmVyUmVzcG9uc2USIQoEdXNlchgBIAEoCzITLnBvcnRjdWxsaXMudjEuVXNlciI0ChtSZXF1ZXN0UGFzc3dvcmRSZXNldFJlcXVlc3QSFQoFZW1haWwYASABKAlCBrpIA8gBASIeChxSZXF1ZXN0UGFzc3dvcmRSZXNldFJlc3BvbnNlIpcBChRSZXNldFBhc3N3b3JkUmVxdWVzdBINCgVlbWFpbBgBIAEoCRIfCgRjb2RlGAIgASgJQhG6SA5yDDIKXlswLTldezZ9JBIXCgV0b2tlbhgDIAEoCUIIukgFcgMYgAESIAoMbmV3X3Bhc3N3b3JkGAQgASgJQgq6SAdyBRAIGIABOhS6SBEiDwoEY29kZQoFdG9rZW4QASI2ChVSZXNldFBhc3N3b3JkUmVzcG9uc2USHQoVcmV2b2tlZF9zZXNzaW9uX2NvdW50GAEgASgNIk0KGUxpc3RTZWN1cml0eUV2ZW50c1JlcXVlc3QSHAoJcGFnZV9zaXplGAEgASgFQgm6SAYaBBhkKAASEgoKcGFnZV90b2tlbhgCIAEoCSJjChpMaXN0U2VjdXJpdHlFdmVudHNSZXNwb25zZRIsCgZldmVudHMYASADKAsyHC5wb3J0Y3VsbGlzLnYxLlNlY3VyaXR5RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIrcCCg1TZWN1cml0eUV2ZW50EhAKCGV2ZW50X2lkGAEgASgJEgwKBHR5cGUYAiABKAkSDwoHb3V0Y29tZRgDIAEoCRIoCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgppcF9hZGRyZXNzGAUgASgJEhIKCnVzZXJfYWdlbnQYBiABKAkSEwoLZGV2aWNlX25hbWUYByABKAkSDgoGbWV0aG9kGAggASgJEhIKCnNlc3Npb25faWQYCSABKAkSOgoHZGV0YWlscxgKIAMoCzIpLnBvcnRjdWxsaXMudjEuU2VjdXJpdHlFdmVudC5EZXRhaWxzRW50cnkaLgoMRGV0YWlsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEibgoMTG9naW5SZXF1ZXN0EhUKBWVtYWlsGAEgASgJQga6SAPIAQESGAoIcGFzc3dvcmQYAiABKAlCBrpIA8gBARItCgZkZXZpY2UYAyABKAsyFS5wb3J0Y3VsbGlzLnYxLkRldmljZUIGukgDyAEBInAKDUxvZ2luUmVzcG9uc2USKAoGdG9rZW5zGAEgASgLMhgucG9ydGN1bGxpcy52MS5Ub2tlblBhaXISIQoEdXNlchgCIAEoCzITLnBvcnRjdWxsaXMudjEuVXNlchISCgpzZXNzaW9uX2lkGAMgASgJIjQKE1JlZnJlc2hUb2tlblJlcXVlc3QSHQoNcmVmcmVzaF90b2tlbhgBIAEoCUIGukgDyAEBIkAKFFJlZnJlc2hUb2tlblJlc3BvbnNlEigKBnRva2VucxgBIAEoCzIYLnBvcnRjdWxsaXMudjEuVG9rZW5QYWlyIg8KDUxvZ291dFJlcXVlc3QiEAoOTG9nb3V0UmVzcG9uc2UiEwoRR2V0UHJvZmlsZVJlcXVlc3QiNwoSR2V0UHJvZmlsZVJlc3BvbnNlEiEKBHVzZXIYASABKAsyEy5wb3J0Y3VsbGlzLnYxLlVzZXIigwEKFFVwZGF0ZVByb2ZpbGVSZXF1ZXN0EiEKBHVzZXIYASABKAsyEy5wb3J0Y3VsbGlzLnYxLlVzZXISSAoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrQhe6SBTIAQHiAQ4SDGRpc3BsYXlfbmFtZSI6ChVVcGRhdGVQcm9maWxlUmVzcG9uc2USIQoEdXNlchgBIAEoCzITLnBvcnRjdWxsaXMudjEuVXNlciJbChVDaGFuZ2VQYXNzd29yZFJlcXVlc3QSIAoQY3VycmVudF9wYXNzd29yZBgBIAEoCUIGukgDyAEBEiAKDG5ld19wYXNzd29yZBgCIAEoCUIKukgHcgUQCBiAASI3ChZDaGFuZ2VQYXNzd29yZFJlc3BvbnNlEh0KFXJldm9rZWRfc2Vzc2lvbl9jb3VudBgBIAEoDSIQCg5HZXRKd2tzUmVxdWVzdCIzCg9HZXRKd2tzUmVzcG9uc2USIAoEa2V5cxgBIAMoCzISLnBvcnRjdWxsaXMudjEuSndrInIKA0p3axILCgNrdHkYASABKAkSCwoDa2lkGAIgASgJEgsKA3VzZRgDIAEoCRILCgNhbGcYBCABKAkSCwoDY3J2GAUgASgJEgkKAXgYBiABKAkSCQoBeRgHIAEoCRIJCgFuGAggASgJEgkKAWUYCSABKAky6xEKC0F1dGhTZXJ2aWNlEooBCgdTZW5kT3RwEh0ucG9ydGN1bGxpcy52MS5TZW5kT3RwUmVxdWVzdBoeLnBvcnRjdWxsaXMudjEuU2VuZE90cFJlc3BvbnNlIkDK8xg8CAEiEgoOb3RwX3NlbmRfcGhvbmUQAiIPCgtvdHBfc2VuZF9pcBABIhMKD290cF9zZW5kX2dsb2JhbBAFEmkKCVZlcmlmeU90cBIfLnBvcnRjdWxsaXMudjEuVmVyaWZ5T3RwUmVxdWVzdBogLnBvcnRjdWxsaXMudjEuVmVyaWZ5T3RwUmVzcG9uc2UiGcrzGBUIASIRCg1vdHBfdmVyaWZ5X2lwEAESeAoIUmVnaXN0ZXISHi5wb3J0Y3VsbGlzLnYxLlJlZ2lzdGVyUmVxdWVzdBofLnBvcnRjdWxsaXMudjEuUmVnaXN0ZXJSZXNwb25zZSIryvMYJwgBIg8KC3JlZ2lzdGVyX2lwEAEiEgoOcmVnaXN0ZXJfZW1haWwQAxKJAQoLVmVyaWZ5RW1haWwSIS5wb3J0Y3VsbGlzLnYxLlZlcmlmeUVtYWlsUmVxdWVzdBoiLnBvcnRjdWxsaXMudjEuVmVyaWZ5RW1haWxSZXNwb25zZSIzyvMYLwgBIhMKD3ZlcmlmeV9lbWFpbF9pcBABIhYKEnZlcmlmeV9lbWFpbF9lbWFpbBADEmkKBUxvZ2luEhsucG9ydGN1bGxpcy52MS5Mb2dpblJlcXVlc3QaHC5wb3J0Y3VsbGlzLnYxLkxvZ2luUmVzcG9uc2UiJcrzGCEIASIPCgtsb2dpbl9lbWFpbBADIgwKCGxvZ2luX2lwEAESbwoMUmVmcmVzaFRva2VuEiIucG9ydGN1bGxpcy52MS5SZWZyZXNoVG9rZW5SZXF1ZXN0GiMucG9ydGN1bGxpcy52MS5SZWZyZXNoVG9rZW5SZXNwb25zZSIWyvMYEggBIg4KCnJlZnJlc2hfaXAQARJnCgZMb2dvdXQSHC5wb3J0Y3VsbGlzLnYxLkxvZ291dFJlcXVlc3QaHS5wb3J0Y3VsbGlzLnYxLkxvZ291dFJlc3BvbnNlIiDK8xgcCAIiDAoIYXBpX3VzZXIQBCIKCgZhcGlfaXAQARJzCgpHZXRQcm9maWxlEiAucG9ydGN1bGxpcy52MS5HZXRQcm9maWxlUmVxdWVzdBohLnBvcnRjdWxsaXMudjEuR2V0UHJvZmlsZVJlc3BvbnNlIiDK8xgcCAIiDAoIYXBpX3VzZXIQBCIKCgZhcGlfaXAQARJ8Cg1VcGRhdGVQcm9maWxlEiMucG9ydGN1bGxpcy52MS5VcGRhdGVQcm9maWxlUmVxdWVzdBokLnBvcnRjdWxsaXMudjEuVXBkYXRlUHJvZmlsZVJlc3BvbnNlIiDK8xgcCAIiDAoIYXBpX3VzZXIQBCIKCgZhcGlfaXAQARKLAQoOQ2hhbmdlUGFzc3dvcmQSJC5wb3J0Y3VsbGlzLnYxLkNoYW5nZVBhc3N3b3JkUmVxdWVzdBolLnBvcnRjdWxsaXMudjEuQ2hhbmdlUGFzc3dvcmRSZXNwb25zZSIsyvMYKAgCIhgKFGNoYW5nZV9wYXNzd29yZF91c2VyEAQiCgoGYXBpX2lwEAESfwoLQ2hhbmdlRW1haWwSIS5wb3J0Y3VsbGlzLnYxLkNoYW5nZUVtYWlsUmVxdWVzdBoiLnBvcnRjdWxsaXMudjEuQ2hhbmdlRW1haWxSZXNwb25zZSIpyvMYJQgCIhUKEWNoYW5nZV9lbWFpbF91c2VyEAQiCgoGYXBpX2lwEAESugEKEUNoYW5nZVBob25lTnVtYmVyEicucG9ydGN1bGxpcy52MS5DaGFuZ2VQaG9uZU51bWJlclJlcXVlc3QaKC5wb3J0Y3VsbGlzLnYxLkNoYW5nZVBob25lTnVtYmVyUmVzcG9uc2UiUsrzGE4IAiISCg5vdHBfc2VuZF9waG9uZRACIhMKD290cF9zZW5kX2dsb2JhbBAFIhUKEWNoYW5nZV9waG9uZV91c2VyEAQiCgoGYXBpX2lwEAESkQEKEVZlcmlmeVBob25lTnVtYmVyEicucG9ydGN1bGxpcy52MS5WZXJpZnlQaG9uZU51bWJlclJlcXVlc3QaKC5wb3J0Y3VsbGlzLnYxLlZlcmlmeVBob25lTnVtYmVyUmVzcG9uc2UiKcrzGCUIAiIVChF2ZXJpZnlfcGhvbmVfdXNlchAEIgoKBmFwaV9pcBABEsMBChRSZXF1ZXN0UGFzc3dvcmRSZXNldBIqLnBvcnRjdWxsaXMudjEuUmVxdWVzdFBhc3N3b3JkUmVzZXRSZXF1ZXN0GisucG9ydGN1bGxpcy52MS5SZXF1ZXN0UGFzc3dvcmRSZXNldFJlc3BvbnNlIlLK8xhOCAEiGAoUcGFzc3dvcmRfcmVzZXRfZW1haWwQAyIVChFwYXNzd29yZF9yZXNldF9pcBABIhkKFXBhc3N3b3JkX3Jlc2V0X2dsb2JhbBAFEpMBCg1SZXNldFBhc3N3b3JkEiMucG9ydGN1bGxpcy52MS5SZXNldFBhc3N3b3JkUmVxdWVzdBokLnBvcnRjdWxsaXMudjEuUmVzZXRQYXNzd29yZFJlc3BvbnNlIjfK8xgzCAEiFQoRcmVzZXRfcGFzc3dvcmRfaXAQASIYChRyZXNldF9wYXNzd29yZF9lbWFpbBADEosBChJMaXN0U2VjdXJpdHlFdmVudHMSKC5wb3J0Y3VsbGlzLnYxLkxpc3RTZWN1cml0eUV2ZW50c1JlcXVlc3QaKS5wb3J0Y3VsbGlzLnYxLkxpc3RTZWN1cml0eUV2ZW50c1Jlc3BvbnNlIiDK8xgcCAIiDAoIYXBpX3VzZXIQBCIKCgZhcGlfaXAQARJcCgdHZXRKd2tzEh0ucG9ydGN1bGxpcy52MS5HZXRKd2tzUmVxdWVzdBoeLnBvcnRjdWxsaXMudjEuR2V0Sndrc1Jlc3BvbnNlIhLK8xgOCAEiCgoGYXBpX2lwEAFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_portcullis_v1_common, file_portcullis_v1_policy]);
 
 /**
  * A person with an account.
@@ -72,6 +72,13 @@ export type User = Message<"portcullis.v1.User"> & {
    * @generated from field: google.protobuf.Timestamp create_time = 7;
    */
   createTime?: Timestamp | undefined;
+
+  /**
+   * Whether the email address has been confirmed (VerifyEmail or a password reset).
+   *
+   * @generated from field: bool email_verified = 8;
+   */
+  emailVerified: boolean;
 };
 
 /**
@@ -258,31 +265,41 @@ export const RegisterRequestSchema: GenMessage<RegisterRequest> = /*@__PURE__*/
   messageDesc(file_portcullis_v1_auth_service, 5);
 
 /**
- * Response of AuthService.Register.
+ * Response of AuthService.Register: the same for a new and a taken address.
  *
  * @generated from message portcullis.v1.RegisterResponse
  */
 export type RegisterResponse = Message<"portcullis.v1.RegisterResponse"> & {
   /**
-   * Tokens for the new session.
+   * Never set: Register no longer signs in (VerifyEmail, then Login).
    *
-   * @generated from field: portcullis.v1.TokenPair tokens = 1;
+   * @generated from field: portcullis.v1.TokenPair tokens = 1 [deprecated = true];
+   * @deprecated
    */
   tokens?: TokenPair | undefined;
 
   /**
-   * The new user.
+   * Never set.
    *
-   * @generated from field: portcullis.v1.User user = 2;
+   * @generated from field: portcullis.v1.User user = 2 [deprecated = true];
+   * @deprecated
    */
   user?: User | undefined;
 
   /**
-   * The id of the session created.
+   * Never set.
    *
-   * @generated from field: string session_id = 3;
+   * @generated from field: string session_id = 3 [deprecated = true];
+   * @deprecated
    */
   sessionId: string;
+
+  /**
+   * Until when the mailed code and link work.
+   *
+   * @generated from field: google.protobuf.Timestamp verification_expire_time = 4;
+   */
+  verificationExpireTime?: Timestamp | undefined;
 };
 
 /**
@@ -291,6 +308,452 @@ export type RegisterResponse = Message<"portcullis.v1.RegisterResponse"> & {
  */
 export const RegisterResponseSchema: GenMessage<RegisterResponse> = /*@__PURE__*/
   messageDesc(file_portcullis_v1_auth_service, 6);
+
+/**
+ * Request for AuthService.VerifyEmail: `email` with `code`, or `token` alone.
+ *
+ * @generated from message portcullis.v1.VerifyEmailRequest
+ */
+export type VerifyEmailRequest = Message<"portcullis.v1.VerifyEmailRequest"> & {
+  /**
+   * The address the code was mailed to; required with `code`.
+   *
+   * @generated from field: string email = 1;
+   */
+  email: string;
+
+  /**
+   * The 6-digit code from the mail.
+   *
+   * @generated from field: string code = 2;
+   */
+  code: string;
+
+  /**
+   * The token from the mail's link (after "#token=").
+   *
+   * @generated from field: string token = 3;
+   */
+  token: string;
+};
+
+/**
+ * Describes the message portcullis.v1.VerifyEmailRequest.
+ * Use `create(VerifyEmailRequestSchema)` to create a new message.
+ */
+export const VerifyEmailRequestSchema: GenMessage<VerifyEmailRequest> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_auth_service, 7);
+
+/**
+ * Response of AuthService.VerifyEmail.
+ *
+ * @generated from message portcullis.v1.VerifyEmailResponse
+ */
+export type VerifyEmailResponse = Message<"portcullis.v1.VerifyEmailResponse"> & {
+  /**
+   * The address now confirmed.
+   *
+   * @generated from field: string email = 1;
+   */
+  email: string;
+};
+
+/**
+ * Describes the message portcullis.v1.VerifyEmailResponse.
+ * Use `create(VerifyEmailResponseSchema)` to create a new message.
+ */
+export const VerifyEmailResponseSchema: GenMessage<VerifyEmailResponse> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_auth_service, 8);
+
+/**
+ * Request for AuthService.ChangeEmail.
+ *
+ * @generated from message portcullis.v1.ChangeEmailRequest
+ */
+export type ChangeEmailRequest = Message<"portcullis.v1.ChangeEmailRequest"> & {
+  /**
+   * The new address.
+   *
+   * @generated from field: string new_email = 1;
+   */
+  newEmail: string;
+
+  /**
+   * The current password; leave empty on an account without one.
+   *
+   * @generated from field: string current_password = 2;
+   */
+  currentPassword: string;
+};
+
+/**
+ * Describes the message portcullis.v1.ChangeEmailRequest.
+ * Use `create(ChangeEmailRequestSchema)` to create a new message.
+ */
+export const ChangeEmailRequestSchema: GenMessage<ChangeEmailRequest> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_auth_service, 9);
+
+/**
+ * Response of AuthService.ChangeEmail.
+ *
+ * @generated from message portcullis.v1.ChangeEmailResponse
+ */
+export type ChangeEmailResponse = Message<"portcullis.v1.ChangeEmailResponse"> & {
+  /**
+   * Until when the code and link mailed to the new address work.
+   *
+   * @generated from field: google.protobuf.Timestamp verification_expire_time = 1;
+   */
+  verificationExpireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message portcullis.v1.ChangeEmailResponse.
+ * Use `create(ChangeEmailResponseSchema)` to create a new message.
+ */
+export const ChangeEmailResponseSchema: GenMessage<ChangeEmailResponse> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_auth_service, 10);
+
+/**
+ * Request for AuthService.ChangePhoneNumber.
+ *
+ * @generated from message portcullis.v1.ChangePhoneNumberRequest
+ */
+export type ChangePhoneNumberRequest = Message<"portcullis.v1.ChangePhoneNumberRequest"> & {
+  /**
+   * The new number in international form (E.164).
+   *
+   * @generated from field: string phone_number = 1;
+   */
+  phoneNumber: string;
+
+  /**
+   * The current password; leave empty on an account without one.
+   *
+   * @generated from field: string current_password = 2;
+   */
+  currentPassword: string;
+};
+
+/**
+ * Describes the message portcullis.v1.ChangePhoneNumberRequest.
+ * Use `create(ChangePhoneNumberRequestSchema)` to create a new message.
+ */
+export const ChangePhoneNumberRequestSchema: GenMessage<ChangePhoneNumberRequest> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_auth_service, 11);
+
+/**
+ * Response of AuthService.ChangePhoneNumber.
+ *
+ * @generated from message portcullis.v1.ChangePhoneNumberResponse
+ */
+export type ChangePhoneNumberResponse = Message<"portcullis.v1.ChangePhoneNumberResponse"> & {
+  /**
+   * When the code stops being accepted.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 1;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * Number of digits in the code.
+   *
+   * @generated from field: uint32 code_length = 2;
+   */
+  codeLength: number;
+};
+
+/**
+ * Describes the message portcullis.v1.ChangePhoneNumberResponse.
+ * Use `create(ChangePhoneNumberResponseSchema)` to create a new message.
+ */
+export const ChangePhoneNumberResponseSchema: GenMessage<ChangePhoneNumberResponse> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_auth_service, 12);
+
+/**
+ * Request for AuthService.VerifyPhoneNumber.
+ *
+ * @generated from message portcullis.v1.VerifyPhoneNumberRequest
+ */
+export type VerifyPhoneNumberRequest = Message<"portcullis.v1.VerifyPhoneNumberRequest"> & {
+  /**
+   * The code received by SMS: 6 digits.
+   *
+   * @generated from field: string code = 1;
+   */
+  code: string;
+};
+
+/**
+ * Describes the message portcullis.v1.VerifyPhoneNumberRequest.
+ * Use `create(VerifyPhoneNumberRequestSchema)` to create a new message.
+ */
+export const VerifyPhoneNumberRequestSchema: GenMessage<VerifyPhoneNumberRequest> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_auth_service, 13);
+
+/**
+ * Response of AuthService.VerifyPhoneNumber.
+ *
+ * @generated from message portcullis.v1.VerifyPhoneNumberResponse
+ */
+export type VerifyPhoneNumberResponse = Message<"portcullis.v1.VerifyPhoneNumberResponse"> & {
+  /**
+   * The user with the new number.
+   *
+   * @generated from field: portcullis.v1.User user = 1;
+   */
+  user?: User | undefined;
+};
+
+/**
+ * Describes the message portcullis.v1.VerifyPhoneNumberResponse.
+ * Use `create(VerifyPhoneNumberResponseSchema)` to create a new message.
+ */
+export const VerifyPhoneNumberResponseSchema: GenMessage<VerifyPhoneNumberResponse> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_auth_service, 14);
+
+/**
+ * Request for AuthService.RequestPasswordReset.
+ *
+ * @generated from message portcullis.v1.RequestPasswordResetRequest
+ */
+export type RequestPasswordResetRequest = Message<"portcullis.v1.RequestPasswordResetRequest"> & {
+  /**
+   * The account's email address.
+   *
+   * @generated from field: string email = 1;
+   */
+  email: string;
+};
+
+/**
+ * Describes the message portcullis.v1.RequestPasswordResetRequest.
+ * Use `create(RequestPasswordResetRequestSchema)` to create a new message.
+ */
+export const RequestPasswordResetRequestSchema: GenMessage<RequestPasswordResetRequest> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_auth_service, 15);
+
+/**
+ * Response of AuthService.RequestPasswordReset: the same for every address.
+ *
+ * @generated from message portcullis.v1.RequestPasswordResetResponse
+ */
+export type RequestPasswordResetResponse = Message<"portcullis.v1.RequestPasswordResetResponse"> & {
+};
+
+/**
+ * Describes the message portcullis.v1.RequestPasswordResetResponse.
+ * Use `create(RequestPasswordResetResponseSchema)` to create a new message.
+ */
+export const RequestPasswordResetResponseSchema: GenMessage<RequestPasswordResetResponse> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_auth_service, 16);
+
+/**
+ * Request for AuthService.ResetPassword: `email` with `code`, or `token` alone.
+ *
+ * @generated from message portcullis.v1.ResetPasswordRequest
+ */
+export type ResetPasswordRequest = Message<"portcullis.v1.ResetPasswordRequest"> & {
+  /**
+   * The address the code was mailed to; required with `code`.
+   *
+   * @generated from field: string email = 1;
+   */
+  email: string;
+
+  /**
+   * The 6-digit code from the mail.
+   *
+   * @generated from field: string code = 2;
+   */
+  code: string;
+
+  /**
+   * The token from the mail's link (after "#token=").
+   *
+   * @generated from field: string token = 3;
+   */
+  token: string;
+
+  /**
+   * The new password: 8 to 128 characters, not a commonly used one.
+   *
+   * @generated from field: string new_password = 4;
+   */
+  newPassword: string;
+};
+
+/**
+ * Describes the message portcullis.v1.ResetPasswordRequest.
+ * Use `create(ResetPasswordRequestSchema)` to create a new message.
+ */
+export const ResetPasswordRequestSchema: GenMessage<ResetPasswordRequest> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_auth_service, 17);
+
+/**
+ * Response of AuthService.ResetPassword.
+ *
+ * @generated from message portcullis.v1.ResetPasswordResponse
+ */
+export type ResetPasswordResponse = Message<"portcullis.v1.ResetPasswordResponse"> & {
+  /**
+   * How many sessions were signed out.
+   *
+   * @generated from field: uint32 revoked_session_count = 1;
+   */
+  revokedSessionCount: number;
+};
+
+/**
+ * Describes the message portcullis.v1.ResetPasswordResponse.
+ * Use `create(ResetPasswordResponseSchema)` to create a new message.
+ */
+export const ResetPasswordResponseSchema: GenMessage<ResetPasswordResponse> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_auth_service, 18);
+
+/**
+ * Request for AuthService.ListSecurityEvents.
+ *
+ * @generated from message portcullis.v1.ListSecurityEventsRequest
+ */
+export type ListSecurityEventsRequest = Message<"portcullis.v1.ListSecurityEventsRequest"> & {
+  /**
+   * At most this many events (0: 50).
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * The `next_page_token` of a previous response.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message portcullis.v1.ListSecurityEventsRequest.
+ * Use `create(ListSecurityEventsRequestSchema)` to create a new message.
+ */
+export const ListSecurityEventsRequestSchema: GenMessage<ListSecurityEventsRequest> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_auth_service, 19);
+
+/**
+ * Response of AuthService.ListSecurityEvents.
+ *
+ * @generated from message portcullis.v1.ListSecurityEventsResponse
+ */
+export type ListSecurityEventsResponse = Message<"portcullis.v1.ListSecurityEventsResponse"> & {
+  /**
+   * Newest first.
+   *
+   * @generated from field: repeated portcullis.v1.SecurityEvent events = 1;
+   */
+  events: SecurityEvent[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message portcullis.v1.ListSecurityEventsResponse.
+ * Use `create(ListSecurityEventsResponseSchema)` to create a new message.
+ */
+export const ListSecurityEventsResponseSchema: GenMessage<ListSecurityEventsResponse> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_auth_service, 20);
+
+/**
+ * One thing that happened to the account. Never holds a code, password or
+ * token; phone numbers are masked.
+ *
+ * @generated from message portcullis.v1.SecurityEvent
+ */
+export type SecurityEvent = Message<"portcullis.v1.SecurityEvent"> & {
+  /**
+   * Stable id of the event.
+   *
+   * @generated from field: string event_id = 1;
+   */
+  eventId: string;
+
+  /**
+   * What happened: "sign_in", "sign_in.new_device", "logout",
+   * "session.revoke", "password.change", "password.reset", "email.change",
+   * "email.verify", "phone.change", "kyc.submit", "kyc.level_change",
+   * "account.disable", "account.enable", "account.unlock", ...
+   *
+   * @generated from field: string type = 2;
+   */
+  type: string;
+
+  /**
+   * "success", "failure" or "denied".
+   *
+   * @generated from field: string outcome = 3;
+   */
+  outcome: string;
+
+  /**
+   * When it happened.
+   *
+   * @generated from field: google.protobuf.Timestamp time = 4;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * The client's IP address.
+   *
+   * @generated from field: string ip_address = 5;
+   */
+  ipAddress: string;
+
+  /**
+   * The client's user agent.
+   *
+   * @generated from field: string user_agent = 6;
+   */
+  userAgent: string;
+
+  /**
+   * The device's name, when the event concerns a session.
+   *
+   * @generated from field: string device_name = 7;
+   */
+  deviceName: string;
+
+  /**
+   * How the user signed in: "pwd" or "otp", for sign-ins.
+   *
+   * @generated from field: string method = 8;
+   */
+  method: string;
+
+  /**
+   * The session concerned, if any.
+   *
+   * @generated from field: string session_id = 9;
+   */
+  sessionId: string;
+
+  /**
+   * Other facts (a reason, a masked number).
+   *
+   * @generated from field: map<string, string> details = 10;
+   */
+  details: { [key: string]: string };
+};
+
+/**
+ * Describes the message portcullis.v1.SecurityEvent.
+ * Use `create(SecurityEventSchema)` to create a new message.
+ */
+export const SecurityEventSchema: GenMessage<SecurityEvent> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_auth_service, 21);
 
 /**
  * Request for AuthService.Login.
@@ -325,7 +788,7 @@ export type LoginRequest = Message<"portcullis.v1.LoginRequest"> & {
  * Use `create(LoginRequestSchema)` to create a new message.
  */
 export const LoginRequestSchema: GenMessage<LoginRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 7);
+  messageDesc(file_portcullis_v1_auth_service, 22);
 
 /**
  * Response of AuthService.Login.
@@ -360,7 +823,7 @@ export type LoginResponse = Message<"portcullis.v1.LoginResponse"> & {
  * Use `create(LoginResponseSchema)` to create a new message.
  */
 export const LoginResponseSchema: GenMessage<LoginResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 8);
+  messageDesc(file_portcullis_v1_auth_service, 23);
 
 /**
  * Request for AuthService.RefreshToken.
@@ -381,7 +844,7 @@ export type RefreshTokenRequest = Message<"portcullis.v1.RefreshTokenRequest"> &
  * Use `create(RefreshTokenRequestSchema)` to create a new message.
  */
 export const RefreshTokenRequestSchema: GenMessage<RefreshTokenRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 9);
+  messageDesc(file_portcullis_v1_auth_service, 24);
 
 /**
  * Response of AuthService.RefreshToken.
@@ -402,7 +865,7 @@ export type RefreshTokenResponse = Message<"portcullis.v1.RefreshTokenResponse">
  * Use `create(RefreshTokenResponseSchema)` to create a new message.
  */
 export const RefreshTokenResponseSchema: GenMessage<RefreshTokenResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 10);
+  messageDesc(file_portcullis_v1_auth_service, 25);
 
 /**
  * Request for AuthService.Logout.
@@ -417,7 +880,7 @@ export type LogoutRequest = Message<"portcullis.v1.LogoutRequest"> & {
  * Use `create(LogoutRequestSchema)` to create a new message.
  */
 export const LogoutRequestSchema: GenMessage<LogoutRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 11);
+  messageDesc(file_portcullis_v1_auth_service, 26);
 
 /**
  * Response of AuthService.Logout.
@@ -432,7 +895,7 @@ export type LogoutResponse = Message<"portcullis.v1.LogoutResponse"> & {
  * Use `create(LogoutResponseSchema)` to create a new message.
  */
 export const LogoutResponseSchema: GenMessage<LogoutResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 12);
+  messageDesc(file_portcullis_v1_auth_service, 27);
 
 /**
  * Request for AuthService.GetProfile.
@@ -447,7 +910,7 @@ export type GetProfileRequest = Message<"portcullis.v1.GetProfileRequest"> & {
  * Use `create(GetProfileRequestSchema)` to create a new message.
  */
 export const GetProfileRequestSchema: GenMessage<GetProfileRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 13);
+  messageDesc(file_portcullis_v1_auth_service, 28);
 
 /**
  * Response of AuthService.GetProfile.
@@ -468,7 +931,7 @@ export type GetProfileResponse = Message<"portcullis.v1.GetProfileResponse"> & {
  * Use `create(GetProfileResponseSchema)` to create a new message.
  */
 export const GetProfileResponseSchema: GenMessage<GetProfileResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 14);
+  messageDesc(file_portcullis_v1_auth_service, 29);
 
 /**
  * Request for AuthService.UpdateProfile.
@@ -496,7 +959,7 @@ export type UpdateProfileRequest = Message<"portcullis.v1.UpdateProfileRequest">
  * Use `create(UpdateProfileRequestSchema)` to create a new message.
  */
 export const UpdateProfileRequestSchema: GenMessage<UpdateProfileRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 15);
+  messageDesc(file_portcullis_v1_auth_service, 30);
 
 /**
  * Response of AuthService.UpdateProfile.
@@ -517,7 +980,7 @@ export type UpdateProfileResponse = Message<"portcullis.v1.UpdateProfileResponse
  * Use `create(UpdateProfileResponseSchema)` to create a new message.
  */
 export const UpdateProfileResponseSchema: GenMessage<UpdateProfileResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 16);
+  messageDesc(file_portcullis_v1_auth_service, 31);
 
 /**
  * Request for AuthService.ChangePassword.
@@ -545,7 +1008,7 @@ export type ChangePasswordRequest = Message<"portcullis.v1.ChangePasswordRequest
  * Use `create(ChangePasswordRequestSchema)` to create a new message.
  */
 export const ChangePasswordRequestSchema: GenMessage<ChangePasswordRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 17);
+  messageDesc(file_portcullis_v1_auth_service, 32);
 
 /**
  * Response of AuthService.ChangePassword.
@@ -566,7 +1029,7 @@ export type ChangePasswordResponse = Message<"portcullis.v1.ChangePasswordRespon
  * Use `create(ChangePasswordResponseSchema)` to create a new message.
  */
 export const ChangePasswordResponseSchema: GenMessage<ChangePasswordResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 18);
+  messageDesc(file_portcullis_v1_auth_service, 33);
 
 /**
  * Request for AuthService.GetJwks.
@@ -581,7 +1044,7 @@ export type GetJwksRequest = Message<"portcullis.v1.GetJwksRequest"> & {
  * Use `create(GetJwksRequestSchema)` to create a new message.
  */
 export const GetJwksRequestSchema: GenMessage<GetJwksRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 19);
+  messageDesc(file_portcullis_v1_auth_service, 34);
 
 /**
  * Response of AuthService.GetJwks: a JWK Set.
@@ -602,7 +1065,7 @@ export type GetJwksResponse = Message<"portcullis.v1.GetJwksResponse"> & {
  * Use `create(GetJwksResponseSchema)` to create a new message.
  */
 export const GetJwksResponseSchema: GenMessage<GetJwksResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 20);
+  messageDesc(file_portcullis_v1_auth_service, 35);
 
 /**
  * A public JSON Web Key (RFC 7517). Private members are never sent.
@@ -679,7 +1142,7 @@ export type Jwk = Message<"portcullis.v1.Jwk"> & {
  * Use `create(JwkSchema)` to create a new message.
  */
 export const JwkSchema: GenMessage<Jwk> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 21);
+  messageDesc(file_portcullis_v1_auth_service, 36);
 
 /**
  * Sign-in by phone one-time code or by email and password, token refresh and
@@ -711,7 +1174,10 @@ export const AuthService: GenService<{
     output: typeof VerifyOtpResponseSchema;
   },
   /**
-   * Creates an account with email and password and signs it in.
+   * Creates an account with email and password and mails a verification code
+   * and link to the address. Answers the same whether or not the address is
+   * in use (a taken address is mailed a notice instead); it never signs in:
+   * verify the address (VerifyEmail), then Login.
    *
    * @generated from rpc portcullis.v1.AuthService.Register
    */
@@ -721,7 +1187,22 @@ export const AuthService: GenService<{
     output: typeof RegisterResponseSchema;
   },
   /**
-   * Signs in with email and password.
+   * Confirms an email address with what was mailed to it: the code (with the
+   * address), or the link's token alone. Completes a registration, or an
+   * address change started by ChangeEmail.
+   *
+   * @generated from rpc portcullis.v1.AuthService.VerifyEmail
+   */
+  verifyEmail: {
+    methodKind: "unary";
+    input: typeof VerifyEmailRequestSchema;
+    output: typeof VerifyEmailResponseSchema;
+  },
+  /**
+   * Signs in with email and password. While the address is not verified
+   * (EMAIL_VERIFICATION=required), a right password is answered with
+   * FAILED_PRECONDITION, reason EMAIL_NOT_VERIFIED, and a new verification
+   * mail is sent (at most one a minute).
    *
    * @generated from rpc portcullis.v1.AuthService.Login
    */
@@ -783,6 +1264,77 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof ChangePasswordRequestSchema;
     output: typeof ChangePasswordResponseSchema;
+  },
+  /**
+   * Starts a change of the signed-in user's email address, or adds one to a
+   * phone account: a code and link go to the new address, and the old one (if
+   * any) is told. The address changes only when VerifyEmail confirms it. Needs
+   * the current password, or for an account without one a sign-in in the
+   * last 10 minutes.
+   *
+   * @generated from rpc portcullis.v1.AuthService.ChangeEmail
+   */
+  changeEmail: {
+    methodKind: "unary";
+    input: typeof ChangeEmailRequestSchema;
+    output: typeof ChangeEmailResponseSchema;
+  },
+  /**
+   * Starts adding (or changing) the signed-in user's phone number: a code goes
+   * by SMS to the new number; VerifyPhoneNumber confirms it. Same proof as
+   * ChangeEmail.
+   *
+   * @generated from rpc portcullis.v1.AuthService.ChangePhoneNumber
+   */
+  changePhoneNumber: {
+    methodKind: "unary";
+    input: typeof ChangePhoneNumberRequestSchema;
+    output: typeof ChangePhoneNumberResponseSchema;
+  },
+  /**
+   * Confirms the number started by ChangePhoneNumber with the code sent to it.
+   *
+   * @generated from rpc portcullis.v1.AuthService.VerifyPhoneNumber
+   */
+  verifyPhoneNumber: {
+    methodKind: "unary";
+    input: typeof VerifyPhoneNumberRequestSchema;
+    output: typeof VerifyPhoneNumberResponseSchema;
+  },
+  /**
+   * Mails a password-reset code and link (15 minutes, single use) if the
+   * address belongs to an account. Answers the same for every address.
+   *
+   * @generated from rpc portcullis.v1.AuthService.RequestPasswordReset
+   */
+  requestPasswordReset: {
+    methodKind: "unary";
+    input: typeof RequestPasswordResetRequestSchema;
+    output: typeof RequestPasswordResetResponseSchema;
+  },
+  /**
+   * Sets a new password with what RequestPasswordReset mailed: the code (with
+   * the address), or the link's token alone. Clears any lockout, signs out
+   * every session and confirms the address; the account is mailed a notice.
+   *
+   * @generated from rpc portcullis.v1.AuthService.ResetPassword
+   */
+  resetPassword: {
+    methodKind: "unary";
+    input: typeof ResetPasswordRequestSchema;
+    output: typeof ResetPasswordResponseSchema;
+  },
+  /**
+   * The signed-in user's own security history, newest first: sign-ins
+   * (successful or not), sign-outs, password, email and phone changes, KYC
+   * changes, sign-ins from new devices.
+   *
+   * @generated from rpc portcullis.v1.AuthService.ListSecurityEvents
+   */
+  listSecurityEvents: {
+    methodKind: "unary";
+    input: typeof ListSecurityEventsRequestSchema;
+    output: typeof ListSecurityEventsResponseSchema;
   },
   /**
    * Returns the public keys that verify access tokens (RFC 7517 JWK Set),

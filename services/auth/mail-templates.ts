@@ -1,0 +1,75 @@
+import type { Mail } from "./mail.js";
+
+/** What every mail says about where it comes from. */
+export interface MailSender {
+  productName: string;
+  /** The app that reads "#token=…" from a link; the fragment never reaches a server's logs. */
+  appUrl: string;
+}
+
+const unexpected = "If you did not ask for this, you can ignore this message; nothing changes until the code is used.";
+
+function compose(to: string, subject: string, paragraphs: string[]): Mail {
+  const html = paragraphs.map((p) => `<p>${escapeHtml(p)}</p>`).join("\n");
+  return { to, subject, text: `${paragraphs.join("\n\n")}\n`, html: `<!doctype html>\n<html><body>\n${html}\n</body></html>\n` };
+}
+
+function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+const minutes = (seconds: number) => `${Math.round(seconds / 60)} minutes`;
+
+export const mailTemplates = {
+  /** A new account's address, or a new address for an account. */
+  verifyAddress(sender: MailSender, to: string, secret: { code: string; token: string; ttlSeconds: number }): Mail {
+    return compose(to, `${sender.productName}: confirm your email address`, [
+      `Your ${sender.productName} confirmation code is ${secret.code}.`,
+      `Or open this link: ${sender.appUrl}/verify-email#token=${secret.token}`,
+      `The code and the link work once, for ${minutes(secret.ttlSeconds)}.`,
+      unexpected,
+    ]);
+  },
+
+  /** Register with an address that has an account: tell its owner, never the caller. */
+  registrationAttempt(sender: MailSender, to: string): Mail {
+    return compose(to, `${sender.productName}: someone tried to register with your address`, [
+      `Someone tried to create a ${sender.productName} account with this email address, which already has one.`,
+      `If it was you, sign in instead; if you forgot your password, reset it: ${sender.appUrl}/reset-password`,
+      "If it was not you, you need do nothing: no account was created and yours is unchanged.",
+    ]);
+  },
+
+  /** Sent to the old address when a change to another one starts. */
+  addressChangeStarted(sender: MailSender, to: string, newAddressMasked: string): Mail {
+    return compose(to, `${sender.productName}: your email address is being changed`, [
+      `A change of your ${sender.productName} account's email address to ${newAddressMasked} was started.`,
+      "It takes effect only once the new address is confirmed; until then this address stays.",
+      `If this was not you, reset your password at once: ${sender.appUrl}/reset-password`,
+    ]);
+  },
+
+  passwordReset(sender: MailSender, to: string, secret: { code: string; token: string; ttlSeconds: number }): Mail {
+    return compose(to, `${sender.productName}: reset your password`, [
+      `Your ${sender.productName} password reset code is ${secret.code}.`,
+      `Or open this link: ${sender.appUrl}/reset-password#token=${secret.token}`,
+      `The code and the link work once, for ${minutes(secret.ttlSeconds)}.`,
+      "If you did not ask for this, you can ignore this message; your password stays as it is.",
+    ]);
+  },
+
+  passwordChanged(sender: MailSender, to: string, when: Date): Mail {
+    return compose(to, `${sender.productName}: your password was changed`, [
+      `Your ${sender.productName} password was changed at ${when.toISOString()}, and every session was signed out.`,
+      `If this was not you, reset your password at once: ${sender.appUrl}/reset-password`,
+    ]);
+  },
+
+  newDevice(sender: MailSender, to: string, signIn: { when: Date; deviceName: string; ipAddress: string; userAgent: string }): Mail {
+    return compose(to, `${sender.productName}: sign-in from a new device`, [
+      `Your ${sender.productName} account was signed in to from a device it had not seen before.`,
+      `When: ${signIn.when.toISOString()}\nDevice: ${signIn.deviceName || "unnamed"}\nIP address: ${signIn.ipAddress}\nBrowser or app: ${signIn.userAgent || "unknown"}`,
+      `If this was you, you need do nothing. If not, reset your password and sign out other sessions: ${sender.appUrl}/reset-password`,
+    ]);
+  },
+};
