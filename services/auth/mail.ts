@@ -1,6 +1,12 @@
-import { createHmac } from "node:crypto";
+import { SpanKind } from "@opentelemetry/api";
+import nodemailer from "nodemailer";
+import type SMTPTransport from "nodemailer/lib/smtp-transport/index.js";
 import type { EmailConfig, EmailProviderName } from "../platform/config.js";
 import type { Logger } from "../platform/logger.js";
+import { messageDeliveries } from "../platform/metrics.js";
+import { inChildSpan, tracingOn } from "../platform/tracing.js";
+import { postWithin, signatureHeaders } from "../platform/webhook.js";
+import { maskEmail } from "./one-time-secrets.js";
 
 /** One message, in plain text and HTML. */
 export interface Mail {
@@ -31,6 +37,10 @@ export class MailDeliveryError extends Error {
 }
 
 export function createMailer(config: EmailConfig, logger: Logger): Mailer {
+  return traced(timed(configuredMailer(config, logger)));
+}
+
+function configuredMailer(config: EmailConfig, logger: Logger): Mailer {
   switch (config.provider) {
     case "console":
       logger.warn("EMAIL_PROVIDER=console: mails are printed to stdout, not sent; set EMAIL_PROVIDER for real delivery");
@@ -38,38 +48,121 @@ export function createMailer(config: EmailConfig, logger: Logger): Mailer {
     case "webhook":
       return webhookMailer(config.webhook!, config.from, config.timeoutMs, logger);
     case "smtp":
-      throw new Error("EMAIL_PROVIDER=smtp is not built yet");
+      return smtpMailer(smtpTransportOptions(config.smtpUrl!, config.smtpCa, config.timeoutMs), config.from, logger);
   }
 }
 
-/**
- * POSTs {from, to, subject, text, html} as JSON. Signed as the SMS webhook is:
- * HMAC-SHA256 over `${X-Portcullis-Timestamp}.${raw body}`, hex after
- * "sha256=" in X-Portcullis-Signature.
- */
+/** Times each hand-over to the provider, whether it takes the mail or not. */
+function timed(mailer: Mailer): Mailer {
+  const delivered = messageDeliveries.labels("email", mailer.name, "ok");
+  const undelivered = messageDeliveries.labels("email", mailer.name, "failed");
+  return {
+    name: mailer.name,
+    async send(mail) {
+      const startedAt = performance.now();
+      try {
+        await mailer.send(mail);
+        delivered.observe((performance.now() - startedAt) / 1000);
+      } catch (error) {
+        undelivered.observe((performance.now() - startedAt) / 1000);
+        throw error;
+      }
+    },
+  };
+}
+
+/** A span for each hand-over to the provider: its name only, never the address or the content. */
+function traced(mailer: Mailer): Mailer {
+  const attributes = { "portcullis.mail.provider": mailer.name };
+  return {
+    name: mailer.name,
+    send: (mail) => (tracingOn ? inChildSpan("mail.send", SpanKind.CLIENT, attributes, () => mailer.send(mail)) : mailer.send(mail)),
+  };
+}
+
+/** POSTs {from, to, subject, text, html} as JSON, signed as the SMS webhook is (see signatureHeaders). */
 function webhookMailer(settings: NonNullable<EmailConfig["webhook"]>, from: string, timeoutMs: number, logger: Logger): Mailer {
   return {
     name: "webhook",
     async send(mail) {
       const body = JSON.stringify({ from, to: mail.to, subject: mail.subject, text: mail.text, html: mail.html });
-      const headers: Record<string, string> = { "content-type": "application/json" };
-      if (settings.secret) {
-        const timestamp = String(Math.floor(Date.now() / 1000));
-        headers["x-portcullis-timestamp"] = timestamp;
-        headers["x-portcullis-signature"] = `sha256=${createHmac("sha256", settings.secret).update(`${timestamp}.${body}`).digest("hex")}`;
+      const headers = { "content-type": "application/json", ...signatureHeaders(body, settings.secret) };
+      const sent = await postWithin(settings.url, { headers, body }, timeoutMs);
+      if (!("response" in sent)) {
+        const reason = sent.unreachable;
+        logger.warn({ provider: "webhook", reason, to: maskEmail(mail.to) }, "mail not sent: provider unreachable");
+        throw new MailDeliveryError("webhook", reason === "timeout" ? `no answer within ${timeoutMs} ms` : `provider unreachable (${reason})`);
       }
-      let response: Response;
+      await sent.response.body?.cancel();
+      if (!sent.response.ok) {
+        logger.warn({ provider: "webhook", status: sent.response.status, to: maskEmail(mail.to) }, "mail not sent: provider refused it");
+        throw new MailDeliveryError("webhook", `provider answered HTTP ${sent.response.status}`);
+      }
+    },
+  };
+}
+
+/**
+ * How nodemailer reaches the server SMTP_URL names: smtps:// is TLS from the
+ * start (port 465 unless given), smtp:// upgrades with STARTTLS (port 587
+ * unless given). Each step (connecting, the greeting, every answer) may take
+ * up to `timeoutMs`.
+ */
+export function smtpTransportOptions(url: string, ca: string | undefined, timeoutMs: number): SMTPTransport.Options {
+  const parsed = new URL(url);
+  const secure = parsed.protocol === "smtps:";
+  const host = parsed.hostname.replace(/^\[(.*)\]$/, "$1");
+  return {
+    host,
+    port: parsed.port ? Number(parsed.port) : secure ? 465 : 587,
+    secure,
+    // Off this machine, a server that does not offer STARTTLS (or someone in between who strips the offer) must not
+    // get the password and the mail in clear; a relay on loopback may speak plain SMTP.
+    requireTLS: !secure && !isLoopback(host),
+    auth: parsed.username ? { user: decodeURIComponent(parsed.username), pass: decodeURIComponent(parsed.password) } : undefined,
+    tls: ca ? { ca } : undefined,
+    connectionTimeout: timeoutMs,
+    greetingTimeout: timeoutMs,
+    socketTimeout: timeoutMs,
+    dnsTimeout: timeoutMs,
+    // Mails are built from our own strings: nothing in them may make nodemailer read a file or fetch a URL.
+    disableFileAccess: true,
+    disableUrlAccess: true,
+    logger: false,
+  };
+}
+
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+/**
+ * One connection per mail (no pool to keep open or close). A failure is
+ * reported by its kind only: nodemailer's code (the socket's own, such as
+ * ECONNREFUSED, when there is one) and the server's reply code, never its
+ * message, which quotes the recipient.
+ */
+function smtpMailer(options: SMTPTransport.Options, from: string, logger: Logger): Mailer {
+  const transport = nodemailer.createTransport(options);
+  return {
+    name: "smtp",
+    async send(mail) {
       try {
-        response = await fetch(settings.url, { method: "POST", headers, body, redirect: "manual", signal: AbortSignal.timeout(timeoutMs) });
+        await transport.sendMail({
+          from,
+          to: mail.to,
+          subject: mail.subject,
+          text: mail.text,
+          html: mail.html,
+          // RFC 3834: out-of-office replies and the like are not sent back to a no-reply address.
+          headers: { "auto-submitted": "auto-generated" },
+        });
       } catch (error) {
-        const reason = (error as Error).name === "TimeoutError" ? "timeout" : ((error as Error).cause as { code?: string } | undefined)?.code ?? "network";
-        logger.warn({ provider: "webhook", reason }, "mail not sent: provider unreachable");
-        throw new MailDeliveryError("webhook", `provider unreachable (${reason})`);
-      }
-      await response.body?.cancel();
-      if (!response.ok) {
-        logger.warn({ provider: "webhook", status: response.status }, "mail not sent: provider refused it");
-        throw new MailDeliveryError("webhook", `provider answered HTTP ${response.status}`);
+        const { code, originalCode, responseCode } = error as { code?: unknown; originalCode?: unknown; responseCode?: unknown };
+        const reason = [originalCode, code].find((c): c is string => typeof c === "string" && /^[A-Z][A-Z0-9_]*$/.test(c)) ?? "unknown";
+        const smtpStatus = typeof responseCode === "number" ? responseCode : undefined;
+        logger.warn({ provider: "smtp", reason, smtpStatus, to: maskEmail(mail.to) }, smtpStatus ? "mail not sent: server refused it" : "mail not sent: server unreachable");
+        throw new MailDeliveryError("smtp", smtpStatus ? `server refused it (${reason}, SMTP ${smtpStatus})` : `server unreachable (${reason})`);
       }
     },
   };

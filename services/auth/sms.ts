@@ -1,9 +1,9 @@
-import { createHmac } from "node:crypto";
 import { SpanKind } from "@opentelemetry/api";
 import type { SmsConfig, SmsProviderName } from "../platform/config.js";
 import type { Logger } from "../platform/logger.js";
 import { messageDeliveries } from "../platform/metrics.js";
 import { inChildSpan, tracingOn } from "../platform/tracing.js";
+import { postWithin, signatureHeaders } from "../platform/webhook.js";
 import { maskPhone } from "./phone.js";
 
 export interface SmsMessage {
@@ -81,24 +81,13 @@ function traced(provider: SmsProvider): SmsProvider {
   };
 }
 
-/**
- * Receivers authenticate a call by recomputing, with the shared secret,
- * HMAC-SHA256 over `${X-Portcullis-Timestamp}.${raw request body}` and comparing
- * it in constant time with the hex after "sha256=" in X-Portcullis-Signature.
- * The timestamp is in the signed input so a receiver can refuse old calls
- * (a replayed call would re-send someone's code).
- */
+/** POSTs {to, body} as JSON, signed with the secret when one is set (see signatureHeaders). */
 function webhookProvider(settings: NonNullable<SmsConfig["webhook"]>, timeoutMs: number, logger: Logger): SmsProvider {
   return {
     name: "webhook",
     async send(message) {
       const body = JSON.stringify({ to: message.to, body: message.body });
-      const headers: Record<string, string> = { "content-type": "application/json" };
-      if (settings.secret) {
-        const timestamp = String(Math.floor(Date.now() / 1000));
-        headers["x-portcullis-timestamp"] = timestamp;
-        headers["x-portcullis-signature"] = `sha256=${createHmac("sha256", settings.secret).update(`${timestamp}.${body}`).digest("hex")}`;
-      }
+      const headers = { "content-type": "application/json", ...signatureHeaders(body, settings.secret) };
       const response = await post("webhook", message.to, settings.url, { headers, body }, timeoutMs, logger);
       await response.body?.cancel();
       if (!response.ok) throw failed("webhook", message.to, response.status, logger);
@@ -146,15 +135,11 @@ async function post(
   timeoutMs: number,
   logger: Logger,
 ): Promise<Response> {
-  try {
-    // A redirect would carry the code (and Twilio's credentials) somewhere we were not configured to send them.
-    return await fetch(url, { ...init, method: "POST", redirect: "manual", signal: AbortSignal.timeout(timeoutMs) });
-  } catch (error) {
-    // Only the kind of failure, e.g. ECONNREFUSED: the error itself can quote the URL, which may hold a token.
-    const reason = (error as Error).name === "TimeoutError" ? "timeout" : ((error as Error).cause as { code?: string } | undefined)?.code ?? "network";
-    logger.warn({ provider, reason, phone: maskPhone(to) }, "SMS not sent: provider unreachable");
-    throw new SmsDeliveryError(provider, reason === "timeout" ? `no answer within ${timeoutMs} ms` : `provider unreachable (${reason})`);
-  }
+  const sent = await postWithin(url, init, timeoutMs);
+  if ("response" in sent) return sent.response;
+  const reason = sent.unreachable;
+  logger.warn({ provider, reason, phone: maskPhone(to) }, "SMS not sent: provider unreachable");
+  throw new SmsDeliveryError(provider, reason === "timeout" ? `no answer within ${timeoutMs} ms` : `provider unreachable (${reason})`);
 }
 
 function failed(provider: SmsProviderName, to: string, status: number, logger: Logger, providerCode?: number): SmsDeliveryError {

@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 
 /**
@@ -39,6 +40,8 @@ export interface EmailConfig {
   webhook?: { url: string; secret?: string };
   /** smtp:// (STARTTLS when the server offers it) or smtps:// (TLS from the start), with credentials if any. */
   smtpUrl?: string;
+  /** PEM certificates (SMTP_CA_FILE) trusted for the SMTP server instead of the system's, for a private CA. */
+  smtpCa?: string;
 }
 
 export interface Config {
@@ -464,12 +467,25 @@ function parseEmail(
     case "smtp": {
       const smtpUrl = read("SMTP_URL");
       if (!smtpUrl) throw new ConfigError("SMTP_URL", "required with EMAIL_PROVIDER=smtp, e.g. smtps://user:password@smtp.example.com:465");
-      if (!/^smtps?:\/\/[^/]/.test(smtpUrl)) throw new ConfigError("SMTP_URL", "expected an smtp:// or smtps:// URL");
-      return { provider, from, timeoutMs, smtpUrl };
+      if (!/^smtps?:\/\//.test(smtpUrl) || !URL.canParse(smtpUrl) || !new URL(smtpUrl).hostname) throw new ConfigError("SMTP_URL", "expected an smtp:// or smtps:// URL");
+      return { provider, from, timeoutMs, smtpUrl, smtpCa: certificatesIn("SMTP_CA_FILE", read("SMTP_CA_FILE")) };
     }
     default:
       throw new ConfigError("EMAIL_PROVIDER", `expected one of console, webhook, smtp, got "${provider}"`);
   }
+}
+
+/** The PEM certificates in the file `path` names, read at start-up so a wrong path stops it there. */
+function certificatesIn(name: string, path: string | undefined): string | undefined {
+  if (path === undefined) return undefined;
+  let pem: string;
+  try {
+    pem = readFileSync(path, "utf8");
+  } catch (error) {
+    throw new ConfigError(name, `cannot read "${path}" (${(error as NodeJS.ErrnoException).code ?? "unreadable"})`);
+  }
+  if (!pem.includes("-----BEGIN CERTIFICATE-----")) throw new ConfigError(name, `"${path}" holds no PEM certificate`);
+  return pem;
 }
 
 function parseSms(

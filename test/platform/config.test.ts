@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { expect } from "chai";
 import { ConfigError, loadConfig } from "../../services/platform/config.js";
 
@@ -17,7 +20,7 @@ describe("Configuration", () => {
     expect(() => loadConfig({ DATABASE_URL: "postgres://db/x", REDIS_URL: "redis://r" })).to.throw(ConfigError, /^KEY_ENCRYPTION_KEY: required/);
     const shared = { DATABASE_URL: "postgres://db/x", REDIS_URL: "redis://r", KEY_ENCRYPTION_KEY: Buffer.alloc(32).toString("base64") };
     expect(() => loadConfig({ ...shared, OTP_ALLOWED_COUNTRIES: "GB" }), "codes on stdout only when asked for").to.throw(ConfigError, /^SMS_PROVIDER: required with DATABASE_URL/);
-    expect(loadConfig({ ...shared, SMS_PROVIDER: "console", OTP_ALLOWED_COUNTRIES: "*" }).sms.provider).to.equal("console");
+    expect(loadConfig({ ...shared, SMS_PROVIDER: "console", EMAIL_PROVIDER: "console", OTP_ALLOWED_COUNTRIES: "*" }).sms.provider).to.equal("console");
     expect(() => loadConfig({ KEY_ENCRYPTION_KEY: "c2hvcnQ=" })).to.throw(ConfigError, /^KEY_ENCRYPTION_KEY: expected 32 bytes/);
     expect(() => loadConfig({ TRUSTED_PROXIES: "proxy.local" })).to.throw(ConfigError, /^TRUSTED_PROXIES:/);
     expect(() => loadConfig({ CORS_ORIGINS: "*" })).to.throw(ConfigError, /^CORS_ORIGINS:/);
@@ -25,14 +28,71 @@ describe("Configuration", () => {
   });
 
   it("sends codes to every country only when asked for, or on the embedded default", () => {
-    const shared = { DATABASE_URL: "postgres://db/x", REDIS_URL: "redis://r", KEY_ENCRYPTION_KEY: Buffer.alloc(32).toString("base64"), SMS_PROVIDER: "console" };
+    const shared = {
+      DATABASE_URL: "postgres://db/x", REDIS_URL: "redis://r", KEY_ENCRYPTION_KEY: Buffer.alloc(32).toString("base64"), SMS_PROVIDER: "console", EMAIL_PROVIDER: "console",
+    };
     expect(() => loadConfig(shared)).to.throw(ConfigError, /^OTP_ALLOWED_COUNTRIES: required with DATABASE_URL/);
     expect(loadConfig({ ...shared, OTP_ALLOWED_COUNTRIES: "*" }).otp.allowedCountries, "* is every country").to.deep.equal([]);
     expect(loadConfig({ ...shared, OTP_ALLOWED_COUNTRIES: "GB, IE" }).otp.allowedCountries).to.deep.equal(["GB", "IE"]);
     expect(() => loadConfig({ ...shared, OTP_ALLOWED_COUNTRIES: "GB,*" })).to.throw(ConfigError, /^OTP_ALLOWED_COUNTRIES: "\*" is not/);
     expect(loadConfig({}).otp.allowedCountries, "the embedded default").to.deep.equal([]);
-    const { SMS_PROVIDER: _, ...admin } = shared;
-    expect(loadConfig(admin, { sendsCodes: false }).databaseUrl, "the admin CLI needs no SMS settings").to.equal(shared.DATABASE_URL);
+    const { SMS_PROVIDER: _, EMAIL_PROVIDER: __, ...admin } = shared;
+    expect(loadConfig(admin, { sendsCodes: false }).databaseUrl, "the admin CLI needs no SMS or email settings").to.equal(shared.DATABASE_URL);
+  });
+
+  describe("email delivery", () => {
+    const shared = { DATABASE_URL: "postgres://db/x", REDIS_URL: "redis://r", KEY_ENCRYPTION_KEY: Buffer.alloc(32).toString("base64"), SMS_PROVIDER: "console", OTP_ALLOWED_COUNTRIES: "*" };
+    let folder: string;
+    before(() => {
+      folder = mkdtempSync(join(tmpdir(), "portcullis-config-"));
+    });
+    after(() => rmSync(folder, { recursive: true, force: true }));
+
+    it("prints mails on stdout on the embedded default, and a shared deployment must choose a provider (console only when asked for)", () => {
+      expect(loadConfig({}).email).to.deep.equal({ provider: "console", from: "Portcullis <no-reply@localhost>", timeoutMs: 10_000 });
+      expect(() => loadConfig(shared)).to.throw(ConfigError, /^EMAIL_PROVIDER: required with DATABASE_URL/);
+      expect(loadConfig({ ...shared, EMAIL_PROVIDER: "console" }).email.provider).to.equal("console");
+      expect(() => loadConfig({ EMAIL_PROVIDER: "sendgrid" })).to.throw(ConfigError, /^EMAIL_PROVIDER: expected one of console, webhook, smtp/);
+    });
+
+    it("takes the sender and a timeout", () => {
+      const { email } = loadConfig({ ...shared, EMAIL_PROVIDER: "console", EMAIL_FROM: "Acme <security@acme.test>", EMAIL_TIMEOUT_MS: "2500" });
+      expect(email).to.include({ from: "Acme <security@acme.test>", timeoutMs: 2500 });
+      expect(() => loadConfig({ EMAIL_FROM: "Acme" })).to.throw(ConfigError, /^EMAIL_FROM: expected an address/);
+      expect(() => loadConfig({ EMAIL_TIMEOUT_MS: "0" })).to.throw(ConfigError, /^EMAIL_TIMEOUT_MS:/);
+    });
+
+    it("posts to a webhook, which needs its URL", () => {
+      expect(() => loadConfig({ ...shared, EMAIL_PROVIDER: "webhook" })).to.throw(ConfigError, /^EMAIL_WEBHOOK_URL: required with EMAIL_PROVIDER=webhook/);
+      expect(() => loadConfig({ EMAIL_PROVIDER: "webhook", EMAIL_WEBHOOK_URL: "mail.example.com/hook" })).to.throw(ConfigError, /^EMAIL_WEBHOOK_URL: expected an http\(s\) URL/);
+      const { email } = loadConfig({ ...shared, EMAIL_PROVIDER: "webhook", EMAIL_WEBHOOK_URL: "https://mail.example.com/hook/", EMAIL_WEBHOOK_SECRET: "s" });
+      expect(email.webhook).to.deep.equal({ url: "https://mail.example.com/hook", secret: "s" });
+    });
+
+    it("sends by SMTP to an smtp:// or smtps:// URL, without quoting the URL (it may hold a password) when it is wrong", () => {
+      expect(() => loadConfig({ EMAIL_PROVIDER: "smtp" })).to.throw(ConfigError, /^SMTP_URL: required with EMAIL_PROVIDER=smtp/);
+      for (const wrong of ["https://user:hunter22@mail.example.com", "smtp://", "smtp://user:hunter22@", "mail.example.com:587", "smtp://user:hunter22@exa mple.com"]) {
+        expect(() => loadConfig({ EMAIL_PROVIDER: "smtp", SMTP_URL: wrong }), wrong).to.throw(ConfigError, /^SMTP_URL: expected an smtp:\/\/ or smtps:\/\/ URL$/);
+      }
+      const url = "smtps://mailer:hunter22@mail.example.com:465";
+      expect(loadConfig({ ...shared, EMAIL_PROVIDER: "smtp", SMTP_URL: url }).email).to.include({ provider: "smtp", smtpUrl: url, smtpCa: undefined });
+    });
+
+    it("trusts the certificates of SMTP_CA_FILE for the SMTP server, and stops at start-up when the file is missing or holds none", () => {
+      const ca = join(folder, "ca.pem");
+      const pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+      writeFileSync(ca, pem);
+      const smtp = { EMAIL_PROVIDER: "smtp", SMTP_URL: "smtp://mail.example.com" };
+      expect(loadConfig({ ...smtp, SMTP_CA_FILE: ca }).email.smtpCa).to.equal(pem);
+      expect(() => loadConfig({ ...smtp, SMTP_CA_FILE: join(folder, "missing.pem") })).to.throw(ConfigError, /^SMTP_CA_FILE: cannot read ".*missing\.pem" \(ENOENT\)/);
+      writeFileSync(join(folder, "key.pem"), "-----BEGIN PRIVATE KEY-----\n");
+      expect(() => loadConfig({ ...smtp, SMTP_CA_FILE: join(folder, "key.pem") })).to.throw(ConfigError, /^SMTP_CA_FILE: ".*key\.pem" holds no PEM certificate/);
+    });
+
+    it("needs no email settings for a tool that sends nothing (sendsCodes: false)", () => {
+      const { SMS_PROVIDER: _, ...admin } = shared;
+      expect(loadConfig(admin, { sendsCodes: false }).email.provider).to.equal("console");
+    });
   });
 
   it("budgets SMS for a young app: 60 a minute, 100 an hour per country, 10 an hour per number prefix", () => {
