@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { audit } from "../audit/store.js";
+import { userInfo } from "node:os";
 import { normalizeEmail } from "../auth/email.js";
 import { checkPhoneNumber } from "../auth/phone.js";
 import type { CallOrigin } from "../kernel/call.js";
@@ -11,33 +11,41 @@ import { deriveKey } from "../platform/envelope.js";
 import { createLogger, type Logger } from "../platform/logger.js";
 import { connectRedis } from "../platform/redis.js";
 import { RevocationFeed } from "../session/feed.js";
-import { sessionAdminPermission, Sessions } from "../session/sessions.js";
+import { Sessions } from "../session/sessions.js";
 import { RefreshTokens } from "../tokens/refresh-token.js";
 import { userStore } from "../users/store.js";
-
-/** Permissions that mean something to Portcullis; anything else is a typo. */
-const knownPermissions = ["kyc.review", sessionAdminPermission];
+import { Accounts } from "./accounts.js";
+import { knownPermissions } from "./permissions.js";
 
 const usage = `usage: npm run admin -- <command> <phone-or-email> [permission]
 
   grant   <user> <permission>   give a permission (${knownPermissions.join(", ")})
   revoke  <user> <permission>   take a permission away
   list    <user>                show the user's permissions and KYC level
-  disable <user>                disable the account and sign out all its sessions
+  disable <user> [reason]       disable the account and sign out all its sessions
   enable  <user>                enable a disabled account
+  unlock  <user>                clear the account's password lockouts, for every source
 
 <user> is a phone number in international form (+447400123456) or an email.
-Permission changes reach the user's access token at its next refresh (at most ACCESS_TOKEN_TTL_SECONDS).
-Runs against the configured database (DATABASE_URL), or the embedded one in DATA_DIR when npm start is not running.`;
+A permission granted reaches the user's access token at its next refresh (at most ACCESS_TOKEN_TTL_SECONDS);
+one taken away stops working at the user's next call, on every instance.
+Each change is audited with your operating-system user name as the actor.
+Runs against the configured database (DATABASE_URL), or the embedded one in DATA_DIR when npm start is not running;
+needs no SMS or email settings. Once an operator holds user.admin, AdminService does all this and more.`;
 
-/** How long `disable` waits for running instances to be told before it exits. */
+const commands = ["grant", "revoke", "list", "disable", "enable", "unlock"];
+
+/** Changes that must reach running instances at once: told through Redis as well as Postgres. */
+const published = ["disable", "revoke"];
+
+/** How long `disable` and `revoke` wait for running instances to be told before they exit. */
 const publishWaitMs = 5000;
 
 class UsageError extends Error {}
 
 async function main(args: string[]): Promise<string> {
-  const [command, who, permission] = args;
-  if (!command || !who || !["grant", "revoke", "list", "disable", "enable"].includes(command)) throw new UsageError(usage);
+  const [command, who, permission, ...rest] = args;
+  if (!command || !who || !commands.includes(command)) throw new UsageError(usage);
   if ((command === "grant" || command === "revoke") && !knownPermissions.includes(permission ?? "")) {
     throw new UsageError(`unknown permission "${permission ?? ""}"; known: ${knownPermissions.join(", ")}`);
   }
@@ -48,72 +56,77 @@ async function main(args: string[]): Promise<string> {
   try {
     const user = await userStore.findByPhoneOrEmail(db, userKey(who));
     if (!user) throw new UsageError(`no account with ${who}`);
-    const origin: CallOrigin = { clientIp: "admin-cli", userAgent: "portcullis-admin", requestId: randomUUID() };
-    switch (command) {
-      case "list":
-        return `${who}: user ${user.id}, KYC level ${user.kyc_level}, ${user.disable_time ? "DISABLED, " : ""}permissions: ${user.permissions.join(", ") || "(none)"}`;
-      case "grant":
-      case "revoke": {
-        await db.transaction(async (tx) => {
-          await userStore.setPermission(tx, user.id, permission!, command === "grant");
-          await audit(tx, origin, { event: `permission.${command}`, outcome: "success", userId: user.id, detail: { permission: permission! } });
-        });
-        return `${command === "grant" ? "granted" : "revoked"} ${permission} ${command === "grant" ? "to" : "from"} ${who}; effective at the next token refresh`;
-      }
-      default:
-        return await setDisabled(db, user.id, command === "disable", origin, config, logger);
+    if (command === "list") {
+      return `${who}: user ${user.id}, KYC level ${user.kyc_level}, ${user.disable_time ? "DISABLED, " : ""}permissions: ${user.permissions.join(", ") || "(none)"}`;
     }
+    const origin: CallOrigin = { clientIp: "admin-cli", userAgent: "portcullis-admin", requestId: randomUUID() };
+    return await change(db, config, logger, published.includes(command), async (accounts) => {
+      const actor = `os:${operatingSystemUser()}`;
+      switch (command) {
+        case "grant": {
+          const permissions = await accounts.grant(actor, user.id, permission!, origin);
+          return `granted ${permission} to ${who}; effective at the user's next token refresh. Permissions now: ${permissions.join(", ")}`;
+        }
+        case "revoke": {
+          const permissions = await accounts.revoke(actor, user.id, permission!, origin);
+          return `revoked ${permission} from ${who}; effective at the user's next call. Permissions now: ${permissions.join(", ") || "(none)"}`;
+        }
+        case "disable":
+          return `disabled; ${await accounts.disable(actor, user.id, [permission, ...rest].join(" ").trim() || "not given", origin)} session(s) signed out`;
+        case "enable":
+          await accounts.enable(actor, user.id, origin);
+          return "enabled";
+        default:
+          return (await accounts.unlock(actor, user.id, origin)) ? `unlocked ${who}` : `${who} was not locked out; wrong-password counts cleared`;
+      }
+    });
   } finally {
     await db.close();
     await embedded?.stop();
   }
 }
 
-async function setDisabled(
-  db: Database,
-  userId: string,
-  disable: boolean,
-  origin: CallOrigin,
-  config: Config,
-  logger: Logger,
-): Promise<string> {
-  if (!disable) {
-    await db.transaction(async (tx) => {
-      await userStore.setDisabled(tx, userId, false);
-      await audit(tx, origin, { event: "account.enable", outcome: "success", userId });
-    });
-    return "enabled";
-  }
+/**
+ * Runs a change through the same domain logic as AdminService. One that must
+ * reach running instances at once (`publishes`) is told them through Redis,
+ * best effort: Postgres is the truth, so a Redis that cannot be reached only
+ * delays the news and never stops the change.
+ */
+async function change(db: Database, config: Config, logger: Logger, publishes: boolean, run: (accounts: Accounts) => Promise<string>): Promise<string> {
   const keyEncryptionKey = config.keyEncryptionKey ?? embeddedKeyEncryptionKey(config.dataDir, logger);
   const refreshTokens = new RefreshTokens(deriveKey(keyEncryptionKey, "refresh-tokens"));
   const unheard =
     "Portcullis instances pick the change up from Postgres within about a second anyway; services using the Portcullis guard " +
-    `hear of it only through Redis and may accept the signed-out sessions' access tokens for up to ${Math.ceil(config.jwt.accessTokenTtlSeconds / 60)} minutes.`;
-  // Postgres is the truth: a Redis that cannot be reached only delays the news, so it never stops the change.
-  const redis = config.redisUrl
-    ? await connectRedis(config.redisUrl, config.redisCluster, config.redisCommandTimeoutMs).catch((error: Error) => {
-        console.error(`warning: could not reach Redis (${error.message}); disabling in Postgres only. ${unheard}`);
-        return undefined;
-      })
-    : undefined;
+    `hear of it only through Redis and may go on accepting access tokens issued before it for up to ${Math.ceil(config.jwt.accessTokenTtlSeconds / 60)} minutes.`;
+  const redis =
+    publishes && config.redisUrl
+      ? await connectRedis(config.redisUrl, config.redisCluster, config.redisCommandTimeoutMs).catch((error: Error) => {
+          console.error(`warning: could not reach Redis (${error.message}); changing Postgres only. ${unheard}`);
+          return undefined;
+        })
+      : undefined;
   const feed = new RevocationFeed(async () => [], logger, redis && { client: redis, ...sessionFeedKeys(config.redisKeyPrefix) });
   try {
-    const sessions = new Sessions(db, config.session, feed, accessTokenLifetimeMs(config.jwt), refreshTokens);
-    const revoked = await sessions.end({
-      which: { userId },
-      reason: "account_disabled",
-      origin,
-      cause: (tx) => userStore.setDisabled(tx, userId, true),
-      audit: (ids) => [{ event: "account.disable", outcome: "success", userId, detail: { revoked_sessions: ids.length } }],
-    });
+    const tokenLifetimeMs = accessTokenLifetimeMs(config.jwt);
+    const sessions = new Sessions(db, config.session, feed, tokenLifetimeMs, refreshTokens);
+    const message = await run(new Accounts(db, sessions, feed, tokenLifetimeMs));
     if (!(await feed.delivered(publishWaitMs))) {
       console.error(`warning: could not tell running instances through Redis within ${publishWaitMs / 1000} s. ${unheard}`);
     }
-    return `disabled; ${revoked.length} session(s) signed out`;
+    return message;
   } finally {
     // Ends the publishes still being retried, and the connection.
     await feed.stop();
     redis?.disconnect();
+  }
+}
+
+/** Who ran the tool, for the audit log; userInfo() fails for a user id with no passwd entry (some containers). */
+function operatingSystemUser(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    return process.env.USER || "unknown";
   }
 }
 

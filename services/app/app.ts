@@ -1,19 +1,31 @@
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
+import { Accounts } from "../admin/accounts.js";
+import { AuditLog } from "../admin/audit-log.js";
 import { adminHandlers } from "../admin/handlers.js";
 import { auditLimitHits } from "../audit/limit-hits.js";
 import { normalizeEmail } from "../auth/email.js";
+import { ContactChanges } from "../auth/contact-change.js";
+import { contactVerificationStore } from "../auth/contact-verification-store.js";
+import { EmailVerifications } from "../auth/email-verification.js";
 import { authHandlers } from "../auth/handlers.js";
 import { OtpSignIn } from "../auth/otp.js";
+import { NewDeviceNotices } from "../auth/new-device.js";
+import { PasswordResets } from "../auth/password-reset.js";
 import { PasswordSignIn } from "../auth/password-sign-in.js";
 import { phoneLimitKey } from "../auth/phone.js";
 import { Profiles } from "../auth/profile.js";
+import { Registration } from "../auth/registration.js";
+import { SecurityEvents } from "../auth/security-events.js";
 import { createMailer } from "../auth/mail.js";
 import { createSmsProvider } from "../auth/sms.js";
-import { otpStore } from "../auth/store.js";
+import { SmsBudgets } from "../auth/sms-budgets.js";
+import { SecretMacs } from "../auth/one-time-secrets.js";
+import { otpStore, passwordResetStore } from "../auth/store.js";
 import type { UnaryHandler } from "../kernel/call.js";
 import { kycHandlers } from "../kyc/handlers.js";
 import { Kyc } from "../kyc/kyc.js";
 import { migrations } from "../migrations/index.js";
+import { Background } from "../platform/background.js";
 import { Cleanup } from "../platform/cleanup.js";
 import { accessTokenLifetimeMs, sessionFeedKeys, type Config } from "../platform/config.js";
 import { Database } from "../platform/database.js";
@@ -56,6 +68,8 @@ export interface App {
   dispatch: Dispatch;
   /** True while Postgres and Redis (when used) answer. */
   ready(): Promise<boolean>;
+  /** Resolves once the work sign-ins left running after their answer (new-device notices) has finished. */
+  settled(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -137,6 +151,8 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
         otpChallenges: () => otpStore.purgeClosedCodes(db),
         otpFailures: () => otpStore.purgeOldFailures(db, config.otp.failureWindowSeconds),
         passwordFailureSources: () => userStore.purgeQuietFailureSources(db),
+        contactVerifications: () => contactVerificationStore.purgeClosed(db),
+        passwordResets: () => passwordResetStore.purgeClosed(db),
       },
       config.cleanupIntervalSeconds,
       logger,
@@ -166,15 +182,37 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       ruleGate(limiter, "refresh_user", config.rateLimits.refresh_user!, logger),
     );
     const mailer = createMailer(config.email, logger);
-    const otp = new OtpSignIn(db, config.otp, createSmsProvider(config.sms, logger), limiter, deriveKey(kek, "otp-codes"), sessions, tokens, logger);
-    const passwords = new PasswordSignIn(db, config.password, sessions, tokens, config.ipv6LimitPrefixes.client);
+    const sms = createSmsProvider(config.sms, logger);
+    const background = new Background(logger);
+    closers.push(() => background.settled());
+    const newDevices = new NewDeviceNotices(db, mailer, config.account, background);
+    const smsBudgets = new SmsBudgets(db, config.otp, limiter, logger);
+    const otp = new OtpSignIn(db, config.otp, sms, smsBudgets, deriveKey(kek, "otp-codes"), sessions, tokens, logger, newDevices);
+    const accountCodes = new SecretMacs(deriveKey(kek, "account-codes"));
+    const emailVerifications = new EmailVerifications(db, config.account, accountCodes, mailer, logger);
+    const passwords = new PasswordSignIn(db, config.password, sessions, tokens, config.ipv6LimitPrefixes.client, config.account.emailVerification, emailVerifications, newDevices);
+    const registration = new Registration(db, config.account, emailVerifications, mailer);
+    const contactChanges = new ContactChanges(db, config.account, config.otp.allowedCountries, passwords, sessions, emailVerifications, mailer, sms, smsBudgets, accountCodes);
+    const passwordResets = new PasswordResets(db, config.account, sessions, mailer, new SecretMacs(deriveKey(kek, "password-reset")), background, logger);
     const kyc = new Kyc(db, new Envelope(kek, "kyc-data"), deriveKey(kek, "kyc-document-index"), revocations, tokenLifetimeMs);
 
     const handlers = collectHandlers([
-      [AuthService, authHandlers({ keyRing, otp, passwords, profiles: new Profiles(db), refresh, sessions, mailer })],
+      [AuthService, authHandlers({
+        contactChanges,
+        emailVerifications,
+        keyRing,
+        otp,
+        passwords,
+        passwordResets,
+        profiles: new Profiles(db),
+        refresh,
+        registration,
+        securityEvents: new SecurityEvents(db),
+        sessions,
+      })],
       [SessionService, sessionHandlers(sessions)],
       [KycService, kycHandlers(kyc)],
-      [AdminService, adminHandlers()],
+      [AdminService, adminHandlers(new Accounts(db, sessions, revocations, tokenLifetimeMs), new AuditLog(db))],
     ]);
     return {
       db,
@@ -194,6 +232,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
           return false;
         }
       },
+      settled: () => background.settled(),
       close: () => closeAll(closers),
     };
   } catch (error) {

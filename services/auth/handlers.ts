@@ -1,29 +1,33 @@
 import type { ServiceHandlers } from "../kernel/call.js";
-import { Code, ConnectError } from "../kernel/errors.js";
+import { decodeExactPageToken, encodePageToken, pageSizeOf } from "../kernel/pagination.js";
 import { Violations } from "../kernel/validation.js";
 import type { RefreshRotation } from "../session/refresh.js";
 import type { Sessions } from "../session/sessions.js";
 import type { KeyRing } from "../tokens/key-ring.js";
 import { userMessage } from "../users/user.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
-import type { Mailer } from "./mail.js";
+import type { ContactChanges } from "./contact-change.js";
+import type { EmailVerifications } from "./email-verification.js";
 import type { OtpSignIn } from "./otp.js";
+import type { PasswordResets } from "./password-reset.js";
 import type { PasswordSignIn } from "./password-sign-in.js";
 import type { Profiles } from "./profile.js";
+import type { Registration } from "./registration.js";
+import type { SecurityEvents } from "./security-events.js";
 
 export interface AuthDeps {
+  contactChanges: ContactChanges;
+  emailVerifications: EmailVerifications;
   keyRing: KeyRing;
-  mailer: Mailer;
   otp: OtpSignIn;
   passwords: PasswordSignIn;
+  passwordResets: PasswordResets;
   profiles: Profiles;
   refresh: RefreshRotation;
+  registration: Registration;
+  securityEvents: SecurityEvents;
   sessions: Sessions;
 }
-
-const notYet = async (): Promise<never> => {
-  throw new ConnectError("not built yet", Code.Unimplemented);
-};
 
 const updatableProfileFields = new Set(["display_name"]);
 
@@ -31,7 +35,7 @@ export function authHandlers(deps: AuthDeps): ServiceHandlers<typeof AuthService
   return {
     sendOtp: (request, call) => deps.otp.send(request.phoneNumber, call),
     verifyOtp: (request, call) => deps.otp.verify(request.phoneNumber, request.code, request.device!, call),
-    register: (request, call) => deps.passwords.register(request, call),
+    register: (request, call) => deps.registration.register(request, call),
     login: (request, call) => deps.passwords.login(request, call),
 
     async refreshToken(request, call) {
@@ -71,12 +75,27 @@ export function authHandlers(deps: AuthDeps): ServiceHandlers<typeof AuthService
 
     getJwks: async () => ({ keys: deps.keyRing.jwks() }),
 
-    verifyEmail: notYet,
-    changeEmail: notYet,
-    changePhoneNumber: notYet,
-    verifyPhoneNumber: notYet,
-    requestPasswordReset: notYet,
-    resetPassword: notYet,
-    listSecurityEvents: notYet,
+    async verifyEmail(request, call) {
+      return { email: await deps.emailVerifications.verify(request, call) };
+    },
+
+    changeEmail: (request, call) => deps.contactChanges.changeEmail(call.principal!, request, call),
+    changePhoneNumber: (request, call) => deps.contactChanges.changePhoneNumber(call.principal!, request, call),
+    verifyPhoneNumber: (request, call) => deps.contactChanges.verifyPhoneNumber(call.principal!, request.code, call),
+
+    async requestPasswordReset(request, call) {
+      await deps.passwordResets.request(request.email, call);
+      return {};
+    },
+
+    async resetPassword(request, call) {
+      return { revokedSessionCount: await deps.passwordResets.reset(request, call) };
+    },
+
+    async listSecurityEvents(request, call) {
+      const after = request.pageToken ? decodeExactPageToken(request.pageToken, "bigint") : undefined;
+      const { events, next } = await deps.securityEvents.list(call.principal!.subject, pageSizeOf(request.pageSize), after);
+      return { events, nextPageToken: next ? encodePageToken(...next) : "" };
+    },
   };
 }

@@ -1,25 +1,25 @@
-import { createHmac, randomInt, randomUUID } from "node:crypto";
+import { createHmac, randomUUID } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { audit } from "../audit/store.js";
 import type { CallOrigin } from "../kernel/call.js";
 import { invalidArgument, rateLimited, unavailable } from "../kernel/errors.js";
-import type { Config, RateLimitRule } from "../platform/config.js";
+import type { Config } from "../platform/config.js";
 import type { Database } from "../platform/database.js";
 import type { Logger } from "../platform/logger.js";
 import { lockouts, otpSends, signIns } from "../platform/metrics.js";
-import { consumeRule, type RateLimiter } from "../policy/rate-limiter.js";
 import type { DeviceInput, Sessions } from "../session/sessions.js";
 import type { AccessTokens } from "../tokens/access-token.js";
 import { issueTokenPair } from "../tokens/token-issuer.js";
 import { claimsOf, userMessage } from "../users/user.js";
 import type { SendOtpResponseSchema, VerifyOtpResponseSchema } from "../../gen/portcullis/v1/auth_service_pb.js";
-import { checkPhoneNumber, maskPhone, phonePrefix } from "./phone.js";
+import type { NewDeviceNotices } from "./new-device.js";
+import { codeLength, newCode } from "./one-time-secrets.js";
+import { checkPhoneNumber, maskPhone } from "./phone.js";
+import type { SmsBudgets } from "./sms-budgets.js";
 import { SmsDeliveryError, type SmsProvider } from "./sms.js";
 import { CodeAttempts } from "./otp-attempts.js";
 import { otpStore } from "./store.js";
-
-const codeLength = 6;
 
 const wrongCode = () => invalidArgument([{ field: "code", description: "the code is wrong or has expired; request a new one" }]);
 
@@ -31,22 +31,19 @@ const wrongCode = () => invalidArgument([{ field: "code", description: "the code
  * not reset them, and each code allows no more attempts than the budget has left.
  */
 export class OtpSignIn {
-  private readonly countryRule: { limit: number; periodSeconds: number; failOpen: false };
-  private readonly prefixRule: { limit: number; periodSeconds: number; failOpen: false };
   private readonly attempts: CodeAttempts;
 
   constructor(
     private readonly db: Database,
     private readonly settings: Config["otp"],
     private readonly sms: SmsProvider,
-    private readonly limiter: RateLimiter,
+    private readonly budgets: SmsBudgets,
     private readonly codeKey: Buffer,
     private readonly sessions: Sessions,
     private readonly tokens: AccessTokens,
     private readonly logger: Logger,
+    private readonly newDevices: NewDeviceNotices,
   ) {
-    this.countryRule = { limit: settings.countryHourlyBudget, periodSeconds: 3600, failOpen: false };
-    this.prefixRule = { limit: settings.prefixHourlyBudget, periodSeconds: 3600, failOpen: false };
     this.attempts = new CodeAttempts(db, settings, sessions);
   }
 
@@ -57,7 +54,7 @@ export class OtpSignIn {
       otpSends.labels(phone.country, outcome).inc();
       return error;
     };
-    const code = randomInt(0, 10 ** codeLength).toString().padStart(codeLength, "0");
+    const code = newCode();
     const id = randomUUID();
     const expireTime = new Date(Date.now() + this.settings.ttlSeconds * 1000);
     await this.db
@@ -83,23 +80,14 @@ export class OtpSignIn {
         throw error;
       });
 
-    // Checked once the code exists, so a send the cooldown refuses spends no budget; the prefix first, so a
-    // pumped block of numbers, once refused, stops spending its country's budget too.
-    const prefix = phonePrefix(phone.e164, this.settings.prefixDigits);
-    const budgets: { rule: string; limit: RateLimitRule; key: string; denied: Record<string, string> }[] = [
-      { rule: "otp_send_prefix", limit: this.prefixRule, key: prefix, denied: { reason: "prefix_budget", country: phone.country, prefix } },
-      { rule: "otp_send_country", limit: this.countryRule, key: phone.country, denied: { reason: "country_budget", country: phone.country } },
-    ];
-    for (const budget of budgets) {
-      const decision = await consumeRule(this.limiter, budget.rule, budget.limit, budget.key, this.logger).catch(async (error: unknown) => {
-        await this.dropCode(id);
-        throw error;
-      });
-      if (!decision.allowed) {
-        await this.dropCode(id);
-        await audit(this.db, origin, { event: "otp.send", outcome: "denied", detail: budget.denied });
-        throw refused(budget.denied.reason!, rateLimited(budget.rule, decision.retryAfterMs));
-      }
+    // Checked once the code exists, so a send the cooldown refuses spends no budget.
+    const overBudget = await this.budgets.spend(phone, "otp.send", origin).catch(async (error: unknown) => {
+      await this.dropCode(id);
+      throw error;
+    });
+    if (overBudget) {
+      await this.dropCode(id);
+      throw refused(overBudget.reason, overBudget.error);
     }
 
     try {
@@ -150,6 +138,7 @@ export class OtpSignIn {
       case "signed_in":
         signIns.labels("otp", "success").inc();
         await this.sessions.published(outcome.evicted);
+        this.newDevices.signedIn({ user: outcome.user, sessionId: outcome.session.id, device, method: "otp" }, origin);
         return {
           tokens: await issueTokenPair(this.tokens, claimsOf(outcome.user), outcome.session, outcome.refreshToken),
           user: userMessage(outcome.user),

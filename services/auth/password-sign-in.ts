@@ -1,8 +1,7 @@
-import { randomUUID } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { audit } from "../audit/store.js";
 import type { CallOrigin, Principal } from "../kernel/call.js";
-import { Code, ConnectError, invalidArgument, unauthenticated } from "../kernel/errors.js";
+import { Code, ConnectError, failedPrecondition, invalidArgument, unauthenticated } from "../kernel/errors.js";
 import { Violations } from "../kernel/validation.js";
 import type { Config } from "../platform/config.js";
 import type { Database } from "../platform/database.js";
@@ -11,11 +10,13 @@ import { ipLimitKey } from "../policy/client-ip.js";
 import type { Sessions } from "../session/sessions.js";
 import type { AccessTokens } from "../tokens/access-token.js";
 import { issueTokenPair } from "../tokens/token-issuer.js";
-import { userStore } from "../users/store.js";
+import { userStore, type CredentialRow } from "../users/store.js";
 import { claimsOf, userMessage } from "../users/user.js";
 import { SignInMethod, type Device } from "../../gen/portcullis/v1/common_pb.js";
-import type { LoginResponseSchema, RegisterResponseSchema } from "../../gen/portcullis/v1/auth_service_pb.js";
+import type { LoginResponseSchema } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { emailProblem, normalizeEmail } from "./email.js";
+import type { EmailVerifications } from "./email-verification.js";
+import type { NewDeviceNotices } from "./new-device.js";
 import { hashPassword, passwordProblem, verifyPassword } from "./password.js";
 
 const wrongCredentials = () => unauthenticated("INVALID_CREDENTIALS", "the email or the password is wrong");
@@ -26,7 +27,8 @@ const locked = () =>
  * Email and password: argon2id, NIST-style rules, and a progressive lockout.
  * An unknown email costs one argon2id check, like a wrong password, and gets
  * the same answer; so does a locked account, or the lockout would tell who
- * has an account. Only the audit log tells them apart.
+ * has an account. Only the audit log tells them apart. An address not yet
+ * confirmed is told only to someone who gave the right password.
  */
 export class PasswordSignIn {
   constructor(
@@ -36,41 +38,10 @@ export class PasswordSignIn {
     private readonly tokens: AccessTokens,
     /** IPv6 clients' failures are counted by this prefix, as IP rate limits count them. */
     private readonly ipv6PrefixBits: number,
+    private readonly emailVerification: Config["account"]["emailVerification"],
+    private readonly verifications: EmailVerifications,
+    private readonly newDevices: NewDeviceNotices,
   ) {}
-
-  async register(
-    request: { email: string; password: string; displayName: string; device?: Device },
-    origin: CallOrigin,
-  ): Promise<MessageInitShape<typeof RegisterResponseSchema>> {
-    const email = normalizeEmail(request.email);
-    new Violations()
-      .add("email", emailProblem(email))
-      .add("password", passwordProblem(request.password, email))
-      .throwIfAny();
-
-    const passwordHash = await hashPassword(request.password);
-    const signedIn = await this.db.transaction(async (tx) => {
-      const user = await userStore.createWithEmail(tx, { id: randomUUID(), email, passwordHash, displayName: request.displayName });
-      if (!user) return undefined;
-      const created = await this.sessions.create(tx, {
-        userId: user.id,
-        device: request.device!,
-        method: SignInMethod.PASSWORD,
-        origin,
-        event: { name: "register", detail: { method: "pwd" } },
-      });
-      return { user, ...created };
-    });
-    if (!signedIn) {
-      throw new ConnectError("an account with this email exists; sign in instead", Code.AlreadyExists);
-    }
-    signIns.labels("pwd", "registered").inc();
-    return {
-      tokens: await issueTokenPair(this.tokens, claimsOf(signedIn.user), signedIn.session, signedIn.refreshToken),
-      user: userMessage(signedIn.user),
-      sessionId: signedIn.session.id,
-    };
-  }
 
   async login(
     request: { email: string; password: string; device?: Device },
@@ -96,6 +67,12 @@ export class PasswordSignIn {
       await this.recordFailure(user.id, origin);
       throw wrongCredentials();
     }
+    if (this.emailVerification === "required" && user.email_verify_time === null) {
+      signIns.labels("pwd", "email_not_verified").inc();
+      const resent = await this.verifications.resend(user.id, email);
+      await audit(this.db, origin, { event: "sign_in", outcome: "denied", userId: user.id, detail: { method: "pwd", reason: "email_not_verified", resent } });
+      throw failedPrecondition("EMAIL_NOT_VERIFIED", "confirm your email address with the code or link mailed to it, then sign in");
+    }
 
     const signedIn = await this.db.transaction(async (tx) => {
       // Takes the user's row lock that create() relies on, and sees a disable that landed during the password check.
@@ -109,6 +86,7 @@ export class PasswordSignIn {
     }
     signIns.labels("pwd", "success").inc();
     await this.sessions.published(signedIn.evicted);
+    this.newDevices.signedIn({ user, sessionId: signedIn.session.id, device: request.device!, method: "pwd" }, origin);
     return {
       tokens: await issueTokenPair(this.tokens, claimsOf(user), signedIn.session, signedIn.refreshToken),
       user: userMessage(user),
@@ -127,12 +105,7 @@ export class PasswordSignIn {
     if (!user.password_hash) {
       throw new ConnectError("this account signs in by phone and has no password to change", Code.FailedPrecondition);
     }
-    // Signed in already, so saying so reveals nothing; checking the password first would let a thief keep guessing.
-    if (user.locked) throw locked();
-    if (!(await verifyPassword(user.password_hash, current))) {
-      await this.recordFailure(user.id, origin);
-      throw invalidArgument([{ field: "current_password", description: "wrong password" }]);
-    }
+    await this.checkCurrentPassword(user, current, origin);
     const passwordHash = await hashPassword(next);
     const revoked = await this.sessions.end({
       which: { userId: user.id, except: principal.sessionId },
@@ -144,6 +117,26 @@ export class PasswordSignIn {
       ],
     });
     return revoked.length;
+  }
+
+  /** The signed-in user's account with what a password check needs; UNAUTHENTICATED once it is gone, as GetProfile answers. */
+  async credentialsOf(principal: Principal, origin: CallOrigin): Promise<CredentialRow> {
+    const user = await userStore.credentialsById(this.db, principal.subject, this.source(origin));
+    if (!user) throw new ConnectError("this account no longer exists", Code.Unauthenticated);
+    return user;
+  }
+
+  /**
+   * A signed-in user's current password, before a change to how the account
+   * signs in: a wrong one counts toward the lockout as a sign-in's would.
+   */
+  async checkCurrentPassword(user: CredentialRow, password: string, origin: CallOrigin): Promise<void> {
+    // Signed in already, so saying so reveals nothing; checking the password first would let a thief keep guessing.
+    if (user.locked) throw locked();
+    if (!(await verifyPassword(user.password_hash ?? undefined, password))) {
+      await this.recordFailure(user.id, origin);
+      throw invalidArgument([{ field: "current_password", description: "wrong password" }]);
+    }
   }
 
   private async recordFailure(userId: string, origin: CallOrigin): Promise<void> {

@@ -151,3 +151,86 @@ export const otpStore = {
     return db.deleteInPages("otp_failure", "ctid", "fail_time < now() - make_interval(secs => $1)", [failureWindowSeconds]);
   },
 };
+
+/** A reset's code checked against the user's open resets: one row per reset that counted the attempt. */
+export interface ResetCodeAttempt {
+  id: string;
+  attempts: number;
+  matched: boolean;
+}
+
+/**
+ * The password_reset table: mailed codes and link tokens (as HMACs), their
+ * attempts, and when each was used or superseded. A user may hold several
+ * open resets; each stays valid until it expires or one of them is used.
+ */
+export const passwordResetStore = {
+  async insert(tx: Sql, reset: { id: string; userId: string; codeMac: Buffer; linkMac: Buffer; maxAttempts: number; expireTime: Date }): Promise<void> {
+    await tx.query("insert into password_reset (id, user_id, code_mac, link_mac, max_attempts, expire_time) values ($1, $2, $3, $4, $5, $6)", [
+      reset.id,
+      reset.userId,
+      reset.codeMac,
+      reset.linkMac,
+      reset.maxAttempts,
+      reset.expireTime,
+    ]);
+  },
+
+  async drop(sql: Sql, id: string): Promise<void> {
+    await sql.query("delete from password_reset where id = $1", [id]);
+  },
+
+  /** The open, unexpired reset a link's token names. */
+  async openByLink(sql: Sql, linkMac: Buffer): Promise<{ id: string; user_id: string } | undefined> {
+    const [row] = await sql.query<{ id: string; user_id: string }>(
+      "select id, user_id from password_reset where link_mac = $1 and close_time is null and expire_time > now()",
+      [linkMac],
+    );
+    return row;
+  },
+
+  /**
+   * Counts an attempt on each of the user's open resets whose code has tries
+   * left, comparing the code in the same statement under the rows' locks
+   * (taken in id order, so parallel attempts queue rather than deadlock): no
+   * number of parallel guesses gets past max_attempts. A code that runs out of
+   * tries stops working; its link does not, being unguessable. A match leaves
+   * the reset open: `consume` closes it in the transaction that uses it, so a
+   * failure before then leaves the code usable. Both sides of the comparison
+   * are HMACs under a server key, so its timing says nothing about the code.
+   */
+  attemptCode(sql: Sql, userId: string, codeMac: Buffer): Promise<ResetCodeAttempt[]> {
+    return sql.query<ResetCodeAttempt>(
+      `update password_reset set attempts = attempts + 1
+       where id in (select id from password_reset where user_id = $1 and close_time is null and expire_time > now() and attempts < max_attempts
+                    order by id for update)
+         and attempts < max_attempts
+       returning id, attempts, code_mac = $2 as matched`,
+      [userId, codeMac],
+    );
+  },
+
+  /**
+   * Uses the reset: closes it if it is still open, unexpired and its account
+   * enabled. Of parallel uses exactly one gets the user's id back; the others
+   * wait on the row lock and then find it closed.
+   */
+  async consume(tx: Sql, id: string): Promise<string | undefined> {
+    const [row] = await tx.query<{ user_id: string }>(
+      `update password_reset set close_time = now()
+       where id = $1 and close_time is null and expire_time > now() and ${userSql.enabled("password_reset.user_id")}
+       returning user_id`,
+      [id],
+    );
+    return row?.user_id;
+  },
+
+  /** Closes every open reset of the user: once a password is reset, the other mails in the inbox stop working. */
+  async closeOpen(tx: Sql, userId: string): Promise<void> {
+    await tx.query("update password_reset set close_time = now() where user_id = $1 and close_time is null", [userId]);
+  },
+
+  purgeClosed(db: Database): Promise<number> {
+    return db.deleteInPages("password_reset", "id", "close_time is not null or expire_time < now()");
+  },
+};

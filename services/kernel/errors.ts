@@ -39,6 +39,15 @@ export function unauthenticated(reason: UnauthenticatedReason, message: string):
   ]);
 }
 
+export type FailedPreconditionReason = "EMAIL_NOT_VERIFIED" | "FRESH_SIGN_IN_REQUIRED";
+
+/** The call was right but the account is not in a state to allow it; `reason` tells the client what to do first. */
+export function failedPrecondition(reason: FailedPreconditionReason, message: string, metadata?: Record<string, string>): ConnectError {
+  return new ConnectError(message, Code.FailedPrecondition, undefined, [
+    detail(ErrorInfoSchema, { reason, domain: errorDomain, metadata }),
+  ]);
+}
+
 export function rateLimited(rule: string, retryAfterMs: number): ConnectError {
   return new ConnectError(
     "too many requests; retry later",

@@ -3,21 +3,45 @@ import { uuidPattern } from "./validation.js";
 
 /**
  * Keyset pagination over (time, id): the token says where the last page
- * ended. Opaque to clients, and checked when it comes back.
+ * ended. Opaque to clients, and checked when it comes back. The time may be
+ * Postgres's own text of it, to the microsecond (see decodeExactPageToken).
  */
-export function encodePageToken(time: Date, id: string): string {
-  return Buffer.from(`${time.toISOString()}|${id}`).toString("base64url");
+export function encodePageToken(time: Date | string, id: string): string {
+  return Buffer.from(`${typeof time === "string" ? time : time.toISOString()}|${id}`).toString("base64url");
 }
 
-export function decodePageToken(token: string): [Date, string] {
-  const [time, id] = Buffer.from(token, "base64url").toString().split("|");
-  const date = new Date(time ?? "");
-  // Only times a row of ours can have: JavaScript dates reach far past what Postgres accepts.
+/** The ids a listing's rows have: UUIDs, or bigserial numbers (the audit log's). */
+export type PageIdKind = "uuid" | "bigint";
+
+const maxBigint = 2n ** 63n - 1n;
+const validIds: Record<PageIdKind, (id: string) => boolean> = {
+  uuid: (id) => uuidPattern.test(id),
+  bigint: (id) => /^[1-9]\d{0,18}$/.test(id) && BigInt(id) <= maxBigint,
+};
+
+/** UTC, in whole seconds or with up to six decimals (Postgres keeps microseconds). */
+const isoTime = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$/;
+
+/**
+ * The time as the token carries it, for a store to compare in Postgres to
+ * the microsecond: rows written by one transaction share their time, and a
+ * Date, cut to the millisecond, would skip those past a page's end.
+ */
+export function decodeExactPageToken(token: string, idKind: PageIdKind = "uuid"): [string, string] {
+  const [time = "", id] = Buffer.from(token, "base64url").toString().split("|");
+  const date = new Date(time);
+  // Only times a row of ours can have: JavaScript dates reach far past what Postgres accepts, and roll 30 February over.
   const year = date.getUTCFullYear();
-  if (Number.isNaN(year) || year < 2000 || year > 9999 || !id || !uuidPattern.test(id)) {
+  const real = isoTime.test(time) && !Number.isNaN(year) && date.toISOString().slice(0, 19) === time.slice(0, 19);
+  if (!real || year < 2000 || year > 9999 || !id || !validIds[idKind](id)) {
     throw invalidArgument([{ field: "page_token", description: "not a token from a previous response" }]);
   }
-  return [date, id];
+  return [time, id];
+}
+
+export function decodePageToken(token: string, idKind: PageIdKind = "uuid"): [Date, string] {
+  const [time, id] = decodeExactPageToken(token, idKind);
+  return [new Date(time), id];
 }
 
 /** AIP-158: 0 means the default. The contract refuses a size out of range rather than cutting it silently. */

@@ -51,7 +51,7 @@ export const rpcInFlight = new Gauge({
 
 export const signIns = new Counter({
   name: "portcullis_sign_ins_total",
-  help: "Sign-in attempts by method (otp, pwd) and outcome (success, wrong_secret, locked, disabled, no_code, unknown_account; registered: a password account created and signed in)",
+  help: "Sign-in attempts by method (otp, pwd) and outcome (success, wrong_secret, locked, disabled, no_code, unknown_account, email_not_verified; registered: a password account created, its address yet to confirm; email_taken: a registration with an address in use)",
   labelNames: ["method", "outcome"] as const,
   registers,
 });
@@ -103,7 +103,7 @@ export const tokensRefused = new Counter({
 
 export const revocationsPublished = new Counter({
   name: "portcullis_revocations_published_total",
-  help: "Session changes published on the revocation feed, by kind (revoked: one per session, kyc_lowered: one per user)",
+  help: "Session changes published on the revocation feed, by kind (revoked: one per session, kyc_lowered and permissions_lowered: one per user)",
   labelNames: ["kind"] as const,
   registers,
 });

@@ -60,9 +60,9 @@ const feedsLive = new Map<RevocationFeed, boolean>();
 const reportConnected = () => feedConnected.set(feedsLive.size > 0 && [...feedsLive.values()].every(Boolean) ? 1 : 0);
 
 /**
- * Brings revocations and KYC downgrades to every instance's in-memory state
- * (Revocations), which the chain checks on each call. Events travel on Redis
- * pub/sub and are kept in a Redis sorted set; an instance that
+ * Brings revocations, KYC downgrades and permissions taken away to every
+ * instance's in-memory state (Revocations), which the chain checks on each
+ * call. Events travel on Redis pub/sub and are kept in a Redis sorted set; an instance that
  * (re)subscribes first catches up. While the feed is down an instance cannot
  * know what changed, so it refuses user calls (fail closed) until it has.
  * Portcullis instances also re-read recent changes from Postgres every
@@ -300,7 +300,7 @@ export function backlogEvents(channel: FeedChannel): RecentEvents {
 
 /**
  * Session changes recent enough that tokens issued before them may still be
- * alive: revocations, and KYC levels lowered; only those of the last
+ * alive: revocations, KYC levels and permissions lowered; only those of the last
  * `windowMs` when given. Postgres is the truth the feed catches up from and
  * re-reads every second; both ask Postgres's clock, never this process's.
  */
@@ -308,11 +308,16 @@ export async function recentChanges(sql: Sql, accessTokenLifetimeMs: number, win
   const windowSeconds = Math.min(windowMs, accessTokenLifetimeMs) / 1000;
   const revoked = await sessionStore.recentRevocations(sql, windowSeconds);
   const lowered = await userStore.recentKycLowerings(sql, windowSeconds);
+  const narrowed = await userStore.recentPermissionLowerings(sql, windowSeconds);
   return [
     ...revoked.map((row): FeedEvent => ({ kind: "revoked", sessionIds: [row.id], untilMs: row.revoke_time.getTime() + accessTokenLifetimeMs })),
     ...lowered.map((row): FeedEvent => {
       const sinceMs = row.kyc_lower_time.getTime();
       return { kind: "kyc_lowered", userId: row.id, level: row.kyc_level, sinceMs, untilMs: sinceMs + accessTokenLifetimeMs };
+    }),
+    ...narrowed.map((row): FeedEvent => {
+      const sinceMs = row.permissions_lower_time.getTime();
+      return { kind: "permissions_lowered", userId: row.id, permissions: row.permissions, sinceMs, untilMs: sinceMs + accessTokenLifetimeMs };
     }),
   ];
 }

@@ -104,7 +104,7 @@ export class RefreshRotation {
   private pair(row: RefreshedSession, refreshToken: string) {
     return issueTokenPair(
       this.tokens,
-      { userId: row.user_id, kycLevel: row.kyc_level, kycStatus: row.kyc_status, permissions: row.permissions },
+      { userId: row.user_id, kycLevel: row.kyc_level, kycStatus: row.kyc_status, permissions: row.permissions, emailVerified: row.email_verified },
       { id: row.id, deviceId: row.device_id, signInMethod: SignInMethod[row.sign_in_method], expireTime: row.expire_time },
       refreshToken,
     );

@@ -2,14 +2,16 @@ import type { Principal } from "../kernel/call.js";
 import { unauthenticated } from "../kernel/errors.js";
 
 /**
- * What the feed carries: sessions revoked, and users whose KYC level was
- * lowered (tokens issued before `sinceMs`, or within a safety margin after
- * it, must not count above `level`). Each matters until `untilMs`, when every
- * token it could concern has expired.
+ * What the feed carries: sessions revoked, users whose KYC level was lowered
+ * (tokens issued before `sinceMs`, or within a safety margin after it, must
+ * not count above `level`), and users who lost a permission (such tokens keep
+ * only the `permissions` the user still holds). Each matters until `untilMs`,
+ * when every token it could concern has expired.
  */
 export type FeedEvent =
   | { kind: "revoked"; sessionIds: string[]; untilMs: number }
-  | { kind: "kyc_lowered"; userId: string; level: number; sinceMs: number; untilMs: number };
+  | { kind: "kyc_lowered"; userId: string; level: number; sinceMs: number; untilMs: number }
+  | { kind: "permissions_lowered"; userId: string; permissions: string[]; sinceMs: number; untilMs: number };
 
 /**
  * How long after a lowering's `sinceMs` a token may still have been issued
@@ -22,7 +24,9 @@ export type FeedEvent =
  * more is ample for both. Capping only ever lowers a token to the new level,
  * so it costs nothing to tokens that carry it; the one casualty is a user
  * approved up again within the margin, held at the lowered level until the
- * next refresh.
+ * next refresh. A permission taken away races refreshes the same way, and
+ * gets the same margin (a permission granted again within it waits for the
+ * next refresh likewise).
  */
 export function kycCapMarginMs(clockToleranceSeconds: number): number {
   return (clockToleranceSeconds + 10) * 1000;
@@ -35,13 +39,14 @@ export function mayPredateLowering(issuedAtSeconds: number, sinceMs: number, mar
 
 /**
  * What every instance holds in memory so the chain checks each call without a
- * database read: the sessions revoked and the KYC levels lowered whose tokens
- * may still be alive. Fed by the RevocationFeed; applying an event twice
- * changes nothing.
+ * database read: the sessions revoked, and the KYC levels and permissions
+ * lowered, whose tokens may still be alive. Fed by the RevocationFeed;
+ * applying an event twice changes nothing.
  */
 export class Revocations {
   private readonly revoked = new Map<string, number>();
   private readonly kycCaps = new Map<string, { level: number; sinceMs: number; untilMs: number }>();
+  private readonly permissionCaps = new Map<string, { permissions: ReadonlySet<string>; sinceMs: number; untilMs: number }>();
   private readonly kycCapMarginMs: number;
 
   constructor(clockToleranceSeconds: number) {
@@ -50,8 +55,8 @@ export class Revocations {
 
   /**
    * The principal as it stands now: refused if its session was revoked or has
-   * reached its absolute expiry (a token claim), its KYC level capped if lowered
-   * since the token was issued.
+   * reached its absolute expiry (a token claim), its KYC level capped and its
+   * permissions cut to those still held if lowered since the token was issued.
    */
   check(principal: Principal): Principal {
     if (this.revoked.has(principal.sessionId)) {
@@ -60,11 +65,16 @@ export class Revocations {
     if (principal.sessionExpiresAt && principal.sessionExpiresAt * 1000 <= Date.now()) {
       throw unauthenticated("SESSION_REVOKED", "this session has ended; sign in again");
     }
+    let current = principal;
     const cap = this.kycCaps.get(principal.subject);
     if (cap && principal.kycLevel > cap.level && mayPredateLowering(principal.issuedAt, cap.sinceMs, this.kycCapMarginMs)) {
-      return { ...principal, kycLevel: cap.level };
+      current = { ...current, kycLevel: cap.level };
     }
-    return principal;
+    const held = this.permissionCaps.get(principal.subject);
+    if (held && principal.permissions.some((p) => !held.permissions.has(p)) && mayPredateLowering(principal.issuedAt, held.sinceMs, this.kycCapMarginMs)) {
+      current = { ...current, permissions: principal.permissions.filter((p) => held.permissions.has(p)) };
+    }
+    return current;
   }
 
   /** How many sessions or users the event told us something new about: 0 when it was known already. */
@@ -77,6 +87,7 @@ export class Revocations {
       }
       return news;
     }
+    if (event.kind === "permissions_lowered") return this.applyPermissions(event);
     // The same lowering read again later (polls overlap) carries the user's level by then, which a new approval may have raised.
     const known = this.kycCaps.get(event.userId);
     if (!known || known.sinceMs < event.sinceMs || (known.sinceMs === event.sinceMs && event.level < known.level)) {
@@ -86,9 +97,25 @@ export class Revocations {
     return 0;
   }
 
+  /**
+   * The latest lowering stands: the permissions it carries are the user's
+   * truth as of then. The same lowering read again later (polls overlap)
+   * carries the user's permissions by then, which a new grant may have
+   * widened: only what both say is held stands.
+   */
+  private applyPermissions(event: Extract<FeedEvent, { kind: "permissions_lowered" }>): number {
+    const known = this.permissionCaps.get(event.userId);
+    if (known && known.sinceMs > event.sinceMs) return 0;
+    const permissions = known?.sinceMs === event.sinceMs ? event.permissions.filter((p) => known.permissions.has(p)) : event.permissions;
+    if (known?.sinceMs === event.sinceMs && permissions.length === known.permissions.size) return 0;
+    this.permissionCaps.set(event.userId, { permissions: new Set(permissions), sinceMs: event.sinceMs, untilMs: event.untilMs });
+    return 1;
+  }
+
   /** Forgets what no live token can concern any more. */
   prune(nowMs: number): void {
     for (const [sessionId, until] of this.revoked) if (until <= nowMs) this.revoked.delete(sessionId);
     for (const [userId, cap] of this.kycCaps) if (cap.untilMs <= nowMs) this.kycCaps.delete(userId);
+    for (const [userId, cap] of this.permissionCaps) if (cap.untilMs <= nowMs) this.permissionCaps.delete(userId);
   }
 }

@@ -27,7 +27,7 @@ export interface NewSession {
   device: DeviceInput;
   method: SignInMethod;
   origin: CallOrigin;
-  event: { name: "sign_in" | "register"; detail: Record<string, string | number | boolean> };
+  event: { name: "sign_in"; detail: Record<string, string | number | boolean> };
 }
 
 export interface CreatedSession {
@@ -37,7 +37,15 @@ export interface CreatedSession {
   evicted: string[];
 }
 
-export type RevokeReason = "logout" | "evicted" | "password_changed" | "refresh_token_reused" | "revoked_by_user" | "revoked_by_admin" | "account_disabled";
+export type RevokeReason =
+  | "logout"
+  | "evicted"
+  | "password_changed"
+  | "password_reset"
+  | "refresh_token_reused"
+  | "revoked_by_user"
+  | "revoked_by_admin"
+  | "account_disabled";
 
 /** Holders may sign out anyone's session (support, incident response). */
 export const sessionAdminPermission = "session.admin";

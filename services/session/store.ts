@@ -30,6 +30,7 @@ export interface RefreshedSession {
   kyc_level: number;
   kyc_status: string;
   permissions: string[];
+  email_verified: boolean;
 }
 
 /** One sign-in's new session, its first refresh token and its audit row, as `createSessions` takes them. */
@@ -112,7 +113,8 @@ const rotateSql = `
   audited as (
     ${insertAuditEvents(["event", "outcome", "user_id", "session_id", "ip_address", "user_agent", "request_id"])}
     select 'token.refresh', 'success', user_id, id, ip_address, user_agent, request_id from live)
-  select live.position, live.id, live.user_id, live.device_id, live.sign_in_method, live.expire_time, u.kyc_level, u.kyc_status, u.permissions
+  select live.position, live.id, live.user_id, live.device_id, live.sign_in_method, live.expire_time, u.kyc_level, u.kyc_status, u.permissions,
+         u.email_verify_time is not null as email_verified
   from live ${userSql.join("u", "live.user_id")}`;
 
 /**
@@ -173,6 +175,22 @@ export const sessionStore = {
     );
   },
 
+  /** How many live sessions each user has; users with none are left out. */
+  async liveCounts(sql: Sql, userIds: string[]): Promise<Map<string, number>> {
+    const rows = await sql.query<{ user_id: string; sessions: number }>(
+      `select user_id, count(*)::int as sessions from session where user_id = any($1::uuid[]) and ${liveSession} group by user_id`,
+      [userIds],
+    );
+    return new Map(rows.map((row) => [row.user_id, row.sessions]));
+  },
+
+  /** The device name of each session still kept (live, or ended lately); sessions purged are left out. */
+  async deviceNames(sql: Sql, ids: string[]): Promise<Map<string, string>> {
+    if (ids.length === 0) return new Map();
+    const rows = await sql.query<{ id: string; device_name: string }>("select id, device_name from session where id = any($1::uuid[])", [ids]);
+    return new Map(rows.map((row) => [row.id, row.device_name]));
+  },
+
   async ownerOf(sql: Sql, id: string): Promise<string | undefined> {
     const [row] = await sql.query<{ user_id: string }>("select user_id from session where id = $1", [id]);
     return row?.user_id;
@@ -201,6 +219,7 @@ export const sessionStore = {
   async usedToken(sql: Sql, tokenHash: Buffer, successorHash: Buffer, reuseIntervalSeconds: number) {
     const [row] = await sql.query<RefreshedSession & { used: boolean; retry: boolean; session_live: boolean; revoked: boolean }>(
       `select s.id, s.user_id, s.device_id, s.sign_in_method, s.expire_time, u.kyc_level, u.kyc_status, u.permissions,
+              u.email_verify_time is not null as email_verified,
               rt.use_time is not null as used,
               rt.use_time > now() - make_interval(secs => $1)
                 and exists (select 1 from refresh_token next where next.token_hash = $3 and next.use_time is null) as retry,

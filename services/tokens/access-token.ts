@@ -4,7 +4,10 @@ import type { Principal } from "../kernel/call.js";
 import { unauthenticated } from "../kernel/errors.js";
 import type { KeyRing } from "./key-ring.js";
 
-export type TokenSubject = Omit<Principal, "tokenId" | "issuedAt" | "expiresAt">;
+export type TokenSubject = Omit<Principal, "tokenId" | "issuedAt" | "expiresAt"> & {
+  /** A user's tokens say whether their email address is confirmed (claim email_verified); service tokens say nothing. */
+  emailVerified?: boolean;
+};
 
 interface Claims extends JWTPayload {
   sid?: string;
@@ -15,6 +18,7 @@ interface Claims extends JWTPayload {
   perm?: string[];
   amr?: string[];
   svc?: boolean;
+  email_verified?: boolean;
 }
 
 export interface VerifierSettings {
@@ -165,6 +169,7 @@ export class AccessTokens extends TokenVerifier {
       perm: [...subject.permissions],
       amr: [...subject.amr],
       svc: subject.kind === "service" || undefined,
+      email_verified: subject.emailVerified,
     };
     const token = await new SignJWT(claims)
       .setProtectedHeader({ alg: algorithm, kid, typ: "at+jwt" })

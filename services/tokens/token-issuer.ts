@@ -9,6 +9,8 @@ export interface ClaimsSource {
   kycLevel: number;
   kycStatus: string;
   permissions: readonly string[];
+  /** Whether the account's email address is confirmed; false with no address. */
+  emailVerified: boolean;
 }
 
 /** What a token pair tells of its session (the user comes from ClaimsSource). */
@@ -42,6 +44,7 @@ export async function issueTokenPair(
     kycStatus: user.kycStatus,
     permissions: user.permissions,
     amr: amrOf[session.signInMethod],
+    emailVerified: user.emailVerified,
   });
   return {
     accessToken: access.token,

@@ -4,7 +4,7 @@ import type { Database, Sql } from "../platform/database.js";
 import type { UserRow } from "./user.js";
 
 /** The columns of app_user a sign-in needs. */
-const userColumns = "id, phone_number, email, display_name, kyc_level, kyc_status, permissions, disable_time, create_time";
+const userColumns = "id, phone_number, email, display_name, kyc_level, kyc_status, permissions, disable_time, create_time, email_verify_time";
 
 /** A user with what a password sign-in checks. */
 export interface CredentialRow extends UserRow {
@@ -37,6 +37,38 @@ const lockEnd = (lockouts: string, base: string, max: string) =>
 /** A source with no wrong password for this long starts afresh. */
 const sourceMemorySeconds = 24 * 60 * 60;
 
+/** A user as operators see it: with the password lockouts in force. */
+export interface ManagedUserRow extends UserRow {
+  /** Locked for every source. */
+  locked: boolean;
+  /** The end of the account-wide lock, while it lasts. */
+  locked_until: Date | null;
+  locked_source_count: number;
+  failed_logins: number;
+}
+
+const sourceLocked = "select 1 from password_failure f where f.user_id = app_user.id and f.locked_until > now()";
+const managedColumns = `${userColumns}, coalesce(locked_until > now(), false) as locked,
+  case when locked_until > now() then locked_until end as locked_until,
+  (select count(*)::int from password_failure f where f.user_id = app_user.id and f.locked_until > now()) as locked_source_count,
+  failed_logins`;
+
+/** Which accounts an operator lists; every filter given must hold. */
+export interface UserFilter {
+  /** Lower case, as emails are stored. */
+  emailPrefix?: string;
+  phonePrefix?: string;
+  /** active: enabled; locked: enabled with a password lockout in force, account-wide or for a source. */
+  status?: "active" | "disabled" | "locked";
+  kycLevel?: number;
+}
+
+/** A time to the microsecond (a Date keeps only milliseconds), for a page token: rows in the same millisecond are not skipped. */
+const pageTime = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+
+/** `value` matched literally by LIKE, whatever it holds. */
+const likeLiteral = (value: string) => value.replace(/[\\%_]/g, "\\$&");
+
 /**
  * The app_user table: accounts, their credentials, KYC level and
  * permissions. Every statement on it is here; statements of other stores that
@@ -52,6 +84,12 @@ export const userStore = {
   /** By E.164 phone number or normalised email, for operators. */
   async findByPhoneOrEmail(sql: Sql, key: string): Promise<UserRow | undefined> {
     const [row] = await sql.query<UserRow>(`select ${userColumns} from app_user where phone_number = $1 or email = $1`, [key]);
+    return row;
+  },
+
+  /** By normalised email. */
+  async findByEmail(sql: Sql, email: string): Promise<UserRow | undefined> {
+    const [row] = await sql.query<UserRow>(`select ${userColumns} from app_user where email = $1`, [email]);
     return row;
   },
 
@@ -152,8 +190,60 @@ export const userStore = {
     await tx.query("update app_user set password_hash = $1, failed_logins = 0, update_time = now() where id = $2", [passwordHash, id]);
   },
 
+  /**
+   * Ends every password lock on the account, for every source and account-wide,
+   * and forgets the counts and earlier lockouts that would make the next lock
+   * longer. True if a lock was in force.
+   */
+  async clearLockouts(tx: Sql, id: string): Promise<boolean> {
+    const [row] = await tx.query<{ was_locked: boolean }>(
+      `with forgotten as (delete from password_failure where user_id = $1 returning locked_until > now() as locked),
+       account as (select locked_until > now() as locked from app_user where id = $1),
+       cleared as (update app_user set failed_logins = 0, lockouts = 0, locked_until = null where id = $1)
+       select exists (select 1 from account where locked) or exists (select 1 from forgotten where locked) as was_locked`,
+      [id],
+    );
+    return row!.was_locked;
+  },
+
+  /** The address is the user's: proven by a code or link mailed to it. */
+  async confirmEmail(tx: Sql, id: string): Promise<void> {
+    await tx.query("update app_user set email_verify_time = coalesce(email_verify_time, now()) where id = $1", [id]);
+  },
+
   async setDisplayName(sql: Sql, id: string, displayName: string): Promise<void> {
     await sql.query("update app_user set display_name = $1, update_time = now() where id = $2", [displayName, id]);
+  },
+
+  /** The user, row-locked until the transaction ends (changes of address queue on it); undefined for no such user. */
+  async lock(tx: Sql, id: string): Promise<UserRow | undefined> {
+    const [row] = await tx.query<UserRow>(`select ${userColumns} from app_user where id = $1 for update`, [id]);
+    return row;
+  },
+
+  /**
+   * An address proven the user's (by a code or link mailed to it) becomes
+   * their confirmed email, replacing the one they had; returns that one (null
+   * for none), or undefined for no such user. Another account's address fails
+   * with a unique violation (23505).
+   */
+  async setConfirmedEmail(tx: Sql, id: string, email: string): Promise<{ previous: string | null } | undefined> {
+    const [row] = await tx.query<{ previous: string | null }>(
+      `update app_user u set email = $2, email_verify_time = now(), update_time = now()
+       from (select id, email from app_user where id = $1 for update) before
+       where u.id = before.id returning before.email as previous`,
+      [id, email],
+    );
+    return row;
+  },
+
+  /** As setConfirmedEmail, for a phone number proven by a texted code; returns the user as they are now. */
+  async setConfirmedPhone(tx: Sql, id: string, phone: string): Promise<UserRow | undefined> {
+    const [row] = await tx.query<UserRow>(
+      `update app_user set phone_number = $2, phone_verify_time = now(), update_time = now() where id = $1 returning ${userColumns}`,
+      [id, phone],
+    );
+    return row;
   },
 
   /** The user's KYC level, row-locked until the transaction ends; undefined for no such user. */
@@ -191,17 +281,69 @@ export const userStore = {
     ]);
   },
 
-  async setPermission(tx: Sql, id: string, permission: string, granted: boolean): Promise<void> {
-    await tx.query(
-      granted
-        ? "update app_user set permissions = array_append(array_remove(permissions, $1), $1), update_time = now() where id = $2"
-        : "update app_user set permissions = array_remove(permissions, $1), update_time = now() where id = $2",
+  /** The user's permissions now; undefined for no such user. */
+  async grantPermission(tx: Sql, id: string, permission: string): Promise<string[] | undefined> {
+    const [row] = await tx.query<{ permissions: string[] }>(
+      "update app_user set permissions = array_append(array_remove(permissions, $1), $1), update_time = now() where id = $2 returning permissions",
       [permission, id],
+    );
+    return row?.permissions;
+  },
+
+  /**
+   * The user's permissions now, and when they were lowered by Postgres's
+   * clock (tokens issued before then keep only these); undefined for no such user.
+   */
+  async revokePermission(tx: Sql, id: string, permission: string): Promise<{ permissions: string[]; lowerTime: Date } | undefined> {
+    const [row] = await tx.query<{ permissions: string[]; permissions_lower_time: Date }>(
+      `update app_user set permissions = array_remove(permissions, $1), permissions_lower_time = now(), update_time = now()
+       where id = $2 returning permissions, permissions_lower_time`,
+      [permission, id],
+    );
+    return row && { permissions: row.permissions, lowerTime: row.permissions_lower_time };
+  },
+
+  /** Permissions taken away in the last `windowSeconds`, by Postgres's clock, with those each user holds now. */
+  recentPermissionLowerings(sql: Sql, windowSeconds: number): Promise<{ id: string; permissions: string[]; permissions_lower_time: Date }[]> {
+    return sql.query(
+      "select id, permissions, permissions_lower_time from app_user where permissions_lower_time > now() - make_interval(secs => $1)",
+      [windowSeconds],
     );
   },
 
-  async setDisabled(tx: Sql, id: string, disabled: boolean): Promise<void> {
-    await tx.query("update app_user set disable_time = case when $1 then now() end, update_time = now() where id = $2", [disabled, id]);
+  /** False for no such user. Disabling a disabled account keeps when it was first disabled. */
+  async setDisabled(tx: Sql, id: string, disabled: boolean): Promise<boolean> {
+    const rows = await tx.query(
+      "update app_user set disable_time = case when $1 then coalesce(disable_time, now()) end, update_time = now() where id = $2 returning id",
+      [disabled, id],
+    );
+    return rows.length > 0;
+  },
+
+  async findManaged(sql: Sql, id: string): Promise<ManagedUserRow | undefined> {
+    const [row] = await sql.query<ManagedUserRow>(`select ${managedColumns} from app_user where id = $1`, [id]);
+    return row;
+  },
+
+  /** Newest first (create_time, id), from after `after` (a page_time and an id) on. */
+  listManaged(sql: Sql, filter: UserFilter, after: [string, string] | undefined, limit: number): Promise<(ManagedUserRow & { page_time: string })[]> {
+    const params: unknown[] = [];
+    const param = (value: unknown) => `$${params.push(value)}`;
+    // Only the filters given, so each combination is its own statement and its own plan.
+    const conditions: string[] = [];
+    if (filter.emailPrefix !== undefined) conditions.push(`email like ${param(likeLiteral(filter.emailPrefix) + "%")} escape '\\'`);
+    if (filter.phonePrefix !== undefined) conditions.push(`phone_number like ${param(likeLiteral(filter.phonePrefix) + "%")} escape '\\'`);
+    if (filter.status === "active") conditions.push("disable_time is null");
+    if (filter.status === "disabled") conditions.push("disable_time is not null");
+    if (filter.status === "locked") conditions.push(`disable_time is null and (locked_until > now() or exists (${sourceLocked}))`);
+    if (filter.kycLevel !== undefined) conditions.push(`kyc_level = ${param(filter.kycLevel)}`);
+    if (after) conditions.push(`(create_time, id) < (${param(after[0])}::timestamptz, ${param(after[1])}::uuid)`);
+    return sql.query<ManagedUserRow & { page_time: string }>(
+      `select ${managedColumns}, ${pageTime("create_time")} as page_time
+       from app_user ${conditions.length > 0 ? `where ${conditions.join(" and ")}` : ""}
+       order by create_time desc, id desc limit ${param(limit)}`,
+      params,
+    );
   },
 };
 
@@ -210,7 +352,7 @@ export const userSql = {
   /** True while the account `idExpression` names is enabled. */
   enabled: (idExpression: string) => `(select disable_time from app_user where id = ${idExpression}) is null`,
 
-  /** Joins the user `idExpression` names as `alias`, for its claims (kyc_level, kyc_status, permissions) and disable_time. */
+  /** Joins the user `idExpression` names as `alias`, for its claims (kyc_level, kyc_status, permissions, email_verify_time) and disable_time. */
   join: (alias: string, idExpression: string) => `join app_user ${alias} on ${alias}.id = ${idExpression}`,
 
   /**

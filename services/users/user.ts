@@ -14,6 +14,8 @@ export interface UserRow {
   permissions: string[];
   disable_time: Date | null;
   create_time: Date;
+  /** When the email address was confirmed; null for none yet, or no address. */
+  email_verify_time: Date | null;
 }
 
 export function userMessage(row: UserRow): MessageInitShape<typeof UserSchema> {
@@ -25,9 +27,16 @@ export function userMessage(row: UserRow): MessageInitShape<typeof UserSchema> {
     kycLevel: row.kyc_level,
     kycStatus: KycStatus[row.kyc_status] ?? KycStatus.UNSPECIFIED,
     createTime: timestampFromDate(row.create_time),
+    emailVerified: row.email_verify_time !== null,
   };
 }
 
 export function claimsOf(row: UserRow) {
-  return { userId: row.id, kycLevel: row.kyc_level, kycStatus: row.kyc_status, permissions: row.permissions };
+  return {
+    userId: row.id,
+    kycLevel: row.kyc_level,
+    kycStatus: row.kyc_status,
+    permissions: row.permissions,
+    emailVerified: row.email_verify_time !== null,
+  };
 }

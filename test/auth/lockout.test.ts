@@ -6,7 +6,9 @@ import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
+import { MailInbox } from "../support/mail-inbox.js";
 import { sharedStores, startPlatform } from "../support/platform.js";
+import { registerVerified } from "../support/sign-in.js";
 import { dropTestDatabases } from "../support/stores.js";
 
 const device = { deviceId: "device-1", deviceType: DeviceType.IOS, deviceName: "Test phone" };
@@ -20,6 +22,7 @@ let accounts = 0;
  * that names the client in X-Forwarded-For.
  */
 describe("Password lockout", () => {
+  const mail = new MailInbox();
   let running: Running;
   let auth: ReturnType<typeof grpcClient<typeof AuthService>>;
   let db: pg.Client;
@@ -28,6 +31,7 @@ describe("Password lockout", () => {
     const stores = await sharedStores();
     running = await startPlatform({
       ...stores,
+      ...(await mail.env()),
       TRUSTED_PROXIES: "127.0.0.1",
       PASSWORD_LOCKOUT_THRESHOLD: "3",
       PASSWORD_LOCKOUT_BASE_SECONDS: "1",
@@ -43,14 +47,14 @@ describe("Password lockout", () => {
     await db.end();
     auth.close();
     await running.stop();
+    await mail.stop();
     await dropTestDatabases();
   });
 
   async function register(): Promise<{ email: string; userId: string }> {
     const email = `lockout.${accounts++}@example.com`;
-    const { response, error } = await auth.call("register", { email, password, device }, { "x-forwarded-for": "192.0.2.1" });
-    expect(error).to.equal(undefined);
-    return { email, userId: response!.user!.userId };
+    const signedIn = await registerVerified(running.grpcPort!, mail, email, password, { headers: { "x-forwarded-for": "192.0.2.1" } });
+    return { email, userId: signedIn!.user!.userId };
   }
 
   const login = (email: string, from: string, pass = password) => auth.call("login", { email, password: pass, device }, { "x-forwarded-for": from });

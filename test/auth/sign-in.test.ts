@@ -8,7 +8,9 @@ import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
 import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
 import { sharedStores, startPlatform, type SharedStores } from "../support/platform.js";
+import { MailInbox } from "../support/mail-inbox.js";
 import { expectNoSecretLeaked } from "../support/secrets.js";
+import { registerVerified } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
 import { dropTestDatabases } from "../support/stores.js";
 
@@ -26,6 +28,7 @@ const spellings = (e164: string) => {
 
 describe("Sign-in", () => {
   const inbox = new SmsInbox();
+  const mail = new MailInbox();
   const logLines: string[] = [];
   let running: Running;
   let stores: SharedStores;
@@ -42,12 +45,13 @@ describe("Sign-in", () => {
         ...stores,
         SMS_PROVIDER: "webhook",
         SMS_WEBHOOK_URL: await inbox.start(),
+        ...(await mail.env()),
         OTP_RESEND_COOLDOWN_SECONDS: "0",
         REFRESH_REUSE_INTERVAL: "1",
         OTP_FAILURE_BUDGET: "7",
         RATE_LIMITS: [
           "otp_verify_ip=1000/3600", "otp_send_ip=1000/3600", "login_ip=1000/900", "login_email=1000/900",
-          "register_ip=1000/3600", "refresh_user=1000/60", "refresh_ip=1000/60",
+          "register_ip=1000/3600", "register_email=1000/3600", "verify_email_ip=1000/3600", "refresh_user=1000/60", "refresh_ip=1000/60",
         ].join(","),
       },
       logLines,
@@ -63,6 +67,7 @@ describe("Sign-in", () => {
     auth.close();
     await running.stop();
     await inbox.stop();
+    await mail.stop();
     await dropTestDatabases();
   });
 
@@ -279,8 +284,9 @@ describe("Sign-in", () => {
 
     it("registers, logs in, changes the password, and signs out the other sessions — over gRPC", async () => {
       const email = `ana.${phoneCounter++}@example.com`;
-      const registered = await auth.call("register", { email: email.toUpperCase(), password, displayName: "Ana", device });
-      expect(registered.response?.user?.email, "normalised").to.equal(email);
+      const registered = await registerVerified(running.grpcPort!, mail, email.toUpperCase(), password, { displayName: "Ana" });
+      expect(registered?.user?.email, "normalised").to.equal(email);
+      secrets.push(registered!.tokens!.accessToken, registered!.tokens!.refreshToken);
       const login = await auth.call("login", { email, password, device });
       expect(login.error).to.equal(undefined);
       const profile = await auth.call("getProfile", {}, bearer(login.response!.tokens!.accessToken));
@@ -294,7 +300,7 @@ describe("Sign-in", () => {
         bearer(login.response!.tokens!.accessToken),
       );
       expect(changed.response?.revokedSessionCount).to.equal(1);
-      const other = await auth.call("getProfile", {}, bearer(registered.response!.tokens!.accessToken));
+      const other = await auth.call("getProfile", {}, bearer(registered!.tokens!.accessToken));
       expect(other.error?.code, "the other session is signed out").to.equal(grpc.status.UNAUTHENTICATED);
       expect((await auth.call("login", { email, password, device })).error?.code).to.equal(grpc.status.UNAUTHENTICATED);
       expect((await auth.call("login", { email, password: newPassword, device })).error).to.equal(undefined);
@@ -302,12 +308,13 @@ describe("Sign-in", () => {
 
     it("answers ChangePassword for an account deleted meanwhile as a signed-out session, not a phone account", async () => {
       const email = `gone.${phoneCounter++}@example.com`;
-      const registered = await auth.call("register", { email, password, device });
+      const registered = await registerVerified(running.grpcPort!, mail, email, password);
+      secrets.push(registered!.tokens!.accessToken, registered!.tokens!.refreshToken);
       await db.query("delete from app_user where email = $1", [email]);
       const changed = await auth.call(
         "changePassword",
         { currentPassword: password, newPassword: "another fine passphrase" },
-        bearer(registered.response!.tokens!.accessToken),
+        bearer(registered!.tokens!.accessToken),
       );
       expect(changed.error?.code).to.equal(grpc.status.UNAUTHENTICATED);
     });
@@ -317,6 +324,9 @@ describe("Sign-in", () => {
       const email = `web.${phoneCounter++}@example.com`;
       const registered = await connectCall(port, "/portcullis.v1.AuthService/Register", { email, password, device: { deviceId: "w", deviceType: "DEVICE_TYPE_WEB" } });
       expect(registered.status).to.equal(200);
+      const code = mail.codeFor(email);
+      secrets.push(code);
+      expect((await connectCall(port, "/portcullis.v1.AuthService/VerifyEmail", { email, code })).status).to.equal(200);
       const login = await connectCall(port, "/portcullis.v1.AuthService/Login", { email, password, device: { deviceId: "w" } });
       expect(login.status).to.equal(200);
       const profile = await connectCall(port, "/portcullis.v1.AuthService/GetProfile", {}, bearer(login.json.tokens.accessToken));
@@ -404,7 +414,7 @@ describe("Sign-in", () => {
       expect(fieldsOf(badDevice.error!)).to.deep.equal(["device.device_name"]);
       const registered = await auth.call("register", { email, password, displayName: "Ana", device });
       expect(registered.error).to.equal(undefined);
-      secrets.push(registered.response!.tokens!.accessToken, registered.response!.tokens!.refreshToken);
+      expect(mail.countFor(email), "one mail, for the call that registered").to.equal(1);
     });
 
     it("refuses a NUL in VerifyOtp's device_name, naming the field, and the code still signs in", async () => {

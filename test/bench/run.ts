@@ -119,8 +119,9 @@ async function main(): Promise<number> {
     REDIS_KEY_PREFIX: redisKeyPrefix,
     KEY_ENCRYPTION_KEY: randomBytes(32).toString("base64"),
     HOST: "127.0.0.1",
-    // The doors' scenarios send no code; the flows point SMS at a local webhook.
+    // The doors' scenarios send no code; the flows point SMS and email at a local webhook.
     SMS_PROVIDER: "console",
+    EMAIL_PROVIDER: "console",
     OTP_ALLOWED_COUNTRIES: "*",
     GRPC_PORT: "0",
     HTTP_PORT: "0",

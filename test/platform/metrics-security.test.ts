@@ -9,6 +9,7 @@ import type { FeedEvent } from "../../services/session/revocations.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
 import { grpcClient } from "../support/clients.js";
+import { MailInbox } from "../support/mail-inbox.js";
 import { sharedStores, startPlatform } from "../support/platform.js";
 import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
@@ -41,6 +42,7 @@ const password = "a passphrase for metrics";
  */
 describe("Security and feed metrics", () => {
   const inbox = new SmsInbox();
+  const mail = new MailInbox();
   let running: Running;
   let auth: ReturnType<typeof grpcClient<typeof AuthService>>;
   let baseline: Map<string, number>;
@@ -58,6 +60,7 @@ describe("Security and feed metrics", () => {
       ...(await sharedStores()),
       SMS_PROVIDER: "webhook",
       SMS_WEBHOOK_URL: await inbox.start(),
+      ...(await mail.env()),
       RATE_LIMITS: "otp_send_ip=1000/3600,otp_verify_ip=1000/3600,refresh_ip=1000/60,refresh_user=1000/60,login_ip=1000/900,login_email=1000/900,register_ip=1000/3600",
       REFRESH_REUSE_INTERVAL: "5",
       OTP_FAILURE_BUDGET: "2",
@@ -99,9 +102,12 @@ describe("Security and feed metrics", () => {
     expect((await auth.call("logout", {}, bearer(other!.tokens!.accessToken))).error).to.equal(undefined);
     expect((await auth.call("refreshToken", { refreshToken: other!.tokens!.refreshToken })).error?.code).to.equal(grpc.status.UNAUTHENTICATED);
 
-    // Password: register, a right login, two wrong ones (both locks begin), then the right one meets the lock.
+    // Password: register, a right login before the address is confirmed, one after, two wrong ones (both locks begin),
+    // then the right one meets the lock.
     const email = `metrics.${Date.now()}@example.com`;
     expect((await auth.call("register", { email, password, device })).error).to.equal(undefined);
+    expect((await login(email, password)).error?.code).to.equal(grpc.status.FAILED_PRECONDITION);
+    expect((await auth.call("verifyEmail", { email, code: mail.codeFor(email) })).error).to.equal(undefined);
     expect((await login(email, password)).error).to.equal(undefined);
     for (let i = 0; i < 2; i++) expect((await login(email, "not the passphrase")).error?.code).to.equal(grpc.status.UNAUTHENTICATED);
     expect((await login(email, password)).error?.code).to.equal(grpc.status.UNAUTHENTICATED);
@@ -114,6 +120,7 @@ describe("Security and feed metrics", () => {
     auth?.close();
     await running?.stop();
     await inbox.stop();
+    await mail.stop();
     await dropTestDatabases();
   });
 
@@ -123,6 +130,7 @@ describe("Security and feed metrics", () => {
     expect(moved("portcullis_sign_ins_total", { method: "otp", outcome: "locked" })).to.equal(1);
     expect(moved("portcullis_sign_ins_total", { method: "otp", outcome: "no_code" })).to.equal(1);
     expect(moved("portcullis_sign_ins_total", { method: "pwd", outcome: "registered" })).to.equal(1);
+    expect(moved("portcullis_sign_ins_total", { method: "pwd", outcome: "email_not_verified" })).to.equal(1);
     expect(moved("portcullis_sign_ins_total", { method: "pwd", outcome: "success" })).to.equal(1);
     expect(moved("portcullis_sign_ins_total", { method: "pwd", outcome: "wrong_secret" })).to.equal(2);
     expect(moved("portcullis_sign_ins_total", { method: "pwd", outcome: "locked" })).to.equal(1);

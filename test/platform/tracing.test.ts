@@ -11,6 +11,7 @@ import { createLogger } from "../../services/platform/logger.js";
 import { KycService, SourceOfFunds } from "../../gen/portcullis/v1/kyc_service_pb.js";
 import { connectCall, grpcClient } from "../support/clients.js";
 import { mintUserToken, sharedStores, startPlatform, type SharedStores } from "../support/platform.js";
+import { MailInbox } from "../support/mail-inbox.js";
 import { bearer, newPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
 import { dropTestDatabases } from "../support/stores.js";
@@ -69,6 +70,7 @@ class OtlpReceiver {
 describe("Tracing", () => {
   const receiver = new OtlpReceiver();
   const inbox = new SmsInbox();
+  const mail = new MailInbox();
   const logLines: string[] = [];
   const secrets: string[] = [];
   let running: Running;
@@ -85,6 +87,9 @@ describe("Tracing", () => {
         ...stores,
         SMS_PROVIDER: "webhook",
         SMS_WEBHOOK_URL: await inbox.start(),
+        ...(await mail.env()),
+        // Register then Login, with no confirmation in between: the argon2 spans are what matter here.
+        EMAIL_VERIFICATION: "optional",
         OTEL_EXPORTER_OTLP_ENDPOINT: endpoint,
         OTEL_SERVICE_NAME: "portcullis-test",
       },
@@ -101,7 +106,7 @@ describe("Tracing", () => {
     await gateway?.stop();
     await running?.stop();
     expect(tracingOn, "off again for the other test files").to.equal(false);
-    await Promise.all([receiver.stop(), inbox.stop()]);
+    await Promise.all([receiver.stop(), inbox.stop(), mail.stop()]);
     await dropTestDatabases();
   });
 
@@ -195,7 +200,7 @@ describe("Tracing", () => {
     const loginId = `trace-login-${Date.now()}`;
     const login = await connectCall(running.httpPort!, "/portcullis.v1.AuthService/Login", { email, password, device }, { "x-request-id": loginId });
     expect(login.status).to.equal(200);
-    secrets.push(registered.json.tokens.accessToken, registered.json.tokens.refreshToken, login.json.tokens.accessToken, login.json.tokens.refreshToken);
+    secrets.push(mail.codeFor(email), mail.tokenFor(email), login.json.tokens.accessToken, login.json.tokens.refreshToken);
 
     expect((await traceOf(registerId)).spans.map((span) => span.name)).to.include("argon2.hash");
     const { door, spans } = await traceOf(loginId);

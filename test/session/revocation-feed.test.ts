@@ -88,6 +88,61 @@ describe("KYC downgrades and tokens refreshed around them", () => {
   });
 });
 
+describe("Permissions taken away and tokens issued before", () => {
+  const lowered = (permissions: string[], sinceMs: number): FeedEvent => ({
+    kind: "permissions_lowered",
+    userId: "user-1",
+    permissions,
+    sinceMs,
+    untilMs: sinceMs + lifetimeMs,
+  });
+
+  it("keeps only the permissions still held in tokens issued before the change, and leaves later tokens and other users alone", async () => {
+    const feed = new RevocationFeed(async () => [], logger);
+    await feed.start();
+    const nowMs = Date.now();
+    const issued = Math.floor(nowMs / 1000);
+    await feed.publish(lowered(["audit.read"], nowMs));
+    const before = feed.check(principal({ permissions: ["kyc.review", "audit.read"], issuedAt: issued - 60 }));
+    expect(before.permissions, "issued before").to.deep.equal(["audit.read"]);
+    expect(before.kycLevel, "nothing else changes").to.equal(2);
+    expect(feed.check(principal({ permissions: ["kyc.review"], issuedAt: issued + 3 })).permissions, "signed as the change began").to.deep.equal([]);
+    const holding = principal({ permissions: ["audit.read"], issuedAt: issued - 60 });
+    expect(feed.check(holding), "nothing to take away").to.equal(holding);
+    const refreshed = principal({ permissions: ["kyc.review"], issuedAt: issued + 60 });
+    expect(feed.check(refreshed), "granted again since, and refreshed").to.equal(refreshed);
+    expect(feed.check(principal({ subject: "user-2", permissions: ["kyc.review"], issuedAt: issued - 60 })).permissions, "another user").to.deep.equal(["kyc.review"]);
+    await feed.stop();
+  });
+
+  it("caps the KYC level and the permissions of one token together", async () => {
+    const feed = new RevocationFeed(async () => [], logger);
+    await feed.start();
+    const nowMs = Date.now();
+    await feed.publish({ kind: "kyc_lowered", userId: "user-1", level: 0, sinceMs: nowMs, untilMs: nowMs + lifetimeMs });
+    await feed.publish(lowered([], nowMs));
+    const checked = feed.check(principal({ kycLevel: 2, permissions: ["kyc.review"], issuedAt: Math.floor(nowMs / 1000) - 60 }));
+    expect({ kycLevel: checked.kycLevel, permissions: checked.permissions }).to.deep.equal({ kycLevel: 0, permissions: [] });
+    await feed.stop();
+  });
+
+  it("keeps a permission taken away when the same change is read again after a new grant, and lets a later change stand", async () => {
+    const feed = new RevocationFeed(async () => [], logger);
+    await feed.start();
+    const nowMs = Date.now();
+    const old = principal({ permissions: ["kyc.review", "audit.read", "session.admin"], issuedAt: Math.floor(nowMs / 1000) - 60 });
+    await feed.publish(lowered(["audit.read", "session.admin"], nowMs));
+    // A poll re-reads the row after kyc.review was granted back: the token, issued before, must not regain it.
+    await feed.publish(lowered(["kyc.review", "audit.read", "session.admin"], nowMs));
+    expect(feed.check(old).permissions).to.deep.equal(["audit.read", "session.admin"]);
+    await feed.publish(lowered(["audit.read"], nowMs - 1000));
+    expect(feed.check(old).permissions, "an older change read late changes nothing").to.deep.equal(["audit.read", "session.admin"]);
+    await feed.publish(lowered(["kyc.review", "audit.read"], nowMs + 1000));
+    expect(feed.check(old).permissions, "a later change is the truth as of then").to.deep.equal(["kyc.review", "audit.read"]);
+    await feed.stop();
+  });
+});
+
 describe("Revocation feed: re-reading Postgres every second", () => {
   it("applies what a read finds, keeps serving through a failed read, reaches back past it, and stops when stopped", async () => {
     const windows: number[] = [];

@@ -1,6 +1,7 @@
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
 import { grpcClient } from "./clients.js";
+import type { MailInbox } from "./mail-inbox.js";
 import type { SmsInbox } from "./sms-inbox.js";
 
 let counter = 0;
@@ -22,6 +23,34 @@ export async function signInByPhone(grpcPort: number, inbox: SmsInbox, phone: st
     });
     if (verified.error) throw verified.error;
     return verified.response;
+  } finally {
+    auth.close();
+  }
+}
+
+/**
+ * An email account as its owner makes one through one instance's gRPC door:
+ * Register, the code from the mail, VerifyEmail, then Login; returns Login's answer.
+ */
+export async function registerVerified(
+  grpcPort: number,
+  inbox: MailInbox,
+  email: string,
+  password: string,
+  options: { displayName?: string; headers?: Record<string, string> } = {},
+) {
+  const auth = grpcClient(AuthService, grpcPort);
+  const device = { deviceId: `Browser-${counter++}`, deviceType: DeviceType.WEB, deviceName: "Browser" };
+  const headers = options.headers ?? {};
+  try {
+    const registered = await auth.call("register", { email, password, displayName: options.displayName ?? "", device }, headers);
+    if (registered.error) throw registered.error;
+    const address = email.trim().toLowerCase();
+    const verified = await auth.call("verifyEmail", { email: address, code: inbox.codeFor(address) }, headers);
+    if (verified.error) throw verified.error;
+    const login = await auth.call("login", { email, password, device }, headers);
+    if (login.error) throw login.error;
+    return login.response;
   } finally {
     auth.close();
   }

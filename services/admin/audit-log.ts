@@ -1,0 +1,28 @@
+import { audit, listAuditEvents, type AuditFilter } from "../audit/store.js";
+import type { CallOrigin } from "../kernel/call.js";
+import type { Database } from "../platform/database.js";
+import type { Actor } from "./accounts.js";
+
+const filterNames: Record<keyof AuditFilter, string> = { userId: "user_id", event: "event", since: "start_time", before: "end_time" };
+
+/** Operators' reading of the audit log; each reading is itself audited, in the same transaction. */
+export class AuditLog {
+  constructor(private readonly db: Database) {}
+
+  /** A page of rows, newest first, and where the next page starts. */
+  list(actor: Actor, filter: AuditFilter, pageSize: number, after: [string, string] | undefined, origin: CallOrigin) {
+    return this.db.transaction(async (tx) => {
+      const rows = await listAuditEvents(tx, filter, after, pageSize + 1);
+      const page = rows.slice(0, pageSize);
+      const last = rows.length > pageSize ? page.at(-1) : undefined;
+      const used = (Object.keys(filter) as (keyof AuditFilter)[]).filter((name) => filter[name] !== undefined).map((name) => filterNames[name]);
+      await audit(tx, origin, {
+        event: "admin.read",
+        outcome: "success",
+        userId: filter.userId,
+        detail: { actor, call: "list_audit_events", filter: used.join(",") },
+      });
+      return { page, next: last && ([last.page_time, last.id] as [string, string]) };
+    });
+  }
+}

@@ -1,0 +1,6 @@
+/**
+ * Permissions that mean something to Portcullis, as the contract lists them
+ * for GrantPermission and RevokePermission (a test holds the two together);
+ * anything else is a typo.
+ */
+export const knownPermissions: readonly string[] = ["user.admin", "audit.read", "session.admin", "kyc.review"];

@@ -1,0 +1,197 @@
+import { randomUUID } from "node:crypto";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { audit } from "../audit/store.js";
+import type { CallOrigin, Principal } from "../kernel/call.js";
+import { Code, ConnectError, failedPrecondition, invalidArgument, unavailable } from "../kernel/errors.js";
+import type { Config } from "../platform/config.js";
+import type { Database } from "../platform/database.js";
+import type { Sessions } from "../session/sessions.js";
+import { userStore, type CredentialRow } from "../users/store.js";
+import { userMessage } from "../users/user.js";
+import type {
+  ChangeEmailResponseSchema,
+  ChangePhoneNumberResponseSchema,
+  VerifyPhoneNumberResponseSchema,
+} from "../../gen/portcullis/v1/auth_service_pb.js";
+import { contactVerificationStore, type CodeTry } from "./contact-verification-store.js";
+import { emailProblem, normalizeEmail } from "./email.js";
+import { isUniqueViolation, undeliverable, wrongCodeDetail, wrongSecret, type EmailVerifications } from "./email-verification.js";
+import { MailDeliveryError, type Mailer } from "./mail.js";
+import { mailTemplates } from "./mail-templates.js";
+import { codeLength, maskEmail, newCode, type SecretMacs } from "./one-time-secrets.js";
+import type { PasswordSignIn } from "./password-sign-in.js";
+import { checkPhoneNumber, maskPhone } from "./phone.js";
+import { SmsDeliveryError, type SmsProvider } from "./sms.js";
+import type { SmsBudgets } from "./sms-budgets.js";
+
+const gone = () => new ConnectError("this account no longer exists", Code.Unauthenticated);
+
+/** Who an audit row of a change is about, and from which session. */
+const actor = (principal: Principal) => ({ userId: principal.subject, sessionId: principal.sessionId });
+
+/**
+ * A signed-in user adding or changing the email address or phone number the
+ * account is reached at. The new one counts only once a code sent to it comes
+ * back (VerifyEmail, VerifyPhoneNumber); until then the old one stays in use.
+ * Starting a change needs proof beyond a token: the current password, or for
+ * an account without one a sign-in made minutes ago.
+ */
+export class ContactChanges {
+  constructor(
+    private readonly db: Database,
+    private readonly settings: Config["account"],
+    private readonly allowedCountries: readonly string[],
+    private readonly passwords: PasswordSignIn,
+    private readonly sessions: Sessions,
+    private readonly verifications: EmailVerifications,
+    private readonly mailer: Mailer,
+    private readonly sms: SmsProvider,
+    private readonly budgets: SmsBudgets,
+    private readonly macs: SecretMacs,
+  ) {}
+
+  /**
+   * Mails a code and link to the new address and tells the old one. Whether
+   * another account holds the new address is not said here: only VerifyEmail
+   * says so, to someone who has proved the address is theirs.
+   */
+  async changeEmail(
+    principal: Principal,
+    request: { newEmail: string; currentPassword: string },
+    origin: CallOrigin,
+  ): Promise<MessageInitShape<typeof ChangeEmailResponseSchema>> {
+    const email = normalizeEmail(request.newEmail);
+    const problem = emailProblem(email);
+    if (problem) throw invalidArgument([{ field: "new_email", description: problem }]);
+    const event = "email.change_requested";
+    await this.prove(principal, request.currentPassword, event, origin);
+    try {
+      // The mails go out inside the transaction: if either is refused, no code stays open.
+      const expireTime = await this.db.transaction(async (tx) => {
+        const user = await userStore.lock(tx, principal.subject);
+        if (!user) throw gone();
+        if (user.email === email) {
+          throw invalidArgument([{ field: "new_email", description: "this is already the account's address" }]);
+        }
+        await audit(tx, origin, { event, outcome: "success", ...actor(principal), detail: { added: user.email === null } });
+        const expireTime = await this.verifications.open(tx, user.id, email);
+        if (user.email) await this.mailer.send(mailTemplates.addressChangeStarted(this.settings, user.email, maskEmail(email)));
+        return expireTime;
+      });
+      return { verificationExpireTime: timestampFromDate(expireTime) };
+    } catch (error) {
+      if (error instanceof MailDeliveryError) {
+        await audit(this.db, origin, { event, outcome: "failure", ...actor(principal), detail: { reason: "mail_provider" } });
+      }
+      throw undeliverable(error);
+    }
+  }
+
+  /** Texts a code to the new number. */
+  async changePhoneNumber(
+    principal: Principal,
+    request: { phoneNumber: string; currentPassword: string },
+    origin: CallOrigin,
+  ): Promise<MessageInitShape<typeof ChangePhoneNumberResponseSchema>> {
+    const phone = checkPhoneNumber(request.phoneNumber, this.allowedCountries);
+    if (!phone.ok) throw invalidArgument([{ field: "phone_number", description: phone.problem }]);
+    const event = "phone.change_requested";
+    await this.prove(principal, request.currentPassword, event, origin);
+    const overBudget = await this.budgets.spend(phone, event, origin);
+    if (overBudget) throw overBudget.error;
+    const ttlSeconds = this.settings.verificationTtlSeconds;
+    const code = newCode();
+    const expireTime = new Date(Date.now() + ttlSeconds * 1000);
+    const detail = { phone: maskPhone(phone.e164), country: phone.country };
+    try {
+      // Sent inside the transaction: if the provider refuses it, no code stays open.
+      await this.db.transaction(async (tx) => {
+        const user = await userStore.lock(tx, principal.subject);
+        if (!user) throw gone();
+        if (user.phone_number === phone.e164) {
+          throw invalidArgument([{ field: "phone_number", description: "this is already the account's number" }]);
+        }
+        await contactVerificationStore.replace(tx, {
+          id: randomUUID(),
+          userId: user.id,
+          channel: "phone",
+          address: phone.e164,
+          codeMac: this.macs.code(phone.e164, code),
+          linkMac: null,
+          maxAttempts: this.settings.codeMaxAttempts,
+          expireTime,
+        });
+        await audit(tx, origin, { event, outcome: "success", ...actor(principal), detail });
+        const minutes = Math.round(ttlSeconds / 60);
+        await this.sms.send({
+          to: phone.e164,
+          body: `Your ${this.settings.productName} code is ${code}. It adds this number to your account and expires in ${minutes} minutes.`,
+        });
+      });
+    } catch (error) {
+      if (!(error instanceof SmsDeliveryError)) throw error;
+      await audit(this.db, origin, { event, outcome: "failure", ...actor(principal), detail: { ...detail, reason: "sms_provider" } });
+      throw unavailable("the code could not be sent; try again shortly");
+    }
+    return { expireTime: timestampFromDate(expireTime), codeLength };
+  }
+
+  /** The code texted by changePhoneNumber: the number becomes the account's. */
+  async verifyPhoneNumber(principal: Principal, code: string, origin: CallOrigin): Promise<MessageInitShape<typeof VerifyPhoneNumberResponseSchema>> {
+    const who = actor(principal);
+    const open = await contactVerificationStore.open(this.db, who.userId, "phone");
+    let tried: CodeTry | undefined;
+    try {
+      const user = await this.db.transaction(async (tx) => {
+        // By id, with the HMAC for its number: a change to another number meanwhile has closed this one.
+        tried = open && (await contactVerificationStore.tryCode(tx, open.id, this.macs.code(open.address, code)));
+        if (!tried?.matched) {
+          const detail = tried ? wrongCodeDetail(tried) : { reason: "no_open_verification" };
+          await audit(tx, origin, { event: "phone.change", outcome: "failure", ...who, detail });
+          return undefined;
+        }
+        const changed = await userStore.setConfirmedPhone(tx, who.userId, tried.address);
+        if (!changed) throw gone();
+        await audit(tx, origin, { event: "phone.change", outcome: "success", ...who, detail: { phone: maskPhone(tried.address) } });
+        return changed;
+      });
+      if (!user) throw wrongSecret("code");
+      return { user: userMessage(user) };
+    } catch (error) {
+      if (!isUniqueViolation(error) || !tried) throw error;
+      // Proven theirs by the code, so saying another account holds it tells them nothing new.
+      const taken = tried;
+      await this.db.transaction(async (tx) => {
+        await contactVerificationStore.close(tx, taken.id);
+        await audit(tx, origin, { event: "phone.change", outcome: "denied", ...who, detail: { phone: maskPhone(taken.address), reason: "phone_taken" } });
+      });
+      throw new ConnectError("this number belongs to another account", Code.AlreadyExists);
+    }
+  }
+
+  /**
+   * The proof a change of address needs: the current password (counted
+   * toward the lockout when wrong), or for an account without one a session
+   * signed in within the last freshSignInSeconds, since a stolen token alone
+   * must not be enough to take the account over.
+   */
+  private async prove(principal: Principal, currentPassword: string, event: string, origin: CallOrigin): Promise<CredentialRow> {
+    const user = await this.passwords.credentialsOf(principal, origin);
+    if (user.password_hash) {
+      if (currentPassword === "") {
+        throw invalidArgument([{ field: "current_password", description: "required: this account has a password" }]);
+      }
+      await this.passwords.checkCurrentPassword(user, currentPassword, origin);
+      return user;
+    }
+    const session = await this.sessions.current(principal);
+    if (Date.now() - session.create_time.getTime() > this.settings.freshSignInSeconds * 1000) {
+      await audit(this.db, origin, { event, outcome: "denied", ...actor(principal), detail: { reason: "fresh_sign_in_required" } });
+      throw failedPrecondition("FRESH_SIGN_IN_REQUIRED", "sign in again to make this change: the sign-in must be recent", {
+        max_age_seconds: String(this.settings.freshSignInSeconds),
+      });
+    }
+    return user;
+  }
+}

@@ -1,0 +1,56 @@
+import { audit } from "../audit/store.js";
+import type { CallOrigin } from "../kernel/call.js";
+import type { Database } from "../platform/database.js";
+import type { Background } from "../platform/background.js";
+import type { DeviceInput } from "../session/sessions.js";
+import type { UserRow } from "../users/user.js";
+import { deviceStore } from "./device-store.js";
+import { MailDeliveryError, type Mailer } from "./mail.js";
+import { mailTemplates, type MailSender } from "./mail-templates.js";
+
+/** A sign-in that has committed, as the notice tells of it. */
+export interface CommittedSignIn {
+  user: UserRow;
+  sessionId: string;
+  device: DeviceInput;
+  method: "pwd" | "otp";
+}
+
+/**
+ * Tells an account's owner of a sign-in from a device the account had not
+ * seen, when it has seen others (a first sign-in is no news) and has a
+ * confirmed address to tell. Runs after the sign-in has committed and off
+ * its path: the sign-in neither waits for it nor fails with it.
+ */
+export class NewDeviceNotices {
+  constructor(
+    private readonly db: Database,
+    private readonly mailer: Mailer,
+    private readonly sender: MailSender,
+    private readonly background: Background,
+  ) {}
+
+  /** Starts the check for `signIn` and returns at once; a failure is logged, never thrown. */
+  signedIn(signIn: CommittedSignIn, origin: CallOrigin): void {
+    const when = new Date();
+    // The call's context outlives the answer only as these three values.
+    const { clientIp, userAgent, requestId } = origin;
+    this.background.run("new-device check", () => this.check(signIn, when, { clientIp, userAgent, requestId }));
+  }
+
+  private async check({ user, sessionId, device, method }: CommittedSignIn, when: Date, origin: CallOrigin): Promise<void> {
+    const seen = await deviceStore.record(this.db, user.id, device.deviceId);
+    if (!seen.added || !seen.others || !user.email || !user.email_verify_time) return;
+    let notice = "mailed";
+    try {
+      await this.mailer.send(
+        mailTemplates.newDevice(this.sender, user.email, { when, deviceName: device.deviceName, ipAddress: origin.clientIp, userAgent: origin.userAgent }),
+      );
+    } catch (error) {
+      // The mailer has logged why; the sign-in from a new device is still worth its audit row.
+      if (!(error instanceof MailDeliveryError)) throw error;
+      notice = "undelivered";
+    }
+    await audit(this.db, origin, { event: "sign_in.new_device", outcome: "success", userId: user.id, sessionId, detail: { method, notice } });
+  }
+}
