@@ -10,7 +10,7 @@ const floors = [
   ["audit", "policy"],
   ["tokens", "users"],
   ["session"],
-  ["auth", "kyc"],
+  ["auth", "kyc", "clients"],
   ["gateway", "guard", "admin"],
   ["app"],
 ];

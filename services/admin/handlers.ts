@@ -3,6 +3,7 @@ import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { AuditRow } from "../audit/store.js";
 import { normalizeEmail } from "../auth/email.js";
 import type { ServiceHandlers } from "../kernel/call.js";
+import { Code, ConnectError } from "../kernel/errors.js";
 import { decodeExactPageToken, encodePageToken, pageSizeOf } from "../kernel/pagination.js";
 import { textProblem, Violations } from "../kernel/validation.js";
 import type { UserFilter } from "../users/store.js";
@@ -54,8 +55,17 @@ function timeProblem(time: Date): string | undefined {
   return Number.isNaN(year) || year < 1 || year > 9999 ? "must be between the years 1 and 9999" : undefined;
 }
 
+const notYet = async (): Promise<never> => {
+  throw new ConnectError("not built yet", Code.Unimplemented);
+};
+
 export function adminHandlers(accounts: Accounts, auditLog: AuditLog): ServiceHandlers<typeof AdminService> {
   return {
+    createServiceAccount: notYet,
+    listServiceAccounts: notYet,
+    disableServiceAccount: notYet,
+    addServiceCredential: notYet,
+    revokeServiceCredential: notYet,
     async listUsers(request, call) {
       const emailPrefix = normalizeEmail(request.emailPrefix);
       new Violations().add("email_prefix", textProblem(emailPrefix, 0, 254)).throwIfAny();

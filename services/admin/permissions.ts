@@ -3,4 +3,4 @@
  * for GrantPermission and RevokePermission (a test holds the two together);
  * anything else is a typo.
  */
-export const knownPermissions: readonly string[] = ["user.admin", "audit.read", "session.admin", "kyc.review"];
+export const knownPermissions: readonly string[] = ["user.admin", "audit.read", "session.admin", "kyc.review", "service.admin"];

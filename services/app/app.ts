@@ -2,6 +2,7 @@ import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { Accounts } from "../admin/accounts.js";
 import { AuditLog } from "../admin/audit-log.js";
 import { adminHandlers } from "../admin/handlers.js";
+import { tokenHandlers } from "../clients/handlers.js";
 import { auditLimitHits } from "../audit/limit-hits.js";
 import { normalizeEmail } from "../auth/email.js";
 import { ContactChanges } from "../auth/contact-change.js";
@@ -52,8 +53,9 @@ import { AdminService } from "../../gen/portcullis/v1/admin_service_pb.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { KycService } from "../../gen/portcullis/v1/kyc_service_pb.js";
 import { SessionService } from "../../gen/portcullis/v1/session_service_pb.js";
+import { TokenService } from "../../gen/portcullis/v1/token_service_pb.js";
 
-export const services: readonly DescService[] = [AuthService, SessionService, KycService, AdminService];
+export const services: readonly DescService[] = [AuthService, SessionService, KycService, AdminService, TokenService];
 
 /** Everything a serving instance holds: stores, key ring, chain and handlers. */
 export interface App {
@@ -212,6 +214,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       })],
       [SessionService, sessionHandlers(sessions)],
       [KycService, kycHandlers(kyc)],
+      [TokenService, tokenHandlers()],
       [AdminService, adminHandlers(new Accounts(db, sessions, revocations, tokenLifetimeMs), new AuditLog(db))],
     ]);
     return {

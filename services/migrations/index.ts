@@ -5,6 +5,7 @@ import { Migration0003Kyc } from "./0003-kyc.js";
 import { Migration0004KycLowerTime } from "./0004-kyc-lower-time.js";
 import { Migration0005PasswordFailureSources } from "./0005-password-failure-sources.js";
 import { Migration0006AccountLifecycle } from "./0006-account-lifecycle.js";
+import { Migration0007ServiceAccounts } from "./0007-service-accounts.js";
 
 /** Every migration, in order. Committed; never edited once on main. */
 export const migrations: MigrationObject[] = [
@@ -14,4 +15,5 @@ export const migrations: MigrationObject[] = [
   { name: "0004-kyc-lower-time", class: Migration0004KycLowerTime },
   { name: "0005-password-failure-sources", class: Migration0005PasswordFailureSources },
   { name: "0006-account-lifecycle", class: Migration0006AccountLifecycle },
+  { name: "0007-service-accounts", class: Migration0007ServiceAccounts },
 ];

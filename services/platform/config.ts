@@ -76,6 +76,8 @@ export interface Config {
     clockToleranceSeconds: number;
     verifiedCacheSize: number;
   };
+  /** Service tokens (IssueServiceToken) and tokens exchanged for another audience live at most this long. */
+  serviceTokenTtlSeconds: number;
   keys: {
     rotationIntervalSeconds: number;
     /** How long a new key is published before it signs: covers JWKS caches. */
@@ -181,6 +183,9 @@ export const defaultRateLimits: Record<string, RateLimitRule> = {
   refresh_ip: { limit: 30, periodSeconds: minute, failOpen: false },
   change_password_user: { limit: 5, periodSeconds: 15 * minute, failOpen: false },
   kyc_submit_user: { limit: 10, periodSeconds: day, failOpen: false },
+  service_token_client: { limit: 60, periodSeconds: minute, failOpen: false },
+  service_token_ip: { limit: 600, periodSeconds: minute, failOpen: false },
+  service_call: { limit: 6000, periodSeconds: minute, failOpen: true },
   api_user: { limit: 1000, periodSeconds: minute, failOpen: true },
   api_ip: { limit: 3000, periodSeconds: minute, failOpen: true },
 };
@@ -309,6 +314,7 @@ export function loadConfig(env: Env = process.env, { sendsCodes = true }: { send
       clockToleranceSeconds: int("JWT_CLOCK_TOLERANCE_SECONDS", sharedDefaults.clockToleranceSeconds, 0, 300),
       verifiedCacheSize: int("TOKEN_CACHE_SIZE", sharedDefaults.verifiedCacheSize, 0, 10_000_000),
     },
+    serviceTokenTtlSeconds: int("SERVICE_TOKEN_TTL_SECONDS", 5 * minute, 60, accessTokenTtlSeconds),
     keys: {
       rotationIntervalSeconds: int("KEY_ROTATION_INTERVAL_SECONDS", 30 * day, hour, 365 * day),
       publishLeadSeconds: int("KEY_PUBLISH_LEAD_SECONDS", hour, 0, 7 * day),

@@ -18,6 +18,8 @@ interface Claims extends JWTPayload {
   perm?: string[];
   amr?: string[];
   svc?: boolean;
+  /** RFC 8693: the service acting for the subject, in a token exchanged for another audience. */
+  act?: { sub?: string };
   email_verified?: boolean;
 }
 
@@ -32,6 +34,18 @@ export interface VerifierSettings {
 
 export interface AccessTokenSettings extends Omit<VerifierSettings, "maxLifetimeSeconds"> {
   ttlSeconds: number;
+}
+
+/** How a token is bound beyond Portcullis's defaults. */
+export interface BoundTo {
+  /** The service the token is for, instead of Portcullis's own audience. */
+  audience?: string;
+  /** A life shorter than ACCESS_TOKEN_TTL_SECONDS. */
+  ttlSeconds?: number;
+  /** The latest expiry, in seconds since the epoch: an exchanged token never outlives the one it came from. */
+  notAfter?: number;
+  /** The service acting for the subject (claim `act`). */
+  actor?: string;
 }
 
 /** Where verification keys come from: our key ring, or (in other services) our JWKS over HTTP. */
@@ -156,10 +170,15 @@ export class AccessTokens extends TokenVerifier {
     this.ttlSeconds = settings.ttlSeconds;
   }
 
-  async issue(subject: TokenSubject): Promise<{ token: string; expiresAt: Date }> {
+  /**
+   * Signs a token for `subject`: for Portcullis's own audience and lifetime,
+   * unless `bound` names another audience (a service token, an exchanged
+   * one), a shorter life, a latest expiry or the acting service.
+   */
+  async issue(subject: TokenSubject, bound: BoundTo = {}): Promise<{ token: string; expiresAt: Date }> {
     const { kid, algorithm, key } = await this.keyRing.signingKey();
     const issuedAt = Math.floor(this.now() / 1000);
-    const expiresAt = issuedAt + this.ttlSeconds;
+    const expiresAt = Math.min(issuedAt + (bound.ttlSeconds ?? this.ttlSeconds), bound.notAfter ?? Number.POSITIVE_INFINITY);
     const claims: Claims = {
       sid: subject.sessionId || undefined,
       sid_exp: subject.sessionExpiresAt || undefined,
@@ -170,11 +189,12 @@ export class AccessTokens extends TokenVerifier {
       amr: [...subject.amr],
       svc: subject.kind === "service" || undefined,
       email_verified: subject.emailVerified,
+      act: bound.actor ? { sub: bound.actor } : undefined,
     };
     const token = await new SignJWT(claims)
       .setProtectedHeader({ alg: algorithm, kid, typ: "at+jwt" })
       .setIssuer(this.settings.issuer)
-      .setAudience(this.settings.audience)
+      .setAudience(bound.audience ?? this.settings.audience)
       .setSubject(subject.subject)
       .setJti(randomUUID())
       .setIssuedAt(issuedAt)

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file portcullis/v1/admin_service.proto.
  */
 export const file_portcullis_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("CiFwb3J0Y3VsbGlzL3YxL2FkbWluX3NlcnZpY2UucHJvdG8SDXBvcnRjdWxsaXMudjEixQEKC01hbmFnZWRVc2VyEiEKBHVzZXIYASABKAsyEy5wb3J0Y3VsbGlzLnYxLlVzZXISEwoLcGVybWlzc2lvbnMYAiADKAkSMAoMZGlzYWJsZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgtsb2NrX3N0YXR1cxgEIAEoCzIZLnBvcnRjdWxsaXMudjEuTG9ja1N0YXR1cxIcChRhY3RpdmVfc2Vzc2lvbl9jb3VudBgFIAEoDSKEAQoKTG9ja1N0YXR1cxIOCgZsb2NrZWQYASABKAgSMAoMbG9ja2VkX3VudGlsGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIbChNsb2NrZWRfc291cmNlX2NvdW50GAMgASgNEhcKD2ZhaWxlZF9zaWduX2lucxgEIAEoDSL5AQoQTGlzdFVzZXJzUmVxdWVzdBIeCgxlbWFpbF9wcmVmaXgYASABKAlCCLpIBXIDGP4BEi8KDHBob25lX3ByZWZpeBgCIAEoCUIZukgWchQyEl4oXCtbMC05XXswLDE1fSk/JBIzCgZzdGF0dXMYAyABKA4yGS5wb3J0Y3VsbGlzLnYxLlVzZXJTdGF0dXNCCLpIBYIBAhABEh8KCWt5Y19sZXZlbBgEIAEoDUIHukgEKgIYA0gAiAEBEhwKCXBhZ2Vfc2l6ZRgFIAEoBUIJukgGGgQYZCgAEhIKCnBhZ2VfdG9rZW4YBiABKAlCDAoKX2t5Y19sZXZlbCJXChFMaXN0VXNlcnNSZXNwb25zZRIpCgV1c2VycxgBIAMoCzIaLnBvcnRjdWxsaXMudjEuTWFuYWdlZFVzZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIisKDkdldFVzZXJSZXF1ZXN0EhkKB3VzZXJfaWQYASABKAlCCLpIBXIDsAEBIjsKD0dldFVzZXJSZXNwb25zZRIoCgR1c2VyGAEgASgLMhoucG9ydGN1bGxpcy52MS5NYW5hZ2VkVXNlciJLChJEaXNhYmxlVXNlclJlcXVlc3QSGQoHdXNlcl9pZBgBIAEoCUIIukgFcgOwAQESGgoGcmVhc29uGAIgASgJQgq6SAdyBRABGPQDIjQKE0Rpc2FibGVVc2VyUmVzcG9uc2USHQoVcmV2b2tlZF9zZXNzaW9uX2NvdW50GAEgASgNIi4KEUVuYWJsZVVzZXJSZXF1ZXN0EhkKB3VzZXJfaWQYASABKAlCCLpIBXIDsAEBIhQKEkVuYWJsZVVzZXJSZXNwb25zZSIuChFVbmxvY2tVc2VyUmVxdWVzdBIZCgd1c2VyX2lkGAEgASgJQgi6SAVyA7ABASIoChJVbmxvY2tVc2VyUmVzcG9uc2USEgoKd2FzX2xvY2tlZBgBIAEoCCKBAQoWR3JhbnRQZXJtaXNzaW9uUmVxdWVzdBIZCgd1c2VyX2lkGAEgASgJQgi6SAVyA7ABARJMCgpwZXJtaXNzaW9uGAIgASgJQji6SDVyM1IKdXNlci5hZG1pblIKYXVkaXQucmVhZFINc2Vzc2lvbi5hZG1pblIKa3ljLnJldmlldyIuChdHcmFudFBlcm1pc3Npb25SZXNwb25zZRITCgtwZXJtaXNzaW9ucxgBIAMoCSKCAQoXUmV2b2tlUGVybWlzc2lvblJlcXVlc3QSGQoHdXNlcl9pZBgBIAEoCUIIukgFcgOwAQESTAoKcGVybWlzc2lvbhgCIAEoCUI4ukg1cjNSCnVzZXIuYWRtaW5SCmF1ZGl0LnJlYWRSDXNlc3Npb24uYWRtaW5SCmt5Yy5yZXZpZXciLwoYUmV2b2tlUGVybWlzc2lvblJlc3BvbnNlEhMKC3Blcm1pc3Npb25zGAEgAygJIt4BChZMaXN0QXVkaXRFdmVudHNSZXF1ZXN0EhwKB3VzZXJfaWQYASABKAlCC7pICNgBAXIDsAEBEhYKBWV2ZW50GAIgASgJQge6SARyAhhAEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcCglwYWdlX3NpemUYBSABKAVCCbpIBhoEGGQoABISCgpwYWdlX3Rva2VuGAYgASgJIl0KF0xpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlEikKBmV2ZW50cxgBIAMoCzIZLnBvcnRjdWxsaXMudjEuQXVkaXRFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkisgIKCkF1ZGl0RXZlbnQSEAoIZXZlbnRfaWQYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFZXZlbnQYAyABKAkSDwoHb3V0Y29tZRgEIAEoCRIPCgd1c2VyX2lkGAUgASgJEhIKCnNlc3Npb25faWQYBiABKAkSEgoKaXBfYWRkcmVzcxgHIAEoCRISCgp1c2VyX2FnZW50GAggASgJEhIKCnJlcXVlc3RfaWQYCSABKAkSNwoHZGV0YWlscxgKIAMoCzImLnBvcnRjdWxsaXMudjEuQXVkaXRFdmVudC5EZXRhaWxzRW50cnkaLgoMRGV0YWlsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEqcwoKVXNlclN0YXR1cxIbChdVU0VSX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKElVTRVJfU1RBVFVTX0FDVElWRRABEhgKFFVTRVJfU1RBVFVTX0RJU0FCTEVEEAISFgoSVVNFUl9TVEFUVVNfTE9DS0VEEAMywQgKDEFkbWluU2VydmljZRJ8CglMaXN0VXNlcnMSHy5wb3J0Y3VsbGlzLnYxLkxpc3RVc2Vyc1JlcXVlc3QaIC5wb3J0Y3VsbGlzLnYxLkxpc3RVc2Vyc1Jlc3BvbnNlIizK8xgoCAIaCnVzZXIuYWRtaW4iDAoIYXBpX3VzZXIQBCIKCgZhcGlfaXAQARJ2CgdHZXRVc2VyEh0ucG9ydGN1bGxpcy52MS5HZXRVc2VyUmVxdWVzdBoeLnBvcnRjdWxsaXMudjEuR2V0VXNlclJlc3BvbnNlIizK8xgoCAIaCnVzZXIuYWRtaW4iDAoIYXBpX3VzZXIQBCIKCgZhcGlfaXAQARKCAQoLRGlzYWJsZVVzZXISIS5wb3J0Y3VsbGlzLnYxLkRpc2FibGVVc2VyUmVxdWVzdBoiLnBvcnRjdWxsaXMudjEuRGlzYWJsZVVzZXJSZXNwb25zZSIsyvMYKAgCGgp1c2VyLmFkbWluIgwKCGFwaV91c2VyEAQiCgoGYXBpX2lwEAESfwoKRW5hYmxlVXNlchIgLnBvcnRjdWxsaXMudjEuRW5hYmxlVXNlclJlcXVlc3QaIS5wb3J0Y3VsbGlzLnYxLkVuYWJsZVVzZXJSZXNwb25zZSIsyvMYKAgCGgp1c2VyLmFkbWluIgwKCGFwaV91c2VyEAQiCgoGYXBpX2lwEAESfwoKVW5sb2NrVXNlchIgLnBvcnRjdWxsaXMudjEuVW5sb2NrVXNlclJlcXVlc3QaIS5wb3J0Y3VsbGlzLnYxLlVubG9ja1VzZXJSZXNwb25zZSIsyvMYKAgCGgp1c2VyLmFkbWluIgwKCGFwaV91c2VyEAQiCgoGYXBpX2lwEAESjgEKD0dyYW50UGVybWlzc2lvbhIlLnBvcnRjdWxsaXMudjEuR3JhbnRQZXJtaXNzaW9uUmVxdWVzdBomLnBvcnRjdWxsaXMudjEuR3JhbnRQZXJtaXNzaW9uUmVzcG9uc2UiLMrzGCgIAhoKdXNlci5hZG1pbiIMCghhcGlfdXNlchAEIgoKBmFwaV9pcBABEpEBChBSZXZva2VQZXJtaXNzaW9uEiYucG9ydGN1bGxpcy52MS5SZXZva2VQZXJtaXNzaW9uUmVxdWVzdBonLnBvcnRjdWxsaXMudjEuUmV2b2tlUGVybWlzc2lvblJlc3BvbnNlIizK8xgoCAIaCnVzZXIuYWRtaW4iDAoIYXBpX3VzZXIQBCIKCgZhcGlfaXAQARKOAQoPTGlzdEF1ZGl0RXZlbnRzEiUucG9ydGN1bGxpcy52MS5MaXN0QXVkaXRFdmVudHNSZXF1ZXN0GiYucG9ydGN1bGxpcy52MS5MaXN0QXVkaXRFdmVudHNSZXNwb25zZSIsyvMYKAgCGgphdWRpdC5yZWFkIgwKCGFwaV91c2VyEAQiCgoGYXBpX2lwEAFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp, file_portcullis_v1_auth_service, file_portcullis_v1_policy]);
+  fileDesc("CiFwb3J0Y3VsbGlzL3YxL2FkbWluX3NlcnZpY2UucHJvdG8SDXBvcnRjdWxsaXMudjEixQEKC01hbmFnZWRVc2VyEiEKBHVzZXIYASABKAsyEy5wb3J0Y3VsbGlzLnYxLlVzZXISEwoLcGVybWlzc2lvbnMYAiADKAkSMAoMZGlzYWJsZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgtsb2NrX3N0YXR1cxgEIAEoCzIZLnBvcnRjdWxsaXMudjEuTG9ja1N0YXR1cxIcChRhY3RpdmVfc2Vzc2lvbl9jb3VudBgFIAEoDSKEAQoKTG9ja1N0YXR1cxIOCgZsb2NrZWQYASABKAgSMAoMbG9ja2VkX3VudGlsGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIbChNsb2NrZWRfc291cmNlX2NvdW50GAMgASgNEhcKD2ZhaWxlZF9zaWduX2lucxgEIAEoDSL5AQoQTGlzdFVzZXJzUmVxdWVzdBIeCgxlbWFpbF9wcmVmaXgYASABKAlCCLpIBXIDGP4BEi8KDHBob25lX3ByZWZpeBgCIAEoCUIZukgWchQyEl4oXCtbMC05XXswLDE1fSk/JBIzCgZzdGF0dXMYAyABKA4yGS5wb3J0Y3VsbGlzLnYxLlVzZXJTdGF0dXNCCLpIBYIBAhABEh8KCWt5Y19sZXZlbBgEIAEoDUIHukgEKgIYA0gAiAEBEhwKCXBhZ2Vfc2l6ZRgFIAEoBUIJukgGGgQYZCgAEhIKCnBhZ2VfdG9rZW4YBiABKAlCDAoKX2t5Y19sZXZlbCJXChFMaXN0VXNlcnNSZXNwb25zZRIpCgV1c2VycxgBIAMoCzIaLnBvcnRjdWxsaXMudjEuTWFuYWdlZFVzZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIisKDkdldFVzZXJSZXF1ZXN0EhkKB3VzZXJfaWQYASABKAlCCLpIBXIDsAEBIjsKD0dldFVzZXJSZXNwb25zZRIoCgR1c2VyGAEgASgLMhoucG9ydGN1bGxpcy52MS5NYW5hZ2VkVXNlciJLChJEaXNhYmxlVXNlclJlcXVlc3QSGQoHdXNlcl9pZBgBIAEoCUIIukgFcgOwAQESGgoGcmVhc29uGAIgASgJQgq6SAdyBRABGPQDIjQKE0Rpc2FibGVVc2VyUmVzcG9uc2USHQoVcmV2b2tlZF9zZXNzaW9uX2NvdW50GAEgASgNIi4KEUVuYWJsZVVzZXJSZXF1ZXN0EhkKB3VzZXJfaWQYASABKAlCCLpIBXIDsAEBIhQKEkVuYWJsZVVzZXJSZXNwb25zZSIuChFVbmxvY2tVc2VyUmVxdWVzdBIZCgd1c2VyX2lkGAEgASgJQgi6SAVyA7ABASIoChJVbmxvY2tVc2VyUmVzcG9uc2USEgoKd2FzX2xvY2tlZBgBIAEoCCKQAQoWR3JhbnRQZXJtaXNzaW9uUmVxdWVzdBIZCgd1c2VyX2lkGAEgASgJQgi6SAVyA7ABARJbCgpwZXJtaXNzaW9uGAIgASgJQke6SERyQlIKdXNlci5hZG1pblIKYXVkaXQucmVhZFINc2Vzc2lvbi5hZG1pblIKa3ljLnJldmlld1INc2VydmljZS5hZG1pbiIuChdHcmFudFBlcm1pc3Npb25SZXNwb25zZRITCgtwZXJtaXNzaW9ucxgBIAMoCSKRAQoXUmV2b2tlUGVybWlzc2lvblJlcXVlc3QSGQoHdXNlcl9pZBgBIAEoCUIIukgFcgOwAQESWwoKcGVybWlzc2lvbhgCIAEoCUJHukhEckJSCnVzZXIuYWRtaW5SCmF1ZGl0LnJlYWRSDXNlc3Npb24uYWRtaW5SCmt5Yy5yZXZpZXdSDXNlcnZpY2UuYWRtaW4iLwoYUmV2b2tlUGVybWlzc2lvblJlc3BvbnNlEhMKC3Blcm1pc3Npb25zGAEgAygJIt4BChZMaXN0QXVkaXRFdmVudHNSZXF1ZXN0EhwKB3VzZXJfaWQYASABKAlCC7pICNgBAXIDsAEBEhYKBWV2ZW50GAIgASgJQge6SARyAhhAEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcCglwYWdlX3NpemUYBSABKAVCCbpIBhoEGGQoABISCgpwYWdlX3Rva2VuGAYgASgJIl0KF0xpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlEikKBmV2ZW50cxgBIAMoCzIZLnBvcnRjdWxsaXMudjEuQXVkaXRFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkisgIKCkF1ZGl0RXZlbnQSEAoIZXZlbnRfaWQYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFZXZlbnQYAyABKAkSDwoHb3V0Y29tZRgEIAEoCRIPCgd1c2VyX2lkGAUgASgJEhIKCnNlc3Npb25faWQYBiABKAkSEgoKaXBfYWRkcmVzcxgHIAEoCRISCgp1c2VyX2FnZW50GAggASgJEhIKCnJlcXVlc3RfaWQYCSABKAkSNwoHZGV0YWlscxgKIAMoCzImLnBvcnRjdWxsaXMudjEuQXVkaXRFdmVudC5EZXRhaWxzRW50cnkaLgoMRGV0YWlsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi4AEKDlNlcnZpY2VBY2NvdW50EgwKBG5hbWUYASABKAkSEQoJYXVkaWVuY2VzGAIgAygJEhMKC3Blcm1pc3Npb25zGAMgAygJEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxkaXNhYmxlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKC2NyZWRlbnRpYWxzGAYgAygLMiAucG9ydGN1bGxpcy52MS5TZXJ2aWNlQ3JlZGVudGlhbCLSAQoRU2VydmljZUNyZWRlbnRpYWwSFQoNY3JlZGVudGlhbF9pZBgBIAEoCRIyCgRraW5kGAIgASgOMiQucG9ydGN1bGxpcy52MS5TZXJ2aWNlQ3JlZGVudGlhbEtpbmQSDgoGa2V5X2lkGAMgASgJEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1sYXN0X3VzZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLGAQobQ3JlYXRlU2VydmljZUFjY291bnRSZXF1ZXN0EisKBG5hbWUYASABKAlCHbpIGnIYMhZeW2Etel1bYS16MC05LV17MSw2Mn0kEjsKCWF1ZGllbmNlcxgCIAMoCUIoukglkgEiCAEQMhgBIhpyGDIWXlthLXpdW2EtejAtOS1dezEsNjJ9JBI9CgtwZXJtaXNzaW9ucxgDIAMoCUIoukglkgEiEDIYASIcchoyGF5bYS16XVthLXowLTlfLi1dezAsNjJ9JCJWChxDcmVhdGVTZXJ2aWNlQWNjb3VudFJlc3BvbnNlEjYKD3NlcnZpY2VfYWNjb3VudBgBIAEoCzIdLnBvcnRjdWxsaXMudjEuU2VydmljZUFjY291bnQiTgoaTGlzdFNlcnZpY2VBY2NvdW50c1JlcXVlc3QSHAoJcGFnZV9zaXplGAEgASgFQgm6SAYaBBhkKAASEgoKcGFnZV90b2tlbhgCIAEoCSJvChtMaXN0U2VydmljZUFjY291bnRzUmVzcG9uc2USNwoQc2VydmljZV9hY2NvdW50cxgBIAMoCzIdLnBvcnRjdWxsaXMudjEuU2VydmljZUFjY291bnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIksKHERpc2FibGVTZXJ2aWNlQWNjb3VudFJlcXVlc3QSKwoEbmFtZRgBIAEoCUIdukgachgyFl5bYS16XVthLXowLTktXXsxLDYyfSQiHwodRGlzYWJsZVNlcnZpY2VBY2NvdW50UmVzcG9uc2UivQEKG0FkZFNlcnZpY2VDcmVkZW50aWFsUmVxdWVzdBIrCgRuYW1lGAEgASgJQh26SBpyGDIWXlthLXpdW2EtejAtOS1dezEsNjJ9JBIgCg5wdWJsaWNfa2V5X2p3axgCIAEoCUIIukgFcgMYgCASHgoWZ2VuZXJhdGVfY2xpZW50X3NlY3JldBgDIAEoCDovukgsIioKDnB1YmxpY19rZXlfandrChZnZW5lcmF0ZV9jbGllbnRfc2VjcmV0EAEiawocQWRkU2VydmljZUNyZWRlbnRpYWxSZXNwb25zZRI0CgpjcmVkZW50aWFsGAEgASgLMiAucG9ydGN1bGxpcy52MS5TZXJ2aWNlQ3JlZGVudGlhbBIVCg1jbGllbnRfc2VjcmV0GAIgASgJIm4KHlJldm9rZVNlcnZpY2VDcmVkZW50aWFsUmVxdWVzdBIrCgRuYW1lGAEgASgJQh26SBpyGDIWXlthLXpdW2EtejAtOS1dezEsNjJ9JBIfCg1jcmVkZW50aWFsX2lkGAIgASgJQgi6SAVyA7ABASIhCh9SZXZva2VTZXJ2aWNlQ3JlZGVudGlhbFJlc3BvbnNlKnMKClVzZXJTdGF0dXMSGwoXVVNFUl9TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJVU0VSX1NUQVRVU19BQ1RJVkUQARIYChRVU0VSX1NUQVRVU19ESVNBQkxFRBACEhYKElVTRVJfU1RBVFVTX0xPQ0tFRBADKpMBChVTZXJ2aWNlQ3JlZGVudGlhbEtpbmQSJwojU0VSVklDRV9DUkVERU5USUFMX0tJTkRfVU5TUEVDSUZJRUQQABImCiJTRVJWSUNFX0NSRURFTlRJQUxfS0lORF9QVUJMSUNfS0VZEAESKQolU0VSVklDRV9DUkVERU5USUFMX0tJTkRfQ0xJRU5UX1NFQ1JFVBACMvkOCgxBZG1pblNlcnZpY2USfAoJTGlzdFVzZXJzEh8ucG9ydGN1bGxpcy52MS5MaXN0VXNlcnNSZXF1ZXN0GiAucG9ydGN1bGxpcy52MS5MaXN0VXNlcnNSZXNwb25zZSIsyvMYKAgCGgp1c2VyLmFkbWluIgwKCGFwaV91c2VyEAQiCgoGYXBpX2lwEAESdgoHR2V0VXNlchIdLnBvcnRjdWxsaXMudjEuR2V0VXNlclJlcXVlc3QaHi5wb3J0Y3VsbGlzLnYxLkdldFVzZXJSZXNwb25zZSIsyvMYKAgCGgp1c2VyLmFkbWluIgwKCGFwaV91c2VyEAQiCgoGYXBpX2lwEAESggEKC0Rpc2FibGVVc2VyEiEucG9ydGN1bGxpcy52MS5EaXNhYmxlVXNlclJlcXVlc3QaIi5wb3J0Y3VsbGlzLnYxLkRpc2FibGVVc2VyUmVzcG9uc2UiLMrzGCgIAhoKdXNlci5hZG1pbiIMCghhcGlfdXNlchAEIgoKBmFwaV9pcBABEn8KCkVuYWJsZVVzZXISIC5wb3J0Y3VsbGlzLnYxLkVuYWJsZVVzZXJSZXF1ZXN0GiEucG9ydGN1bGxpcy52MS5FbmFibGVVc2VyUmVzcG9uc2UiLMrzGCgIAhoKdXNlci5hZG1pbiIMCghhcGlfdXNlchAEIgoKBmFwaV9pcBABEn8KClVubG9ja1VzZXISIC5wb3J0Y3VsbGlzLnYxLlVubG9ja1VzZXJSZXF1ZXN0GiEucG9ydGN1bGxpcy52MS5VbmxvY2tVc2VyUmVzcG9uc2UiLMrzGCgIAhoKdXNlci5hZG1pbiIMCghhcGlfdXNlchAEIgoKBmFwaV9pcBABEo4BCg9HcmFudFBlcm1pc3Npb24SJS5wb3J0Y3VsbGlzLnYxLkdyYW50UGVybWlzc2lvblJlcXVlc3QaJi5wb3J0Y3VsbGlzLnYxLkdyYW50UGVybWlzc2lvblJlc3BvbnNlIizK8xgoCAIaCnVzZXIuYWRtaW4iDAoIYXBpX3VzZXIQBCIKCgZhcGlfaXAQARKRAQoQUmV2b2tlUGVybWlzc2lvbhImLnBvcnRjdWxsaXMudjEuUmV2b2tlUGVybWlzc2lvblJlcXVlc3QaJy5wb3J0Y3VsbGlzLnYxLlJldm9rZVBlcm1pc3Npb25SZXNwb25zZSIsyvMYKAgCGgp1c2VyLmFkbWluIgwKCGFwaV91c2VyEAQiCgoGYXBpX2lwEAESoAEKFENyZWF0ZVNlcnZpY2VBY2NvdW50EioucG9ydGN1bGxpcy52MS5DcmVhdGVTZXJ2aWNlQWNjb3VudFJlcXVlc3QaKy5wb3J0Y3VsbGlzLnYxLkNyZWF0ZVNlcnZpY2VBY2NvdW50UmVzcG9uc2UiL8rzGCsIAhoNc2VydmljZS5hZG1pbiIMCghhcGlfdXNlchAEIgoKBmFwaV9pcBABEp0BChNMaXN0U2VydmljZUFjY291bnRzEikucG9ydGN1bGxpcy52MS5MaXN0U2VydmljZUFjY291bnRzUmVxdWVzdBoqLnBvcnRjdWxsaXMudjEuTGlzdFNlcnZpY2VBY2NvdW50c1Jlc3BvbnNlIi/K8xgrCAIaDXNlcnZpY2UuYWRtaW4iDAoIYXBpX3VzZXIQBCIKCgZhcGlfaXAQARKjAQoVRGlzYWJsZVNlcnZpY2VBY2NvdW50EisucG9ydGN1bGxpcy52MS5EaXNhYmxlU2VydmljZUFjY291bnRSZXF1ZXN0GiwucG9ydGN1bGxpcy52MS5EaXNhYmxlU2VydmljZUFjY291bnRSZXNwb25zZSIvyvMYKwgCGg1zZXJ2aWNlLmFkbWluIgwKCGFwaV91c2VyEAQiCgoGYXBpX2lwEAESoAEKFEFkZFNlcnZpY2VDcmVkZW50aWFsEioucG9ydGN1bGxpcy52MS5BZGRTZXJ2aWNlQ3JlZGVudGlhbFJlcXVlc3QaKy5wb3J0Y3VsbGlzLnYxLkFkZFNlcnZpY2VDcmVkZW50aWFsUmVzcG9uc2UiL8rzGCsIAhoNc2VydmljZS5hZG1pbiIMCghhcGlfdXNlchAEIgoKBmFwaV9pcBABEqkBChdSZXZva2VTZXJ2aWNlQ3JlZGVudGlhbBItLnBvcnRjdWxsaXMudjEuUmV2b2tlU2VydmljZUNyZWRlbnRpYWxSZXF1ZXN0Gi4ucG9ydGN1bGxpcy52MS5SZXZva2VTZXJ2aWNlQ3JlZGVudGlhbFJlc3BvbnNlIi/K8xgrCAIaDXNlcnZpY2UuYWRtaW4iDAoIYXBpX3VzZXIQBCIKCgZhcGlfaXAQARKOAQoPTGlzdEF1ZGl0RXZlbnRzEiUucG9ydGN1bGxpcy52MS5MaXN0QXVkaXRFdmVudHNSZXF1ZXN0GiYucG9ydGN1bGxpcy52MS5MaXN0QXVkaXRFdmVudHNSZXNwb25zZSIsyvMYKAgCGgphdWRpdC5yZWFkIgwKCGFwaV91c2VyEAQiCgoGYXBpX2lwEAFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp, file_portcullis_v1_auth_service, file_portcullis_v1_policy]);
 
 /**
  * An account as an operator sees it.
@@ -376,7 +376,7 @@ export type GrantPermissionRequest = Message<"portcullis.v1.GrantPermissionReque
   userId: string;
 
   /**
-   * One of "user.admin", "audit.read", "session.admin", "kyc.review".
+   * One of "user.admin", "audit.read", "session.admin", "kyc.review", "service.admin".
    *
    * @generated from field: string permission = 2;
    */
@@ -629,6 +629,365 @@ export const AuditEventSchema: GenMessage<AuditEvent> = /*@__PURE__*/
   messageDesc(file_portcullis_v1_admin_service, 18);
 
 /**
+ * A service account: an internal service that calls with tokens of its own.
+ *
+ * @generated from message portcullis.v1.ServiceAccount
+ */
+export type ServiceAccount = Message<"portcullis.v1.ServiceAccount"> & {
+  /**
+   * Its name: the client_id it proves itself with, and the `sub` of its tokens.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The services it may get tokens for (and exchange user tokens to).
+   *
+   * @generated from field: repeated string audiences = 2;
+   */
+  audiences: string[];
+
+  /**
+   * Permissions its tokens carry.
+   *
+   * @generated from field: repeated string permissions = 3;
+   */
+  permissions: string[];
+
+  /**
+   * When it was created.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 4;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * When it was disabled; unset while enabled.
+   *
+   * @generated from field: google.protobuf.Timestamp disable_time = 5;
+   */
+  disableTime?: Timestamp | undefined;
+
+  /**
+   * Its active credentials.
+   *
+   * @generated from field: repeated portcullis.v1.ServiceCredential credentials = 6;
+   */
+  credentials: ServiceCredential[];
+};
+
+/**
+ * Describes the message portcullis.v1.ServiceAccount.
+ * Use `create(ServiceAccountSchema)` to create a new message.
+ */
+export const ServiceAccountSchema: GenMessage<ServiceAccount> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_admin_service, 19);
+
+/**
+ * How a service account proves itself.
+ *
+ * @generated from message portcullis.v1.ServiceCredential
+ */
+export type ServiceCredential = Message<"portcullis.v1.ServiceCredential"> & {
+  /**
+   * The credential's id, for RevokeServiceCredential.
+   *
+   * @generated from field: string credential_id = 1;
+   */
+  credentialId: string;
+
+  /**
+   * A public key or a client secret.
+   *
+   * @generated from field: portcullis.v1.ServiceCredentialKind kind = 2;
+   */
+  kind: ServiceCredentialKind;
+
+  /**
+   * For a public key: its key id (RFC 7638 thumbprint), the `kid` of the assertions it verifies.
+   *
+   * @generated from field: string key_id = 3;
+   */
+  keyId: string;
+
+  /**
+   * When it was added.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 4;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * When it last proved a token request; unset if never.
+   *
+   * @generated from field: google.protobuf.Timestamp last_use_time = 5;
+   */
+  lastUseTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message portcullis.v1.ServiceCredential.
+ * Use `create(ServiceCredentialSchema)` to create a new message.
+ */
+export const ServiceCredentialSchema: GenMessage<ServiceCredential> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_admin_service, 20);
+
+/**
+ * Request for AdminService.CreateServiceAccount.
+ *
+ * @generated from message portcullis.v1.CreateServiceAccountRequest
+ */
+export type CreateServiceAccountRequest = Message<"portcullis.v1.CreateServiceAccountRequest"> & {
+  /**
+   * Lower-case letters, digits and hyphens, starting with a letter.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Services its tokens may be for; "portcullis" lets it call TokenService.
+   *
+   * @generated from field: repeated string audiences = 2;
+   */
+  audiences: string[];
+
+  /**
+   * Permissions its tokens carry.
+   *
+   * @generated from field: repeated string permissions = 3;
+   */
+  permissions: string[];
+};
+
+/**
+ * Describes the message portcullis.v1.CreateServiceAccountRequest.
+ * Use `create(CreateServiceAccountRequestSchema)` to create a new message.
+ */
+export const CreateServiceAccountRequestSchema: GenMessage<CreateServiceAccountRequest> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_admin_service, 21);
+
+/**
+ * Response of AdminService.CreateServiceAccount.
+ *
+ * @generated from message portcullis.v1.CreateServiceAccountResponse
+ */
+export type CreateServiceAccountResponse = Message<"portcullis.v1.CreateServiceAccountResponse"> & {
+  /**
+   * The new account, without credentials yet.
+   *
+   * @generated from field: portcullis.v1.ServiceAccount service_account = 1;
+   */
+  serviceAccount?: ServiceAccount | undefined;
+};
+
+/**
+ * Describes the message portcullis.v1.CreateServiceAccountResponse.
+ * Use `create(CreateServiceAccountResponseSchema)` to create a new message.
+ */
+export const CreateServiceAccountResponseSchema: GenMessage<CreateServiceAccountResponse> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_admin_service, 22);
+
+/**
+ * Request for AdminService.ListServiceAccounts.
+ *
+ * @generated from message portcullis.v1.ListServiceAccountsRequest
+ */
+export type ListServiceAccountsRequest = Message<"portcullis.v1.ListServiceAccountsRequest"> & {
+  /**
+   * At most this many (1-100; 0 means 50).
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * The `next_page_token` of a previous response.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message portcullis.v1.ListServiceAccountsRequest.
+ * Use `create(ListServiceAccountsRequestSchema)` to create a new message.
+ */
+export const ListServiceAccountsRequestSchema: GenMessage<ListServiceAccountsRequest> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_admin_service, 23);
+
+/**
+ * Response of AdminService.ListServiceAccounts.
+ *
+ * @generated from message portcullis.v1.ListServiceAccountsResponse
+ */
+export type ListServiceAccountsResponse = Message<"portcullis.v1.ListServiceAccountsResponse"> & {
+  /**
+   * By name.
+   *
+   * @generated from field: repeated portcullis.v1.ServiceAccount service_accounts = 1;
+   */
+  serviceAccounts: ServiceAccount[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message portcullis.v1.ListServiceAccountsResponse.
+ * Use `create(ListServiceAccountsResponseSchema)` to create a new message.
+ */
+export const ListServiceAccountsResponseSchema: GenMessage<ListServiceAccountsResponse> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_admin_service, 24);
+
+/**
+ * Request for AdminService.DisableServiceAccount.
+ *
+ * @generated from message portcullis.v1.DisableServiceAccountRequest
+ */
+export type DisableServiceAccountRequest = Message<"portcullis.v1.DisableServiceAccountRequest"> & {
+  /**
+   * The account's name.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message portcullis.v1.DisableServiceAccountRequest.
+ * Use `create(DisableServiceAccountRequestSchema)` to create a new message.
+ */
+export const DisableServiceAccountRequestSchema: GenMessage<DisableServiceAccountRequest> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_admin_service, 25);
+
+/**
+ * Response of AdminService.DisableServiceAccount.
+ *
+ * @generated from message portcullis.v1.DisableServiceAccountResponse
+ */
+export type DisableServiceAccountResponse = Message<"portcullis.v1.DisableServiceAccountResponse"> & {
+};
+
+/**
+ * Describes the message portcullis.v1.DisableServiceAccountResponse.
+ * Use `create(DisableServiceAccountResponseSchema)` to create a new message.
+ */
+export const DisableServiceAccountResponseSchema: GenMessage<DisableServiceAccountResponse> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_admin_service, 26);
+
+/**
+ * Request for AdminService.AddServiceCredential: a public key, or a new client secret.
+ *
+ * @generated from message portcullis.v1.AddServiceCredentialRequest
+ */
+export type AddServiceCredentialRequest = Message<"portcullis.v1.AddServiceCredentialRequest"> & {
+  /**
+   * The account's name.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * A public JWK as JSON (EC P-256, RSA of 2048 bits or more, or Ed25519), never a private one.
+   *
+   * @generated from field: string public_key_jwk = 2;
+   */
+  publicKeyJwk: string;
+
+  /**
+   * True: generate a client secret.
+   *
+   * @generated from field: bool generate_client_secret = 3;
+   */
+  generateClientSecret: boolean;
+};
+
+/**
+ * Describes the message portcullis.v1.AddServiceCredentialRequest.
+ * Use `create(AddServiceCredentialRequestSchema)` to create a new message.
+ */
+export const AddServiceCredentialRequestSchema: GenMessage<AddServiceCredentialRequest> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_admin_service, 27);
+
+/**
+ * Response of AdminService.AddServiceCredential.
+ *
+ * @generated from message portcullis.v1.AddServiceCredentialResponse
+ */
+export type AddServiceCredentialResponse = Message<"portcullis.v1.AddServiceCredentialResponse"> & {
+  /**
+   * The new credential.
+   *
+   * @generated from field: portcullis.v1.ServiceCredential credential = 1;
+   */
+  credential?: ServiceCredential | undefined;
+
+  /**
+   * The client secret, for a generated one: shown only here, stored only as a hash.
+   *
+   * @generated from field: string client_secret = 2;
+   */
+  clientSecret: string;
+};
+
+/**
+ * Describes the message portcullis.v1.AddServiceCredentialResponse.
+ * Use `create(AddServiceCredentialResponseSchema)` to create a new message.
+ */
+export const AddServiceCredentialResponseSchema: GenMessage<AddServiceCredentialResponse> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_admin_service, 28);
+
+/**
+ * Request for AdminService.RevokeServiceCredential.
+ *
+ * @generated from message portcullis.v1.RevokeServiceCredentialRequest
+ */
+export type RevokeServiceCredentialRequest = Message<"portcullis.v1.RevokeServiceCredentialRequest"> & {
+  /**
+   * The account's name.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The credential's id.
+   *
+   * @generated from field: string credential_id = 2;
+   */
+  credentialId: string;
+};
+
+/**
+ * Describes the message portcullis.v1.RevokeServiceCredentialRequest.
+ * Use `create(RevokeServiceCredentialRequestSchema)` to create a new message.
+ */
+export const RevokeServiceCredentialRequestSchema: GenMessage<RevokeServiceCredentialRequest> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_admin_service, 29);
+
+/**
+ * Response of AdminService.RevokeServiceCredential.
+ *
+ * @generated from message portcullis.v1.RevokeServiceCredentialResponse
+ */
+export type RevokeServiceCredentialResponse = Message<"portcullis.v1.RevokeServiceCredentialResponse"> & {
+};
+
+/**
+ * Describes the message portcullis.v1.RevokeServiceCredentialResponse.
+ * Use `create(RevokeServiceCredentialResponseSchema)` to create a new message.
+ */
+export const RevokeServiceCredentialResponseSchema: GenMessage<RevokeServiceCredentialResponse> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_admin_service, 30);
+
+/**
  * Which accounts ListUsers returns by status.
  *
  * @generated from enum portcullis.v1.UserStatus
@@ -668,6 +1027,40 @@ export enum UserStatus {
  */
 export const UserStatusSchema: GenEnum<UserStatus> = /*@__PURE__*/
   enumDesc(file_portcullis_v1_admin_service, 0);
+
+/**
+ * The kinds of service credential.
+ *
+ * @generated from enum portcullis.v1.ServiceCredentialKind
+ */
+export enum ServiceCredentialKind {
+  /**
+   * Never valid.
+   *
+   * @generated from enum value: SERVICE_CREDENTIAL_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A public key: the service signs a JWT client assertion (RFC 7523) with its private half.
+   *
+   * @generated from enum value: SERVICE_CREDENTIAL_KIND_PUBLIC_KEY = 1;
+   */
+  PUBLIC_KEY = 1,
+
+  /**
+   * A client secret, kept only as a hash.
+   *
+   * @generated from enum value: SERVICE_CREDENTIAL_KIND_CLIENT_SECRET = 2;
+   */
+  CLIENT_SECRET = 2,
+}
+
+/**
+ * Describes the enum portcullis.v1.ServiceCredentialKind.
+ */
+export const ServiceCredentialKindSchema: GenEnum<ServiceCredentialKind> = /*@__PURE__*/
+  enumDesc(file_portcullis_v1_admin_service, 1);
 
 /**
  * Operators' management of accounts and the audit log, through the same chain
@@ -748,6 +1141,61 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof RevokePermissionRequestSchema;
     output: typeof RevokePermissionResponseSchema;
+  },
+  /**
+   * Creates a service account: a name, the audiences it may get tokens for,
+   * and its permissions. Give it a credential with AddServiceCredential.
+   *
+   * @generated from rpc portcullis.v1.AdminService.CreateServiceAccount
+   */
+  createServiceAccount: {
+    methodKind: "unary";
+    input: typeof CreateServiceAccountRequestSchema;
+    output: typeof CreateServiceAccountResponseSchema;
+  },
+  /**
+   * Lists service accounts by name, with their credentials (never a secret).
+   *
+   * @generated from rpc portcullis.v1.AdminService.ListServiceAccounts
+   */
+  listServiceAccounts: {
+    methodKind: "unary";
+    input: typeof ListServiceAccountsRequestSchema;
+    output: typeof ListServiceAccountsResponseSchema;
+  },
+  /**
+   * Disables a service account: it gets no more tokens, and introspection
+   * answers `active: false` for the ones it has.
+   *
+   * @generated from rpc portcullis.v1.AdminService.DisableServiceAccount
+   */
+  disableServiceAccount: {
+    methodKind: "unary";
+    input: typeof DisableServiceAccountRequestSchema;
+    output: typeof DisableServiceAccountResponseSchema;
+  },
+  /**
+   * Adds a credential: a public key (the service signs client assertions with
+   * its private half) or a new client secret, shown once. At most two are
+   * active at a time, so a credential rotates without downtime: add the new
+   * one, move the service over, revoke the old one.
+   *
+   * @generated from rpc portcullis.v1.AdminService.AddServiceCredential
+   */
+  addServiceCredential: {
+    methodKind: "unary";
+    input: typeof AddServiceCredentialRequestSchema;
+    output: typeof AddServiceCredentialResponseSchema;
+  },
+  /**
+   * Revokes a credential: it proves nothing from now on.
+   *
+   * @generated from rpc portcullis.v1.AdminService.RevokeServiceCredential
+   */
+  revokeServiceCredential: {
+    methodKind: "unary";
+    input: typeof RevokeServiceCredentialRequestSchema;
+    output: typeof RevokeServiceCredentialResponseSchema;
   },
   /**
    * Reads the audit log, newest first, by user, event and time range.
