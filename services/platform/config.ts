@@ -76,6 +76,11 @@ export interface Config {
     clockToleranceSeconds: number;
     verifiedCacheSize: number;
   };
+  /**
+   * Where clients reach the gateway: the base of the OAuth endpoints in the
+   * authorization-server metadata, and the token endpoint client assertions name as `aud`.
+   */
+  publicUrl: string;
   /** Service tokens (IssueServiceToken) and tokens exchanged for another audience live at most this long. */
   serviceTokenTtlSeconds: number;
   keys: {
@@ -314,6 +319,7 @@ export function loadConfig(env: Env = process.env, { sendsCodes = true }: { send
       clockToleranceSeconds: int("JWT_CLOCK_TOLERANCE_SECONDS", sharedDefaults.clockToleranceSeconds, 0, 300),
       verifiedCacheSize: int("TOKEN_CACHE_SIZE", sharedDefaults.verifiedCacheSize, 0, 10_000_000),
     },
+    publicUrl: httpUrl("PUBLIC_URL", read("PUBLIC_URL") ?? "http://localhost:8080"),
     serviceTokenTtlSeconds: int("SERVICE_TOKEN_TTL_SECONDS", 5 * minute, 60, accessTokenTtlSeconds),
     keys: {
       rotationIntervalSeconds: int("KEY_ROTATION_INTERVAL_SECONDS", 30 * day, hour, 365 * day),
