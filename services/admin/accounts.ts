@@ -1,6 +1,8 @@
 import { audit } from "../audit/store.js";
+import { contactVerificationStore } from "../auth/contact-verification-store.js";
 import type { CallOrigin } from "../kernel/call.js";
 import { Code, ConnectError } from "../kernel/errors.js";
+import { pageOf } from "../kernel/pagination.js";
 import type { Database, Sql } from "../platform/database.js";
 import type { RevocationFeed } from "../session/feed.js";
 import type { Sessions } from "../session/sessions.js";
@@ -44,16 +46,14 @@ export class Accounts {
     private readonly accessTokenLifetimeMs: number,
   ) {}
 
-  /** A page of accounts, newest first, and where the next page starts. */
+  /** A page of accounts, newest first, and the token of the next page ("" after the last). */
   list(actor: Actor, filter: UserFilter, pageSize: number, after: [string, string] | undefined, origin: CallOrigin) {
     return this.db.transaction(async (tx) => {
-      const rows = await userStore.listManaged(tx, filter, after, pageSize + 1);
-      const page = rows.slice(0, pageSize);
-      const last = rows.length > pageSize ? page.at(-1) : undefined;
+      const { page, nextPageToken } = pageOf(await userStore.listManaged(tx, filter, after, pageSize + 1), pageSize);
       const users = await this.withSessions(tx, page);
       const used = (Object.keys(filter) as (keyof UserFilter)[]).filter((name) => filter[name] !== undefined).map((name) => filterNames[name]);
       await audit(tx, origin, { event: "admin.read", outcome: "success", detail: { actor, call: "list_users", filter: used.join(",") } });
-      return { page: users, next: last && ([last.page_time, last.id] as [string, string]) };
+      return { page: users, nextPageToken };
     });
   }
 
@@ -76,6 +76,7 @@ export class Accounts {
       origin,
       cause: async (tx) => {
         if (!(await userStore.setDisabled(tx, userId, true))) throw noSuchUser();
+        await contactVerificationStore.closeAllOf(tx, userId);
       },
       audit: (ids) => [{ event: "account.disable", outcome: "success", userId, detail: { actor, reason, revoked_sessions: ids.length } }],
     });
@@ -130,7 +131,8 @@ export class Accounts {
 
   /** An operator acting on their own account is refused, and the attempt kept in the audit log. */
   private async refuseSelf(actor: Actor, userId: string, event: string, origin: CallOrigin, detail: Record<string, string> = {}): Promise<void> {
-    if (actor !== userId) return;
+    // The contract lets a UUID through in upper case too, and Postgres matches either: compare one spelling.
+    if (actor.toLowerCase() !== userId.toLowerCase()) return;
     await audit(this.db, origin, { event, outcome: "denied", userId, detail: { actor, ...detail, reason: "own_account" } });
     throw new ConnectError("operators cannot act on their own account", Code.PermissionDenied);
   }

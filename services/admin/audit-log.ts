@@ -1,5 +1,6 @@
 import { audit, listAuditEvents, type AuditFilter } from "../audit/store.js";
 import type { CallOrigin } from "../kernel/call.js";
+import { pageOf } from "../kernel/pagination.js";
 import type { Database } from "../platform/database.js";
 import type { Actor } from "./accounts.js";
 
@@ -9,12 +10,10 @@ const filterNames: Record<keyof AuditFilter, string> = { userId: "user_id", even
 export class AuditLog {
   constructor(private readonly db: Database) {}
 
-  /** A page of rows, newest first, and where the next page starts. */
+  /** A page of rows, newest first, and the token of the next page ("" after the last). */
   list(actor: Actor, filter: AuditFilter, pageSize: number, after: [string, string] | undefined, origin: CallOrigin) {
     return this.db.transaction(async (tx) => {
-      const rows = await listAuditEvents(tx, filter, after, pageSize + 1);
-      const page = rows.slice(0, pageSize);
-      const last = rows.length > pageSize ? page.at(-1) : undefined;
+      const { page, nextPageToken } = pageOf(await listAuditEvents(tx, filter, after, pageSize + 1), pageSize);
       const used = (Object.keys(filter) as (keyof AuditFilter)[]).filter((name) => filter[name] !== undefined).map((name) => filterNames[name]);
       await audit(tx, origin, {
         event: "admin.read",
@@ -22,7 +21,7 @@ export class AuditLog {
         userId: filter.userId,
         detail: { actor, call: "list_audit_events", filter: used.join(",") },
       });
-      return { page, next: last && ([last.page_time, last.id] as [string, string]) };
+      return { page, nextPageToken };
     });
   }
 }

@@ -1,5 +1,6 @@
 import type { Sql } from "../platform/database.js";
 import type { CallOrigin } from "../kernel/call.js";
+import { pageTimeSql } from "../kernel/pagination.js";
 
 /**
  * The audit log (table audit_event): every security event, with time, actor,
@@ -73,7 +74,7 @@ export function listAuditEvents(sql: Sql, filter: AuditFilter, after: [string, s
   if (filter.before) conditions.push(`event_time < ${param(filter.before)}`);
   if (after) conditions.push(`(event_time, id) < (${param(after[0])}::timestamptz, ${param(after[1])}::bigint)`);
   return sql.query<AuditRow>(
-    `select id::text, event_time, to_char(event_time at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as page_time,
+    `select id::text, event_time, ${pageTimeSql("event_time")} as page_time,
             event, outcome, user_id, session_id, ip_address, user_agent, request_id, detail
      from audit_event ${conditions.length > 0 ? `where ${conditions.join(" and ")}` : ""}
      order by event_time desc, id desc limit ${param(limit)}`,
@@ -98,7 +99,7 @@ export interface UserEventRow {
 /** A user's events of the kinds in `events`, newest first (event_time, id), from after `after` (a page_time and an id) on. */
 export function listUserEvents(sql: Sql, userId: string, events: readonly string[], after: [string, string] | undefined, limit: number): Promise<UserEventRow[]> {
   return sql.query<UserEventRow>(
-    `select id::text, event_time, to_char(event_time at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as page_time,
+    `select id::text, event_time, ${pageTimeSql("event_time")} as page_time,
             event, outcome, session_id, ip_address, user_agent, detail
      from audit_event
      where user_id = $1 and event = any($2::text[]) and ($3::timestamptz is null or (event_time, id) < ($3, $4::bigint))

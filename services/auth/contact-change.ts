@@ -3,9 +3,10 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { audit } from "../audit/store.js";
 import type { CallOrigin, Principal } from "../kernel/call.js";
-import { Code, ConnectError, failedPrecondition, invalidArgument, unavailable } from "../kernel/errors.js";
+import { Code, ConnectError, failedPrecondition, invalidArgument } from "../kernel/errors.js";
 import type { Config } from "../platform/config.js";
 import type { Database } from "../platform/database.js";
+import { isUniqueViolation } from "../platform/database-errors.js";
 import type { Sessions } from "../session/sessions.js";
 import { userStore, type CredentialRow } from "../users/store.js";
 import { userMessage } from "../users/user.js";
@@ -15,15 +16,19 @@ import type {
   VerifyPhoneNumberResponseSchema,
 } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { contactVerificationStore, type CodeTry } from "./contact-verification-store.js";
-import { emailProblem, normalizeEmail } from "./email.js";
-import { isUniqueViolation, undeliverable, wrongCodeDetail, wrongSecret, type EmailVerifications } from "./email-verification.js";
-import { MailDeliveryError, type Mailer } from "./mail.js";
+import { refuseTakenAddress, withdrawVerification, type OpenedVerification } from "./contact-verifications.js";
+import { sendOrUndo } from "./delivery.js";
+import { emailProblem, maskEmail, normalizeEmail } from "./email.js";
+import type { EmailVerifications } from "./email-verification.js";
+import type { Mailer } from "./mail.js";
 import { mailTemplates } from "./mail-templates.js";
-import { codeLength, maskEmail, newCode, type SecretMacs } from "./one-time-secrets.js";
+import { codeLength, newCode, type SecretMacs } from "./one-time-secrets.js";
 import type { PasswordSignIn } from "./password-sign-in.js";
 import { checkPhoneNumber, maskPhone } from "./phone.js";
-import { SmsDeliveryError, type SmsProvider } from "./sms.js";
+import type { SmsProvider } from "./sms.js";
 import type { SmsBudgets } from "./sms-budgets.js";
+import { smsTexts } from "./sms-texts.js";
+import { wrongCode, wrongCodeDetail } from "./wrong-code.js";
 
 const gone = () => new ConnectError("this account no longer exists", Code.Unauthenticated);
 
@@ -66,26 +71,22 @@ export class ContactChanges {
     if (problem) throw invalidArgument([{ field: "new_email", description: problem }]);
     const event = "email.change_requested";
     await this.prove(principal, request.currentPassword, event, origin);
-    try {
-      // The mails go out inside the transaction: if either is refused, no code stays open.
-      const expireTime = await this.db.transaction(async (tx) => {
-        const user = await userStore.lock(tx, principal.subject);
-        if (!user) throw gone();
-        if (user.email === email) {
-          throw invalidArgument([{ field: "new_email", description: "this is already the account's address" }]);
-        }
-        await audit(tx, origin, { event, outcome: "success", ...actor(principal), detail: { added: user.email === null } });
-        const expireTime = await this.verifications.open(tx, user.id, email);
-        if (user.email) await this.mailer.send(mailTemplates.addressChangeStarted(this.settings, user.email, maskEmail(email)));
-        return expireTime;
-      });
-      return { verificationExpireTime: timestampFromDate(expireTime) };
-    } catch (error) {
-      if (error instanceof MailDeliveryError) {
-        await audit(this.db, origin, { event, outcome: "failure", ...actor(principal), detail: { reason: "mail_provider" } });
+    const { opened, previous } = await this.db.transaction(async (tx) => {
+      const user = await userStore.lock(tx, principal.subject);
+      if (!user) throw gone();
+      if (user.email === email) {
+        throw invalidArgument([{ field: "new_email", description: "this is already the account's address" }]);
       }
-      throw undeliverable(error);
-    }
+      await audit(tx, origin, { event, outcome: "success", ...actor(principal), detail: { added: user.email === null } });
+      return { opened: await this.verifications.open(tx, user.id, email), previous: user.email };
+    });
+    // If either mail is refused, the code is taken back: a change the old address was not told of must not go ahead.
+    const send = async () => {
+      await this.mailer.send(opened.mail);
+      if (previous) await this.mailer.send(mailTemplates.addressChangeStarted(this.settings, previous, maskEmail(email)));
+    };
+    await sendOrUndo(this.db, origin, send, { audit: { event, ...actor(principal) }, revert: (tx) => withdrawVerification(tx, opened) });
+    return { verificationExpireTime: timestampFromDate(opened.expireTime) };
   }
 
   /** Texts a code to the new number. */
@@ -102,39 +103,32 @@ export class ContactChanges {
     if (overBudget) throw overBudget.error;
     const ttlSeconds = this.settings.verificationTtlSeconds;
     const code = newCode();
-    const expireTime = new Date(Date.now() + ttlSeconds * 1000);
     const detail = { phone: maskPhone(phone.e164), country: phone.country };
-    try {
-      // Sent inside the transaction: if the provider refuses it, no code stays open.
-      await this.db.transaction(async (tx) => {
-        const user = await userStore.lock(tx, principal.subject);
-        if (!user) throw gone();
-        if (user.phone_number === phone.e164) {
-          throw invalidArgument([{ field: "phone_number", description: "this is already the account's number" }]);
-        }
-        await contactVerificationStore.replace(tx, {
-          id: randomUUID(),
-          userId: user.id,
-          channel: "phone",
-          address: phone.e164,
-          codeMac: this.macs.code(phone.e164, code),
-          linkMac: null,
-          maxAttempts: this.settings.codeMaxAttempts,
-          expireTime,
-        });
-        await audit(tx, origin, { event, outcome: "success", ...actor(principal), detail });
-        const minutes = Math.round(ttlSeconds / 60);
-        await this.sms.send({
-          to: phone.e164,
-          body: `Your ${this.settings.productName} code is ${code}. It adds this number to your account and expires in ${minutes} minutes.`,
-        });
+    const opened = await this.db.transaction(async (tx): Promise<OpenedVerification> => {
+      const user = await userStore.lock(tx, principal.subject);
+      if (!user) throw gone();
+      if (user.phone_number === phone.e164) {
+        throw invalidArgument([{ field: "phone_number", description: "this is already the account's number" }]);
+      }
+      const id = randomUUID();
+      const expireTime = new Date(Date.now() + ttlSeconds * 1000);
+      const replaced = await contactVerificationStore.replace(tx, {
+        id,
+        userId: user.id,
+        channel: "phone",
+        address: phone.e164,
+        codeMac: this.macs.code(phone.e164, code),
+        linkMac: null,
+        maxAttempts: this.settings.codeMaxAttempts,
+        failureBudget: this.settings.codeFailureBudget,
+        expireTime,
       });
-    } catch (error) {
-      if (!(error instanceof SmsDeliveryError)) throw error;
-      await audit(this.db, origin, { event, outcome: "failure", ...actor(principal), detail: { ...detail, reason: "sms_provider" } });
-      throw unavailable("the code could not be sent; try again shortly");
-    }
-    return { expireTime: timestampFromDate(expireTime), codeLength };
+      await audit(tx, origin, { event, outcome: "success", ...actor(principal), detail });
+      return { id, userId: user.id, replaced, expireTime };
+    });
+    const send = () => this.sms.send({ to: phone.e164, body: smsTexts.addNumberCode(this.settings.productName, code, ttlSeconds) });
+    await sendOrUndo(this.db, origin, send, { audit: { event, ...actor(principal), detail }, revert: (tx) => withdrawVerification(tx, opened) });
+    return { expireTime: timestampFromDate(opened.expireTime), codeLength };
   }
 
   /** The code texted by changePhoneNumber: the number becomes the account's. */
@@ -145,7 +139,7 @@ export class ContactChanges {
     try {
       const user = await this.db.transaction(async (tx) => {
         // By id, with the HMAC for its number: a change to another number meanwhile has closed this one.
-        tried = open && (await contactVerificationStore.tryCode(tx, open.id, this.macs.code(open.address, code)));
+        tried = open && (await contactVerificationStore.tryCode(tx, open.id, this.macs.code(open.address, code), this.settings.codeFailureBudget));
         if (!tried?.matched) {
           const detail = tried ? wrongCodeDetail(tried) : { reason: "no_open_verification" };
           await audit(tx, origin, { event: "phone.change", outcome: "failure", ...who, detail });
@@ -156,17 +150,12 @@ export class ContactChanges {
         await audit(tx, origin, { event: "phone.change", outcome: "success", ...who, detail: { phone: maskPhone(tried.address) } });
         return changed;
       });
-      if (!user) throw wrongSecret("code");
+      if (!user) throw wrongCode();
       return { user: userMessage(user) };
     } catch (error) {
       if (!isUniqueViolation(error) || !tried) throw error;
-      // Proven theirs by the code, so saying another account holds it tells them nothing new.
-      const taken = tried;
-      await this.db.transaction(async (tx) => {
-        await contactVerificationStore.close(tx, taken.id);
-        await audit(tx, origin, { event: "phone.change", outcome: "denied", ...who, detail: { phone: maskPhone(taken.address), reason: "phone_taken" } });
-      });
-      throw new ConnectError("this number belongs to another account", Code.AlreadyExists);
+      const entry = { event: "phone.change", ...who, detail: { phone: maskPhone(tried.address), reason: "phone_taken" } };
+      throw await refuseTakenAddress(this.db, origin, tried.id, entry, "this number belongs to another account");
     }
   }
 
@@ -178,6 +167,12 @@ export class ContactChanges {
    */
   private async prove(principal: Principal, currentPassword: string, event: string, origin: CallOrigin): Promise<CredentialRow> {
     const user = await this.passwords.credentialsOf(principal, origin);
+    // Whoever registered an address they do not own (EMAIL_VERIFICATION=optional) must not attach a number or
+    // address of their own that would outlive the owner's password reset.
+    if (user.email && !user.email_verify_time) {
+      await audit(this.db, origin, { event, outcome: "denied", ...actor(principal), detail: { reason: "email_not_verified" } });
+      throw failedPrecondition("EMAIL_NOT_VERIFIED", "confirm the account's email address first");
+    }
     if (user.password_hash) {
       if (currentPassword === "") {
         throw invalidArgument([{ field: "current_password", description: "required: this account has a password" }]);

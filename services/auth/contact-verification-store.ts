@@ -1,4 +1,5 @@
 import type { Database, Sql } from "../platform/database.js";
+import { codeFailureSql } from "./code-failure-store.js";
 
 export type ContactChannel = "email" | "phone";
 
@@ -18,16 +19,21 @@ export interface CodeTry extends VerificationRow {
 
 /**
  * Counts a try ($1: the code's HMAC) on the open verifications `where`
- * selects, comparing the code in the same statement under the rows' locks, so
- * parallel guesses cannot exceed max_attempts; the right code or the last
- * attempt closes the row. Both sides are HMACs under a server key, so the
- * comparison's timing says nothing about the code.
+ * selects whose users have wrong codes left in their budget ($3), comparing
+ * the code in the same statement under the rows' locks, so parallel guesses
+ * cannot exceed max_attempts; the right code or the last attempt closes the
+ * row, and a wrong one is spent from its user's budget. Both sides are HMACs
+ * under a server key, so the comparison's timing says nothing about the code.
  */
 const tryCodeSql = (where: string) => `
-  update contact_verification set attempts = attempts + 1,
-    close_time = case when code_mac = $1 or attempts + 1 >= max_attempts then now() end
-  where ${where} and close_time is null and expire_time > now() and attempts < max_attempts
-  returning id, user_id, address, attempts, max_attempts, code_mac = $1 as matched`;
+  with tried as (
+    update contact_verification set attempts = attempts + 1,
+      close_time = case when code_mac = $1 or attempts + 1 >= max_attempts then now() end
+    where ${where} and close_time is null and expire_time > now() and attempts < max_attempts
+      and ${codeFailureSql.recent("contact_verification.user_id")} < $3
+    returning id, user_id, address, attempts, max_attempts, code_mac = $1 as matched),
+  failed as (${codeFailureSql.record("select user_id from tried where not matched")})
+  select * from tried`;
 
 /**
  * The contact_verification table: codes (and for email, link tokens) that
@@ -35,18 +41,33 @@ const tryCodeSql = (where: string) => `
  * user has at most one open verification per channel.
  */
 export const contactVerificationStore = {
-  /** Closes the user's open verification on this channel and opens `verification` in its place. */
+  /**
+   * Closes the user's open verification on this channel and opens
+   * `verification` in its place; returns the id of the one it closed. The
+   * code allows maxAttempts tries, or fewer if the user's budget of wrong
+   * codes has fewer left.
+   */
   async replace(
     tx: Sql,
-    verification: { id: string; userId: string; channel: ContactChannel; address: string; codeMac: Buffer; linkMac: Buffer | null; maxAttempts: number; expireTime: Date },
-  ): Promise<void> {
-    await tx.query("update contact_verification set close_time = now() where user_id = $1 and channel = $2 and close_time is null", [
-      verification.userId,
-      verification.channel,
-    ]);
+    verification: {
+      id: string;
+      userId: string;
+      channel: ContactChannel;
+      address: string;
+      codeMac: Buffer;
+      linkMac: Buffer | null;
+      maxAttempts: number;
+      failureBudget: number;
+      expireTime: Date;
+    },
+  ): Promise<string | undefined> {
+    const [replaced] = await tx.query<{ id: string }>(
+      "update contact_verification set close_time = now() where user_id = $1 and channel = $2 and close_time is null returning id",
+      [verification.userId, verification.channel],
+    );
     await tx.query(
       `insert into contact_verification (id, user_id, channel, address, code_mac, link_mac, max_attempts, expire_time)
-       values ($1, $2, $3, $4, $5, $6, $7, $8)`,
+       values ($1, $2, $3, $4, $5, $6, greatest(0, least($7, $9 - ${codeFailureSql.recent("$2")})), $8)`,
       [
         verification.id,
         verification.userId,
@@ -56,8 +77,21 @@ export const contactVerificationStore = {
         verification.linkMac,
         verification.maxAttempts,
         verification.expireTime,
+        verification.failureBudget,
       ],
     );
+    return replaced?.id;
+  },
+
+  /**
+   * Takes back a verification whose code never reached anyone: deletes it
+   * and, if it was still open, reopens the one it replaced. One closed since
+   * (replaced by another, used, or closed by a change of password) reopens
+   * nothing. The caller holds the user's row lock, as every opening does.
+   */
+  async withdraw(tx: Sql, id: string, replaced: string | undefined): Promise<void> {
+    const [withdrawn] = await tx.query<{ open: boolean }>("delete from contact_verification where id = $1 returning close_time is null as open", [id]);
+    if (replaced && withdrawn?.open) await tx.query("update contact_verification set close_time = null where id = $1", [replaced]);
   },
 
   /** The user's open verification on a channel, and how long ago it was opened (by Postgres's clock). */
@@ -75,13 +109,13 @@ export const contactVerificationStore = {
    * verification of the address (a registration and another account's
    * change of address may both be waiting on it).
    */
-  tryEmailCode(tx: Sql, address: string, codeMac: Buffer): Promise<CodeTry[]> {
-    return tx.query<CodeTry>(tryCodeSql("channel = 'email' and address = $2"), [codeMac, address]);
+  tryEmailCode(tx: Sql, address: string, codeMac: Buffer, failureBudget: number): Promise<CodeTry[]> {
+    return tx.query<CodeTry>(tryCodeSql("channel = 'email' and address = $2"), [codeMac, address, failureBudget]);
   },
 
-  /** A code tried on one verification; undefined when it is no longer open. */
-  async tryCode(tx: Sql, id: string, codeMac: Buffer): Promise<CodeTry | undefined> {
-    const [row] = await tx.query<CodeTry>(tryCodeSql("id = $2"), [codeMac, id]);
+  /** A code tried on one verification; undefined when it is no longer open or its user's budget is spent. */
+  async tryCode(tx: Sql, id: string, codeMac: Buffer, failureBudget: number): Promise<CodeTry | undefined> {
+    const [row] = await tx.query<CodeTry>(tryCodeSql("id = $2"), [codeMac, id, failureBudget]);
     return row;
   },
 
@@ -94,6 +128,15 @@ export const contactVerificationStore = {
       [linkMac],
     );
     return row;
+  },
+
+  /**
+   * Closes every change of address the user has waiting: when the password
+   * changes or the account is disabled, a change started by whoever held the
+   * old credentials must not complete afterwards.
+   */
+  async closeAllOf(tx: Sql, userId: string): Promise<void> {
+    await tx.query("update contact_verification set close_time = now() where user_id = $1 and close_time is null", [userId]);
   },
 
   async close(sql: Sql, id: string): Promise<void> {

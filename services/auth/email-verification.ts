@@ -1,39 +1,33 @@
 import { randomUUID } from "node:crypto";
 import { audit } from "../audit/store.js";
 import type { CallOrigin } from "../kernel/call.js";
-import { Code, ConnectError, invalidArgument, unavailable } from "../kernel/errors.js";
 import { Violations } from "../kernel/validation.js";
 import type { Config } from "../platform/config.js";
 import type { Database, Sql } from "../platform/database.js";
+import { isUniqueViolation } from "../platform/database-errors.js";
 import type { Logger } from "../platform/logger.js";
 import { userStore } from "../users/store.js";
-import { contactVerificationStore, type CodeTry, type VerificationRow } from "./contact-verification-store.js";
-import { emailProblem, normalizeEmail } from "./email.js";
-import { MailDeliveryError, type Mailer } from "./mail.js";
+import { contactVerificationStore, type VerificationRow } from "./contact-verification-store.js";
+import { refuseTakenAddress, withdrawVerification, type OpenedVerification } from "./contact-verifications.js";
+import { emailProblem, maskEmail, normalizeEmail } from "./email.js";
+import { MailDeliveryError, type Mail, type Mailer } from "./mail.js";
 import { mailTemplates } from "./mail-templates.js";
 import { newCode, newLinkToken, type SecretMacs } from "./one-time-secrets.js";
 import { passwordResetStore } from "./store.js";
+import { wrongCode, wrongCodeDetail } from "./wrong-code.js";
 
-/** One answer for a wrong, used, expired or never-sent code or link: none of them tells anything about the address. */
-export const wrongSecret = (field: "code" | "token") =>
-  invalidArgument([{ field, description: "the code is wrong or has expired; request a new one" }]);
-
-/** The audit detail of a wrong code: which attempt it was, and whether it was the last. */
-export const wrongCodeDetail = (tried: CodeTry) => ({ reason: "wrong_code", attempt: tried.attempts, closed: tried.attempts >= tried.max_attempts });
-
-export const isUniqueViolation = (error: unknown) => (error as { code?: string }).code === "23505";
-
-/** A mail the provider did not take: the caller has rolled back what it was for, so the person may simply try again. */
-export function undeliverable(error: unknown): unknown {
-  return error instanceof MailDeliveryError ? unavailable("the mail could not be sent; try again shortly") : error;
+/** An email verification committed, and the mail with its code and link, to send once it has. */
+export interface OpenedEmailVerification extends OpenedVerification {
+  mail: Mail;
 }
 
 /**
  * Proof that an email address is a user's: a code and a link token mailed to
  * it, kept as keyed hashes. A code is tried with its address, attempts
- * counted in the statement that compares it; a link is used up in the
- * statement that finds it, so exactly one use wins. Confirming a new address
- * (ChangeEmail) makes it the account's email.
+ * counted in the statement that compares it, and wrong ones spent from the
+ * user's daily budget across codes; a link is used up in the statement that
+ * finds it, so exactly one use wins, and works whatever the budget.
+ * Confirming a new address (ChangeEmail) makes it the account's email.
  */
 export class EmailVerifications {
   constructor(
@@ -45,47 +39,51 @@ export class EmailVerifications {
   ) {}
 
   /**
-   * Opens a verification of `address` for the user, in place of their open
-   * one, and mails its code and link from inside `tx`: if the provider does
-   * not take the mail (MailDeliveryError), the caller's transaction rolls back
-   * and nothing of it stays. Returns until when the code and link work.
+   * Opens a verification of `address` for the user in `tx`, in place of
+   * their open one, under the user's row lock (the caller's). The caller
+   * sends `mail` once `tx` has committed, and if it cannot be sent takes the
+   * verification back with withdrawVerification.
    */
-  async open(tx: Sql, userId: string, address: string): Promise<Date> {
+  async open(tx: Sql, userId: string, address: string): Promise<OpenedEmailVerification> {
     const ttlSeconds = this.settings.verificationTtlSeconds;
     const code = newCode();
     const token = newLinkToken();
+    const id = randomUUID();
     const expireTime = new Date(Date.now() + ttlSeconds * 1000);
-    await contactVerificationStore.replace(tx, {
-      id: randomUUID(),
+    const replaced = await contactVerificationStore.replace(tx, {
+      id,
       userId,
       channel: "email",
       address,
       codeMac: this.macs.code(address, code),
       linkMac: this.macs.link(token),
       maxAttempts: this.settings.codeMaxAttempts,
+      failureBudget: this.settings.codeFailureBudget,
       expireTime,
     });
-    await this.mailer.send(mailTemplates.verifyAddress(this.settings, address, { code, token, ttlSeconds }));
-    return expireTime;
+    return { id, userId, replaced, expireTime, mail: mailTemplates.verifyAddress(this.settings, address, { code, token, ttlSeconds }) };
   }
 
   /**
    * For a sign-in refused because the address is not confirmed: mails a new
    * code and link unless one went to it within the resend interval. True if
-   * one was sent. A mail the provider refuses is only logged: the sign-in's
-   * answer is the same either way, and the open code stays as it was.
+   * one was sent. A mail the provider refuses is only logged, and the code it
+   * replaced works again: the sign-in's answer is the same either way.
    */
   async resend(userId: string, address: string): Promise<boolean> {
+    const opened = await this.db.transaction(async (tx) => {
+      // Parallel sign-ins queue here, so the second sees the first one's code and sends none.
+      await userStore.lock(tx, userId);
+      const open = await contactVerificationStore.open(tx, userId, "email");
+      if (open && open.address === address && open.age_ms < this.settings.verificationResendSeconds * 1000) return undefined;
+      return this.open(tx, userId, address);
+    });
+    if (!opened) return false;
     try {
-      return await this.db.transaction(async (tx) => {
-        // Parallel sign-ins queue here, so the second sees the first one's mail and sends none.
-        await userStore.lock(tx, userId);
-        const open = await contactVerificationStore.open(tx, userId, "email");
-        if (open && open.address === address && open.age_ms < this.settings.verificationResendSeconds * 1000) return false;
-        await this.open(tx, userId, address);
-        return true;
-      });
+      await this.mailer.send(opened.mail);
+      return true;
     } catch (error) {
+      await this.db.transaction((tx) => withdrawVerification(tx, opened));
       if (!(error instanceof MailDeliveryError)) throw error;
       this.logger.warn({ userId, provider: error.provider }, "verification mail not resent at sign-in");
       return false;
@@ -107,29 +105,28 @@ export class EmailVerifications {
       });
     } catch (error) {
       if (!isUniqueViolation(error) || !proven) throw error;
-      // The caller proved the address is theirs, so saying another account holds it tells them nothing new.
-      const taken = proven;
-      await this.db.transaction(async (tx) => {
-        await contactVerificationStore.close(tx, taken.id);
-        await audit(tx, origin, { event: "email.change", outcome: "denied", userId: taken.user_id, detail: { method, reason: "email_taken" } });
-      });
-      throw new ConnectError("this address belongs to another account", Code.AlreadyExists);
+      const entry = { event: "email.change", userId: proven.user_id, detail: { method, reason: "email_taken" } };
+      throw await refuseTakenAddress(this.db, origin, proven.id, entry, "this address belongs to another account");
     }
-    if (!proven) throw wrongSecret(byCode ? "code" : "token");
+    if (!proven) throw wrongCode(byCode ? "code" : "token");
     return proven.address;
   }
 
-  /** One try of a code for an address; the verification it proves, if right. Wrong tries are audited in `tx`. */
+  /**
+   * One try of a code for an address; the verification it proves, if right.
+   * Wrong tries are audited in `tx` against no account and with the address
+   * masked: the open verifications of an address may be several accounts',
+   * and none of their owners is to see who typed codes for it, or from where.
+   */
   private async tryCode(tx: Sql, address: string, code: string, origin: CallOrigin): Promise<VerificationRow | undefined> {
-    const tries = await contactVerificationStore.tryEmailCode(tx, address, this.macs.code(address, code));
+    const tries = await contactVerificationStore.tryEmailCode(tx, address, this.macs.code(address, code), this.settings.codeFailureBudget);
     const right = tries.find((one) => one.matched);
     if (right) return right;
-    if (tries.length === 0) {
-      await audit(tx, origin, { event: "email.verify", outcome: "failure", detail: { method: "code", reason: "no_open_verification" } });
-    }
-    for (const wrong of tries) {
-      await audit(tx, origin, { event: "email.verify", outcome: "failure", userId: wrong.user_id, detail: { method: "code", ...wrongCodeDetail(wrong) } });
-    }
+    const failed = (detail: Record<string, string | number | boolean>) =>
+      audit(tx, origin, { event: "email.verify", outcome: "failure", detail: { method: "code", email: maskEmail(address), ...detail } });
+    // None counted: no open verification, or its owners have no wrong codes left today.
+    if (tries.length === 0) await failed({ reason: "no_open_verification" });
+    for (const wrong of tries) await failed(wrongCodeDetail(wrong));
     return undefined;
   }
 

@@ -9,3 +9,9 @@ export function emailProblem(email: string): string | undefined {
   if (!/^[^\s\p{Cc}@]+@[^\s\p{Cc}@]+\.[^\s\p{Cc}@]+$/u.test(email)) return "not an email address";
   return undefined;
 }
+
+/** "alice@example.com" → "a***@example.com": enough for its owner to recognise it, in a notice to someone else. */
+export function maskEmail(email: string): string {
+  const at = email.lastIndexOf("@");
+  return at <= 0 ? "***" : `${email[0]}***${email.slice(at)}`;
+}

@@ -1,5 +1,5 @@
 import type { ServiceHandlers } from "../kernel/call.js";
-import { decodeExactPageToken, encodePageToken, pageSizeOf } from "../kernel/pagination.js";
+import { decodeExactPageToken, pageSizeOf } from "../kernel/pagination.js";
 import { Violations } from "../kernel/validation.js";
 import type { RefreshRotation } from "../session/refresh.js";
 import type { Sessions } from "../session/sessions.js";
@@ -94,8 +94,7 @@ export function authHandlers(deps: AuthDeps): ServiceHandlers<typeof AuthService
 
     async listSecurityEvents(request, call) {
       const after = request.pageToken ? decodeExactPageToken(request.pageToken, "bigint") : undefined;
-      const { events, next } = await deps.securityEvents.list(call.principal!.subject, pageSizeOf(request.pageSize), after);
-      return { events, nextPageToken: next ? encodePageToken(...next) : "" };
+      return deps.securityEvents.list(call.principal!.subject, pageSizeOf(request.pageSize), after);
     },
   };
 }

@@ -3,10 +3,11 @@ import nodemailer from "nodemailer";
 import type SMTPTransport from "nodemailer/lib/smtp-transport/index.js";
 import type { EmailConfig, EmailProviderName } from "../platform/config.js";
 import type { Logger } from "../platform/logger.js";
+import { isLoopbackHost } from "../platform/loopback.js";
 import { messageDeliveries } from "../platform/metrics.js";
 import { inChildSpan, tracingOn } from "../platform/tracing.js";
 import { postWithin, signatureHeaders } from "../platform/webhook.js";
-import { maskEmail } from "./one-time-secrets.js";
+import { maskEmail } from "./email.js";
 
 /** One message, in plain text and HTML. */
 export interface Mail {
@@ -118,7 +119,7 @@ export function smtpTransportOptions(url: string, ca: string | undefined, timeou
     secure,
     // Off this machine, a server that does not offer STARTTLS (or someone in between who strips the offer) must not
     // get the password and the mail in clear; a relay on loopback may speak plain SMTP.
-    requireTLS: !secure && !isLoopback(host),
+    requireTLS: !secure && !isLoopbackHost(host),
     auth: parsed.username ? { user: decodeURIComponent(parsed.username), pass: decodeURIComponent(parsed.password) } : undefined,
     tls: ca ? { ca } : undefined,
     connectionTimeout: timeoutMs,
@@ -130,10 +131,6 @@ export function smtpTransportOptions(url: string, ca: string | undefined, timeou
     disableUrlAccess: true,
     logger: false,
   };
-}
-
-function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 /**

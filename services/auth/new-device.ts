@@ -18,9 +18,10 @@ export interface CommittedSignIn {
 
 /**
  * Tells an account's owner of a sign-in from a device the account had not
- * seen, when it has seen others (a first sign-in is no news) and has a
- * confirmed address to tell. Runs after the sign-in has committed and off
- * its path: the sign-in neither waits for it nor fails with it.
+ * seen, when it has seen others (a first sign-in is no news): by mail if it
+ * has a confirmed address, and in its security history either way. Runs
+ * after the sign-in has committed and off its path: the sign-in neither waits
+ * for it nor fails with it.
  */
 export class NewDeviceNotices {
   constructor(
@@ -40,17 +41,21 @@ export class NewDeviceNotices {
 
   private async check({ user, sessionId, device, method }: CommittedSignIn, when: Date, origin: CallOrigin): Promise<void> {
     const seen = await deviceStore.record(this.db, user.id, device.deviceId);
-    if (!seen.added || !seen.others || !user.email || !user.email_verify_time) return;
-    let notice = "mailed";
+    if (!seen.added || !seen.others) return;
+    const notice = user.email && user.email_verify_time ? await this.mail(user.email, device, when, origin) : "none";
+    await audit(this.db, origin, { event: "sign_in.new_device", outcome: "success", userId: user.id, sessionId, detail: { method, notice } });
+  }
+
+  /** Mails the notice; whether it went. */
+  private async mail(to: string, device: DeviceInput, when: Date, origin: CallOrigin): Promise<"mailed" | "undelivered"> {
     try {
-      await this.mailer.send(
-        mailTemplates.newDevice(this.sender, user.email, { when, deviceName: device.deviceName, ipAddress: origin.clientIp, userAgent: origin.userAgent }),
-      );
+      const signIn = { when, deviceName: device.deviceName, ipAddress: origin.clientIp, userAgent: origin.userAgent };
+      await this.mailer.send(mailTemplates.newDevice(this.sender, to, signIn));
+      return "mailed";
     } catch (error) {
       // The mailer has logged why; the sign-in from a new device is still worth its audit row.
       if (!(error instanceof MailDeliveryError)) throw error;
-      notice = "undelivered";
+      return "undelivered";
     }
-    await audit(this.db, origin, { event: "sign_in.new_device", outcome: "success", userId: user.id, sessionId, detail: { method, notice } });
   }
 }

@@ -28,9 +28,3 @@ export class SecretMacs {
     return createHmac("sha256", this.key).update(`link:${token}`).digest();
   }
 }
-
-/** "alice@example.com" → "a***@example.com": enough for its owner to recognise it, in a notice to someone else. */
-export function maskEmail(email: string): string {
-  const at = email.lastIndexOf("@");
-  return at <= 0 ? "***" : `${email[0]}***${email.slice(at)}`;
-}

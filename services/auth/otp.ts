@@ -6,6 +6,7 @@ import type { CallOrigin } from "../kernel/call.js";
 import { invalidArgument, rateLimited, unavailable } from "../kernel/errors.js";
 import type { Config } from "../platform/config.js";
 import type { Database } from "../platform/database.js";
+import { isUniqueViolation } from "../platform/database-errors.js";
 import type { Logger } from "../platform/logger.js";
 import { lockouts, otpSends, signIns } from "../platform/metrics.js";
 import type { DeviceInput, Sessions } from "../session/sessions.js";
@@ -18,10 +19,10 @@ import { codeLength, newCode } from "./one-time-secrets.js";
 import { checkPhoneNumber, maskPhone } from "./phone.js";
 import type { SmsBudgets } from "./sms-budgets.js";
 import { SmsDeliveryError, type SmsProvider } from "./sms.js";
+import { smsTexts } from "./sms-texts.js";
 import { CodeAttempts } from "./otp-attempts.js";
 import { otpStore } from "./store.js";
-
-const wrongCode = () => invalidArgument([{ field: "code", description: "the code is wrong or has expired; request a new one" }]);
+import { wrongCode } from "./wrong-code.js";
 
 /**
  * Sign-in by a one-time code sent by SMS. Codes are kept only as an HMAC;
@@ -74,7 +75,7 @@ export class OtpSignIn {
       })
       .catch((error: unknown) => {
         // Two sends racing: the open-challenge index lets one through; the other waits its turn.
-        if ((error as { code?: string }).code === "23505") {
+        if (isUniqueViolation(error)) {
           throw refused("cooldown", rateLimited("otp_resend_cooldown", this.settings.resendCooldownSeconds * 1000));
         }
         throw error;
@@ -91,7 +92,7 @@ export class OtpSignIn {
     }
 
     try {
-      await this.sms.send({ to: phone.e164, body: `Your Portcullis code is ${code}. It expires in ${Math.round(this.settings.ttlSeconds / 60)} minutes.` });
+      await this.sms.send({ to: phone.e164, body: smsTexts.signInCode(code, this.settings.ttlSeconds) });
     } catch (error) {
       // The person did nothing wrong: drop the code so neither cooldown nor attempts are spent.
       await this.dropCode(id);

@@ -1,7 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { audit } from "../audit/store.js";
 import type { CallOrigin } from "../kernel/call.js";
-import { invalidArgument } from "../kernel/errors.js";
 import { Violations } from "../kernel/validation.js";
 import type { Config } from "../platform/config.js";
 import type { Background } from "../platform/background.js";
@@ -9,12 +8,14 @@ import type { Database } from "../platform/database.js";
 import type { Logger } from "../platform/logger.js";
 import type { Sessions } from "../session/sessions.js";
 import { userStore } from "../users/store.js";
-import { emailProblem, normalizeEmail } from "./email.js";
+import { contactVerificationStore } from "./contact-verification-store.js";
+import { emailProblem, maskEmail, normalizeEmail } from "./email.js";
 import { MailDeliveryError, type Mailer } from "./mail.js";
 import { mailTemplates } from "./mail-templates.js";
-import { maskEmail, newCode, newLinkToken, type SecretMacs } from "./one-time-secrets.js";
+import { newCode, newLinkToken, type SecretMacs } from "./one-time-secrets.js";
 import { hashPassword, passwordProblem } from "./password.js";
 import { passwordResetStore } from "./store.js";
+import { wrongCode } from "./wrong-code.js";
 
 /** ResetPassword's request: `email` with `code`, or `token` alone. */
 export interface ResetRequest {
@@ -33,8 +34,7 @@ interface Usable {
   email: string;
 }
 
-const fieldOf = (via: Via) => (via === "code" ? "code" : "token");
-const refused = (via: Via) => invalidArgument([{ field: fieldOf(via), description: "the code is wrong or has expired; request a new one" }]);
+const refused = (via: Via) => wrongCode(via === "code" ? "code" : "token");
 
 /**
  * A forgotten password, reset with a code or link mailed to the account's
@@ -55,10 +55,12 @@ export class PasswordResets {
   ) {}
 
   /**
-   * Mails a code and a link if the address has an enabled account; earlier
-   * resets stay valid. The mail goes out after the answer: waiting for it, or
-   * answering UNAVAILABLE when the provider refuses it, would tell the caller
-   * that the address has an account. A reset whose mail was refused is removed.
+   * Mails a code and a link if the address has an enabled account, in place
+   * of the user's open reset: one open reset, one code to guess at. The mail
+   * goes out after the answer: waiting for it, or answering UNAVAILABLE when
+   * the provider refuses it, would tell the caller that the address has an
+   * account. A reset whose mail was refused is removed, and the one it
+   * replaced works again.
    */
   async request(rawEmail: string, origin: CallOrigin): Promise<void> {
     const email = normalizeEmail(rawEmail);
@@ -72,16 +74,20 @@ export class PasswordResets {
     }
     const secret = { code: newCode(), token: newLinkToken(), ttlSeconds: this.settings.passwordResetTtlSeconds };
     const id = randomUUID();
-    await this.db.transaction(async (tx) => {
-      await passwordResetStore.insert(tx, {
+    const replaced = await this.db.transaction(async (tx) => {
+      // Requests made together queue here, so one reset stays open.
+      await userStore.lock(tx, user.id);
+      const replaced = await passwordResetStore.replace(tx, {
         id,
         userId: user.id,
         codeMac: this.macs.code(user.id, secret.code),
         linkMac: this.macs.link(secret.token),
         maxAttempts: this.settings.codeMaxAttempts,
+        failureBudget: this.settings.codeFailureBudget,
         expireTime: new Date(Date.now() + secret.ttlSeconds * 1000),
       });
       await audit(tx, origin, { event: "password.reset_requested", outcome: "success", userId: user.id });
+      return replaced;
     });
     const { clientIp, userAgent, requestId } = origin;
     this.background.run("password-reset mail", async () => {
@@ -90,7 +96,8 @@ export class PasswordResets {
       } catch (error) {
         // Nobody received the secrets: a reset nobody can use must not linger.
         await this.db.transaction(async (tx) => {
-          await passwordResetStore.drop(tx, id);
+          await userStore.lock(tx, user.id);
+          await passwordResetStore.withdraw(tx, id, replaced);
           const detail = { reason: error instanceof MailDeliveryError ? "mail_undelivered" : "mail_failed" };
           await audit(tx, { clientIp, userAgent, requestId }, { event: "password.reset_requested", outcome: "failure", userId: user.id, detail });
         });
@@ -119,6 +126,7 @@ export class PasswordResets {
           unlocked = await userStore.clearLockouts(tx, usable.userId);
           await userStore.confirmEmail(tx, usable.userId);
           await passwordResetStore.closeOpen(tx, usable.userId);
+          await contactVerificationStore.closeAllOf(tx, usable.userId);
         },
         audit: (ids) => [{ event: "password.reset", outcome: "success", userId: usable.userId, detail: { via, revoked_sessions: ids.length, unlocked } }],
       })
@@ -159,13 +167,13 @@ export class PasswordResets {
       await this.audited(origin, "code", user?.id, user ? "account_disabled" : "unknown_email");
       throw refused("code");
     }
-    const attempts = await passwordResetStore.attemptCode(this.db, user.id, this.macs.code(user.id, request.code));
-    const match = attempts.find((attempt) => attempt.matched);
-    if (!match) {
-      await this.audited(origin, "code", user.id, attempts.length > 0 ? "wrong_code" : "no_open_code");
+    const attempt = await passwordResetStore.attemptCode(this.db, user.id, this.macs.code(user.id, request.code), this.settings.codeFailureBudget);
+    if (!attempt?.matched) {
+      // No attempt counted: no open reset, its code out of tries, or the user's wrong codes spent for today.
+      await this.audited(origin, "code", user.id, attempt ? "wrong_code" : "no_open_code");
       throw refused("code");
     }
-    return { resetId: match.id, userId: user.id, email };
+    return { resetId: attempt.id, userId: user.id, email };
   }
 
   private audited(origin: CallOrigin, via: Via, userId: string | undefined, reason: string): Promise<void> {

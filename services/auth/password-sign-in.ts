@@ -14,6 +14,7 @@ import { userStore, type CredentialRow } from "../users/store.js";
 import { claimsOf, userMessage } from "../users/user.js";
 import { SignInMethod, type Device } from "../../gen/portcullis/v1/common_pb.js";
 import type { LoginResponseSchema } from "../../gen/portcullis/v1/auth_service_pb.js";
+import { contactVerificationStore } from "./contact-verification-store.js";
 import { emailProblem, normalizeEmail } from "./email.js";
 import type { EmailVerifications } from "./email-verification.js";
 import type { NewDeviceNotices } from "./new-device.js";
@@ -69,6 +70,8 @@ export class PasswordSignIn {
     }
     if (this.emailVerification === "required" && user.email_verify_time === null) {
       signIns.labels("pwd", "email_not_verified").inc();
+      // The password was right: wrong ones before it must not go on counting toward a lockout.
+      await userStore.passwordAccepted(this.db, user.id, this.source(origin));
       const resent = await this.verifications.resend(user.id, email);
       await audit(this.db, origin, { event: "sign_in", outcome: "denied", userId: user.id, detail: { method: "pwd", reason: "email_not_verified", resent } });
       throw failedPrecondition("EMAIL_NOT_VERIFIED", "confirm your email address with the code or link mailed to it, then sign in");
@@ -111,7 +114,10 @@ export class PasswordSignIn {
       which: { userId: user.id, except: principal.sessionId },
       reason: "password_changed",
       origin,
-      cause: (tx) => userStore.setPassword(tx, user.id, passwordHash),
+      cause: async (tx) => {
+        await userStore.setPassword(tx, user.id, passwordHash);
+        await contactVerificationStore.closeAllOf(tx, user.id);
+      },
       audit: (ids) => [
         { event: "password.change", outcome: "success", userId: user.id, sessionId: principal.sessionId, detail: { revoked_sessions: ids.length } },
       ],

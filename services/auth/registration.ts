@@ -5,13 +5,16 @@ import { audit } from "../audit/store.js";
 import type { CallOrigin } from "../kernel/call.js";
 import { Violations } from "../kernel/validation.js";
 import type { Config } from "../platform/config.js";
-import type { Database } from "../platform/database.js";
+import type { Database, Sql } from "../platform/database.js";
 import { signIns } from "../platform/metrics.js";
+import { sessionStore } from "../session/store.js";
 import { userStore } from "../users/store.js";
 import type { RegisterResponseSchema } from "../../gen/portcullis/v1/auth_service_pb.js";
+import { withdrawVerification } from "./contact-verifications.js";
+import { sendOrUndo } from "./delivery.js";
 import { emailProblem, normalizeEmail } from "./email.js";
-import { undeliverable, type EmailVerifications } from "./email-verification.js";
-import { MailDeliveryError, type Mailer } from "./mail.js";
+import type { EmailVerifications, OpenedEmailVerification } from "./email-verification.js";
+import type { Mailer } from "./mail.js";
 import { mailTemplates } from "./mail-templates.js";
 import { hashPassword, passwordProblem } from "./password.js";
 
@@ -39,29 +42,39 @@ export class Registration {
       .throwIfAny();
 
     const passwordHash = await hashPassword(request.password);
-    let expireTime = new Date(Date.now() + this.settings.verificationTtlSeconds * 1000);
-    let created = false;
-    try {
-      // The mail goes out inside the transaction: if the provider refuses it, no account or code stays behind.
-      await this.db.transaction(async (tx) => {
-        const user = await userStore.createWithEmail(tx, { id: randomUUID(), email, passwordHash, displayName: request.displayName });
-        if (user) {
-          await audit(tx, origin, { event: "register", outcome: "success", userId: user.id, detail: { method: "pwd" } });
-          expireTime = await this.verifications.open(tx, user.id, email);
-          created = true;
-          return;
-        }
+    const expireTime = new Date(Date.now() + this.settings.verificationTtlSeconds * 1000);
+    const opened = await this.db.transaction(async (tx) => {
+      const user = await userStore.createWithEmail(tx, { id: randomUUID(), email, passwordHash, displayName: request.displayName });
+      if (!user) {
         const owner = await userStore.findByEmail(tx, email);
         await audit(tx, origin, { event: "register", outcome: "denied", userId: owner?.id, detail: { method: "pwd", reason: "email_taken" } });
-        await this.mailer.send(mailTemplates.registrationAttempt(this.settings, email));
-      });
-    } catch (error) {
-      if (error instanceof MailDeliveryError) {
-        await audit(this.db, origin, { event: "register", outcome: "failure", detail: { method: "pwd", reason: "mail_provider" } });
+        return undefined;
       }
-      throw undeliverable(error);
+      await audit(tx, origin, { event: "register", outcome: "success", userId: user.id, detail: { method: "pwd" } });
+      return this.verifications.open(tx, user.id, email);
+    });
+    const failed = { event: "register", detail: { method: "pwd" } };
+    if (opened) {
+      const undo = { audit: { ...failed, userId: opened.userId }, revert: (tx: Sql) => this.takeBack(tx, opened) };
+      await sendOrUndo(this.db, origin, () => this.mailer.send(opened.mail), undo);
+    } else {
+      // Refused alike when it cannot be sent: answering otherwise would tell a taken address from a new one.
+      await sendOrUndo(this.db, origin, () => this.mailer.send(mailTemplates.registrationAttempt(this.settings, email)), { audit: failed });
     }
-    signIns.labels("pwd", created ? "registered" : "email_taken").inc();
-    return { verificationExpireTime: timestampFromDate(expireTime) };
+    signIns.labels("pwd", opened ? "registered" : "email_taken").inc();
+    return { verificationExpireTime: timestampFromDate(opened?.expireTime ?? expireTime) };
+  }
+
+  /**
+   * An account whose confirmation mail was not sent goes, so that the address
+   * can register again; one in use already (signed in meanwhile, with
+   * EMAIL_VERIFICATION=optional) stays, and only its code goes.
+   */
+  private async takeBack(tx: Sql, opened: OpenedEmailVerification): Promise<void> {
+    // Sign-ins take this row lock before they create a session: none begins while the account is looked at.
+    await userStore.lock(tx, opened.userId);
+    const signedIn = (await sessionStore.liveCounts(tx, [opened.userId])).size > 0;
+    if (!signedIn && (await userStore.deleteUnconfirmed(tx, opened.userId))) return;
+    await withdrawVerification(tx, opened);
   }
 }

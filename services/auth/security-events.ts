@@ -1,26 +1,49 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { listUserEvents, type UserEventRow } from "../audit/store.js";
+import { pageOf } from "../kernel/pagination.js";
 import type { Database } from "../platform/database.js";
 import { sessionStore } from "../session/store.js";
 import type { SecurityEventSchema } from "../../gen/portcullis/v1/auth_service_pb.js";
-import { maskEmail } from "./one-time-secrets.js";
+import { maskEmail } from "./email.js";
 import { maskPhone } from "./phone.js";
 
 /**
  * What the account's owner is shown of the audit log: what happened to the
- * account. The rest (refreshes, rate-limit hits, operators reading data) is
+ * account, and of each event the details named here (besides `method`),
+ * which flows write as fixed words, counts and masked numbers. Every other
+ * detail, such as the reason an operator typed for disabling the account, and
+ * every other event (refreshes, rate-limit hits, operators reading data) is
  * for operators.
  */
-const ownerEvents = [
-  "sign_in", "sign_in.new_device", "register", "logout", "session.revoke", "token.reuse_detected",
-  "password.change", "password.reset", "password.reset_requested",
-  "email.verify", "email.change", "email.change_requested", "phone.change",
-  "account.locked", "account.disable", "account.enable", "account.unlock",
-  "kyc.submit", "kyc.level_change", "kyc.reject", "permission.grant", "permission.revoke",
-] as const;
+const ownerDetails: Readonly<Record<string, readonly string[]>> = {
+  "sign_in": ["reason", "new_user", "evicted", "resent"],
+  "sign_in.new_device": ["notice"],
+  "otp.verify": ["phone", "reason", "attempt", "failures_in_window"],
+  "register": ["reason"],
+  "logout": [],
+  "session.revoke": ["reason"],
+  "token.reuse_detected": [],
+  "password.change": ["revoked_sessions"],
+  "password.reset": ["via", "reason", "revoked_sessions", "unlocked"],
+  "password.reset_requested": ["reason"],
+  "email.verify": [],
+  "email.change": ["reason", "added"],
+  "email.change_requested": ["reason", "added"],
+  "phone.change": ["phone", "reason", "attempt", "closed"],
+  "account.locked": ["scope", "lockouts", "until"],
+  "account.disable": ["revoked_sessions"],
+  "account.enable": [],
+  "account.unlock": ["was_locked"],
+  "kyc.submit": ["level"],
+  "kyc.level_change": ["level", "from", "to"],
+  "kyc.reject": ["level", "reason"],
+  "permission.grant": ["permission"],
+  "permission.revoke": ["permission"],
+};
+const ownerEvents = Object.keys(ownerDetails);
 
-/** Detail keys naming who else acted: an operator's or a reviewer's id is theirs, not the owner's to see. */
+/** Detail keys naming who else acted: then the row's address and user agent are theirs, not the owner's to see. */
 const actorKeys = new Set(["actor", "reviewer", "by"]);
 
 const e164 = /^\+\d{7,15}$/;
@@ -31,15 +54,10 @@ export class SecurityEvents {
   constructor(private readonly db: Database) {}
 
   async list(userId: string, pageSize: number, after?: [string, string]) {
-    const rows = await listUserEvents(this.db, userId, ownerEvents, after, pageSize + 1);
-    const page = rows.slice(0, pageSize);
+    const { page, nextPageToken } = pageOf(await listUserEvents(this.db, userId, ownerEvents, after, pageSize + 1), pageSize);
     const sessionIds = [...new Set(page.flatMap((row) => (row.session_id ? [row.session_id] : [])))];
     const deviceNames = await sessionStore.deviceNames(this.db, sessionIds);
-    const last = rows.length > pageSize ? page.at(-1) : undefined;
-    return {
-      events: page.map((row) => securityEvent(row, userId, deviceNames)),
-      next: last && ([last.page_time, last.id] as [string, string]),
-    };
+    return { events: page.map((row) => securityEvent(row, userId, deviceNames)), nextPageToken };
   }
 }
 
@@ -57,7 +75,7 @@ function securityEvent(row: UserEventRow, userId: string, deviceNames: Map<strin
     deviceName: (row.session_id && deviceNames.get(row.session_id)) || "",
     method: typeof method === "string" ? method : "",
     sessionId: row.session_id ?? "",
-    details: Object.fromEntries(Object.entries(rest).flatMap(([key, value]) => (actorKeys.has(key) ? [] : [[key, shown(value)]]))),
+    details: Object.fromEntries((ownerDetails[row.event] ?? []).flatMap((key) => (key in rest ? [[key, shown(rest[key])]] : []))),
   };
 }
 

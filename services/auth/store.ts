@@ -3,6 +3,7 @@ import type { Config } from "../platform/config.js";
 import type { Database, Sql } from "../platform/database.js";
 import { userSql } from "../users/store.js";
 import type { UserRow } from "../users/user.js";
+import { codeFailureSql } from "./code-failure-store.js";
 
 export interface FailureBudget {
   failures: number;
@@ -47,7 +48,8 @@ const budgetSql = `
  * row lock before anything else and closing the code when it is right or was
  * the last attempt; for a wrong code, the failure against the number's budget
  * and its audit rows (the caller's IP $6, user agent $7, request $8, masked
- * number $9); for the right code the user, found or created ($5) and
+ * number $9), against the number's account if it has one, so that its owner's
+ * history shows them; for the right code the user, found or created ($5) and
  * row-locked. The code is compared inside the counting statement: both sides
  * are HMACs under a server key, so the comparison's timing says nothing about
  * the code.
@@ -65,17 +67,17 @@ const attemptSql = `
       and b.failures < $2
     returning c.phone_number, c.attempts, c.code_mac = i.code_mac as matched),
   wrong as (
-    select i.*, a.attempts, b.failures + 1 as failures from input i
+    select i.*, a.attempts, b.failures + 1 as failures, ${userSql.idByPhone("i.phone")} as user_id from input i
     join attempt a on a.phone_number = i.phone and not a.matched join budget b on b.phone = i.phone),
   failed as (
     insert into otp_failure (phone_number) select phone from wrong),
   failure_audited as (
-    ${insertAuditEvents(["event", "outcome", "ip_address", "user_agent", "request_id", "detail"])}
-    select 'otp.verify', 'failure', ip_address, user_agent, request_id,
+    ${insertAuditEvents(["event", "outcome", "user_id", "ip_address", "user_agent", "request_id", "detail"])}
+    select 'otp.verify', 'failure', user_id, ip_address, user_agent, request_id,
            jsonb_build_object('phone', masked_phone, 'attempt', attempts, 'failures_in_window', failures)
     from wrong
     union all
-    select 'otp.phone_locked', 'denied', ip_address, user_agent, request_id, jsonb_build_object('phone', masked_phone)
+    select 'otp.phone_locked', 'denied', user_id, ip_address, user_agent, request_id, jsonb_build_object('phone', masked_phone)
     from wrong where failures = $2),
   signed_in as (
     ${userSql.upsertPhoneUsers("select i.new_user_id, i.phone, now() from input i join attempt a on a.phone_number = i.phone where a.matched order by i.phone")})
@@ -152,7 +154,7 @@ export const otpStore = {
   },
 };
 
-/** A reset's code checked against the user's open resets: one row per reset that counted the attempt. */
+/** A reset's code checked against the user's open reset: the attempt it was, and whether the code was right. */
 export interface ResetCodeAttempt {
   id: string;
   attempts: number;
@@ -161,23 +163,39 @@ export interface ResetCodeAttempt {
 
 /**
  * The password_reset table: mailed codes and link tokens (as HMACs), their
- * attempts, and when each was used or superseded. A user may hold several
- * open resets; each stays valid until it expires or one of them is used.
+ * attempts, and when each was used or superseded. A user holds at most one
+ * open reset: a new one closes the one before.
  */
 export const passwordResetStore = {
-  async insert(tx: Sql, reset: { id: string; userId: string; codeMac: Buffer; linkMac: Buffer; maxAttempts: number; expireTime: Date }): Promise<void> {
-    await tx.query("insert into password_reset (id, user_id, code_mac, link_mac, max_attempts, expire_time) values ($1, $2, $3, $4, $5, $6)", [
-      reset.id,
-      reset.userId,
-      reset.codeMac,
-      reset.linkMac,
-      reset.maxAttempts,
-      reset.expireTime,
-    ]);
+  /**
+   * Closes the user's open reset and opens `reset` in its place; returns the
+   * id of the one it closed. The caller holds the user's row lock, so that
+   * requests made together leave one open. The code allows maxAttempts tries,
+   * or fewer if the user's budget of wrong codes has fewer left.
+   */
+  async replace(
+    tx: Sql,
+    reset: { id: string; userId: string; codeMac: Buffer; linkMac: Buffer; maxAttempts: number; failureBudget: number; expireTime: Date },
+  ): Promise<string | undefined> {
+    const [replaced] = await tx.query<{ id: string }>(
+      "update password_reset set close_time = now() where user_id = $1 and close_time is null returning id",
+      [reset.userId],
+    );
+    await tx.query(
+      `insert into password_reset (id, user_id, code_mac, link_mac, max_attempts, expire_time)
+       values ($1, $2, $3, $4, greatest(0, least($5, $7 - ${codeFailureSql.recent("$2")})), $6)`,
+      [reset.id, reset.userId, reset.codeMac, reset.linkMac, reset.maxAttempts, reset.expireTime, reset.failureBudget],
+    );
+    return replaced?.id;
   },
 
-  async drop(sql: Sql, id: string): Promise<void> {
-    await sql.query("delete from password_reset where id = $1", [id]);
+  /**
+   * Takes back a reset whose mail was not sent: deletes it and, if it was
+   * still open, reopens the one it replaced. The caller holds the user's row lock.
+   */
+  async withdraw(tx: Sql, id: string, replaced: string | undefined): Promise<void> {
+    const [withdrawn] = await tx.query<{ open: boolean }>("delete from password_reset where id = $1 returning close_time is null as open", [id]);
+    if (replaced && withdrawn?.open) await tx.query("update password_reset set close_time = null where id = $1", [replaced]);
   },
 
   /** The open, unexpired reset a link's token names. */
@@ -190,24 +208,28 @@ export const passwordResetStore = {
   },
 
   /**
-   * Counts an attempt on each of the user's open resets whose code has tries
-   * left, comparing the code in the same statement under the rows' locks
-   * (taken in id order, so parallel attempts queue rather than deadlock): no
-   * number of parallel guesses gets past max_attempts. A code that runs out of
-   * tries stops working; its link does not, being unguessable. A match leaves
-   * the reset open: `consume` closes it in the transaction that uses it, so a
-   * failure before then leaves the code usable. Both sides of the comparison
-   * are HMACs under a server key, so its timing says nothing about the code.
+   * Counts an attempt on the user's open reset if its code has tries left and
+   * the user has wrong codes left in their budget ($3), comparing the code in
+   * the same statement under the row's lock: no number of parallel guesses
+   * gets past max_attempts. A wrong code is spent from the budget. A code that
+   * runs out of tries stops working; its link does not, being unguessable. A
+   * match leaves the reset open: `consume` closes it in the transaction that
+   * uses it, so a failure before then leaves the code usable. Both sides of
+   * the comparison are HMACs under a server key, so its timing says nothing
+   * about the code. Undefined when no attempt was counted.
    */
-  attemptCode(sql: Sql, userId: string, codeMac: Buffer): Promise<ResetCodeAttempt[]> {
-    return sql.query<ResetCodeAttempt>(
-      `update password_reset set attempts = attempts + 1
-       where id in (select id from password_reset where user_id = $1 and close_time is null and expire_time > now() and attempts < max_attempts
-                    order by id for update)
-         and attempts < max_attempts
-       returning id, attempts, code_mac = $2 as matched`,
-      [userId, codeMac],
+  async attemptCode(sql: Sql, userId: string, codeMac: Buffer, failureBudget: number): Promise<ResetCodeAttempt | undefined> {
+    const [attempt] = await sql.query<ResetCodeAttempt>(
+      `with tried as (
+         update password_reset set attempts = attempts + 1
+         where user_id = $1 and close_time is null and expire_time > now() and attempts < max_attempts
+           and ${codeFailureSql.recent("$1")} < $3
+         returning id, attempts, code_mac = $2 as matched),
+       failed as (${codeFailureSql.record("select $1::uuid from tried where not matched")})
+       select * from tried`,
+      [userId, codeMac, failureBudget],
     );
+    return attempt;
   },
 
   /**

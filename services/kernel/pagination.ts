@@ -39,9 +39,27 @@ export function decodeExactPageToken(token: string, idKind: PageIdKind = "uuid")
   return [time, id];
 }
 
-export function decodePageToken(token: string, idKind: PageIdKind = "uuid"): [Date, string] {
-  const [time, id] = decodeExactPageToken(token, idKind);
+/** A token of a listing by UUID whose store compares times to the millisecond. */
+export function decodePageToken(token: string): [Date, string] {
+  const [time, id] = decodeExactPageToken(token);
   return [new Date(time), id];
+}
+
+/**
+ * The SQL text of a timestamptz column as an exact page token carries it: UTC,
+ * to the microsecond, which a Date (cut to the millisecond) would lose.
+ */
+export const pageTimeSql = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+
+/**
+ * A page of `pageSize` rows from a listing that fetched pageSize + 1: the
+ * extra row only says there is more, and the token of the next page starts
+ * after the page's last row. "" when this page is the last.
+ */
+export function pageOf<Row extends { page_time: string; id: string }>(rows: Row[], pageSize: number): { page: Row[]; nextPageToken: string } {
+  const page = rows.slice(0, pageSize);
+  const last = rows.length > pageSize ? page.at(-1) : undefined;
+  return { page, nextPageToken: last ? encodePageToken(last.page_time, last.id) : "" };
 }
 
 /** AIP-158: 0 means the default. The contract refuses a size out of range rather than cutting it silently. */

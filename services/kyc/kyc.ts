@@ -132,7 +132,7 @@ export class Kyc {
    * so no approval can hand the level straight back.
    */
   async lower(reviewer: Principal, userId: string, level: number, reason: string, origin: CallOrigin) {
-    if (userId === reviewer.subject) throw new ConnectError("reviewers cannot change their own level", Code.PermissionDenied);
+    if (userId.toLowerCase() === reviewer.subject) throw new ConnectError("reviewers cannot change their own level", Code.PermissionDenied);
     const lowered = await this.db.transaction(async (tx) => {
       const user = await userStore.lockKyc(tx, userId);
       if (!user) throw new ConnectError("no such user", Code.NotFound);

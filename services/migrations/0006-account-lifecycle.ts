@@ -12,6 +12,9 @@ export class Migration0006AccountLifecycle extends Migration {
     this.addSql(`update app_user set email_verify_time = create_time where email is not null`);
     this.addSql(`create index app_user_permissions_lower_time_idx on app_user (permissions_lower_time) where permissions_lower_time is not null`);
     this.addSql(`create index app_user_create_time_idx on app_user (create_time, id)`);
+    // Operators search by prefix (like 'ana%'), which the unique indexes cannot serve outside the C collation.
+    this.addSql(`create index app_user_email_prefix_idx on app_user (email text_pattern_ops)`);
+    this.addSql(`create index app_user_phone_prefix_idx on app_user (phone_number text_pattern_ops)`);
 
     // A code (and for email a link token) proving an address is the user's: at registration, or for a new address.
     this.addSql(`

@@ -6,6 +6,7 @@ import { Migration0004KycLowerTime } from "./0004-kyc-lower-time.js";
 import { Migration0005PasswordFailureSources } from "./0005-password-failure-sources.js";
 import { Migration0006AccountLifecycle } from "./0006-account-lifecycle.js";
 import { Migration0007ServiceAccounts } from "./0007-service-accounts.js";
+import { Migration0008CodeFailures } from "./0008-code-failures.js";
 
 /** Every migration, in order. Committed; never edited once on main. */
 export const migrations: MigrationObject[] = [
@@ -16,4 +17,5 @@ export const migrations: MigrationObject[] = [
   { name: "0005-password-failure-sources", class: Migration0005PasswordFailureSources },
   { name: "0006-account-lifecycle", class: Migration0006AccountLifecycle },
   { name: "0007-service-accounts", class: Migration0007ServiceAccounts },
+  { name: "0008-code-failures", class: Migration0008CodeFailures },
 ];

@@ -30,3 +30,8 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   if (error instanceof AggregateError && error.errors.some(isDatabaseUnavailable)) return true;
   return isDatabaseUnavailable(error.cause);
 }
+
+/** Postgres refused a row that a unique index already holds (SQLSTATE 23505): usually a race that another call won. */
+export function isUniqueViolation(error: unknown): boolean {
+  return (error as { code?: unknown } | undefined)?.code === "23505";
+}

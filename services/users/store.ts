@@ -1,4 +1,5 @@
 import type { CallOrigin } from "../kernel/call.js";
+import { pageTimeSql } from "../kernel/pagination.js";
 import { insertAuditEvents } from "../audit/store.js";
 import type { Database, Sql } from "../platform/database.js";
 import type { UserRow } from "./user.js";
@@ -63,9 +64,6 @@ export interface UserFilter {
   kycLevel?: number;
 }
 
-/** A time to the microsecond (a Date keeps only milliseconds), for a page token: rows in the same millisecond are not skipped. */
-const pageTime = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
-
 /** `value` matched literally by LIKE, whatever it holds. */
 const likeLiteral = (value: string) => value.replace(/[\\%_]/g, "\\$&");
 
@@ -101,6 +99,16 @@ export const userStore = {
       [user.id, user.email, user.passwordHash, user.displayName],
     );
     return row;
+  },
+
+  /**
+   * Removes an account whose address was never confirmed: a registration
+   * taken back. False if the address was confirmed meanwhile. Its codes,
+   * devices and failure counts go with it; its audit rows stay.
+   */
+  async deleteUnconfirmed(tx: Sql, id: string): Promise<boolean> {
+    const rows = await tx.query("delete from app_user where id = $1 and email_verify_time is null returning id", [id]);
+    return rows.length > 0;
   },
 
   /** `locked` is for a sign-in from `source` (see lockoutSource). */
@@ -339,7 +347,7 @@ export const userStore = {
     if (filter.kycLevel !== undefined) conditions.push(`kyc_level = ${param(filter.kycLevel)}`);
     if (after) conditions.push(`(create_time, id) < (${param(after[0])}::timestamptz, ${param(after[1])}::uuid)`);
     return sql.query<ManagedUserRow & { page_time: string }>(
-      `select ${managedColumns}, ${pageTime("create_time")} as page_time
+      `select ${managedColumns}, ${pageTimeSql("create_time")} as page_time
        from app_user ${conditions.length > 0 ? `where ${conditions.join(" and ")}` : ""}
        order by create_time desc, id desc limit ${param(limit)}`,
       params,
@@ -351,6 +359,9 @@ export const userStore = {
 export const userSql = {
   /** True while the account `idExpression` names is enabled. */
   enabled: (idExpression: string) => `(select disable_time from app_user where id = ${idExpression}) is null`,
+
+  /** The id of the account whose number is `phoneExpression`, or null: one lookup in the unique index on phone_number. */
+  idByPhone: (phoneExpression: string) => `(select id from app_user where phone_number = ${phoneExpression})`,
 
   /** Joins the user `idExpression` names as `alias`, for its claims (kyc_level, kyc_status, permissions, email_verify_time) and disable_time. */
   join: (alias: string, idExpression: string) => `join app_user ${alias} on ${alias}.id = ${idExpression}`,

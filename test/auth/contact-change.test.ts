@@ -119,6 +119,35 @@ describe("Changing the email address and phone number", () => {
       ]);
     });
 
+    it("drops a change of address still waiting when the password is reset", async () => {
+      const { email, token } = await emailAccount();
+      const next = newAddress("intruder");
+      expect((await auth.call("changeEmail", { newEmail: next, currentPassword: password }, bearer(token))).error).to.equal(undefined);
+      const intruderCode = codeFor(mail, next);
+      expect((await auth.call("requestPasswordReset", { email })).error).to.equal(undefined);
+      await running.app!.settled();
+      const reset = await auth.call("resetPassword", { email, code: codeFor(mail, email), newPassword: "the owner's new passphrase" });
+      expect(reset.error).to.equal(undefined);
+
+      const late = await auth.call("verifyEmail", { email: next, code: intruderCode });
+      expect(late.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+      expect((await login(email)).error?.code, "the address stays the owner's").to.equal(grpc.status.UNAUTHENTICATED);
+      const { rows } = await db.query("select email from app_user where email = $1", [email]);
+      expect(rows).to.have.length(1);
+    });
+
+    it("refuses to add an address or number to an account whose own address is not confirmed", async () => {
+      const { userId, token } = await emailAccount();
+      // As EMAIL_VERIFICATION=optional leaves an account whose registrant may not own the address.
+      await db.query("update app_user set email_verify_time = null where id = $1", [userId]);
+      const phone = await auth.call("changePhoneNumber", { phoneNumber: newPhone(), currentPassword: password }, bearer(token));
+      const address = await auth.call("changeEmail", { newEmail: newAddress(), currentPassword: password }, bearer(token));
+      for (const { error } of [phone, address]) {
+        expect(error?.code).to.equal(grpc.status.FAILED_PRECONDITION);
+        expect(reasonOf(error!)).to.equal("EMAIL_NOT_VERIFIED");
+      }
+    });
+
     it("closes the password resets mailed to the old address once the new one is confirmed", async () => {
       const { email, token } = await emailAccount();
       const next = newAddress("moved");
@@ -166,6 +195,47 @@ describe("Changing the email address and phone number", () => {
         mail.failing = false;
       }
       expect(await openVerifications(userId)).to.equal(0);
+    });
+
+    it("keeps the change waiting before when the next one's mail cannot be sent", async () => {
+      const { userId, token } = await emailAccount();
+      const first = newAddress("first");
+      expect((await auth.call("changeEmail", { newEmail: first, currentPassword: password }, bearer(token))).error).to.equal(undefined);
+      const code = codeFor(mail, first);
+      mail.failing = true;
+      try {
+        const refused = await auth.call("changeEmail", { newEmail: newAddress("second"), currentPassword: password }, bearer(token));
+        expect(refused.error?.code).to.equal(grpc.status.UNAVAILABLE);
+      } finally {
+        mail.failing = false;
+      }
+      expect(await openVerifications(userId)).to.equal(1);
+      expect((await auth.call("verifyEmail", { email: first, code })).response?.email, "the first change's code works again").to.equal(first);
+      const { rows } = await db.query("select outcome, detail->>'reason' as reason from audit_event where user_id = $1 and event = 'email.change_requested' order by id", [userId]);
+      expect(rows).to.deep.equal([
+        { outcome: "success", reason: null },
+        { outcome: "success", reason: null },
+        { outcome: "failure", reason: "mail_provider" },
+      ]);
+    });
+
+    it("mails after committing, holding no lock on the account while the provider takes its time", async () => {
+      const { userId, token } = await emailAccount();
+      const next = newAddress("slow");
+      const held = mail.hold();
+      const changing = auth.call("changeEmail", { newEmail: next, currentPassword: password }, bearer(token));
+      try {
+        await held.arrived;
+        await db.query("begin");
+        // NOWAIT: a row still locked by ChangeEmail's transaction would fail this at once.
+        expect((await db.query("select id from app_user where id = $1 for update nowait", [userId])).rows).to.have.length(1);
+        expect(await openVerifications(userId), "the code is committed").to.equal(1);
+      } finally {
+        await db.query("rollback");
+        held.release();
+      }
+      expect((await changing).error).to.equal(undefined);
+      expect((await auth.call("verifyEmail", { email: next, code: codeFor(mail, next) })).response?.email).to.equal(next);
     });
 
     it("adds an email to a phone account on a fresh sign-in, and asks a stale one to sign in again", async () => {

@@ -120,6 +120,24 @@ describe("Email verification", () => {
       ]);
     });
 
+    it("commits the account before mailing, and holds no lock on it while the provider takes its time", async () => {
+      const email = newAddress("slow");
+      const held = inbox.hold();
+      const registering = register(email);
+      try {
+        await held.arrived;
+        await db.query("begin");
+        // NOWAIT: a row still locked by Register's transaction would fail this at once.
+        const { rows } = await db.query("select id from app_user where email = $1 for update nowait", [email]);
+        expect(rows, "committed, and not locked").to.have.length(1);
+      } finally {
+        await db.query("rollback");
+        held.release();
+      }
+      expect((await registering).error).to.equal(undefined);
+      expect((await auth.call("verifyEmail", { email, code: codeFor(email) })).response?.email).to.equal(email);
+    });
+
     it("answers UNAVAILABLE when the mail provider fails, keeps nothing, and the address registers afterwards", async () => {
       const email = newAddress("outage");
       inbox.failing = true;
@@ -127,6 +145,8 @@ describe("Email verification", () => {
         const refused = await register(email);
         expect(refused.error?.code).to.equal(grpc.status.UNAVAILABLE);
         expect(await accountsWith(email), "no account left behind").to.equal(0);
+        const { rows } = await db.query("select count(*)::int as n from contact_verification where address = $1", [email]);
+        expect(rows[0].n, "nor a code").to.equal(0);
       } finally {
         inbox.failing = false;
       }
@@ -175,18 +195,21 @@ describe("Email verification", () => {
       const code = codeFor(email);
       const token = tokenFor(email);
       const wrong = code === "000000" ? "111111" : "000000";
+      const lastRow = (await db.query("select coalesce(max(id), 0) as id from audit_event")).rows[0].id;
       for (let i = 0; i < 3; i++) expect((await auth.call("verifyEmail", { email, code: wrong })).error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
       expect((await auth.call("verifyEmail", { email, code })).error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
       expect((await auth.call("verifyEmail", { token })).error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+      // Whoever typed them is not the account's owner's to see: the rows name no account, and the address only masked.
       const { rows } = await db.query(
-        `select a.detail->>'attempt' as attempt, a.detail->>'closed' as closed from audit_event a join app_user u on u.id = a.user_id
-         where u.email = $1 and a.event = 'email.verify' and a.outcome = 'failure' order by a.id`,
-        [email],
+        `select user_id, detail->>'email' as email, detail->>'attempt' as attempt, detail->>'closed' as closed from audit_event
+         where id > $1 and event = 'email.verify' and detail->>'reason' = 'wrong_code' order by id`,
+        [lastRow],
       );
+      const masked = `${email[0]}***@example.com`;
       expect(rows).to.deep.equal([
-        { attempt: "1", closed: "false" },
-        { attempt: "2", closed: "false" },
-        { attempt: "3", closed: "true" },
+        { user_id: null, email: masked, attempt: "1", closed: "false" },
+        { user_id: null, email: masked, attempt: "2", closed: "false" },
+        { user_id: null, email: masked, attempt: "3", closed: "true" },
       ]);
     });
 
@@ -251,6 +274,23 @@ describe("Email verification", () => {
         { reason: "email_not_verified", resent: "false" },
         { reason: "email_not_verified", resent: "true" },
       ]);
+    });
+
+    it("forgets the wrong passwords typed before the right one, though it refuses the unconfirmed address", async () => {
+      const email = newAddress();
+      await register(email);
+      for (let i = 0; i < 2; i++) expect((await login(email, "not the passphrase at all")).error?.code).to.equal(grpc.status.UNAUTHENTICATED);
+      const counts = async () =>
+        (
+          await db.query(
+            `select failed_logins, (select count(*)::int from password_failure f where f.user_id = u.id) as sources from app_user u where email = $1`,
+            [email],
+          )
+        ).rows;
+      expect(await counts()).to.deep.equal([{ failed_logins: 2, sources: 1 }]);
+      const refused = await login(email);
+      expect(detailOf(grpcErrorDetails(refused.error!), ErrorInfoSchema)?.reason).to.equal("EMAIL_NOT_VERIFIED");
+      expect(await counts(), "as after a sign-in").to.deep.equal([{ failed_logins: 0, sources: 0 }]);
     });
 
     it("still answers EMAIL_NOT_VERIFIED when the resent mail cannot be sent", async () => {

@@ -117,12 +117,12 @@ describe("New-device notice", () => {
     expect(notices(email), "the first device is known").to.be.empty;
   });
 
-  it("mails nobody while the address is unconfirmed, yet remembers the devices", async () => {
+  it("mails nobody while the address is unconfirmed, yet remembers the devices and keeps the sign-in in the history", async () => {
     const email = await newAccount({ verified: false });
     const { user } = await signIn(email, newDevice("Laptop"));
-    await signIn(email, newDevice("Phone"));
+    const phone = await signIn(email, newDevice("Phone"));
     expect(mail.mailsTo(email).map((m) => m.subject)).not.to.include(noticeSubject);
-    expect(await noticeAudits(user!.userId)).to.be.empty;
+    expect(await noticeAudits(user!.userId)).to.deep.equal([{ session_id: phone.sessionId, ip_address: "127.0.0.1", detail: { method: "pwd", notice: "none" } }]);
     const { rows } = await db.query("select device_id from user_device where user_id = $1", [user!.userId]);
     expect(rows).to.have.length(2);
   });

@@ -24,8 +24,8 @@ const reasonOf = (error: grpc.ServiceError) => detailOf(grpcErrorDetails(error),
 /**
  * RequestPasswordReset and ResetPassword against real servers, reading the
  * mails as their owner would from a webhook inbox. Lockouts take 3 wrong
- * passwords (from one source, or from all together); a code allows 3 tries;
- * an address may ask for 3 resets an hour.
+ * passwords (from one source, or from all together); a code allows 3 tries,
+ * and an account 4 wrong codes a day; an address may ask for 3 resets an hour.
  */
 describe("Password reset", () => {
   const inbox = new MailInbox();
@@ -45,6 +45,7 @@ describe("Password reset", () => {
         PASSWORD_LOCKOUT_THRESHOLD: "3",
         PASSWORD_LOCKOUT_ACCOUNT_THRESHOLD: "3",
         ACCOUNT_CODE_MAX_ATTEMPTS: "3",
+        ACCOUNT_CODE_FAILURE_BUDGET: "4",
         RATE_LIMITS: [
           "register_ip=1000/3600", "register_email=1000/3600", "login_ip=1000/900", "login_email=1000/900", "refresh_ip=1000/60",
           "password_reset_ip=1000/3600", "password_reset_global=1000/60", "password_reset_email=3/3600",
@@ -99,6 +100,14 @@ describe("Password reset", () => {
   }
 
   const login = (email: string, pass: string) => auth.call("login", { email, password: pass, device });
+
+  /** The code that confirms the address, mailed at registration. */
+  function confirmationCode(address: string): string {
+    const mail = inbox.mailsTo(address).find((m) => m.subject.endsWith("confirm your email address"))!;
+    const code = /\b(\d{6})\b/.exec(mail.text)![1]!;
+    secrets.push(code);
+    return code;
+  }
 
   const liveSessions = async (userId: string): Promise<number> =>
     (await db.query("select count(*)::int as n from session where user_id = $1 and revoke_time is null", [userId])).rows[0].n;
@@ -324,13 +333,19 @@ describe("Password reset", () => {
       expect(fieldsOf(expired.error!)).to.deep.equal(["token"]);
     });
 
-    it("keeps earlier resets valid until one is used, then refuses the rest", async () => {
+    it("keeps one reset open: a new request refuses the earlier mail's link and code, and once used its own are refused too", async () => {
       const { email } = await newAccount();
       const first = await requestReset(email);
       const second = await requestReset(email);
-      expect((await auth.call("resetPassword", { token: first.token, newPassword })).error, "the earlier mail still works").to.equal(undefined);
-      const late = await auth.call("resetPassword", { token: second.token, newPassword: "yet another passphrase" });
-      expect(late.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+      const early = await auth.call("resetPassword", { token: first.token, newPassword });
+      expect(early.error?.code, "the earlier mail's link").to.equal(grpc.status.INVALID_ARGUMENT);
+      expect(fieldsOf(early.error!)).to.deep.equal(["token"]);
+      if (first.code !== second.code) {
+        const earlyCode = await auth.call("resetPassword", { email, code: first.code, newPassword });
+        expect(earlyCode.error?.code, "the earlier mail's code").to.equal(grpc.status.INVALID_ARGUMENT);
+        expect(fieldsOf(earlyCode.error!)).to.deep.equal(["code"]);
+      }
+      expect((await auth.call("resetPassword", { token: second.token, newPassword })).error, "the latest mail").to.equal(undefined);
       const lateCode = await auth.call("resetPassword", { email, code: second.code, newPassword: "yet another passphrase" });
       expect(lateCode.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
       expect(fieldsOf(lateCode.error!)).to.deep.equal(["code"]);
@@ -356,6 +371,38 @@ describe("Password reset", () => {
       const { rows } = await db.query("select attempts from password_reset where user_id = $1", [userId]);
       expect(rows).to.deep.equal([{ attempts: 3 }]);
       expect((await auth.call("resetPassword", { email, code, newPassword })).error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+    });
+
+    it("refuses every code, right ones too, once the account has had 4 wrong ones today across resets and confirmation; links still work", async () => {
+      const { email, userId } = await newAccount();
+      const confirmation = confirmationCode(email);
+      const first = await requestReset(email);
+      let wrong: grpc.ServiceError | undefined;
+      for (let i = 0; i < 3; i++) wrong = (await auth.call("resetPassword", { email, code: wrongCode(first.code), newPassword })).error;
+      expect((await auth.call("verifyEmail", { email, code: wrongCode(confirmation) })).error?.code, "the 4th").to.equal(grpc.status.INVALID_ARGUMENT);
+
+      const second = await requestReset(email);
+      const right = await auth.call("resetPassword", { email, code: second.code, newPassword });
+      expect([right.error?.code, right.error?.details], "a new reset's right code, answered as a wrong one").to.deep.equal([wrong?.code, wrong?.details]);
+      expect((await auth.call("verifyEmail", { email, code: confirmation })).error?.code, "the confirmation's right code").to.equal(grpc.status.INVALID_ARGUMENT);
+      const { rows } = await db.query("select count(*)::int as n from code_failure where user_id = $1", [userId]);
+      expect(rows[0].n, "the refused right codes spent nothing").to.equal(4);
+
+      expect((await auth.call("resetPassword", { token: second.token, newPassword })).error, "the unguessable link").to.equal(undefined);
+    });
+
+    it("accepts codes again once the wrong ones are a day old", async () => {
+      const { email, userId } = await newAccount();
+      const confirmation = confirmationCode(email);
+      const { code } = await requestReset(email);
+      for (let i = 0; i < 3; i++) await auth.call("resetPassword", { email, code: wrongCode(code), newPassword });
+      const next = await requestReset(email);
+      await auth.call("resetPassword", { email, code: wrongCode(next.code), newPassword });
+      expect((await auth.call("verifyEmail", { email, code: confirmation })).error?.code, "the budget is spent").to.equal(grpc.status.INVALID_ARGUMENT);
+
+      await db.query("update code_failure set fail_time = fail_time - interval '1 day' where user_id = $1", [userId]);
+      expect((await auth.call("verifyEmail", { email, code: confirmation })).response?.email).to.equal(email);
+      expect((await running.app!.cleanup.run()).codeFailures, "and the cleanup forgets them").to.be.at.least(4);
     });
 
     it("answers a code for an unknown address as a wrong code for a known one", async () => {

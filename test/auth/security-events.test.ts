@@ -95,10 +95,16 @@ describe("ListSecurityEvents", () => {
     const phone = await auth.call("login", { email, password: newPassword, device: device("Phone") });
     const loggedOut = await connectCall(running.httpPort!, "/portcullis.v1.AuthService/Logout", {}, { ...bearer(laptop.json.tokens.accessToken), "user-agent": "Firefox/128.0" });
     expect(loggedOut.status).to.equal(200);
+    await running.app!.settled();
 
     const { response } = await auth.call("listSecurityEvents", {}, bearer(phone.response!.tokens!.accessToken));
 
-    const [logout, phoneSignIn, passwordChange, failed, laptopSignIn] = response!.events;
+    const newDevices = response!.events.filter((e) => e.type === "sign_in.new_device");
+    expect(newDevices.map((e) => [e.deviceName, e.method, e.details]), "unconfirmed address: none mailed").to.have.deep.members([
+      ["Work laptop", "pwd", { notice: "none" }],
+      ["Phone", "pwd", { notice: "none" }],
+    ]);
+    const [logout, phoneSignIn, passwordChange, failed, laptopSignIn] = response!.events.filter((e) => e.type !== "sign_in.new_device");
     const local = { ipAddress: "127.0.0.1" };
     expect(shape(logout!)).to.deep.include({ type: "logout", outcome: "success", deviceName: "Work laptop", sessionId: laptop.json.sessionId, userAgent: "Firefox/128.0", ...local });
     expect(shape(phoneSignIn!)).to.deep.include({ type: "sign_in", outcome: "success", method: "pwd", deviceName: "Phone", sessionId: phone.response!.sessionId, ...local });
@@ -127,6 +133,7 @@ describe("ListSecurityEvents", () => {
     for (let i = 0; i < 3; i++) await auth.call("login", { email, password, device: device(`Tablet ${i}`) });
     // The second wrong password locks the account for this source: its failure and the lock share one statement's time.
     for (let i = 0; i < 2; i++) await auth.call("login", { email, password: "wrong password!", device: device("Thief") });
+    await running.app!.settled();
 
     const whole = await allEvents(accessToken, 100);
     expect(whole.map((e) => e.type)).to.include("account.locked");
@@ -171,7 +178,7 @@ describe("ListSecurityEvents", () => {
     // As flows write them: one slipped a full number in; a reviewer raised the KYC level from the back office.
     await db.query(
       `insert into audit_event (event, outcome, user_id, ip_address, user_agent, detail) values
-         ('phone.change', 'success', $1, '127.0.0.1', 'app', jsonb_build_object('old_phone', $2::text)),
+         ('phone.change', 'success', $1, '127.0.0.1', 'app', jsonb_build_object('phone', $2::text)),
          ('kyc.level_change', 'success', $1, '10.20.30.40', 'BackOffice/2.0', jsonb_build_object('level', 2, 'by', 'reviewer-7f3a'))`,
       [userId, phone],
     );
@@ -179,10 +186,44 @@ describe("ListSecurityEvents", () => {
     const events = await allEvents(signedIn.tokens!.accessToken, 100);
 
     expect(JSON.stringify(events.map((e) => ({ ...e, time: undefined })))).not.to.contain(phone);
-    expect(events.find((e) => e.type === "phone.change")!.details.old_phone).to.match(/^\+44\*+\d\d$/);
+    expect(events.find((e) => e.type === "phone.change")!.details.phone).to.match(/^\+44\*+\d\d$/);
     const raised = events.find((e) => e.type === "kyc.level_change")!;
     expect(raised.details).to.deep.equal({ level: "2" });
     expect(shape(raised)).to.deep.include({ ipAddress: "", userAgent: "" });
     expect(shape(events.at(-1)!)).to.deep.include({ type: "sign_in", method: "otp", deviceName: "Pixel" });
+  });
+
+  it("shows the wrong sign-in codes typed for the account's number", async () => {
+    const phone = newPhone();
+    const signedIn = await signInByPhone(running.grpcPort!, sms, phone, "Pixel");
+    expect((await auth.call("sendOtp", { phoneNumber: phone })).error).to.equal(undefined);
+    const code = sms.codeFor(phone);
+    const wrong = await auth.call("verifyOtp", { phoneNumber: phone, code: code === "000000" ? "111111" : "000000", device: device("Thief") });
+    expect(wrong.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
+
+    const failures = (await allEvents(signedIn.tokens!.accessToken, 100)).filter((e) => e.type === "otp.verify");
+    expect(failures.map((e) => [e.outcome, e.ipAddress, e.details])).to.deep.equal([
+      ["failure", "127.0.0.1", { phone: `${phone.slice(0, 3)}${"*".repeat(phone.length - 5)}${phone.slice(-2)}`, attempt: "1", failures_in_window: "1" }],
+    ]);
+  });
+
+  it("keeps what only operators should see out of the history: the reason an operator typed, the operator, and their address", async () => {
+    const { userId, accessToken } = await newAccount();
+    // As AdminService.DisableUser and EnableUser write them.
+    await db.query(
+      `insert into audit_event (event, outcome, user_id, ip_address, user_agent, detail) values
+         ('account.disable', 'success', $1, '10.20.30.40', 'AdminConsole/1.0',
+          jsonb_build_object('actor', 'operator-7f3a', 'reason', 'chargeback, see ticket 4411 (J. Smith)', 'revoked_sessions', 1)),
+         ('account.enable', 'success', $1, '10.20.30.40', 'AdminConsole/1.0', jsonb_build_object('actor', 'operator-7f3a'))`,
+      [userId],
+    );
+
+    const events = await allEvents(accessToken, 100);
+
+    const disabled = events.find((e) => e.type === "account.disable")!;
+    expect(disabled.details).to.deep.equal({ revoked_sessions: "1" });
+    expect(shape(disabled)).to.deep.include({ ipAddress: "", userAgent: "" });
+    expect(events.find((e) => e.type === "account.enable")!.details).to.deep.equal({});
+    expect(JSON.stringify(events.map((e) => e.details))).not.to.contain("chargeback");
   });
 });

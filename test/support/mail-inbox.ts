@@ -15,12 +15,18 @@ export class MailInbox {
   private server?: Server;
   /** Set to make the "provider" fail. */
   failing = false;
+  private holding?: { arrived: () => void; released: Promise<void> };
 
   async start(): Promise<string> {
     this.server = createServer((req, res) => {
       let body = "";
       req.on("data", (chunk) => (body += chunk));
-      req.on("end", () => {
+      req.on("end", async () => {
+        const holding = this.holding;
+        if (holding) {
+          holding.arrived();
+          await holding.released;
+        }
         if (this.failing) return res.writeHead(503).end();
         this.messages.push(JSON.parse(body));
         res.writeHead(200).end();
@@ -33,6 +39,25 @@ export class MailInbox {
   /** The environment that sends a platform's mail here. */
   async env(): Promise<Record<string, string>> {
     return { EMAIL_PROVIDER: "webhook", EMAIL_WEBHOOK_URL: await this.start() };
+  }
+
+  /**
+   * Leaves mails unanswered, as a slow provider would, until `release`;
+   * `arrived` resolves once the first has reached the inbox.
+   */
+  hold(): { arrived: Promise<void>; release: () => void } {
+    let arrived!: () => void;
+    let release!: () => void;
+    const arrival = new Promise<void>((resolve) => (arrived = resolve));
+    const released = new Promise<void>((resolve) => (release = resolve));
+    this.holding = { arrived, released };
+    return {
+      arrived: arrival,
+      release: () => {
+        this.holding = undefined;
+        release();
+      },
+    };
   }
 
   mailsTo(address: string): ReceivedMail[] {
