@@ -17,6 +17,7 @@ import { requestIdOf, type Dispatch, type IncomingCall } from "../services/platf
 import type { Logger } from "../services/platform/logger.js";
 import { AuthService, GetJwksRequestSchema, GetJwksResponseSchema } from "../gen/portcullis/v1/auth_service_pb.js";
 import { applyCors } from "./cors.js";
+import { createOAuth } from "./oauth.js";
 
 export interface GatewayOptions {
   services: readonly DescService[];
@@ -27,6 +28,8 @@ export interface GatewayOptions {
   maxRequestBytes: number;
   /** How long a client may take to send a request's headers, and the whole request; Node's own (60 s, 5 min) when not given. */
   timeouts?: { headersTimeoutMs: number; requestTimeoutMs: number };
+  /** The OAuth endpoints' settings: JWT_ISSUER, PUBLIC_URL and JWT_AUDIENCE. */
+  oauth: { issuer: string; publicUrl: string; audience: string };
   logger: Logger;
 }
 
@@ -54,6 +57,7 @@ export function createGateway(options: GatewayOptions): Server {
     contextValues: (req) => createContextValues().set(peerKey, req.socket.remoteAddress ?? ""),
   });
   const origins = new Set(options.corsOrigins);
+  const oauth = createOAuth({ ...options.oauth, dispatch: options.dispatch, maxRequestBytes: options.maxRequestBytes });
 
   const jwks = async (req: IncomingMessage, res: ServerResponse) => {
     const incoming: IncomingCall = {
@@ -85,10 +89,13 @@ export function createGateway(options: GatewayOptions): Server {
     // RFC 9112 §3.2: a request with no Host or an invalid one is answered 400 (Node itself only checks that
     // HTTP/1.1 has one); connect-node could not build the request's URL from it either.
     if (!validHost(req.headers.host)) return sendJson(res, 400, { status: "bad request" });
-    if (applyCors(origins, req, res)) return;
+    const path = (req.url ?? "/").split("?")[0]!;
+    // Server-to-server: no CORS headers, so no page can read what they answer.
+    const isOAuth = oauth.handles(path);
+    if (!isOAuth && applyCors(origins, req, res)) return;
 
-    const path = (req.url ?? "/").split("?")[0];
     try {
+      if (isOAuth) return await oauth.serve(req, res, path);
       if (req.method === "GET" && path === "/healthz") return sendJson(res, 200, { status: "alive" });
       if (req.method === "GET" && path === "/readyz") {
         const ready = await options.ready();

@@ -2,6 +2,8 @@ import { randomUUID } from "node:crypto";
 import { userInfo } from "node:os";
 import { normalizeEmail } from "../auth/email.js";
 import { checkPhoneNumber } from "../auth/phone.js";
+import { ClientSecrets } from "../clients/client-secrets.js";
+import { ServiceAccounts } from "../clients/service-accounts.js";
 import type { CallOrigin } from "../kernel/call.js";
 import { migrations } from "../migrations/index.js";
 import { accessTokenLifetimeMs, ConfigError, loadConfig, sessionFeedKeys, type Config } from "../platform/config.js";
@@ -16,8 +18,10 @@ import { RefreshTokens } from "../tokens/refresh-token.js";
 import { userStore } from "../users/store.js";
 import { Accounts } from "./accounts.js";
 import { knownPermissions } from "./permissions.js";
+import { readServiceCommand, runServiceCommand, serviceUsage, UsageError } from "./service-commands.js";
 
 const usage = `usage: npm run admin -- <command> <phone-or-email> [permission]
+       npm run admin -- service <command> [<name>] …
 
   grant   <user> <permission>   give a permission (${knownPermissions.join(", ")})
   revoke  <user> <permission>   take a permission away
@@ -31,7 +35,9 @@ A permission granted reaches the user's access token at its next refresh (at mos
 one taken away stops working at the user's next call, on every instance.
 Each change is audited with your operating-system user name as the actor.
 Runs against the configured database (DATABASE_URL), or the embedded one in DATA_DIR when npm start is not running;
-needs no SMS or email settings. Once an operator holds user.admin, AdminService does all this and more.`;
+needs no SMS or email settings. Once an operator holds user.admin, AdminService does all this and more.
+
+${serviceUsage}`;
 
 const commands = ["grant", "revoke", "list", "disable", "enable", "unlock"];
 
@@ -41,25 +47,27 @@ const published = ["disable", "revoke"];
 /** How long `disable` and `revoke` wait for running instances to be told before they exit. */
 const publishWaitMs = 5000;
 
-class UsageError extends Error {}
-
 async function main(args: string[]): Promise<string> {
+  if (args[0] === "service") {
+    const command = await readServiceCommand(args.slice(1));
+    return withDatabase(async (db, config, logger) => {
+      const keyEncryptionKey = config.keyEncryptionKey ?? embeddedKeyEncryptionKey(config.dataDir, logger);
+      const accounts = new ServiceAccounts(db, new ClientSecrets(deriveKey(keyEncryptionKey, "client-secrets")));
+      return runServiceCommand(command, accounts, `os:${operatingSystemUser()}`, cliOrigin());
+    });
+  }
   const [command, who, permission, ...rest] = args;
   if (!command || !who || !commands.includes(command)) throw new UsageError(usage);
   if ((command === "grant" || command === "revoke") && !knownPermissions.includes(permission ?? "")) {
     throw new UsageError(`unknown permission "${permission ?? ""}"; known: ${knownPermissions.join(", ")}`);
   }
-  const config = loadConfig(process.env, { sendsCodes: false });
-  const logger = createLogger("warn");
-  const embedded = config.databaseUrl ? undefined : await startEmbeddedPostgres(config.dataDir);
-  const db = await Database.open(embedded?.url ?? config.databaseUrl!, logger, embedded?.options ?? { poolSize: 1, prepare: false }, migrations);
-  try {
+  return withDatabase(async (db, config, logger) => {
     const user = await userStore.findByPhoneOrEmail(db, userKey(who));
     if (!user) throw new UsageError(`no account with ${who}`);
     if (command === "list") {
       return `${who}: user ${user.id}, KYC level ${user.kyc_level}, ${user.disable_time ? "DISABLED, " : ""}permissions: ${user.permissions.join(", ") || "(none)"}`;
     }
-    const origin: CallOrigin = { clientIp: "admin-cli", userAgent: "portcullis-admin", requestId: randomUUID() };
+    const origin = cliOrigin();
     return await change(db, config, logger, published.includes(command), async (accounts) => {
       const actor = `os:${operatingSystemUser()}`;
       switch (command) {
@@ -80,10 +88,26 @@ async function main(args: string[]): Promise<string> {
           return (await accounts.unlock(actor, user.id, origin)) ? `unlocked ${who}` : `${who} was not locked out; wrong-password counts cleared`;
       }
     });
+  });
+}
+
+/** Runs `run` on the configured database, or the embedded one in DATA_DIR, and closes it after. */
+async function withDatabase(run: (db: Database, config: Config, logger: Logger) => Promise<string>): Promise<string> {
+  const config = loadConfig(process.env, { sendsCodes: false });
+  const logger = createLogger("warn");
+  const embedded = config.databaseUrl ? undefined : await startEmbeddedPostgres(config.dataDir);
+  const db = await Database.open(embedded?.url ?? config.databaseUrl!, logger, embedded?.options ?? { poolSize: 1, prepare: false }, migrations);
+  try {
+    return await run(db, config, logger);
   } finally {
     await db.close();
     await embedded?.stop();
   }
+}
+
+/** Where the tool's changes come from, as the audit log names it. */
+function cliOrigin(): CallOrigin {
+  return { clientIp: "admin-cli", userAgent: "portcullis-admin", requestId: randomUUID() };
 }
 
 /**

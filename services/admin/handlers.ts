@@ -2,13 +2,22 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { AuditRow } from "../audit/store.js";
 import { normalizeEmail } from "../auth/email.js";
+import { decodeNamePageToken, encodeNamePageToken, type ServiceAccount, type ServiceAccounts } from "../clients/service-accounts.js";
+import type { ServiceCredentialRow } from "../clients/store.js";
 import type { ServiceHandlers } from "../kernel/call.js";
-import { Code, ConnectError } from "../kernel/errors.js";
-import { decodeExactPageToken, encodePageToken, pageSizeOf } from "../kernel/pagination.js";
+import { decodeExactPageToken, pageSizeOf } from "../kernel/pagination.js";
 import { textProblem, Violations } from "../kernel/validation.js";
 import type { UserFilter } from "../users/store.js";
 import { userMessage } from "../users/user.js";
-import { AdminService, UserStatus, type AuditEventSchema, type ManagedUserSchema } from "../../gen/portcullis/v1/admin_service_pb.js";
+import {
+  AdminService,
+  ServiceCredentialKind,
+  UserStatus,
+  type AuditEventSchema,
+  type ManagedUserSchema,
+  type ServiceAccountSchema,
+  type ServiceCredentialSchema,
+} from "../../gen/portcullis/v1/admin_service_pb.js";
 import type { Accounts, ManagedUser } from "./accounts.js";
 import type { AuditLog } from "./audit-log.js";
 
@@ -55,17 +64,62 @@ function timeProblem(time: Date): string | undefined {
   return Number.isNaN(year) || year < 1 || year > 9999 ? "must be between the years 1 and 9999" : undefined;
 }
 
-const notYet = async (): Promise<never> => {
-  throw new ConnectError("not built yet", Code.Unimplemented);
-};
+const credentialKinds = { public_key: ServiceCredentialKind.PUBLIC_KEY, client_secret: ServiceCredentialKind.CLIENT_SECRET };
 
-export function adminHandlers(accounts: Accounts, auditLog: AuditLog): ServiceHandlers<typeof AdminService> {
+function serviceCredentialMessage(credential: ServiceCredentialRow): MessageInitShape<typeof ServiceCredentialSchema> {
   return {
-    createServiceAccount: notYet,
-    listServiceAccounts: notYet,
-    disableServiceAccount: notYet,
-    addServiceCredential: notYet,
-    revokeServiceCredential: notYet,
+    credentialId: credential.id,
+    kind: credentialKinds[credential.kind],
+    keyId: credential.key_id ?? "",
+    createTime: timestampFromDate(credential.create_time),
+    lastUseTime: credential.last_use_time ? timestampFromDate(credential.last_use_time) : undefined,
+  };
+}
+
+function serviceAccountMessage(account: ServiceAccount): MessageInitShape<typeof ServiceAccountSchema> {
+  return {
+    name: account.name,
+    audiences: account.audiences,
+    permissions: account.permissions,
+    createTime: timestampFromDate(account.create_time),
+    disableTime: account.disable_time ? timestampFromDate(account.disable_time) : undefined,
+    credentials: account.credentials.map(serviceCredentialMessage),
+  };
+}
+
+export function adminHandlers(accounts: Accounts, auditLog: AuditLog, serviceAccounts: ServiceAccounts): ServiceHandlers<typeof AdminService> {
+  return {
+    async createServiceAccount(request, call) {
+      const created = await serviceAccounts.create(call.principal!.subject, request.name, request.audiences, request.permissions, call);
+      return { serviceAccount: serviceAccountMessage(created) };
+    },
+
+    async listServiceAccounts(request, call) {
+      const after = request.pageToken ? decodeNamePageToken(request.pageToken) : undefined;
+      const { page, next } = await serviceAccounts.list(call.principal!.subject, pageSizeOf(request.pageSize), after, call);
+      return { serviceAccounts: page.map(serviceAccountMessage), nextPageToken: next ? encodeNamePageToken(next) : "" };
+    },
+
+    async disableServiceAccount(request, call) {
+      await serviceAccounts.disable(call.principal!.subject, request.name, call);
+      return {};
+    },
+
+    async addServiceCredential(request, call) {
+      const actor = call.principal!.subject;
+      // The contract lets exactly one of the two through.
+      if (request.publicKeyJwk) {
+        return { credential: serviceCredentialMessage(await serviceAccounts.addPublicKey(actor, request.name, request.publicKeyJwk, call)) };
+      }
+      const { credential, secret } = await serviceAccounts.addSecret(actor, request.name, call);
+      return { credential: serviceCredentialMessage(credential), clientSecret: secret };
+    },
+
+    async revokeServiceCredential(request, call) {
+      await serviceAccounts.revokeCredential(call.principal!.subject, request.name, request.credentialId, call);
+      return {};
+    },
+
     async listUsers(request, call) {
       const emailPrefix = normalizeEmail(request.emailPrefix);
       new Violations().add("email_prefix", textProblem(emailPrefix, 0, 254)).throwIfAny();
@@ -76,8 +130,8 @@ export function adminHandlers(accounts: Accounts, auditLog: AuditLog): ServiceHa
         kycLevel: request.kycLevel,
       };
       const after = request.pageToken ? decodeExactPageToken(request.pageToken) : undefined;
-      const { page, next } = await accounts.list(call.principal!.subject, filter, pageSizeOf(request.pageSize), after, call);
-      return { users: page.map(managedUserMessage), nextPageToken: next ? encodePageToken(...next) : "" };
+      const { page, nextPageToken } = await accounts.list(call.principal!.subject, filter, pageSizeOf(request.pageSize), after, call);
+      return { users: page.map(managedUserMessage), nextPageToken };
     },
 
     async getUser(request, call) {
@@ -118,8 +172,8 @@ export function adminHandlers(accounts: Accounts, auditLog: AuditLog): ServiceHa
         .throwIfAny();
       const filter = { userId: request.userId || undefined, event: event || undefined, since, before };
       const after = request.pageToken ? decodeExactPageToken(request.pageToken, "bigint") : undefined;
-      const { page, next } = await auditLog.list(call.principal!.subject, filter, pageSizeOf(request.pageSize), after, call);
-      return { events: page.map(auditEventMessage), nextPageToken: next ? encodePageToken(...next) : "" };
+      const { page, nextPageToken } = await auditLog.list(call.principal!.subject, filter, pageSizeOf(request.pageSize), after, call);
+      return { events: page.map(auditEventMessage), nextPageToken };
     },
   };
 }

@@ -2,10 +2,18 @@ import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { Accounts } from "../admin/accounts.js";
 import { AuditLog } from "../admin/audit-log.js";
 import { adminHandlers } from "../admin/handlers.js";
+import { ClientAuthentication } from "../clients/client-authentication.js";
+import { ClientSecrets } from "../clients/client-secrets.js";
 import { tokenHandlers } from "../clients/handlers.js";
+import { Introspection } from "../clients/introspection.js";
+import { ServiceAccounts } from "../clients/service-accounts.js";
+import { ServiceTokens } from "../clients/service-tokens.js";
+import { serviceAccountStore } from "../clients/store.js";
+import { TokenExchange } from "../clients/token-exchange.js";
 import { auditLimitHits } from "../audit/limit-hits.js";
 import { normalizeEmail } from "../auth/email.js";
 import { ContactChanges } from "../auth/contact-change.js";
+import { codeFailureStore } from "../auth/code-failure-store.js";
 import { contactVerificationStore } from "../auth/contact-verification-store.js";
 import { EmailVerifications } from "../auth/email-verification.js";
 import { authHandlers } from "../auth/handlers.js";
@@ -136,6 +144,8 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
         // Without Redis there is one instance, and it applies every change as it makes it.
         poll: redis && ((windowMs) => recentChanges(db, tokenLifetimeMs, windowMs)),
         clockToleranceSeconds: config.jwt.clockToleranceSeconds,
+        // For guards, which have no Postgres to poll: their feed's silence is their only sign that it stopped reaching them.
+        heartbeatIntervalMs: redis && config.feedHeartbeatSeconds * 1000,
       },
     );
     await revocations.start();
@@ -155,6 +165,8 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
         passwordFailureSources: () => userStore.purgeQuietFailureSources(db),
         contactVerifications: () => contactVerificationStore.purgeClosed(db),
         passwordResets: () => passwordResetStore.purgeClosed(db),
+        codeFailures: () => codeFailureStore.purgeOld(db),
+        clientAssertions: () => serviceAccountStore.purgeUsedAssertions(db),
       },
       config.cleanupIntervalSeconds,
       logger,
@@ -197,6 +209,11 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
     const contactChanges = new ContactChanges(db, config.account, config.otp.allowedCountries, passwords, sessions, emailVerifications, mailer, sms, smsBudgets, accountCodes);
     const passwordResets = new PasswordResets(db, config.account, sessions, mailer, new SecretMacs(deriveKey(kek, "password-reset")), background, logger);
     const kyc = new Kyc(db, new Envelope(kek, "kyc-data"), deriveKey(kek, "kyc-document-index"), revocations, tokenLifetimeMs);
+    const clientSecrets = new ClientSecrets(deriveKey(kek, "client-secrets"));
+    const clientAuthentication = new ClientAuthentication(db, clientSecrets, {
+      audiences: [`${config.publicUrl}/oauth2/token`, config.jwt.issuer],
+      clockToleranceSeconds: config.jwt.clockToleranceSeconds,
+    });
 
     const handlers = collectHandlers([
       [AuthService, authHandlers({
@@ -214,8 +231,12 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       })],
       [SessionService, sessionHandlers(sessions)],
       [KycService, kycHandlers(kyc)],
-      [TokenService, tokenHandlers()],
-      [AdminService, adminHandlers(new Accounts(db, sessions, revocations, tokenLifetimeMs), new AuditLog(db))],
+      [TokenService, tokenHandlers({
+        serviceTokens: new ServiceTokens(clientAuthentication, tokens, config.serviceTokenTtlSeconds),
+        exchange: new TokenExchange(db, tokens, guard, { ownAudience: config.jwt.audience, ttlSeconds: config.serviceTokenTtlSeconds }),
+        introspection: new Introspection(db, tokens, revocations),
+      })],
+      [AdminService, adminHandlers(new Accounts(db, sessions, revocations, tokenLifetimeMs), new AuditLog(db), new ServiceAccounts(db, clientSecrets))],
     ]);
     return {
       db,

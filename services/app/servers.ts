@@ -79,6 +79,7 @@ export async function startServers(config: Config, logger: Logger): Promise<Runn
         corsOrigins: config.corsOrigins,
         maxRequestBytes: config.maxRequestBytes,
         timeouts: config.gateway,
+        oauth: { issuer: config.jwt.issuer, publicUrl: config.publicUrl, audience: config.jwt.audience },
         logger,
       });
       running.httpPort = await listenHttp(gateway, config.host, config.httpPort);

@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { normalizeEmail } from "../auth/email.js";
 import { phoneLimitKey } from "../auth/phone.js";
@@ -6,6 +5,7 @@ import type { UnaryHandler } from "../kernel/call.js";
 import { defaultRateLimits, sessionFeedKeys, sharedDefaults, type Config, type RateLimitRule } from "../platform/config.js";
 import type { Dispatch } from "../platform/incoming-call.js";
 import { createLogger, type Logger } from "../platform/logger.js";
+import { isLoopbackHost } from "../platform/loopback.js";
 import { connectRedis } from "../platform/redis.js";
 import { startTracing } from "../platform/tracing.js";
 import { readPolicies } from "../policy/access.js";
@@ -15,14 +15,22 @@ import { LeasingRateLimiter, RedisRateLimiter } from "../policy/rate-limiter.js"
 import { backlogEvents, RevocationFeed, type FeedChannel } from "../session/feed.js";
 import { TokenVerifier } from "../tokens/access-token.js";
 import { RemoteJwks } from "../tokens/remote-jwks.js";
+import { sharedLimitKeySecret } from "./limit-key-secret.js";
 
 export interface GuardOptions {
+  /** This service's name, as its service account is named: the audience tokens for it carry. */
+  name: string;
+  /**
+   * The audiences a token may name to be accepted here: by default only
+   * `name`, so a token meant for another service (Portcullis itself
+   * included) does not replay here.
+   */
+  audiences?: string[];
   /** The service's own services; each method declares (portcullis.v1.access) like ours. */
   services: readonly DescService[];
-  /** Portcullis's JWKS, e.g. http://portcullis:8080/.well-known/jwks.json */
+  /** Portcullis's JWKS, e.g. https://portcullis.internal/.well-known/jwks.json; plain http only on loopback. */
   jwksUrl: string;
   issuer?: string;
-  audience?: string;
   /**
    * Portcullis's ACCESS_TOKEN_TTL_SECONDS: a token that lives longer is refused.
    * Defaults to the longest Portcullis can be configured with.
@@ -33,8 +41,19 @@ export interface GuardOptions {
   redisCluster?: boolean;
   /** Portcullis's REDIS_KEY_PREFIX, for its session-change feed. */
   portcullisKeyPrefix?: string;
-  /** Where this service keeps its own rate-limit counters. */
+  /** Where this service keeps its own rate-limit counters; `guard:<name>:` by default. */
   limitKeyPrefix?: string;
+  /**
+   * Hides phone numbers and emails in limit keys; the same for every instance
+   * of this service. Without it, one is made at random and kept in Redis.
+   */
+  limitKeySecret?: Buffer;
+  /**
+   * How long the revocation feed may be silent (no change, no heartbeat from
+   * Portcullis) before user calls are refused: by default three of
+   * Portcullis's default heartbeats (FEED_HEARTBEAT_SECONDS).
+   */
+  feedHeartbeatTimeoutMs?: number;
   rateLimits?: Record<string, RateLimitRule>;
   trustedProxies?: string[];
   logger?: Logger;
@@ -59,13 +78,20 @@ export interface Guard {
  * Portcullis's Redis feed, failing closed while it cannot be confirmed.
  */
 export async function createGuard(options: GuardOptions): Promise<Guard> {
+  const audiences = checkOptions(options);
   const logger = options.logger ?? createLogger("info");
   const policies = readPolicies(options.services, options.rateLimits ?? defaultRateLimits);
   const redis = await connectRedis(options.redisUrl, options.redisCluster ?? false);
+  // Per service by default: two services on one Redis must not share their counters.
+  const limitKeyPrefix = options.limitKeyPrefix ?? `guard:${options.name}:`;
   const channel: FeedChannel = { client: redis, ...sessionFeedKeys(options.portcullisKeyPrefix ?? sharedDefaults.redisKeyPrefix) };
-  const feed = new RevocationFeed(backlogEvents(channel), logger, channel);
+  const feed = new RevocationFeed(backlogEvents(channel), logger, channel, {
+    silenceTimeoutMs: options.feedHeartbeatTimeoutMs ?? 3 * sharedDefaults.feedHeartbeatSeconds * 1000,
+  });
   const jwks = new RemoteJwks(options.jwksUrl, logger);
+  let limitKeySecret: Buffer;
   try {
+    limitKeySecret = options.limitKeySecret ?? (await sharedLimitKeySecret(redis, `${limitKeyPrefix}${options.name}:limit-key-secret`));
     await feed.start();
     await jwks.refresh();
   } catch (error) {
@@ -76,10 +102,10 @@ export async function createGuard(options: GuardOptions): Promise<Guard> {
   }
   const chain = new Chain({
     policies,
-    limiter: new LeasingRateLimiter(new RedisRateLimiter(redis, options.limitKeyPrefix ?? "guard:")),
+    limiter: new LeasingRateLimiter(new RedisRateLimiter(redis, limitKeyPrefix)),
     tokens: new TokenVerifier(jwks, {
       issuer: options.issuer ?? sharedDefaults.issuer,
-      audience: options.audience ?? sharedDefaults.audience,
+      audience: audiences,
       clockToleranceSeconds: sharedDefaults.clockToleranceSeconds,
       verifiedCacheSize: sharedDefaults.verifiedCacheSize,
       maxLifetimeSeconds: options.maxTokenLifetimeSeconds ?? sharedDefaults.maxAccessTokenTtlSeconds,
@@ -87,8 +113,7 @@ export async function createGuard(options: GuardOptions): Promise<Guard> {
     sessions: feed,
     clientIp: new ClientIpResolver(options.trustedProxies ?? []),
     limitKeyForms: { phone: phoneLimitKey, email: normalizeEmail },
-    // Hides phone numbers and emails in limit keys; the same for every instance of this service.
-    limitKeySecret: createHash("sha256").update(`portcullis-guard:${options.jwksUrl}`).digest(),
+    limitKeySecret,
     onLimited: (hit) => logger.warn({ rule: hit.rule, ip: hit.clientIp, rid: hit.requestId }, "rate limit hit"),
     logger,
   });
@@ -105,6 +130,28 @@ export async function createGuard(options: GuardOptions): Promise<Guard> {
       await stopTracing();
     },
   };
+}
+
+const serviceName = /^[a-z][a-z0-9-]{1,62}$/;
+
+/** Refuses, before connecting to anything, a guard that would accept what it should not; returns the audiences it accepts. */
+function checkOptions(options: GuardOptions): string[] {
+  if (!serviceName.test(options.name)) {
+    throw new Error(`name: "${options.name}" is not a service name (2 to 63 lowercase letters, digits and dashes, starting with a letter)`);
+  }
+  const audiences = options.audiences ?? [options.name];
+  if (audiences.length === 0) throw new Error("audiences: name at least one, or leave it out to accept tokens for this service's name");
+  let url: URL;
+  try {
+    url = new URL(options.jwksUrl);
+  } catch {
+    throw new Error("jwksUrl: not a URL");
+  }
+  // Whoever can alter the key set in transit can sign any token we accept.
+  if (url.protocol !== "https:" && !(url.protocol === "http:" && isLoopbackHost(url.hostname))) {
+    throw new Error(`jwksUrl: must be https (plain http only on loopback), not ${url.protocol}//${url.host}`);
+  }
+  return audiences;
 }
 
 export { createGrpcServer } from "../platform/grpc-server.js";

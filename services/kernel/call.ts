@@ -11,6 +11,8 @@ export interface Principal {
   kycStatus: string;
   permissions: readonly string[];
   amr: readonly string[];
+  /** The service acting for the user (claim `act.sub`), in a token exchanged for this audience. */
+  actor?: string;
   /** Seconds since the epoch when the session ends for good; 0 for service tokens. */
   sessionExpiresAt: number;
   tokenId: string;

@@ -31,7 +31,14 @@ export function invalidArgument(violations: FieldViolation[]): ConnectError {
   ]);
 }
 
-export type UnauthenticatedReason = "TOKEN_MISSING" | "TOKEN_EXPIRED" | "TOKEN_INVALID" | "SESSION_REVOKED" | "INVALID_CREDENTIALS";
+export type UnauthenticatedReason =
+  | "TOKEN_MISSING"
+  | "TOKEN_EXPIRED"
+  | "TOKEN_INVALID"
+  | "SESSION_REVOKED"
+  | "INVALID_CREDENTIALS"
+  /** A service account's proof (client assertion or secret) failed, whatever the cause: RFC 6749's invalid_client. */
+  | "INVALID_CLIENT";
 
 export function unauthenticated(reason: UnauthenticatedReason, message: string): ConnectError {
   return new ConnectError(message, Code.Unauthenticated, undefined, [

@@ -65,6 +65,8 @@ export interface Config {
   redisKeyPrefix: string;
   /** How long a Redis command may take before it fails, so a stalled Redis fails open or closed instead of stalling calls. */
   redisCommandTimeoutMs: number;
+  /** How often each instance says on the session-change channel that it is there; guards fail closed after a few missed. */
+  feedHeartbeatSeconds: number;
   dataDir: string;
   /** 32 bytes; undefined only in embedded mode, which keeps one in dataDir. */
   keyEncryptionKey?: Buffer;
@@ -139,6 +141,11 @@ export interface Config {
     passwordResetTtlSeconds: number;
     /** Wrong tries a verification or reset code allows before it is closed. */
     codeMaxAttempts: number;
+    /**
+     * Wrong verification and reset codes a user may type in 24 hours, across codes; past it codes are refused (links,
+     * being unguessable, still work) until the oldest leaves the window.
+     */
+    codeFailureBudget: number;
     /** Login resends a verification mail at most this often. */
     verificationResendSeconds: number;
     /** For ChangeEmail and ChangePhoneNumber on an account without a password: how recent the sign-in must be. */
@@ -172,8 +179,10 @@ export const defaultRateLimits: Record<string, RateLimitRule> = {
   otp_verify_ip: { limit: 20, periodSeconds: hour, failOpen: false },
   register_ip: { limit: 10, periodSeconds: hour, failOpen: false },
   register_email: { limit: 3, periodSeconds: hour, failOpen: false },
+  register_global: { limit: 300, periodSeconds: minute, failOpen: false },
   verify_email_ip: { limit: 30, periodSeconds: hour, failOpen: false },
   verify_email_email: { limit: 10, periodSeconds: hour, failOpen: false },
+  verify_email_global: { limit: 600, periodSeconds: minute, failOpen: false },
   change_email_user: { limit: 5, periodSeconds: hour, failOpen: false },
   change_phone_user: { limit: 5, periodSeconds: hour, failOpen: false },
   verify_phone_user: { limit: 10, periodSeconds: hour, failOpen: false },
@@ -182,6 +191,7 @@ export const defaultRateLimits: Record<string, RateLimitRule> = {
   password_reset_global: { limit: 60, periodSeconds: minute, failOpen: false },
   reset_password_ip: { limit: 20, periodSeconds: hour, failOpen: false },
   reset_password_email: { limit: 10, periodSeconds: hour, failOpen: false },
+  reset_password_global: { limit: 300, periodSeconds: minute, failOpen: false },
   login_email: { limit: 5, periodSeconds: 15 * minute, failOpen: false },
   login_ip: { limit: 10, periodSeconds: 15 * minute, failOpen: false },
   refresh_user: { limit: 10, periodSeconds: minute, failOpen: false },
@@ -201,6 +211,7 @@ export const sharedDefaults = {
   audience: "portcullis",
   redisKeyPrefix: "portcullis:",
   redisCommandTimeoutMs: 1000,
+  feedHeartbeatSeconds: 5,
   clockToleranceSeconds: 5,
   verifiedCacheSize: 10_000,
   /** The longest ACCESS_TOKEN_TTL_SECONDS may be; the guard refuses tokens that live longer unless told Portcullis's own. */
@@ -309,6 +320,7 @@ export function loadConfig(env: Env = process.env, { sendsCodes = true }: { send
     redisCluster,
     redisKeyPrefix: read("REDIS_KEY_PREFIX") ?? sharedDefaults.redisKeyPrefix,
     redisCommandTimeoutMs: int("REDIS_COMMAND_TIMEOUT_MS", sharedDefaults.redisCommandTimeoutMs, 50, 60_000),
+    feedHeartbeatSeconds: int("FEED_HEARTBEAT_SECONDS", sharedDefaults.feedHeartbeatSeconds, 1, 60),
     dataDir: read("DATA_DIR") ?? ".data",
     keyEncryptionKey,
     jwt: {
@@ -356,6 +368,7 @@ export function loadConfig(env: Env = process.env, { sendsCodes = true }: { send
       verificationTtlSeconds: int("EMAIL_VERIFICATION_TTL_SECONDS", 30 * minute, minute, day),
       passwordResetTtlSeconds: int("PASSWORD_RESET_TTL_SECONDS", 15 * minute, minute, day),
       codeMaxAttempts: int("ACCOUNT_CODE_MAX_ATTEMPTS", 5, 1, 10),
+      codeFailureBudget: int("ACCOUNT_CODE_FAILURE_BUDGET", 10, 1, 1000),
       verificationResendSeconds: int("EMAIL_VERIFICATION_RESEND_SECONDS", minute, 0, hour),
       freshSignInSeconds: int("FRESH_SIGN_IN_SECONDS", 10 * minute, minute, day),
     },

@@ -99,6 +99,13 @@ export const tokensRefused = new Counter({
   registers,
 });
 
+export const tokenIntrospections = new Counter({
+  name: "portcullis_token_introspections_total",
+  help: "Tokens introspected for services (IntrospectToken, POST /oauth2/introspect), by answer (active: true, false)",
+  labelNames: ["active"] as const,
+  registers,
+});
+
 // The revocation feed
 
 export const revocationsPublished = new Counter({

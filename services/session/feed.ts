@@ -36,6 +36,18 @@ export interface FeedOptions {
   poll?: ChangesWithin;
   /** How far the issuer's clock may be from Postgres's; widens which tokens a KYC downgrade caps. */
   clockToleranceSeconds?: number;
+  /**
+   * Portcullis says on the channel this often that it is there, so that a
+   * guard can tell a quiet feed from one that no longer reaches it.
+   */
+  heartbeatIntervalMs?: number;
+  /**
+   * For guards, which have no Postgres to fall back on: a feed that has heard
+   * nothing (no change, no heartbeat) for this long cannot vouch that it
+   * knows every revocation, so it refuses user calls until a message arrives
+   * again and it has caught up.
+   */
+  silenceTimeoutMs?: number;
 }
 
 const pollIntervalMs = 1000;
@@ -47,8 +59,13 @@ const pollIntervalMs = 1000;
 const pollOverlapMs = 10_000;
 const catchUpRetryMs = { first: 250, max: 2000 };
 
-/** What a message on the channel carries: the event, stamped when published so receivers can time the feed (older publishers did not). */
-type FeedMessage = FeedEvent & { publishedAtMs?: number };
+/** Proof that the channel still reaches its subscribers; published only, never kept in the backlog. */
+interface Heartbeat {
+  kind: "heartbeat";
+}
+
+/** What a message on the channel carries: an event or a heartbeat, stamped when published so receivers can time the feed (older publishers did not). */
+type FeedMessage = (FeedEvent | Heartbeat) & { publishedAtMs?: number };
 
 type AppliedFrom = "pubsub" | "catch_up" | "poll" | "local";
 
@@ -64,7 +81,9 @@ const reportConnected = () => feedConnected.set(feedsLive.size > 0 && [...feedsL
  * instance's in-memory state (Revocations), which the chain checks on each
  * call. Events travel on Redis pub/sub and are kept in a Redis sorted set; an instance that
  * (re)subscribes first catches up. While the feed is down an instance cannot
- * know what changed, so it refuses user calls (fail closed) until it has.
+ * know what changed, so it refuses user calls (fail closed) until it has;
+ * guards also count it down once it has been silent for a few of
+ * Portcullis's heartbeats, as a subscription can stop delivering unnoticed.
  * Portcullis instances also re-read recent changes from Postgres every
  * second, so a message pub/sub loses (its publisher could not reach Redis)
  * still arrives within about a second.
@@ -74,6 +93,12 @@ export class RevocationFeed {
   private live: boolean;
   private subscriber?: RedisClient;
   private pruneTimer?: NodeJS.Timeout;
+  private heartbeatTimer?: NodeJS.Timeout;
+  private silenceTimer?: NodeJS.Timeout;
+  /** When the channel last brought anything (performance.now()). */
+  private heardAtMs = 0;
+  /** Closed for silence rather than a lost subscription: only a message reopens it, not a reconnection. */
+  private silent = false;
   /** Bumped whenever the subscription drops: a catch-up counts only if none dropped since it subscribed. */
   private round = 0;
   private resuming?: Promise<void>;
@@ -115,6 +140,8 @@ export class RevocationFeed {
       });
       subscriber.on("message", (_channel: string, message: string) => this.receive(message));
       subscriber.on("ready", () => {
+        // A new subscription has a heartbeat timeout's grace to hear something; a feed already silent stays closed until it does.
+        this.heardAtMs = performance.now();
         if (!this.live) this.resuming = this.resume(subscriber, ++this.round);
       });
       try {
@@ -124,6 +151,8 @@ export class RevocationFeed {
         await this.stop();
         throw error;
       }
+      if (this.options.heartbeatIntervalMs) this.beatEvery(this.options.heartbeatIntervalMs);
+      if (this.options.silenceTimeoutMs) this.watchSilence(this.options.silenceTimeoutMs);
       await this.resuming;
     }
     if (this.options.poll) this.polling = this.poll(this.options.poll, startedAt);
@@ -131,6 +160,8 @@ export class RevocationFeed {
 
   async stop(): Promise<void> {
     clearInterval(this.pruneTimer);
+    clearInterval(this.heartbeatTimer);
+    clearInterval(this.silenceTimer);
     this.stopping.abort();
     this.round++;
     if (feedsLive.delete(this)) reportConnected();
@@ -185,8 +216,16 @@ export class RevocationFeed {
   }
 
   private receive(message: string): void {
+    this.heardAtMs = performance.now();
+    if (this.silent && this.subscriber) {
+      // Whatever the channel carried while it did not reach us is in the backlog.
+      this.silent = false;
+      this.logger.info("revocation feed heard again; catching up");
+      this.resuming = this.resume(this.subscriber, ++this.round);
+    }
     try {
       const event = JSON.parse(message) as FeedMessage;
+      if (event.kind === "heartbeat") return;
       this.apply(event, "pubsub");
       if (typeof event.publishedAtMs === "number") feedLag.observe(Math.max(0, Date.now() - event.publishedAtMs) / 1000);
     } catch (error) {
@@ -220,8 +259,8 @@ export class RevocationFeed {
         await subscriber.subscribe(this.redis!.channel);
         if (round !== this.round) return;
         await this.catchUp();
-        // Only a subscription that was up before the read and is still up leaves no gap.
-        if (round !== this.round) return;
+        // Only a subscription that was up before the read and is still up leaves no gap; a silent feed opens only on a message.
+        if (round !== this.round || this.silent) return;
         this.logger.info("revocation feed live");
         this.setLive(true);
         return;
@@ -262,6 +301,30 @@ export class RevocationFeed {
         failing = true;
       }
     }
+  }
+
+  /** Beats at once, so guards that went silent while no Portcullis was up hear one as it starts. */
+  private beatEvery(intervalMs: number): void {
+    const { client, channel } = this.redis!;
+    const beat = () =>
+      void client.publish(channel, JSON.stringify({ kind: "heartbeat", publishedAtMs: Date.now() } satisfies FeedMessage)).catch(() => {
+        // Redis out of reach is reported by the subscription and by the publishes that matter; guards notice the missed beats.
+      });
+    beat();
+    this.heartbeatTimer = setInterval(beat, intervalMs);
+    this.heartbeatTimer.unref();
+  }
+
+  private watchSilence(timeoutMs: number): void {
+    this.heardAtMs = performance.now();
+    this.silenceTimer = setInterval(() => {
+      const silentForMs = Math.round(performance.now() - this.heardAtMs);
+      if (!this.live || silentForMs <= timeoutMs) return;
+      this.logger.error({ silentForMs }, "revocation feed silent: refusing user calls until it is heard again");
+      this.silent = true;
+      this.setLive(false);
+    }, Math.min(timeoutMs / 5, 1000));
+    this.silenceTimer.unref();
   }
 
   /** Retries a publish until it lands (true), stops mattering or the feed stops (false). */

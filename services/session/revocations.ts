@@ -88,6 +88,8 @@ export class Revocations {
       return news;
     }
     if (event.kind === "permissions_lowered") return this.applyPermissions(event);
+    // A kind this version does not know (from a newer publisher) tells it nothing.
+    if (event.kind !== "kyc_lowered") return 0;
     // The same lowering read again later (polls overlap) carries the user's level by then, which a new approval may have raised.
     const known = this.kycCaps.get(event.userId);
     if (!known || known.sinceMs < event.sinceMs || (known.sinceMs === event.sinceMs && event.level < known.level)) {

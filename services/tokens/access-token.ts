@@ -4,7 +4,8 @@ import type { Principal } from "../kernel/call.js";
 import { unauthenticated } from "../kernel/errors.js";
 import type { KeyRing } from "./key-ring.js";
 
-export type TokenSubject = Omit<Principal, "tokenId" | "issuedAt" | "expiresAt"> & {
+/** The acting service is not the subject's: it is named where the token is bound (BoundTo.actor). */
+export type TokenSubject = Omit<Principal, "tokenId" | "issuedAt" | "expiresAt" | "actor"> & {
   /** A user's tokens say whether their email address is confirmed (claim email_verified); service tokens say nothing. */
   emailVerified?: boolean;
 };
@@ -25,14 +26,17 @@ interface Claims extends JWTPayload {
 
 export interface VerifierSettings {
   issuer: string;
-  audience: string;
+  /** The audiences this verifier serves: a token must name one of them in `aud`. */
+  audience: string | readonly string[];
   clockToleranceSeconds: number;
   verifiedCacheSize: number;
   /** The longest exp − iat the issuer gives; a longer token was not issued as configured. */
   maxLifetimeSeconds: number;
 }
 
-export interface AccessTokenSettings extends Omit<VerifierSettings, "maxLifetimeSeconds"> {
+export interface AccessTokenSettings extends Omit<VerifierSettings, "maxLifetimeSeconds" | "audience"> {
+  /** Portcullis's own audience: what its tokens carry unless bound to another. */
+  audience: string;
   ttlSeconds: number;
 }
 
@@ -46,6 +50,14 @@ export interface BoundTo {
   notAfter?: number;
   /** The service acting for the subject (claim `act`). */
   actor?: string;
+}
+
+/** A verified token as introspection and token exchange read it: whom it is for, besides its bearer. */
+export interface InspectedToken {
+  principal: Principal;
+  audience: string;
+  issuer: string;
+  emailVerified?: boolean;
 }
 
 /** Where verification keys come from: our key ring, or (in other services) our JWKS over HTTP. */
@@ -79,12 +91,29 @@ export class TokenVerifier {
     // Other spellings of one signature would each pass jose and take a cache entry of their own
     // (checked on a miss only: the cache holds nothing that failed this).
     if (!hasCanonicalSignature(token)) throw unauthenticated("TOKEN_INVALID", "the access token is not valid");
-    const principal = await this.verifyUncached(token);
+    const principal = principalOf(await this.verifiedClaims(token, this.settings.audience));
     this.remember(token, principal);
     return principal;
   }
 
-  private async verifyUncached(token: string): Promise<Principal> {
+  /**
+   * Verifies like `verify`, without its cache, for `audience` instead of the
+   * configured one (undefined: any audience we issue for, as introspection
+   * needs), and says what a principal does not.
+   */
+  async inspect(token: string, audience: string | readonly string[] | undefined): Promise<InspectedToken> {
+    if (!hasCanonicalSignature(token)) throw unauthenticated("TOKEN_INVALID", "the access token is not valid");
+    const payload = await this.verifiedClaims(token, audience);
+    return {
+      principal: principalOf(payload),
+      // We issue one audience per token; jose also accepts a list.
+      audience: typeof payload.aud === "string" ? payload.aud : (payload.aud?.[0] ?? ""),
+      issuer: payload.iss!,
+      emailVerified: payload.email_verified,
+    };
+  }
+
+  private async verifiedClaims(token: string, audience: string | readonly string[] | undefined): Promise<Claims> {
     let kid: unknown;
     try {
       kid = decodeProtectedHeader(token).kid;
@@ -99,7 +128,7 @@ export class TokenVerifier {
       ({ payload } = await jwtVerify<Claims>(token, found.key, {
         algorithms: [found.algorithm],
         issuer: this.settings.issuer,
-        audience: this.settings.audience,
+        audience: typeof audience === "string" || audience === undefined ? audience : [...audience],
         typ: "at+jwt",
         clockTolerance: this.settings.clockToleranceSeconds,
         requiredClaims: ["sub", "exp", "iat", "jti"],
@@ -122,20 +151,7 @@ export class TokenVerifier {
     const issuedInFuture = payload.iat! > this.now() / 1000 + tolerance;
     const outlivesIssuer = payload.exp! - payload.iat! > this.settings.maxLifetimeSeconds + tolerance;
     if (issuedInFuture || outlivesIssuer) throw unauthenticated("TOKEN_INVALID", "the access token is not valid");
-    return {
-      kind: service ? "service" : "user",
-      subject: payload.sub!,
-      sessionId: payload.sid ?? "",
-      deviceId: payload.did ?? "",
-      sessionExpiresAt: typeof payload.sid_exp === "number" ? payload.sid_exp : 0,
-      kycLevel: typeof payload.kyc_lvl === "number" ? payload.kyc_lvl : 0,
-      kycStatus: payload.kyc_st ?? "",
-      permissions: Array.isArray(payload.perm) ? payload.perm : [],
-      amr: Array.isArray(payload.amr) ? payload.amr : [],
-      tokenId: payload.jti!,
-      issuedAt: payload.iat!,
-      expiresAt: payload.exp!,
-    };
+    return payload;
   }
 
   /** First in, first out: a full cache drops its oldest entry, which expires soonest. */
@@ -146,6 +162,25 @@ export class TokenVerifier {
     }
     this.verified.set(token, principal);
   }
+}
+
+/** What the claims say about the bearer, once verified. */
+function principalOf(payload: Claims): Principal {
+  return {
+    kind: payload.svc === true ? "service" : "user",
+    subject: payload.sub!,
+    sessionId: payload.sid ?? "",
+    deviceId: payload.did ?? "",
+    sessionExpiresAt: typeof payload.sid_exp === "number" ? payload.sid_exp : 0,
+    kycLevel: typeof payload.kyc_lvl === "number" ? payload.kyc_lvl : 0,
+    kycStatus: payload.kyc_st ?? "",
+    permissions: Array.isArray(payload.perm) ? payload.perm : [],
+    amr: Array.isArray(payload.amr) ? payload.amr : [],
+    actor: typeof payload.act?.sub === "string" ? payload.act.sub : undefined,
+    tokenId: payload.jti!,
+    issuedAt: payload.iat!,
+    expiresAt: payload.exp!,
+  };
 }
 
 /** The base64url of the signature is the one encoding of its bytes: no stray bits in the last character. */
@@ -159,6 +194,7 @@ function hasCanonicalSignature(token: string): boolean {
  * refusing any token that lives longer than the ones it issues.
  */
 export class AccessTokens extends TokenVerifier {
+  private readonly audience: string;
   private readonly ttlSeconds: number;
 
   constructor(
@@ -167,6 +203,7 @@ export class AccessTokens extends TokenVerifier {
     now: () => number = Date.now,
   ) {
     super(keyRing, { ...settings, maxLifetimeSeconds: settings.ttlSeconds }, now);
+    this.audience = settings.audience;
     this.ttlSeconds = settings.ttlSeconds;
   }
 
@@ -194,7 +231,7 @@ export class AccessTokens extends TokenVerifier {
     const token = await new SignJWT(claims)
       .setProtectedHeader({ alg: algorithm, kid, typ: "at+jwt" })
       .setIssuer(this.settings.issuer)
-      .setAudience(bound.audience ?? this.settings.audience)
+      .setAudience(bound.audience ?? this.audience)
       .setSubject(subject.subject)
       .setJti(randomUUID())
       .setIssuedAt(issuedAt)

@@ -184,8 +184,10 @@ describe("AdminService", () => {
         await admin.call("enableUser", { userId: operatorId }, asOperator(operatorToken)),
         await admin.call("unlockUser", { userId: operatorId }, asOperator(operatorToken)),
         await admin.call("grantPermission", { userId: operatorId, permission: "kyc.review" }, asOperator(operatorToken)),
+        // The same id in upper case names the same account.
+        await admin.call("grantPermission", { userId: operatorId.toUpperCase(), permission: "kyc.review" }, asOperator(operatorToken)),
       ];
-      expect(attempts.map((attempt) => attempt.error?.code)).to.deep.equal(Array(4).fill(grpc.status.PERMISSION_DENIED));
+      expect(attempts.map((attempt) => attempt.error?.code)).to.deep.equal(Array(5).fill(grpc.status.PERMISSION_DENIED));
       const self = (await admin.call("getUser", { userId: operatorId }, asOperator(operatorToken))).response!.user!;
       expect(self.permissions).to.deep.equal(["user.admin", "audit.read"]);
       expect(self.disableTime).to.equal(undefined);
@@ -194,6 +196,7 @@ describe("AdminService", () => {
         ["account.disable", "own_account"],
         ["account.enable", "own_account"],
         ["account.unlock", "own_account"],
+        ["permission.grant", "own_account"],
         ["permission.grant", "own_account"],
       ]);
     });
@@ -347,6 +350,15 @@ describe("AdminService", () => {
       expect((await adminOn(b).call("enableUser", { userId }, asOperator(operatorToken))).error).to.equal(undefined);
       const back = (await signInByPhone(a.grpcPort!, sms, phone))!;
       expect((await authOn(b).call("getProfile", {}, bearer(back.tokens!.accessToken))).error).to.equal(undefined);
+      const history = (await authOn(b).call("listSecurityEvents", {}, bearer(back.tokens!.accessToken))).response!.events;
+      expect(
+        history.filter((e) => e.type.startsWith("account.")).map((e) => [e.type, e.details, e.ipAddress]),
+        "the owner sees what was done, not the operator's reason, nor who they are or where",
+      ).to.deep.equal([
+        ["account.enable", {}, ""],
+        ["account.disable", { revoked_sessions: "0" }, ""],
+        ["account.disable", { revoked_sessions: "2" }, ""],
+      ]);
 
       expect((await auditedBy(operatorId, userId)).filter((row) => row.event !== "admin.read")).to.deep.equal([
         { event: "account.disable", outcome: "success", detail: { actor: operatorId, reason: "chargeback fraud", revoked_sessions: 2 } },
@@ -409,6 +421,9 @@ describe("AdminService", () => {
 
     it("reaches a service behind the Portcullis guard through Redis at its next call", async () => {
       const guard = await createGuard({
+        name: "kyc-desk",
+        // Its callers here hold tokens for Portcullis itself.
+        audiences: ["portcullis"],
         services: [KycService],
         jwksUrl: `http://127.0.0.1:${a.httpPort}/.well-known/jwks.json`,
         redisUrl: stores.REDIS_URL,

@@ -99,6 +99,7 @@ function gateway(ctx: BenchContext, dispatch: Dispatch): Server {
     ready: () => ctx.app.ready(),
     corsOrigins: [],
     maxRequestBytes: ctx.config.maxRequestBytes,
+    oauth: { issuer: ctx.config.jwt.issuer, publicUrl: ctx.config.publicUrl, audience: ctx.config.jwt.audience },
     logger: ctx.logger,
   });
 }

@@ -251,6 +251,9 @@ describe("Tracing", () => {
 
   it("continues the trace in a service behind the guard, whose handler can pass it on", async () => {
     const guard = await createGuard({
+      name: "kyc-desk",
+      // Its callers here hold tokens for Portcullis itself.
+      audiences: ["portcullis"],
       services: [KycService],
       jwksUrl: `http://127.0.0.1:${running.httpPort}/.well-known/jwks.json`,
       redisUrl: stores.REDIS_URL,

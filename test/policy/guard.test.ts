@@ -6,9 +6,11 @@ import { createLogger } from "../../services/platform/logger.js";
 import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { KycService, SourceOfFunds } from "../../gen/portcullis/v1/kyc_service_pb.js";
+import { TokenService } from "../../gen/portcullis/v1/token_service_pb.js";
 import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
 import { mintUserToken, sharedStores, startPlatform } from "../support/platform.js";
+import { createServiceAccount, serviceToken } from "../support/service-accounts.js";
 import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
 import { dropTestDatabases } from "../support/stores.js";
@@ -17,6 +19,8 @@ import { dropTestDatabases } from "../support/stores.js";
  * A small downstream service protected by the exported guard: it serves
  * KycService.SubmitEnhancedKyc, whose contract requires KYC level 2, with a
  * handler of its own, and trusts nothing but Portcullis's JWKS and feed.
+ * Users reach it through a checkout service, which exchanges their tokens
+ * for ones bound to it.
  */
 describe("The guard for other services", () => {
   const inbox = new SmsInbox();
@@ -26,14 +30,23 @@ describe("The guard for other services", () => {
   let closeGuard: () => Promise<void>;
   let db: pg.Client;
   let handled = 0;
+  /** Which service acted for the user in each call served. */
+  const actors: (string | undefined)[] = [];
+  /** Checkout's service token, for calling TokenService. */
+  let checkout: string;
 
-  before(async () => {
+  before(async function () {
+    // The admin tool starts as its own process, a few seconds each time.
+    this.timeout(90_000);
     const stores = await sharedStores();
     portcullis = await startPlatform({ ...stores, SMS_PROVIDER: "webhook", SMS_WEBHOOK_URL: await inbox.start() });
     db = new pg.Client({ connectionString: stores.DATABASE_URL });
     await db.connect();
+    const checkoutSecret = await createServiceAccount(stores, "checkout", ["portcullis", "kyc-desk"]);
+    checkout = await serviceToken(portcullis.grpcPort!, "checkout", checkoutSecret, "portcullis");
 
     const guard = await createGuard({
+      name: "kyc-desk",
       services: [KycService],
       jwksUrl: `http://127.0.0.1:${portcullis.httpPort}/.well-known/jwks.json`,
       redisUrl: stores.REDIS_URL,
@@ -42,8 +55,9 @@ describe("The guard for other services", () => {
       logger: createLogger("silent"),
     });
     closeGuard = () => guard.close();
-    const submitEnhanced: UnaryHandler = async () => {
+    const submitEnhanced: UnaryHandler = async (_request, call) => {
       handled++;
+      actors.push(call.principal?.actor);
       return {};
     };
     const { server } = createGrpcServer({
@@ -70,7 +84,7 @@ describe("The guard for other services", () => {
 
   it("checks the contract's field rules for the downstream service too", async () => {
     const client = grpcClient(KycService, downstreamPort);
-    const levelTwo = await mintUserToken(portcullis, { kycLevel: 2 });
+    const levelTwo = await mintUserToken(portcullis, { kycLevel: 2, audience: "kyc-desk" });
     const refused = await client.call("submitEnhancedKyc", {}, bearer(levelTwo.token));
     expect(refused.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
     expect(detailOf(grpcErrorDetails(refused.error!), BadRequestSchema)?.fieldViolations.map((v) => v.field)).to.deep.equal(["due_diligence"]);
@@ -80,12 +94,12 @@ describe("The guard for other services", () => {
 
   it("refuses a level-1 token with KYC_LEVEL_REQUIRED and serves a level-2 token", async () => {
     const client = grpcClient(KycService, downstreamPort);
-    const levelOne = await mintUserToken(portcullis, { kycLevel: 1 });
+    const levelOne = await mintUserToken(portcullis, { kycLevel: 1, audience: "kyc-desk" });
     const refused = await client.call("submitEnhancedKyc", enhanced, bearer(levelOne.token));
     expect(refused.error?.code).to.equal(grpc.status.PERMISSION_DENIED);
     expect(detailOf(grpcErrorDetails(refused.error!), ErrorInfoSchema)?.metadata).to.deep.equal({ required_level: "2", current_level: "1" });
 
-    const levelTwo = await mintUserToken(portcullis, { kycLevel: 2 });
+    const levelTwo = await mintUserToken(portcullis, { kycLevel: 2, audience: "kyc-desk" });
     const served = await client.call("submitEnhancedKyc", enhanced, bearer(levelTwo.token));
     expect(served.error).to.equal(undefined);
     expect(handled).to.equal(1);
@@ -93,20 +107,27 @@ describe("The guard for other services", () => {
     client.close();
   });
 
-  it("hears of a sign-out in Portcullis and refuses the session's token", async () => {
+  it("serves a token checkout exchanged for it, refuses the user's own, and hears of a sign-out in Portcullis", async () => {
     const signedIn = (await signInByPhone(portcullis.grpcPort!, inbox, newPhone()))!;
     await db.query("update app_user set kyc_level = 2 where id = $1", [signedIn.user!.userId]);
     const auth = grpcClient(AuthService, portcullis.grpcPort!);
-    const token = (await auth.call("refreshToken", { refreshToken: signedIn.tokens!.refreshToken })).response!.tokens!.accessToken;
+    const own = (await auth.call("refreshToken", { refreshToken: signedIn.tokens!.refreshToken })).response!.tokens!.accessToken;
+    const tokens = grpcClient(TokenService, portcullis.grpcPort!);
+    const exchanged = await tokens.call("exchangeToken", { subjectToken: own, audience: "kyc-desk" }, bearer(checkout));
+    const token = exchanged.response!.accessToken;
     const client = grpcClient(KycService, downstreamPort);
     expect((await client.call("submitEnhancedKyc", enhanced, bearer(token))).error).to.equal(undefined);
+    expect(actors.at(-1), "the handler knows who acts for the user").to.equal("checkout");
+    const ownRefused = (await client.call("submitEnhancedKyc", enhanced, bearer(own))).error;
+    expect(detailOf(grpcErrorDetails(ownRefused!), ErrorInfoSchema)?.reason, "a token for Portcullis").to.equal("TOKEN_INVALID");
 
-    await auth.call("logout", {}, bearer(token));
+    await auth.call("logout", {}, bearer(own));
     const deadline = Date.now() + 1000;
     let error: grpc.ServiceError | undefined;
     while (!error && Date.now() < deadline) error = (await client.call("submitEnhancedKyc", enhanced, bearer(token))).error;
     expect(detailOf(grpcErrorDetails(error!), ErrorInfoSchema)?.reason).to.equal("SESSION_REVOKED");
     auth.close();
+    tokens.close();
     client.close();
   });
 });

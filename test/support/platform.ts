@@ -47,8 +47,8 @@ export function runAdmin(env: Record<string, string>, ...args: string[]) {
   });
 }
 
-/** A user token straight from the key ring, until sign-in exists. */
-export function mintUserToken(running: Running, claims: { kycLevel?: number; permissions?: string[]; subject?: string } = {}) {
+/** A user token straight from the key ring, for Portcullis itself or the `audience` named (as ExchangeToken would bind it). */
+export function mintUserToken(running: Running, claims: { kycLevel?: number; permissions?: string[]; subject?: string; audience?: string } = {}) {
   return running.app!.tokens.issue({
     kind: "user",
     subject: claims.subject ?? crypto.randomUUID(),
@@ -59,5 +59,5 @@ export function mintUserToken(running: Running, claims: { kycLevel?: number; per
     kycStatus: "",
     permissions: claims.permissions ?? [],
     amr: ["otp"],
-  });
+  }, { audience: claims.audience });
 }

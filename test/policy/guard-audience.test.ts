@@ -1,0 +1,160 @@
+import type { DescMethod } from "@bufbuild/protobuf";
+import { expect } from "chai";
+import * as grpc from "@grpc/grpc-js";
+import { createGrpcServer, createGuard, type GuardOptions, type UnaryHandler } from "../../services/guard/guard.js";
+import type { Principal } from "../../services/kernel/call.js";
+import { defaultRateLimits } from "../../services/platform/config.js";
+import { createLogger } from "../../services/platform/logger.js";
+import type { Running } from "../../services/app/servers.js";
+import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
+import { KycService } from "../../gen/portcullis/v1/kyc_service_pb.js";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
+import { mintUserToken, sharedStores, startPlatform, type SharedStores } from "../support/platform.js";
+import { bearer, newPhone } from "../support/sign-in.js";
+import { dropTestDatabases } from "../support/stores.js";
+
+/**
+ * Services behind the guard, each under its own name, serving
+ * KycService.GetKycStatus (a user method) and AuthService.SendOtp (a public
+ * one, limited per phone number) with handlers of their own.
+ */
+describe("The guard: audiences, its JWKS URL and its limit keys", () => {
+  let portcullis: Running;
+  let stores: SharedStores;
+  const running: { close(): Promise<void> }[] = [];
+
+  before(async () => {
+    stores = await sharedStores();
+    portcullis = await startPlatform(stores);
+  });
+  afterEach(async () => {
+    await Promise.all(running.splice(0).map((service) => service.close()));
+  });
+  after(async () => {
+    await portcullis.stop();
+    await dropTestDatabases();
+  });
+
+  const jwksUrl = () => `http://127.0.0.1:${portcullis.httpPort}/.well-known/jwks.json`;
+
+  /** A service behind a guard with `options`; `seen` holds the principal of each call its handler served. */
+  async function service(options: Partial<GuardOptions> & { name: string }) {
+    const guard = await createGuard({
+      services: [KycService, AuthService],
+      jwksUrl: jwksUrl(),
+      redisUrl: stores.REDIS_URL,
+      portcullisKeyPrefix: stores.REDIS_KEY_PREFIX,
+      limitKeyPrefix: `${stores.REDIS_KEY_PREFIX}downstream:`,
+      logger: createLogger("silent"),
+      ...options,
+    });
+    const seen: (Principal | undefined)[] = [];
+    const served: UnaryHandler = async (_request, call) => {
+      seen.push(call.principal);
+      return {};
+    };
+    const handlers = new Map<DescMethod, UnaryHandler>([
+      [KycService.method.getKycStatus, served],
+      [AuthService.method.sendOtp, served],
+    ]);
+    const { server } = createGrpcServer({ services: [KycService, AuthService], dispatch: guard.dispatch(handlers), maxRequestBytes: 65536 });
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, bound) => (e ? reject(e) : resolve(bound))),
+    );
+    const kyc = grpcClient(KycService, port);
+    const auth = grpcClient(AuthService, port);
+    running.push({
+      async close() {
+        kyc.close();
+        auth.close();
+        server.forceShutdown();
+        await guard.close();
+      },
+    });
+    return { kyc, auth, seen };
+  }
+
+  const reason = (error: grpc.ServiceError | undefined) => error && detailOf(grpcErrorDetails(error), ErrorInfoSchema)?.reason;
+
+  describe("audiences", () => {
+    it("serves a token bound to its name and refuses, as TOKEN_INVALID, one for Portcullis or another service", async () => {
+      const { kyc, seen } = await service({ name: "orders" });
+      const forOrders = await mintUserToken(portcullis, { audience: "orders" });
+      expect((await kyc.call("getKycStatus", {}, bearer(forOrders.token))).error).to.equal(undefined);
+
+      for (const audience of [undefined, "payments"]) {
+        const elsewhere = await mintUserToken(portcullis, { audience });
+        const refused = (await kyc.call("getKycStatus", {}, bearer(elsewhere.token))).error;
+        expect(refused?.code, audience ?? "portcullis").to.equal(grpc.status.UNAUTHENTICATED);
+        expect(reason(refused), audience ?? "portcullis").to.equal("TOKEN_INVALID");
+      }
+      expect(seen, "only the token for orders was served").to.have.length(1);
+    });
+
+    it("accepts exactly the audiences it is given in place of its name", async () => {
+      const { kyc } = await service({ name: "orders", audiences: ["orders", "portcullis"] });
+      const answer = async (audience?: string) => (await kyc.call("getKycStatus", {}, bearer((await mintUserToken(portcullis, { audience })).token))).error;
+      expect(await answer("orders")).to.equal(undefined);
+      expect(await answer(undefined), "Portcullis's own").to.equal(undefined);
+      expect(reason(await answer("payments"))).to.equal("TOKEN_INVALID");
+    });
+
+    it("refuses a name that is not a service name", async () => {
+      for (const name of ["Orders", "o", "orders_v2", "9orders"]) {
+        await expectRefused(service({ name }), /^name:/);
+      }
+      await expectRefused(service({ name: "orders", audiences: [] }), /^audiences:/);
+    });
+  });
+
+  describe("its JWKS URL", () => {
+    it("refuses plain http off loopback, naming jwksUrl, before connecting to anything", async () => {
+      const off = [
+        "http://portcullis:8080/.well-known/jwks.json",
+        "http://10.0.0.5/.well-known/jwks.json",
+        "http://127.0.0.1.example.com/.well-known/jwks.json",
+        "ftp://127.0.0.1/jwks.json",
+      ];
+      for (const url of off) await expectRefused(service({ name: "orders", jwksUrl: url, redisUrl: "redis://unreachable.invalid:1" }), /^jwksUrl:/);
+      await expectRefused(service({ name: "orders", jwksUrl: "not a url" }), /^jwksUrl:/);
+    });
+
+    it("takes plain http on loopback, by name or address", async () => {
+      const { kyc } = await service({ name: "orders", jwksUrl: `http://localhost:${portcullis.httpPort}/.well-known/jwks.json` });
+      const token = await mintUserToken(portcullis, { audience: "orders" });
+      expect((await kyc.call("getKycStatus", {}, bearer(token.token))).error).to.equal(undefined);
+    });
+  });
+
+  describe("its limit keys", () => {
+    const onePerPhone = { ...defaultRateLimits, otp_send_phone: { limit: 1, periodSeconds: 3600, failOpen: false } };
+
+    it("counts a phone number once across the instances of one service, and apart for another service", async () => {
+      const first = await service({ name: "orders", rateLimits: onePerPhone });
+      const second = await service({ name: "orders", rateLimits: onePerPhone });
+      const other = await service({ name: "payments", rateLimits: onePerPhone });
+      const phoneNumber = newPhone();
+      expect((await first.auth.call("sendOtp", { phoneNumber })).error).to.equal(undefined);
+      expect((await second.auth.call("sendOtp", { phoneNumber })).error?.code, "the same key on the second instance").to.equal(grpc.status.RESOURCE_EXHAUSTED);
+      expect((await other.auth.call("sendOtp", { phoneNumber })).error, "another secret, another key").to.equal(undefined);
+    });
+
+    it("keeps the secret it is given in place of the shared one", async () => {
+      const limitKeySecret = Buffer.alloc(32, 7);
+      const orders = await service({ name: "orders", rateLimits: onePerPhone, limitKeySecret });
+      const payments = await service({ name: "payments", rateLimits: onePerPhone, limitKeySecret });
+      const phoneNumber = newPhone();
+      expect((await orders.auth.call("sendOtp", { phoneNumber })).error).to.equal(undefined);
+      expect((await payments.auth.call("sendOtp", { phoneNumber })).error?.code, "one secret, one key").to.equal(grpc.status.RESOURCE_EXHAUSTED);
+    });
+  });
+});
+
+async function expectRefused(starting: Promise<unknown>, message: RegExp): Promise<void> {
+  const error = await starting.then(
+    () => undefined,
+    (e: Error) => e,
+  );
+  expect(error?.message).to.match(message);
+}

@@ -1,0 +1,121 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { expect } from "chai";
+import { Code, ConnectError } from "../../services/kernel/errors.js";
+import type { Principal } from "../../services/kernel/call.js";
+import { createLogger } from "../../services/platform/logger.js";
+import { connectRedis, type RedisClient } from "../../services/platform/redis.js";
+import { backlogEvents, RevocationFeed, type FeedChannel } from "../../services/session/feed.js";
+import type { FeedEvent } from "../../services/session/revocations.js";
+import { runId, testRedisUrl } from "../support/stores.js";
+
+const logger = createLogger("silent");
+
+function principal(claims: Partial<Principal> = {}): Principal {
+  const issuedAt = Math.floor(Date.now() / 1000);
+  return {
+    kind: "user", subject: "user-1", sessionId: "session-1", deviceId: "device", kycLevel: 2, kycStatus: "", permissions: [], amr: ["otp"],
+    sessionExpiresAt: 0, tokenId: "token", issuedAt, expiresAt: issuedAt + 900, ...claims,
+  };
+}
+
+/** The code `check` refuses with, or undefined if it lets the principal through. */
+function refusal(feed: RevocationFeed, who: Principal = principal()): Code | undefined {
+  try {
+    feed.check(who);
+    return undefined;
+  } catch (error) {
+    return (error as ConnectError).code;
+  }
+}
+
+async function until(condition: () => boolean, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`not so after ${ms} ms`);
+    await sleep(20);
+  }
+}
+
+const revoked = (sessionId: string): FeedEvent => ({ kind: "revoked", sessionIds: [sessionId], untilMs: Date.now() + 60_000 });
+
+describe("Revocation feed: heartbeats and silence", () => {
+  let redis: RedisClient;
+  let channels = 0;
+  let channel: FeedChannel;
+  const started: RevocationFeed[] = [];
+
+  /** Portcullis's side: beats on the channel. */
+  async function publisher(): Promise<RevocationFeed> {
+    const feed = new RevocationFeed(async () => [], logger, channel, { heartbeatIntervalMs: 100 });
+    started.push(feed);
+    await feed.start();
+    return feed;
+  }
+
+  /** A guard's side: catches up from the backlog alone, and counts a silent channel as lost. */
+  async function listener(): Promise<RevocationFeed> {
+    const feed = new RevocationFeed(backlogEvents(channel), logger, channel, { silenceTimeoutMs: 500 });
+    started.push(feed);
+    await feed.start();
+    return feed;
+  }
+
+  before(async () => {
+    redis = await connectRedis(testRedisUrl, false);
+  });
+  beforeEach(() => {
+    const name = `test:${runId}:heartbeat-${channels++}`;
+    channel = { client: redis, channel: name, backlog: `${name}:backlog` };
+  });
+  afterEach(async () => {
+    await Promise.all(started.splice(0).map((feed) => feed.stop()));
+  });
+  after(() => redis.disconnect());
+
+  it("refuses user calls once nothing has been heard past the timeout, and catches up on what it missed when heartbeats resume", async () => {
+    const portcullis = await publisher();
+    const guard = await listener();
+    expect(refusal(guard), "live while Portcullis beats").to.equal(undefined);
+
+    await portcullis.stop();
+    await until(() => refusal(guard) === Code.Unavailable);
+
+    // A revocation whose message never reached the guard: only the backlog has it.
+    const lost = revoked("session-1");
+    await redis.zadd(channel.backlog, lost.untilMs, JSON.stringify(lost));
+    await publisher();
+    await until(() => refusal(guard) !== Code.Unavailable);
+    expect(refusal(guard), "caught up before serving again").to.equal(Code.Unauthenticated);
+    expect(refusal(guard, principal({ sessionId: "session-2" })), "other sessions served").to.equal(undefined);
+  });
+
+  it("keeps heartbeats out of the backlog", async () => {
+    await publisher();
+    const guard = await listener();
+    const heard = revoked("session-9");
+    await redis.publish(channel.channel, JSON.stringify(heard));
+    await until(() => refusal(guard, principal({ sessionId: "session-9" })) === Code.Unauthenticated);
+    expect(await redis.zcard(channel.backlog)).to.equal(0);
+  });
+
+  it("ignores kinds of message it does not know, as from a newer Portcullis", async () => {
+    await publisher();
+    const guard = await listener();
+    const nowMs = Date.now();
+    const future = { kind: "kyc_reviewed", userId: "user-1", level: 0, sinceMs: nowMs, untilMs: nowMs + 60_000 };
+    await redis.publish(channel.channel, JSON.stringify(future));
+    // Messages arrive in order: once this one is applied, the one before has been read.
+    await redis.publish(channel.channel, JSON.stringify(revoked("marker")));
+    await until(() => refusal(guard, principal({ sessionId: "marker" })) === Code.Unauthenticated);
+    expect(guard.check(principal({ issuedAt: Math.floor(nowMs / 1000) - 60 })).kycLevel).to.equal(2);
+  });
+
+  it("leaves a feed without a silence timeout live with no heartbeats", async () => {
+    const quiet = new RevocationFeed(backlogEvents(channel), logger, channel);
+    started.push(quiet);
+    await quiet.start();
+    const guard = await listener();
+    await until(() => refusal(guard) === Code.Unavailable);
+    expect(refusal(quiet), "Portcullis instances poll Postgres instead").to.equal(undefined);
+  });
+});
