@@ -17,6 +17,7 @@ import { codeFailureStore } from "../auth/code-failure-store.js";
 import { contactVerificationStore } from "../auth/contact-verification-store.js";
 import { EmailVerifications } from "../auth/email-verification.js";
 import { authHandlers } from "../auth/handlers.js";
+import { mfaHandlers } from "../auth/mfa-handlers.js";
 import { OtpSignIn } from "../auth/otp.js";
 import { NewDeviceNotices } from "../auth/new-device.js";
 import { PasswordResets } from "../auth/password-reset.js";
@@ -62,8 +63,9 @@ import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { KycService } from "../../gen/portcullis/v1/kyc_service_pb.js";
 import { SessionService } from "../../gen/portcullis/v1/session_service_pb.js";
 import { TokenService } from "../../gen/portcullis/v1/token_service_pb.js";
+import { MfaService } from "../../gen/portcullis/v1/mfa_service_pb.js";
 
-export const services: readonly DescService[] = [AuthService, SessionService, KycService, AdminService, TokenService];
+export const services: readonly DescService[] = [AuthService, SessionService, KycService, AdminService, TokenService, MfaService];
 
 /** Everything a serving instance holds: stores, key ring, chain and handlers. */
 export interface App {
@@ -231,6 +233,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       })],
       [SessionService, sessionHandlers(sessions)],
       [KycService, kycHandlers(kyc)],
+      [MfaService, mfaHandlers()],
       [TokenService, tokenHandlers({
         serviceTokens: new ServiceTokens(clientAuthentication, tokens, config.serviceTokenTtlSeconds),
         exchange: new TokenExchange(db, tokens, guard, { ownAudience: config.jwt.audience, ttlSeconds: config.serviceTokenTtlSeconds }),

@@ -201,6 +201,8 @@ export const defaultRateLimits: Record<string, RateLimitRule> = {
   service_token_client: { limit: 60, periodSeconds: minute, failOpen: false },
   service_token_ip: { limit: 600, periodSeconds: minute, failOpen: false },
   service_call: { limit: 6000, periodSeconds: minute, failOpen: true },
+  mfa_user: { limit: 20, periodSeconds: 15 * minute, failOpen: false },
+  mfa_verify_ip: { limit: 30, periodSeconds: 15 * minute, failOpen: false },
   api_user: { limit: 1000, periodSeconds: minute, failOpen: true },
   api_ip: { limit: 3000, periodSeconds: minute, failOpen: true },
 };

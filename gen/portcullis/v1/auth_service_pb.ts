@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file portcullis/v1/auth_service.proto.
  */
 export const file_portcullis_v1_auth_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBwb3J0Y3VsbGlzL3YxL2F1dGhfc2VydmljZS5wcm90bxINcG9ydGN1bGxpcy52MSKLAgoEVXNlchIPCgd1c2VyX2lkGAEgASgJEhQKDHBob25lX251bWJlchgCIAEoCRINCgVlbWFpbBgDIAEoCRJDCgxkaXNwbGF5X25hbWUYBCABKAlCLbpIKnIoGGQyJF5bXlx4MDAtXHgwOFx4MEJceDBDXHgwRS1ceDFGXHg3Rl0qJBIRCglreWNfbGV2ZWwYBSABKA0SLAoKa3ljX3N0YXR1cxgGIAEoDjIYLnBvcnRjdWxsaXMudjEuS3ljU3RhdHVzEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5lbWFpbF92ZXJpZmllZBgIIAEoCCIuCg5TZW5kT3RwUmVxdWVzdBIcCgxwaG9uZV9udW1iZXIYASABKAlCBrpIA8gBASKIAQoPU2VuZE90cFJlc3BvbnNlEi8KC2V4cGlyZV90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZXNlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLY29kZV9sZW5ndGgYAyABKA0igAEKEFZlcmlmeU90cFJlcXVlc3QSHAoMcGhvbmVfbnVtYmVyGAEgASgJQga6SAPIAQESHwoEY29kZRgCIAEoCUIRukgOcgwyCl5bMC05XXs2fSQSLQoGZGV2aWNlGAMgASgLMhUucG9ydGN1bGxpcy52MS5EZXZpY2VCBrpIA8gBASKGAQoRVmVyaWZ5T3RwUmVzcG9uc2USKAoGdG9rZW5zGAEgASgLMhgucG9ydGN1bGxpcy52MS5Ub2tlblBhaXISIQoEdXNlchgCIAEoCzITLnBvcnRjdWxsaXMudjEuVXNlchIQCghuZXdfdXNlchgDIAEoCBISCgpzZXNzaW9uX2lkGAQgASgJIrYBCg9SZWdpc3RlclJlcXVlc3QSFQoFZW1haWwYASABKAlCBrpIA8gBARIcCghwYXNzd29yZBgCIAEoCUIKukgHcgUQCBiAARJDCgxkaXNwbGF5X25hbWUYAyABKAlCLbpIKnIoGGQyJF5bXlx4MDAtXHgwOFx4MEJceDBDXHgwRS1ceDFGXHg3Rl0qJBIpCgZkZXZpY2UYBCABKAsyFS5wb3J0Y3VsbGlzLnYxLkRldmljZUICGAEivQEKEFJlZ2lzdGVyUmVzcG9uc2USLAoGdG9rZW5zGAEgASgLMhgucG9ydGN1bGxpcy52MS5Ub2tlblBhaXJCAhgBEiUKBHVzZXIYAiABKAsyEy5wb3J0Y3VsbGlzLnYxLlVzZXJCAhgBEhYKCnNlc3Npb25faWQYAyABKAlCAhgBEjwKGHZlcmlmaWNhdGlvbl9leHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAicwoSVmVyaWZ5RW1haWxSZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEh8KBGNvZGUYAiABKAlCEbpIDnIMMgpeWzAtOV17Nn0kEhcKBXRva2VuGAMgASgJQgi6SAVyAxiAAToUukgRIg8KBGNvZGUKBXRva2VuEAEiJAoTVmVyaWZ5RW1haWxSZXNwb25zZRINCgVlbWFpbBgBIAEoCSJTChJDaGFuZ2VFbWFpbFJlcXVlc3QSGQoJbmV3X2VtYWlsGAEgASgJQga6SAPIAQESIgoQY3VycmVudF9wYXNzd29yZBgCIAEoCUIIukgFcgMYgAEiUwoTQ2hhbmdlRW1haWxSZXNwb25zZRI8Chh2ZXJpZmljYXRpb25fZXhwaXJlX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlwKGENoYW5nZVBob25lTnVtYmVyUmVxdWVzdBIcCgxwaG9uZV9udW1iZXIYASABKAlCBrpIA8gBARIiChBjdXJyZW50X3Bhc3N3b3JkGAIgASgJQgi6SAVyAxiAASJhChlDaGFuZ2VQaG9uZU51bWJlclJlc3BvbnNlEi8KC2V4cGlyZV90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtjb2RlX2xlbmd0aBgCIAEoDSI7ChhWZXJpZnlQaG9uZU51bWJlclJlcXVlc3QSHwoEY29kZRgBIAEoCUIRukgOcgwyCl5bMC05XXs2fSQiPgoZVmVyaWZ5UGhvbmVOdW1iZXJSZXNwb25zZRIhCgR1c2VyGAEgASgLMhMucG9ydGN1bGxpcy52MS5Vc2VyIjQKG1JlcXVlc3RQYXNzd29yZFJlc2V0UmVxdWVzdBIVCgVlbWFpbBgBIAEoCUIGukgDyAEBIh4KHFJlcXVlc3RQYXNzd29yZFJlc2V0UmVzcG9uc2UilwEKFFJlc2V0UGFzc3dvcmRSZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEh8KBGNvZGUYAiABKAlCEbpIDnIMMgpeWzAtOV17Nn0kEhcKBXRva2VuGAMgASgJQgi6SAVyAxiAARIgCgxuZXdfcGFzc3dvcmQYBCABKAlCCrpIB3IFEAgYgAE6FLpIESIPCgRjb2RlCgV0b2tlbhABIjYKFVJlc2V0UGFzc3dvcmRSZXNwb25zZRIdChVyZXZva2VkX3Nlc3Npb25fY291bnQYASABKA0iTQoZTGlzdFNlY3VyaXR5RXZlbnRzUmVxdWVzdBIcCglwYWdlX3NpemUYASABKAVCCbpIBhoEGGQoABISCgpwYWdlX3Rva2VuGAIgASgJImMKGkxpc3RTZWN1cml0eUV2ZW50c1Jlc3BvbnNlEiwKBmV2ZW50cxgBIAMoCzIcLnBvcnRjdWxsaXMudjEuU2VjdXJpdHlFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkitwIKDVNlY3VyaXR5RXZlbnQSEAoIZXZlbnRfaWQYASABKAkSDAoEdHlwZRgCIAEoCRIPCgdvdXRjb21lGAMgASgJEigKBHRpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmlwX2FkZHJlc3MYBSABKAkSEgoKdXNlcl9hZ2VudBgGIAEoCRITCgtkZXZpY2VfbmFtZRgHIAEoCRIOCgZtZXRob2QYCCABKAkSEgoKc2Vzc2lvbl9pZBgJIAEoCRI6CgdkZXRhaWxzGAogAygLMikucG9ydGN1bGxpcy52MS5TZWN1cml0eUV2ZW50LkRldGFpbHNFbnRyeRouCgxEZXRhaWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJuCgxMb2dpblJlcXVlc3QSFQoFZW1haWwYASABKAlCBrpIA8gBARIYCghwYXNzd29yZBgCIAEoCUIGukgDyAEBEi0KBmRldmljZRgDIAEoCzIVLnBvcnRjdWxsaXMudjEuRGV2aWNlQga6SAPIAQEicAoNTG9naW5SZXNwb25zZRIoCgZ0b2tlbnMYASABKAsyGC5wb3J0Y3VsbGlzLnYxLlRva2VuUGFpchIhCgR1c2VyGAIgASgLMhMucG9ydGN1bGxpcy52MS5Vc2VyEhIKCnNlc3Npb25faWQYAyABKAkiNAoTUmVmcmVzaFRva2VuUmVxdWVzdBIdCg1yZWZyZXNoX3Rva2VuGAEgASgJQga6SAPIAQEiQAoUUmVmcmVzaFRva2VuUmVzcG9uc2USKAoGdG9rZW5zGAEgASgLMhgucG9ydGN1bGxpcy52MS5Ub2tlblBhaXIiDwoNTG9nb3V0UmVxdWVzdCIQCg5Mb2dvdXRSZXNwb25zZSITChFHZXRQcm9maWxlUmVxdWVzdCI3ChJHZXRQcm9maWxlUmVzcG9uc2USIQoEdXNlchgBIAEoCzITLnBvcnRjdWxsaXMudjEuVXNlciKDAQoUVXBkYXRlUHJvZmlsZVJlcXVlc3QSIQoEdXNlchgBIAEoCzITLnBvcnRjdWxsaXMudjEuVXNlchJICgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCF7pIFMgBAeIBDhIMZGlzcGxheV9uYW1lIjoKFVVwZGF0ZVByb2ZpbGVSZXNwb25zZRIhCgR1c2VyGAEgASgLMhMucG9ydGN1bGxpcy52MS5Vc2VyIlsKFUNoYW5nZVBhc3N3b3JkUmVxdWVzdBIgChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJQga6SAPIAQESIAoMbmV3X3Bhc3N3b3JkGAIgASgJQgq6SAdyBRAIGIABIjcKFkNoYW5nZVBhc3N3b3JkUmVzcG9uc2USHQoVcmV2b2tlZF9zZXNzaW9uX2NvdW50GAEgASgNIhAKDkdldEp3a3NSZXF1ZXN0IjMKD0dldEp3a3NSZXNwb25zZRIgCgRrZXlzGAEgAygLMhIucG9ydGN1bGxpcy52MS5Kd2sicgoDSndrEgsKA2t0eRgBIAEoCRILCgNraWQYAiABKAkSCwoDdXNlGAMgASgJEgsKA2FsZxgEIAEoCRILCgNjcnYYBSABKAkSCQoBeBgGIAEoCRIJCgF5GAcgASgJEgkKAW4YCCABKAkSCQoBZRgJIAEoCTK1EgoLQXV0aFNlcnZpY2USigEKB1NlbmRPdHASHS5wb3J0Y3VsbGlzLnYxLlNlbmRPdHBSZXF1ZXN0Gh4ucG9ydGN1bGxpcy52MS5TZW5kT3RwUmVzcG9uc2UiQMrzGDwIASISCg5vdHBfc2VuZF9waG9uZRACIg8KC290cF9zZW5kX2lwEAEiEwoPb3RwX3NlbmRfZ2xvYmFsEAUSaQoJVmVyaWZ5T3RwEh8ucG9ydGN1bGxpcy52MS5WZXJpZnlPdHBSZXF1ZXN0GiAucG9ydGN1bGxpcy52MS5WZXJpZnlPdHBSZXNwb25zZSIZyvMYFQgBIhEKDW90cF92ZXJpZnlfaXAQARKNAQoIUmVnaXN0ZXISHi5wb3J0Y3VsbGlzLnYxLlJlZ2lzdGVyUmVxdWVzdBofLnBvcnRjdWxsaXMudjEuUmVnaXN0ZXJSZXNwb25zZSJAyvMYPAgBIg8KC3JlZ2lzdGVyX2lwEAEiEgoOcmVnaXN0ZXJfZW1haWwQAyITCg9yZWdpc3Rlcl9nbG9iYWwQBRKiAQoLVmVyaWZ5RW1haWwSIS5wb3J0Y3VsbGlzLnYxLlZlcmlmeUVtYWlsUmVxdWVzdBoiLnBvcnRjdWxsaXMudjEuVmVyaWZ5RW1haWxSZXNwb25zZSJMyvMYSAgBIhMKD3ZlcmlmeV9lbWFpbF9pcBABIhYKEnZlcmlmeV9lbWFpbF9lbWFpbBADIhcKE3ZlcmlmeV9lbWFpbF9nbG9iYWwQBRJpCgVMb2dpbhIbLnBvcnRjdWxsaXMudjEuTG9naW5SZXF1ZXN0GhwucG9ydGN1bGxpcy52MS5Mb2dpblJlc3BvbnNlIiXK8xghCAEiDwoLbG9naW5fZW1haWwQAyIMCghsb2dpbl9pcBABEm8KDFJlZnJlc2hUb2tlbhIiLnBvcnRjdWxsaXMudjEuUmVmcmVzaFRva2VuUmVxdWVzdBojLnBvcnRjdWxsaXMudjEuUmVmcmVzaFRva2VuUmVzcG9uc2UiFsrzGBIIASIOCgpyZWZyZXNoX2lwEAESZwoGTG9nb3V0EhwucG9ydGN1bGxpcy52MS5Mb2dvdXRSZXF1ZXN0Gh0ucG9ydGN1bGxpcy52MS5Mb2dvdXRSZXNwb25zZSIgyvMYHAgCIgwKCGFwaV91c2VyEAQiCgoGYXBpX2lwEAEScwoKR2V0UHJvZmlsZRIgLnBvcnRjdWxsaXMudjEuR2V0UHJvZmlsZVJlcXVlc3QaIS5wb3J0Y3VsbGlzLnYxLkdldFByb2ZpbGVSZXNwb25zZSIgyvMYHAgCIgwKCGFwaV91c2VyEAQiCgoGYXBpX2lwEAESfAoNVXBkYXRlUHJvZmlsZRIjLnBvcnRjdWxsaXMudjEuVXBkYXRlUHJvZmlsZVJlcXVlc3QaJC5wb3J0Y3VsbGlzLnYxLlVwZGF0ZVByb2ZpbGVSZXNwb25zZSIgyvMYHAgCIgwKCGFwaV91c2VyEAQiCgoGYXBpX2lwEAESiwEKDkNoYW5nZVBhc3N3b3JkEiQucG9ydGN1bGxpcy52MS5DaGFuZ2VQYXNzd29yZFJlcXVlc3QaJS5wb3J0Y3VsbGlzLnYxLkNoYW5nZVBhc3N3b3JkUmVzcG9uc2UiLMrzGCgIAiIYChRjaGFuZ2VfcGFzc3dvcmRfdXNlchAEIgoKBmFwaV9pcBABEn8KC0NoYW5nZUVtYWlsEiEucG9ydGN1bGxpcy52MS5DaGFuZ2VFbWFpbFJlcXVlc3QaIi5wb3J0Y3VsbGlzLnYxLkNoYW5nZUVtYWlsUmVzcG9uc2UiKcrzGCUIAiIVChFjaGFuZ2VfZW1haWxfdXNlchAEIgoKBmFwaV9pcBABEroBChFDaGFuZ2VQaG9uZU51bWJlchInLnBvcnRjdWxsaXMudjEuQ2hhbmdlUGhvbmVOdW1iZXJSZXF1ZXN0GigucG9ydGN1bGxpcy52MS5DaGFuZ2VQaG9uZU51bWJlclJlc3BvbnNlIlLK8xhOCAIiEgoOb3RwX3NlbmRfcGhvbmUQAiITCg9vdHBfc2VuZF9nbG9iYWwQBSIVChFjaGFuZ2VfcGhvbmVfdXNlchAEIgoKBmFwaV9pcBABEpEBChFWZXJpZnlQaG9uZU51bWJlchInLnBvcnRjdWxsaXMudjEuVmVyaWZ5UGhvbmVOdW1iZXJSZXF1ZXN0GigucG9ydGN1bGxpcy52MS5WZXJpZnlQaG9uZU51bWJlclJlc3BvbnNlIinK8xglCAIiFQoRdmVyaWZ5X3Bob25lX3VzZXIQBCIKCgZhcGlfaXAQARLDAQoUUmVxdWVzdFBhc3N3b3JkUmVzZXQSKi5wb3J0Y3VsbGlzLnYxLlJlcXVlc3RQYXNzd29yZFJlc2V0UmVxdWVzdBorLnBvcnRjdWxsaXMudjEuUmVxdWVzdFBhc3N3b3JkUmVzZXRSZXNwb25zZSJSyvMYTggBIhgKFHBhc3N3b3JkX3Jlc2V0X2VtYWlsEAMiFQoRcGFzc3dvcmRfcmVzZXRfaXAQASIZChVwYXNzd29yZF9yZXNldF9nbG9iYWwQBRKuAQoNUmVzZXRQYXNzd29yZBIjLnBvcnRjdWxsaXMudjEuUmVzZXRQYXNzd29yZFJlcXVlc3QaJC5wb3J0Y3VsbGlzLnYxLlJlc2V0UGFzc3dvcmRSZXNwb25zZSJSyvMYTggBIhUKEXJlc2V0X3Bhc3N3b3JkX2lwEAEiGAoUcmVzZXRfcGFzc3dvcmRfZW1haWwQAyIZChVyZXNldF9wYXNzd29yZF9nbG9iYWwQBRKLAQoSTGlzdFNlY3VyaXR5RXZlbnRzEigucG9ydGN1bGxpcy52MS5MaXN0U2VjdXJpdHlFdmVudHNSZXF1ZXN0GikucG9ydGN1bGxpcy52MS5MaXN0U2VjdXJpdHlFdmVudHNSZXNwb25zZSIgyvMYHAgCIgwKCGFwaV91c2VyEAQiCgoGYXBpX2lwEAESXAoHR2V0SndrcxIdLnBvcnRjdWxsaXMudjEuR2V0Sndrc1JlcXVlc3QaHi5wb3J0Y3VsbGlzLnYxLkdldEp3a3NSZXNwb25zZSISyvMYDggBIgoKBmFwaV9pcBABYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_portcullis_v1_common, file_portcullis_v1_policy]);
+  fileDesc("CiBwb3J0Y3VsbGlzL3YxL2F1dGhfc2VydmljZS5wcm90bxINcG9ydGN1bGxpcy52MSKLAgoEVXNlchIPCgd1c2VyX2lkGAEgASgJEhQKDHBob25lX251bWJlchgCIAEoCRINCgVlbWFpbBgDIAEoCRJDCgxkaXNwbGF5X25hbWUYBCABKAlCLbpIKnIoGGQyJF5bXlx4MDAtXHgwOFx4MEJceDBDXHgwRS1ceDFGXHg3Rl0qJBIRCglreWNfbGV2ZWwYBSABKA0SLAoKa3ljX3N0YXR1cxgGIAEoDjIYLnBvcnRjdWxsaXMudjEuS3ljU3RhdHVzEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5lbWFpbF92ZXJpZmllZBgIIAEoCCIuCg5TZW5kT3RwUmVxdWVzdBIcCgxwaG9uZV9udW1iZXIYASABKAlCBrpIA8gBASKIAQoPU2VuZE90cFJlc3BvbnNlEi8KC2V4cGlyZV90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZXNlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLY29kZV9sZW5ndGgYAyABKA0igAEKEFZlcmlmeU90cFJlcXVlc3QSHAoMcGhvbmVfbnVtYmVyGAEgASgJQga6SAPIAQESHwoEY29kZRgCIAEoCUIRukgOcgwyCl5bMC05XXs2fSQSLQoGZGV2aWNlGAMgASgLMhUucG9ydGN1bGxpcy52MS5EZXZpY2VCBrpIA8gBASK6AQoRVmVyaWZ5T3RwUmVzcG9uc2USKAoGdG9rZW5zGAEgASgLMhgucG9ydGN1bGxpcy52MS5Ub2tlblBhaXISIQoEdXNlchgCIAEoCzITLnBvcnRjdWxsaXMudjEuVXNlchIQCghuZXdfdXNlchgDIAEoCBISCgpzZXNzaW9uX2lkGAQgASgJEjIKDW1mYV9jaGFsbGVuZ2UYBSABKAsyGy5wb3J0Y3VsbGlzLnYxLk1mYUNoYWxsZW5nZSJmCgxNZmFDaGFsbGVuZ2USFAoMY2hhbGxlbmdlX2lkGAEgASgJEg8KB2ZhY3RvcnMYAiADKAkSLwoLZXhwaXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrYBCg9SZWdpc3RlclJlcXVlc3QSFQoFZW1haWwYASABKAlCBrpIA8gBARIcCghwYXNzd29yZBgCIAEoCUIKukgHcgUQCBiAARJDCgxkaXNwbGF5X25hbWUYAyABKAlCLbpIKnIoGGQyJF5bXlx4MDAtXHgwOFx4MEJceDBDXHgwRS1ceDFGXHg3Rl0qJBIpCgZkZXZpY2UYBCABKAsyFS5wb3J0Y3VsbGlzLnYxLkRldmljZUICGAEivQEKEFJlZ2lzdGVyUmVzcG9uc2USLAoGdG9rZW5zGAEgASgLMhgucG9ydGN1bGxpcy52MS5Ub2tlblBhaXJCAhgBEiUKBHVzZXIYAiABKAsyEy5wb3J0Y3VsbGlzLnYxLlVzZXJCAhgBEhYKCnNlc3Npb25faWQYAyABKAlCAhgBEjwKGHZlcmlmaWNhdGlvbl9leHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAicwoSVmVyaWZ5RW1haWxSZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEh8KBGNvZGUYAiABKAlCEbpIDnIMMgpeWzAtOV17Nn0kEhcKBXRva2VuGAMgASgJQgi6SAVyAxiAAToUukgRIg8KBGNvZGUKBXRva2VuEAEiJAoTVmVyaWZ5RW1haWxSZXNwb25zZRINCgVlbWFpbBgBIAEoCSJTChJDaGFuZ2VFbWFpbFJlcXVlc3QSGQoJbmV3X2VtYWlsGAEgASgJQga6SAPIAQESIgoQY3VycmVudF9wYXNzd29yZBgCIAEoCUIIukgFcgMYgAEiUwoTQ2hhbmdlRW1haWxSZXNwb25zZRI8Chh2ZXJpZmljYXRpb25fZXhwaXJlX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlwKGENoYW5nZVBob25lTnVtYmVyUmVxdWVzdBIcCgxwaG9uZV9udW1iZXIYASABKAlCBrpIA8gBARIiChBjdXJyZW50X3Bhc3N3b3JkGAIgASgJQgi6SAVyAxiAASJhChlDaGFuZ2VQaG9uZU51bWJlclJlc3BvbnNlEi8KC2V4cGlyZV90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtjb2RlX2xlbmd0aBgCIAEoDSI7ChhWZXJpZnlQaG9uZU51bWJlclJlcXVlc3QSHwoEY29kZRgBIAEoCUIRukgOcgwyCl5bMC05XXs2fSQiPgoZVmVyaWZ5UGhvbmVOdW1iZXJSZXNwb25zZRIhCgR1c2VyGAEgASgLMhMucG9ydGN1bGxpcy52MS5Vc2VyIjQKG1JlcXVlc3RQYXNzd29yZFJlc2V0UmVxdWVzdBIVCgVlbWFpbBgBIAEoCUIGukgDyAEBIh4KHFJlcXVlc3RQYXNzd29yZFJlc2V0UmVzcG9uc2UilwEKFFJlc2V0UGFzc3dvcmRSZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEh8KBGNvZGUYAiABKAlCEbpIDnIMMgpeWzAtOV17Nn0kEhcKBXRva2VuGAMgASgJQgi6SAVyAxiAARIgCgxuZXdfcGFzc3dvcmQYBCABKAlCCrpIB3IFEAgYgAE6FLpIESIPCgRjb2RlCgV0b2tlbhABIjYKFVJlc2V0UGFzc3dvcmRSZXNwb25zZRIdChVyZXZva2VkX3Nlc3Npb25fY291bnQYASABKA0iTQoZTGlzdFNlY3VyaXR5RXZlbnRzUmVxdWVzdBIcCglwYWdlX3NpemUYASABKAVCCbpIBhoEGGQoABISCgpwYWdlX3Rva2VuGAIgASgJImMKGkxpc3RTZWN1cml0eUV2ZW50c1Jlc3BvbnNlEiwKBmV2ZW50cxgBIAMoCzIcLnBvcnRjdWxsaXMudjEuU2VjdXJpdHlFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkitwIKDVNlY3VyaXR5RXZlbnQSEAoIZXZlbnRfaWQYASABKAkSDAoEdHlwZRgCIAEoCRIPCgdvdXRjb21lGAMgASgJEigKBHRpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmlwX2FkZHJlc3MYBSABKAkSEgoKdXNlcl9hZ2VudBgGIAEoCRITCgtkZXZpY2VfbmFtZRgHIAEoCRIOCgZtZXRob2QYCCABKAkSEgoKc2Vzc2lvbl9pZBgJIAEoCRI6CgdkZXRhaWxzGAogAygLMikucG9ydGN1bGxpcy52MS5TZWN1cml0eUV2ZW50LkRldGFpbHNFbnRyeRouCgxEZXRhaWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJuCgxMb2dpblJlcXVlc3QSFQoFZW1haWwYASABKAlCBrpIA8gBARIYCghwYXNzd29yZBgCIAEoCUIGukgDyAEBEi0KBmRldmljZRgDIAEoCzIVLnBvcnRjdWxsaXMudjEuRGV2aWNlQga6SAPIAQEipAEKDUxvZ2luUmVzcG9uc2USKAoGdG9rZW5zGAEgASgLMhgucG9ydGN1bGxpcy52MS5Ub2tlblBhaXISIQoEdXNlchgCIAEoCzITLnBvcnRjdWxsaXMudjEuVXNlchISCgpzZXNzaW9uX2lkGAMgASgJEjIKDW1mYV9jaGFsbGVuZ2UYBCABKAsyGy5wb3J0Y3VsbGlzLnYxLk1mYUNoYWxsZW5nZSI0ChNSZWZyZXNoVG9rZW5SZXF1ZXN0Eh0KDXJlZnJlc2hfdG9rZW4YASABKAlCBrpIA8gBASJAChRSZWZyZXNoVG9rZW5SZXNwb25zZRIoCgZ0b2tlbnMYASABKAsyGC5wb3J0Y3VsbGlzLnYxLlRva2VuUGFpciIPCg1Mb2dvdXRSZXF1ZXN0IhAKDkxvZ291dFJlc3BvbnNlIhMKEUdldFByb2ZpbGVSZXF1ZXN0IjcKEkdldFByb2ZpbGVSZXNwb25zZRIhCgR1c2VyGAEgASgLMhMucG9ydGN1bGxpcy52MS5Vc2VyIoMBChRVcGRhdGVQcm9maWxlUmVxdWVzdBIhCgR1c2VyGAEgASgLMhMucG9ydGN1bGxpcy52MS5Vc2VyEkgKC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IXukgUyAEB4gEOEgxkaXNwbGF5X25hbWUiOgoVVXBkYXRlUHJvZmlsZVJlc3BvbnNlEiEKBHVzZXIYASABKAsyEy5wb3J0Y3VsbGlzLnYxLlVzZXIiWwoVQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0EiAKEGN1cnJlbnRfcGFzc3dvcmQYASABKAlCBrpIA8gBARIgCgxuZXdfcGFzc3dvcmQYAiABKAlCCrpIB3IFEAgYgAEiNwoWQ2hhbmdlUGFzc3dvcmRSZXNwb25zZRIdChVyZXZva2VkX3Nlc3Npb25fY291bnQYASABKA0iEAoOR2V0Sndrc1JlcXVlc3QiMwoPR2V0Sndrc1Jlc3BvbnNlEiAKBGtleXMYASADKAsyEi5wb3J0Y3VsbGlzLnYxLkp3ayJyCgNKd2sSCwoDa3R5GAEgASgJEgsKA2tpZBgCIAEoCRILCgN1c2UYAyABKAkSCwoDYWxnGAQgASgJEgsKA2NydhgFIAEoCRIJCgF4GAYgASgJEgkKAXkYByABKAkSCQoBbhgIIAEoCRIJCgFlGAkgASgJMsgSCgtBdXRoU2VydmljZRKMAQoHU2VuZE90cBIdLnBvcnRjdWxsaXMudjEuU2VuZE90cFJlcXVlc3QaHi5wb3J0Y3VsbGlzLnYxLlNlbmRPdHBSZXNwb25zZSJCyvMYPggBIhIKDm90cF9zZW5kX3Bob25lEAIiDwoLb3RwX3NlbmRfaXAQASITCg9vdHBfc2VuZF9nbG9iYWwQBTgBEmsKCVZlcmlmeU90cBIfLnBvcnRjdWxsaXMudjEuVmVyaWZ5T3RwUmVxdWVzdBogLnBvcnRjdWxsaXMudjEuVmVyaWZ5T3RwUmVzcG9uc2UiG8rzGBcIASIRCg1vdHBfdmVyaWZ5X2lwEAE4AhKPAQoIUmVnaXN0ZXISHi5wb3J0Y3VsbGlzLnYxLlJlZ2lzdGVyUmVxdWVzdBofLnBvcnRjdWxsaXMudjEuUmVnaXN0ZXJSZXNwb25zZSJCyvMYPggBIg8KC3JlZ2lzdGVyX2lwEAEiEgoOcmVnaXN0ZXJfZW1haWwQAyITCg9yZWdpc3Rlcl9nbG9iYWwQBTgBEqIBCgtWZXJpZnlFbWFpbBIhLnBvcnRjdWxsaXMudjEuVmVyaWZ5RW1haWxSZXF1ZXN0GiIucG9ydGN1bGxpcy52MS5WZXJpZnlFbWFpbFJlc3BvbnNlIkzK8xhICAEiEwoPdmVyaWZ5X2VtYWlsX2lwEAEiFgoSdmVyaWZ5X2VtYWlsX2VtYWlsEAMiFwoTdmVyaWZ5X2VtYWlsX2dsb2JhbBAFEmsKBUxvZ2luEhsucG9ydGN1bGxpcy52MS5Mb2dpblJlcXVlc3QaHC5wb3J0Y3VsbGlzLnYxLkxvZ2luUmVzcG9uc2UiJ8rzGCMIASIPCgtsb2dpbl9lbWFpbBADIgwKCGxvZ2luX2lwEAE4AhJvCgxSZWZyZXNoVG9rZW4SIi5wb3J0Y3VsbGlzLnYxLlJlZnJlc2hUb2tlblJlcXVlc3QaIy5wb3J0Y3VsbGlzLnYxLlJlZnJlc2hUb2tlblJlc3BvbnNlIhbK8xgSCAEiDgoKcmVmcmVzaF9pcBABEmcKBkxvZ291dBIcLnBvcnRjdWxsaXMudjEuTG9nb3V0UmVxdWVzdBodLnBvcnRjdWxsaXMudjEuTG9nb3V0UmVzcG9uc2UiIMrzGBwIAiIMCghhcGlfdXNlchAEIgoKBmFwaV9pcBABEnMKCkdldFByb2ZpbGUSIC5wb3J0Y3VsbGlzLnYxLkdldFByb2ZpbGVSZXF1ZXN0GiEucG9ydGN1bGxpcy52MS5HZXRQcm9maWxlUmVzcG9uc2UiIMrzGBwIAiIMCghhcGlfdXNlchAEIgoKBmFwaV9pcBABEnwKDVVwZGF0ZVByb2ZpbGUSIy5wb3J0Y3VsbGlzLnYxLlVwZGF0ZVByb2ZpbGVSZXF1ZXN0GiQucG9ydGN1bGxpcy52MS5VcGRhdGVQcm9maWxlUmVzcG9uc2UiIMrzGBwIAiIMCghhcGlfdXNlchAEIgoKBmFwaV9pcBABEpABCg5DaGFuZ2VQYXNzd29yZBIkLnBvcnRjdWxsaXMudjEuQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0GiUucG9ydGN1bGxpcy52MS5DaGFuZ2VQYXNzd29yZFJlc3BvbnNlIjHK8xgtCAIiGAoUY2hhbmdlX3Bhc3N3b3JkX3VzZXIQBCIKCgZhcGlfaXAQASgCMKwCEoQBCgtDaGFuZ2VFbWFpbBIhLnBvcnRjdWxsaXMudjEuQ2hhbmdlRW1haWxSZXF1ZXN0GiIucG9ydGN1bGxpcy52MS5DaGFuZ2VFbWFpbFJlc3BvbnNlIi7K8xgqCAIiFQoRY2hhbmdlX2VtYWlsX3VzZXIQBCIKCgZhcGlfaXAQASgCMKwCEroBChFDaGFuZ2VQaG9uZU51bWJlchInLnBvcnRjdWxsaXMudjEuQ2hhbmdlUGhvbmVOdW1iZXJSZXF1ZXN0GigucG9ydGN1bGxpcy52MS5DaGFuZ2VQaG9uZU51bWJlclJlc3BvbnNlIlLK8xhOCAIiEgoOb3RwX3NlbmRfcGhvbmUQAiITCg9vdHBfc2VuZF9nbG9iYWwQBSIVChFjaGFuZ2VfcGhvbmVfdXNlchAEIgoKBmFwaV9pcBABEpEBChFWZXJpZnlQaG9uZU51bWJlchInLnBvcnRjdWxsaXMudjEuVmVyaWZ5UGhvbmVOdW1iZXJSZXF1ZXN0GigucG9ydGN1bGxpcy52MS5WZXJpZnlQaG9uZU51bWJlclJlc3BvbnNlIinK8xglCAIiFQoRdmVyaWZ5X3Bob25lX3VzZXIQBCIKCgZhcGlfaXAQARLDAQoUUmVxdWVzdFBhc3N3b3JkUmVzZXQSKi5wb3J0Y3VsbGlzLnYxLlJlcXVlc3RQYXNzd29yZFJlc2V0UmVxdWVzdBorLnBvcnRjdWxsaXMudjEuUmVxdWVzdFBhc3N3b3JkUmVzZXRSZXNwb25zZSJSyvMYTggBIhgKFHBhc3N3b3JkX3Jlc2V0X2VtYWlsEAMiFQoRcGFzc3dvcmRfcmVzZXRfaXAQASIZChVwYXNzd29yZF9yZXNldF9nbG9iYWwQBRKuAQoNUmVzZXRQYXNzd29yZBIjLnBvcnRjdWxsaXMudjEuUmVzZXRQYXNzd29yZFJlcXVlc3QaJC5wb3J0Y3VsbGlzLnYxLlJlc2V0UGFzc3dvcmRSZXNwb25zZSJSyvMYTggBIhUKEXJlc2V0X3Bhc3N3b3JkX2lwEAEiGAoUcmVzZXRfcGFzc3dvcmRfZW1haWwQAyIZChVyZXNldF9wYXNzd29yZF9nbG9iYWwQBRKLAQoSTGlzdFNlY3VyaXR5RXZlbnRzEigucG9ydGN1bGxpcy52MS5MaXN0U2VjdXJpdHlFdmVudHNSZXF1ZXN0GikucG9ydGN1bGxpcy52MS5MaXN0U2VjdXJpdHlFdmVudHNSZXNwb25zZSIgyvMYHAgCIgwKCGFwaV91c2VyEAQiCgoGYXBpX2lwEAESXAoHR2V0SndrcxIdLnBvcnRjdWxsaXMudjEuR2V0Sndrc1JlcXVlc3QaHi5wb3J0Y3VsbGlzLnYxLkdldEp3a3NSZXNwb25zZSISyvMYDggBIgoKBmFwaV9pcBABYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_portcullis_v1_common, file_portcullis_v1_policy]);
 
 /**
  * A person with an account.
@@ -181,13 +181,14 @@ export const VerifyOtpRequestSchema: GenMessage<VerifyOtpRequest> = /*@__PURE__*
   messageDesc(file_portcullis_v1_auth_service, 3);
 
 /**
- * Response of AuthService.VerifyOtp.
+ * Response of AuthService.VerifyOtp: tokens, or for an account with a
+ * second factor an MFA challenge to answer with MfaService.VerifyMfa.
  *
  * @generated from message portcullis.v1.VerifyOtpResponse
  */
 export type VerifyOtpResponse = Message<"portcullis.v1.VerifyOtpResponse"> & {
   /**
-   * Tokens for the new session.
+   * Tokens for the new session; unset when `mfa_challenge` is set.
    *
    * @generated from field: portcullis.v1.TokenPair tokens = 1;
    */
@@ -213,6 +214,13 @@ export type VerifyOtpResponse = Message<"portcullis.v1.VerifyOtpResponse"> & {
    * @generated from field: string session_id = 4;
    */
   sessionId: string;
+
+  /**
+   * Set instead of tokens when the account has a second factor.
+   *
+   * @generated from field: portcullis.v1.MfaChallenge mfa_challenge = 5;
+   */
+  mfaChallenge?: MfaChallenge | undefined;
 };
 
 /**
@@ -221,6 +229,41 @@ export type VerifyOtpResponse = Message<"portcullis.v1.VerifyOtpResponse"> & {
  */
 export const VerifyOtpResponseSchema: GenMessage<VerifyOtpResponse> = /*@__PURE__*/
   messageDesc(file_portcullis_v1_auth_service, 4);
+
+/**
+ * A sign-in waiting for its second factor (MfaService.VerifyMfa).
+ *
+ * @generated from message portcullis.v1.MfaChallenge
+ */
+export type MfaChallenge = Message<"portcullis.v1.MfaChallenge"> & {
+  /**
+   * Opaque and single use; bound to the device and IP of the first factor.
+   *
+   * @generated from field: string challenge_id = 1;
+   */
+  challengeId: string;
+
+  /**
+   * The factors that answer it: "totp", "recovery_code".
+   *
+   * @generated from field: repeated string factors = 2;
+   */
+  factors: string[];
+
+  /**
+   * When it stops being accepted.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 3;
+   */
+  expireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message portcullis.v1.MfaChallenge.
+ * Use `create(MfaChallengeSchema)` to create a new message.
+ */
+export const MfaChallengeSchema: GenMessage<MfaChallenge> = /*@__PURE__*/
+  messageDesc(file_portcullis_v1_auth_service, 5);
 
 /**
  * Request for AuthService.Register.
@@ -263,7 +306,7 @@ export type RegisterRequest = Message<"portcullis.v1.RegisterRequest"> & {
  * Use `create(RegisterRequestSchema)` to create a new message.
  */
 export const RegisterRequestSchema: GenMessage<RegisterRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 5);
+  messageDesc(file_portcullis_v1_auth_service, 6);
 
 /**
  * Response of AuthService.Register: the same for a new and a taken address.
@@ -308,7 +351,7 @@ export type RegisterResponse = Message<"portcullis.v1.RegisterResponse"> & {
  * Use `create(RegisterResponseSchema)` to create a new message.
  */
 export const RegisterResponseSchema: GenMessage<RegisterResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 6);
+  messageDesc(file_portcullis_v1_auth_service, 7);
 
 /**
  * Request for AuthService.VerifyEmail: `email` with `code`, or `token` alone.
@@ -343,7 +386,7 @@ export type VerifyEmailRequest = Message<"portcullis.v1.VerifyEmailRequest"> & {
  * Use `create(VerifyEmailRequestSchema)` to create a new message.
  */
 export const VerifyEmailRequestSchema: GenMessage<VerifyEmailRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 7);
+  messageDesc(file_portcullis_v1_auth_service, 8);
 
 /**
  * Response of AuthService.VerifyEmail.
@@ -364,7 +407,7 @@ export type VerifyEmailResponse = Message<"portcullis.v1.VerifyEmailResponse"> &
  * Use `create(VerifyEmailResponseSchema)` to create a new message.
  */
 export const VerifyEmailResponseSchema: GenMessage<VerifyEmailResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 8);
+  messageDesc(file_portcullis_v1_auth_service, 9);
 
 /**
  * Request for AuthService.ChangeEmail.
@@ -392,7 +435,7 @@ export type ChangeEmailRequest = Message<"portcullis.v1.ChangeEmailRequest"> & {
  * Use `create(ChangeEmailRequestSchema)` to create a new message.
  */
 export const ChangeEmailRequestSchema: GenMessage<ChangeEmailRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 9);
+  messageDesc(file_portcullis_v1_auth_service, 10);
 
 /**
  * Response of AuthService.ChangeEmail.
@@ -413,7 +456,7 @@ export type ChangeEmailResponse = Message<"portcullis.v1.ChangeEmailResponse"> &
  * Use `create(ChangeEmailResponseSchema)` to create a new message.
  */
 export const ChangeEmailResponseSchema: GenMessage<ChangeEmailResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 10);
+  messageDesc(file_portcullis_v1_auth_service, 11);
 
 /**
  * Request for AuthService.ChangePhoneNumber.
@@ -441,7 +484,7 @@ export type ChangePhoneNumberRequest = Message<"portcullis.v1.ChangePhoneNumberR
  * Use `create(ChangePhoneNumberRequestSchema)` to create a new message.
  */
 export const ChangePhoneNumberRequestSchema: GenMessage<ChangePhoneNumberRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 11);
+  messageDesc(file_portcullis_v1_auth_service, 12);
 
 /**
  * Response of AuthService.ChangePhoneNumber.
@@ -469,7 +512,7 @@ export type ChangePhoneNumberResponse = Message<"portcullis.v1.ChangePhoneNumber
  * Use `create(ChangePhoneNumberResponseSchema)` to create a new message.
  */
 export const ChangePhoneNumberResponseSchema: GenMessage<ChangePhoneNumberResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 12);
+  messageDesc(file_portcullis_v1_auth_service, 13);
 
 /**
  * Request for AuthService.VerifyPhoneNumber.
@@ -490,7 +533,7 @@ export type VerifyPhoneNumberRequest = Message<"portcullis.v1.VerifyPhoneNumberR
  * Use `create(VerifyPhoneNumberRequestSchema)` to create a new message.
  */
 export const VerifyPhoneNumberRequestSchema: GenMessage<VerifyPhoneNumberRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 13);
+  messageDesc(file_portcullis_v1_auth_service, 14);
 
 /**
  * Response of AuthService.VerifyPhoneNumber.
@@ -511,7 +554,7 @@ export type VerifyPhoneNumberResponse = Message<"portcullis.v1.VerifyPhoneNumber
  * Use `create(VerifyPhoneNumberResponseSchema)` to create a new message.
  */
 export const VerifyPhoneNumberResponseSchema: GenMessage<VerifyPhoneNumberResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 14);
+  messageDesc(file_portcullis_v1_auth_service, 15);
 
 /**
  * Request for AuthService.RequestPasswordReset.
@@ -532,7 +575,7 @@ export type RequestPasswordResetRequest = Message<"portcullis.v1.RequestPassword
  * Use `create(RequestPasswordResetRequestSchema)` to create a new message.
  */
 export const RequestPasswordResetRequestSchema: GenMessage<RequestPasswordResetRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 15);
+  messageDesc(file_portcullis_v1_auth_service, 16);
 
 /**
  * Response of AuthService.RequestPasswordReset: the same for every address.
@@ -547,7 +590,7 @@ export type RequestPasswordResetResponse = Message<"portcullis.v1.RequestPasswor
  * Use `create(RequestPasswordResetResponseSchema)` to create a new message.
  */
 export const RequestPasswordResetResponseSchema: GenMessage<RequestPasswordResetResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 16);
+  messageDesc(file_portcullis_v1_auth_service, 17);
 
 /**
  * Request for AuthService.ResetPassword: `email` with `code`, or `token` alone.
@@ -589,7 +632,7 @@ export type ResetPasswordRequest = Message<"portcullis.v1.ResetPasswordRequest">
  * Use `create(ResetPasswordRequestSchema)` to create a new message.
  */
 export const ResetPasswordRequestSchema: GenMessage<ResetPasswordRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 17);
+  messageDesc(file_portcullis_v1_auth_service, 18);
 
 /**
  * Response of AuthService.ResetPassword.
@@ -610,7 +653,7 @@ export type ResetPasswordResponse = Message<"portcullis.v1.ResetPasswordResponse
  * Use `create(ResetPasswordResponseSchema)` to create a new message.
  */
 export const ResetPasswordResponseSchema: GenMessage<ResetPasswordResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 18);
+  messageDesc(file_portcullis_v1_auth_service, 19);
 
 /**
  * Request for AuthService.ListSecurityEvents.
@@ -638,7 +681,7 @@ export type ListSecurityEventsRequest = Message<"portcullis.v1.ListSecurityEvent
  * Use `create(ListSecurityEventsRequestSchema)` to create a new message.
  */
 export const ListSecurityEventsRequestSchema: GenMessage<ListSecurityEventsRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 19);
+  messageDesc(file_portcullis_v1_auth_service, 20);
 
 /**
  * Response of AuthService.ListSecurityEvents.
@@ -666,7 +709,7 @@ export type ListSecurityEventsResponse = Message<"portcullis.v1.ListSecurityEven
  * Use `create(ListSecurityEventsResponseSchema)` to create a new message.
  */
 export const ListSecurityEventsResponseSchema: GenMessage<ListSecurityEventsResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 20);
+  messageDesc(file_portcullis_v1_auth_service, 21);
 
 /**
  * One thing that happened to the account. Never holds a code, password or
@@ -754,7 +797,7 @@ export type SecurityEvent = Message<"portcullis.v1.SecurityEvent"> & {
  * Use `create(SecurityEventSchema)` to create a new message.
  */
 export const SecurityEventSchema: GenMessage<SecurityEvent> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 21);
+  messageDesc(file_portcullis_v1_auth_service, 22);
 
 /**
  * Request for AuthService.Login.
@@ -789,16 +832,17 @@ export type LoginRequest = Message<"portcullis.v1.LoginRequest"> & {
  * Use `create(LoginRequestSchema)` to create a new message.
  */
 export const LoginRequestSchema: GenMessage<LoginRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 22);
+  messageDesc(file_portcullis_v1_auth_service, 23);
 
 /**
- * Response of AuthService.Login.
+ * Response of AuthService.Login: tokens, or for an account with a second
+ * factor an MFA challenge to answer with MfaService.VerifyMfa.
  *
  * @generated from message portcullis.v1.LoginResponse
  */
 export type LoginResponse = Message<"portcullis.v1.LoginResponse"> & {
   /**
-   * Tokens for the new session.
+   * Tokens for the new session; unset when `mfa_challenge` is set.
    *
    * @generated from field: portcullis.v1.TokenPair tokens = 1;
    */
@@ -817,6 +861,13 @@ export type LoginResponse = Message<"portcullis.v1.LoginResponse"> & {
    * @generated from field: string session_id = 3;
    */
   sessionId: string;
+
+  /**
+   * Set instead of tokens when the account has a second factor.
+   *
+   * @generated from field: portcullis.v1.MfaChallenge mfa_challenge = 4;
+   */
+  mfaChallenge?: MfaChallenge | undefined;
 };
 
 /**
@@ -824,7 +875,7 @@ export type LoginResponse = Message<"portcullis.v1.LoginResponse"> & {
  * Use `create(LoginResponseSchema)` to create a new message.
  */
 export const LoginResponseSchema: GenMessage<LoginResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 23);
+  messageDesc(file_portcullis_v1_auth_service, 24);
 
 /**
  * Request for AuthService.RefreshToken.
@@ -845,7 +896,7 @@ export type RefreshTokenRequest = Message<"portcullis.v1.RefreshTokenRequest"> &
  * Use `create(RefreshTokenRequestSchema)` to create a new message.
  */
 export const RefreshTokenRequestSchema: GenMessage<RefreshTokenRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 24);
+  messageDesc(file_portcullis_v1_auth_service, 25);
 
 /**
  * Response of AuthService.RefreshToken.
@@ -866,7 +917,7 @@ export type RefreshTokenResponse = Message<"portcullis.v1.RefreshTokenResponse">
  * Use `create(RefreshTokenResponseSchema)` to create a new message.
  */
 export const RefreshTokenResponseSchema: GenMessage<RefreshTokenResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 25);
+  messageDesc(file_portcullis_v1_auth_service, 26);
 
 /**
  * Request for AuthService.Logout.
@@ -881,7 +932,7 @@ export type LogoutRequest = Message<"portcullis.v1.LogoutRequest"> & {
  * Use `create(LogoutRequestSchema)` to create a new message.
  */
 export const LogoutRequestSchema: GenMessage<LogoutRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 26);
+  messageDesc(file_portcullis_v1_auth_service, 27);
 
 /**
  * Response of AuthService.Logout.
@@ -896,7 +947,7 @@ export type LogoutResponse = Message<"portcullis.v1.LogoutResponse"> & {
  * Use `create(LogoutResponseSchema)` to create a new message.
  */
 export const LogoutResponseSchema: GenMessage<LogoutResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 27);
+  messageDesc(file_portcullis_v1_auth_service, 28);
 
 /**
  * Request for AuthService.GetProfile.
@@ -911,7 +962,7 @@ export type GetProfileRequest = Message<"portcullis.v1.GetProfileRequest"> & {
  * Use `create(GetProfileRequestSchema)` to create a new message.
  */
 export const GetProfileRequestSchema: GenMessage<GetProfileRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 28);
+  messageDesc(file_portcullis_v1_auth_service, 29);
 
 /**
  * Response of AuthService.GetProfile.
@@ -932,7 +983,7 @@ export type GetProfileResponse = Message<"portcullis.v1.GetProfileResponse"> & {
  * Use `create(GetProfileResponseSchema)` to create a new message.
  */
 export const GetProfileResponseSchema: GenMessage<GetProfileResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 29);
+  messageDesc(file_portcullis_v1_auth_service, 30);
 
 /**
  * Request for AuthService.UpdateProfile.
@@ -960,7 +1011,7 @@ export type UpdateProfileRequest = Message<"portcullis.v1.UpdateProfileRequest">
  * Use `create(UpdateProfileRequestSchema)` to create a new message.
  */
 export const UpdateProfileRequestSchema: GenMessage<UpdateProfileRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 30);
+  messageDesc(file_portcullis_v1_auth_service, 31);
 
 /**
  * Response of AuthService.UpdateProfile.
@@ -981,7 +1032,7 @@ export type UpdateProfileResponse = Message<"portcullis.v1.UpdateProfileResponse
  * Use `create(UpdateProfileResponseSchema)` to create a new message.
  */
 export const UpdateProfileResponseSchema: GenMessage<UpdateProfileResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 31);
+  messageDesc(file_portcullis_v1_auth_service, 32);
 
 /**
  * Request for AuthService.ChangePassword.
@@ -1009,7 +1060,7 @@ export type ChangePasswordRequest = Message<"portcullis.v1.ChangePasswordRequest
  * Use `create(ChangePasswordRequestSchema)` to create a new message.
  */
 export const ChangePasswordRequestSchema: GenMessage<ChangePasswordRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 32);
+  messageDesc(file_portcullis_v1_auth_service, 33);
 
 /**
  * Response of AuthService.ChangePassword.
@@ -1030,7 +1081,7 @@ export type ChangePasswordResponse = Message<"portcullis.v1.ChangePasswordRespon
  * Use `create(ChangePasswordResponseSchema)` to create a new message.
  */
 export const ChangePasswordResponseSchema: GenMessage<ChangePasswordResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 33);
+  messageDesc(file_portcullis_v1_auth_service, 34);
 
 /**
  * Request for AuthService.GetJwks.
@@ -1045,7 +1096,7 @@ export type GetJwksRequest = Message<"portcullis.v1.GetJwksRequest"> & {
  * Use `create(GetJwksRequestSchema)` to create a new message.
  */
 export const GetJwksRequestSchema: GenMessage<GetJwksRequest> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 34);
+  messageDesc(file_portcullis_v1_auth_service, 35);
 
 /**
  * Response of AuthService.GetJwks: a JWK Set.
@@ -1066,7 +1117,7 @@ export type GetJwksResponse = Message<"portcullis.v1.GetJwksResponse"> & {
  * Use `create(GetJwksResponseSchema)` to create a new message.
  */
 export const GetJwksResponseSchema: GenMessage<GetJwksResponse> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 35);
+  messageDesc(file_portcullis_v1_auth_service, 36);
 
 /**
  * A public JSON Web Key (RFC 7517). Private members are never sent.
@@ -1143,7 +1194,7 @@ export type Jwk = Message<"portcullis.v1.Jwk"> & {
  * Use `create(JwkSchema)` to create a new message.
  */
 export const JwkSchema: GenMessage<Jwk> = /*@__PURE__*/
-  messageDesc(file_portcullis_v1_auth_service, 36);
+  messageDesc(file_portcullis_v1_auth_service, 37);
 
 /**
  * Sign-in by phone one-time code or by email and password, token refresh and

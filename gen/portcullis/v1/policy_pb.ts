@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file portcullis/v1/policy.proto.
  */
 export const file_portcullis_v1_policy: GenFile = /*@__PURE__*/
-  fileDesc("Chpwb3J0Y3VsbGlzL3YxL3BvbGljeS5wcm90bxINcG9ydGN1bGxpcy52MSKQAQoMQWNjZXNzUG9saWN5EiUKBmNhbGxlchgBIAEoDjIVLnBvcnRjdWxsaXMudjEuQ2FsbGVyEhUKDW1pbl9reWNfbGV2ZWwYAiABKA0SEwoLcGVybWlzc2lvbnMYAyADKAkSLQoLcmF0ZV9saW1pdHMYBCADKAsyGC5wb3J0Y3VsbGlzLnYxLlJhdGVMaW1pdCJDCglSYXRlTGltaXQSDAoEcnVsZRgBIAEoCRIoCgNrZXkYAiABKA4yGy5wb3J0Y3VsbGlzLnYxLlJhdGVMaW1pdEtleSpYCgZDYWxsZXISFgoSQ0FMTEVSX1VOU1BFQ0lGSUVEEAASEQoNQ0FMTEVSX1BVQkxJQxABEg8KC0NBTExFUl9VU0VSEAISEgoOQ0FMTEVSX1NFUlZJQ0UQAyrIAQoMUmF0ZUxpbWl0S2V5Eh4KGlJBVEVfTElNSVRfS0VZX1VOU1BFQ0lGSUVEEAASFQoRUkFURV9MSU1JVF9LRVlfSVAQARIYChRSQVRFX0xJTUlUX0tFWV9QSE9ORRACEhgKFFJBVEVfTElNSVRfS0VZX0VNQUlMEAMSFwoTUkFURV9MSU1JVF9LRVlfVVNFUhAEEhkKFVJBVEVfTElNSVRfS0VZX0dMT0JBTBAFEhkKFVJBVEVfTElNSVRfS0VZX0NMSUVOVBAGOlUKBmFjY2VzcxIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGLmOAyABKAsyGy5wb3J0Y3VsbGlzLnYxLkFjY2Vzc1BvbGljeVIGYWNjZXNzYgZwcm90bzM", [file_google_protobuf_descriptor]);
+  fileDesc("Chpwb3J0Y3VsbGlzL3YxL3BvbGljeS5wcm90bxINcG9ydGN1bGxpcy52MSL1AQoMQWNjZXNzUG9saWN5EiUKBmNhbGxlchgBIAEoDjIVLnBvcnRjdWxsaXMudjEuQ2FsbGVyEhUKDW1pbl9reWNfbGV2ZWwYAiABKA0SEwoLcGVybWlzc2lvbnMYAyADKAkSLQoLcmF0ZV9saW1pdHMYBCADKAsyGC5wb3J0Y3VsbGlzLnYxLlJhdGVMaW1pdBIPCgdtaW5fYWFsGAUgASgNEh4KFm1heF9mYWN0b3JfYWdlX3NlY29uZHMYBiABKA0SMgoHY2FwdGNoYRgHIAEoDjIhLnBvcnRjdWxsaXMudjEuQ2FwdGNoYVJlcXVpcmVtZW50IkMKCVJhdGVMaW1pdBIMCgRydWxlGAEgASgJEigKA2tleRgCIAEoDjIbLnBvcnRjdWxsaXMudjEuUmF0ZUxpbWl0S2V5KoEBChJDYXB0Y2hhUmVxdWlyZW1lbnQSIwofQ0FQVENIQV9SRVFVSVJFTUVOVF9VTlNQRUNJRklFRBAAEh4KGkNBUFRDSEFfUkVRVUlSRU1FTlRfQUxXQVlTEAESJgoiQ0FQVENIQV9SRVFVSVJFTUVOVF9BRlRFUl9GQUlMVVJFUxACKlgKBkNhbGxlchIWChJDQUxMRVJfVU5TUEVDSUZJRUQQABIRCg1DQUxMRVJfUFVCTElDEAESDwoLQ0FMTEVSX1VTRVIQAhISCg5DQUxMRVJfU0VSVklDRRADKsgBCgxSYXRlTGltaXRLZXkSHgoaUkFURV9MSU1JVF9LRVlfVU5TUEVDSUZJRUQQABIVChFSQVRFX0xJTUlUX0tFWV9JUBABEhgKFFJBVEVfTElNSVRfS0VZX1BIT05FEAISGAoUUkFURV9MSU1JVF9LRVlfRU1BSUwQAxIXChNSQVRFX0xJTUlUX0tFWV9VU0VSEAQSGQoVUkFURV9MSU1JVF9LRVlfR0xPQkFMEAUSGQoVUkFURV9MSU1JVF9LRVlfQ0xJRU5UEAY6VQoGYWNjZXNzEh4uZ29vZ2xlLnByb3RvYnVmLk1ldGhvZE9wdGlvbnMYuY4DIAEoCzIbLnBvcnRjdWxsaXMudjEuQWNjZXNzUG9saWN5UgZhY2Nlc3NiBnByb3RvMw", [file_google_protobuf_descriptor]);
 
 /**
  * The access policy of one RPC, enforced by the interceptor chain before the
@@ -49,6 +49,32 @@ export type AccessPolicy = Message<"portcullis.v1.AccessPolicy"> & {
    * @generated from field: repeated portcullis.v1.RateLimit rate_limits = 4;
    */
   rateLimits: RateLimit[];
+
+  /**
+   * The lowest authentication assurance level (NIST SP 800-63B) the caller's
+   * token must carry: 2 means a second factor (TOTP or a recovery code) was
+   * used in this session. An account without a second factor cannot step up
+   * and meets it at level 1. Refused with PERMISSION_DENIED, reason
+   * STEP_UP_REQUIRED: the client calls MfaService.StepUp.
+   *
+   * @generated from field: uint32 min_aal = 5;
+   */
+  minAal: number;
+
+  /**
+   * With min_aal 2: the second factor must have been used at most this many
+   * seconds ago (0: any time in this session).
+   *
+   * @generated from field: uint32 max_factor_age_seconds = 6;
+   */
+  maxFactorAgeSeconds: number;
+
+  /**
+   * When the caller must show a captcha token (header x-captcha-token).
+   *
+   * @generated from field: portcullis.v1.CaptchaRequirement captcha = 7;
+   */
+  captcha: CaptchaRequirement;
 };
 
 /**
@@ -85,6 +111,41 @@ export type RateLimit = Message<"portcullis.v1.RateLimit"> & {
  */
 export const RateLimitSchema: GenMessage<RateLimit> = /*@__PURE__*/
   messageDesc(file_portcullis_v1_policy, 1);
+
+/**
+ * When a method wants a captcha token.
+ *
+ * @generated from enum portcullis.v1.CaptchaRequirement
+ */
+export enum CaptchaRequirement {
+  /**
+   * Never.
+   *
+   * @generated from enum value: CAPTCHA_REQUIREMENT_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * On every call.
+   *
+   * @generated from enum value: CAPTCHA_REQUIREMENT_ALWAYS = 1;
+   */
+  ALWAYS = 1,
+
+  /**
+   * After CAPTCHA_FAILURE_THRESHOLD recent failed calls of the method from
+   * the caller's IP, or for the request's phone number or email.
+   *
+   * @generated from enum value: CAPTCHA_REQUIREMENT_AFTER_FAILURES = 2;
+   */
+  AFTER_FAILURES = 2,
+}
+
+/**
+ * Describes the enum portcullis.v1.CaptchaRequirement.
+ */
+export const CaptchaRequirementSchema: GenEnum<CaptchaRequirement> = /*@__PURE__*/
+  enumDesc(file_portcullis_v1_policy, 0);
 
 /**
  * The kind of caller a method admits.
@@ -125,7 +186,7 @@ export enum Caller {
  * Describes the enum portcullis.v1.Caller.
  */
 export const CallerSchema: GenEnum<Caller> = /*@__PURE__*/
-  enumDesc(file_portcullis_v1_policy, 0);
+  enumDesc(file_portcullis_v1_policy, 1);
 
 /**
  * What a rate-limit rule counts by.
@@ -187,7 +248,7 @@ export enum RateLimitKey {
  * Describes the enum portcullis.v1.RateLimitKey.
  */
 export const RateLimitKeySchema: GenEnum<RateLimitKey> = /*@__PURE__*/
-  enumDesc(file_portcullis_v1_policy, 1);
+  enumDesc(file_portcullis_v1_policy, 2);
 
 /**
  * Who may call a method and under which limits. Every RPC of Portcullis
