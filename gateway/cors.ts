@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { cors as connectCors } from "@connectrpc/connect";
 
 const allowMethods = connectCors.allowedMethods.join(", ");
-const allowHeaders = [...connectCors.allowedHeaders, "Authorization", "X-Request-Id"].join(", ");
+const allowHeaders = [...connectCors.allowedHeaders, "Authorization", "X-Request-Id", "X-Captcha-Token"].join(", ");
 const exposeHeaders = [...connectCors.exposedHeaders, "X-Request-Id", "Retry-After"].join(", ");
 
 /**

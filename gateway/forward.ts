@@ -11,7 +11,7 @@ import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_p
 const detailTypes = createRegistry(file_google_rpc_error_details);
 
 /** A gateway that does not trace passes the caller's trace context on as it came. */
-const forwardedHeaders = ["authorization", "user-agent", "x-request-id", "traceparent", "tracestate"];
+const forwardedHeaders = ["authorization", "user-agent", "x-request-id", "x-captcha-token", "traceparent", "tracestate"];
 
 /**
  * Forwards gateway calls to a gRPC instance, which runs the chain. The client

@@ -10,7 +10,7 @@ import { ServiceAccounts } from "../clients/service-accounts.js";
 import { ServiceTokens } from "../clients/service-tokens.js";
 import { serviceAccountStore } from "../clients/store.js";
 import { TokenExchange } from "../clients/token-exchange.js";
-import { auditLimitHits } from "../audit/limit-hits.js";
+import { auditCaptchaRefusals, auditLimitHits } from "../audit/limit-hits.js";
 import { normalizeEmail } from "../auth/email.js";
 import { ContactChanges } from "../auth/contact-change.js";
 import { codeFailureStore } from "../auth/code-failure-store.js";
@@ -18,18 +18,26 @@ import { contactVerificationStore } from "../auth/contact-verification-store.js"
 import { EmailVerifications } from "../auth/email-verification.js";
 import { authHandlers } from "../auth/handlers.js";
 import { mfaHandlers } from "../auth/mfa-handlers.js";
+import { MfaSignIn } from "../auth/mfa-sign-in.js";
+import { mfaChallengeStore } from "../auth/mfa-challenge-store.js";
+import { mfaStore, totpSql } from "../auth/mfa-store.js";
 import { OtpSignIn } from "../auth/otp.js";
 import { NewDeviceNotices } from "../auth/new-device.js";
 import { PasswordResets } from "../auth/password-reset.js";
 import { PasswordSignIn } from "../auth/password-sign-in.js";
 import { phoneLimitKey } from "../auth/phone.js";
 import { Profiles } from "../auth/profile.js";
+import { RecoveryCodeNotices } from "../auth/recovery-code-notices.js";
+import { RecoveryCodeHashes } from "../auth/recovery-codes.js";
 import { Registration } from "../auth/registration.js";
+import { SecondFactors } from "../auth/second-factors.js";
 import { SecurityEvents } from "../auth/security-events.js";
+import { StepUps } from "../auth/step-up.js";
 import { createMailer } from "../auth/mail.js";
 import { createSmsProvider } from "../auth/sms.js";
 import { SmsBudgets } from "../auth/sms-budgets.js";
 import { SecretMacs } from "../auth/one-time-secrets.js";
+import { TotpEnrollment } from "../auth/totp-enrollment.js";
 import { otpStore, passwordResetStore } from "../auth/store.js";
 import type { UnaryHandler } from "../kernel/call.js";
 import { kycHandlers } from "../kyc/handlers.js";
@@ -48,6 +56,9 @@ import { readPolicies } from "../policy/access.js";
 import { Chain } from "../policy/chain.js";
 import { ClientIpResolver } from "../policy/client-ip.js";
 import { LeasingRateLimiter, MemoryRateLimiter, RedisRateLimiter, ruleGate } from "../policy/rate-limiter.js";
+import { createCaptchaVerifier } from "../policy/captcha.js";
+import { CaptchaGate } from "../policy/captcha-gate.js";
+import { MemoryFailureCounter, RedisFailureCounter } from "../policy/failure-counter.js";
 import { recentChanges, RevocationFeed } from "../session/feed.js";
 import { sessionHandlers } from "../session/handlers.js";
 import { RefreshRotation } from "../session/refresh.js";
@@ -168,6 +179,8 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
         contactVerifications: () => contactVerificationStore.purgeClosed(db),
         passwordResets: () => passwordResetStore.purgeClosed(db),
         codeFailures: () => codeFailureStore.purgeOld(db),
+        mfaFailures: () => mfaStore.purgeOldFailures(db, config.mfa.failureWindowSeconds),
+        mfaChallenges: () => mfaChallengeStore.purgeEnded(db),
         clientAssertions: () => serviceAccountStore.purgeUsedAssertions(db),
       },
       config.cleanupIntervalSeconds,
@@ -186,6 +199,8 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       limitKeyForms: { phone: phoneLimitKey, email: normalizeEmail },
       limitKeySecret: deriveKey(kek, "rate-limit-keys"),
       onLimited: auditLimitHits(db, logger),
+      captcha: captchaGate(config, redis, logger),
+      onCaptchaRefused: auditCaptchaRefusals(db, logger),
       logger,
     });
 
@@ -196,22 +211,30 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       refreshTokens,
       { reuseIntervalSeconds: config.session.refreshReuseIntervalSeconds, idleTimeoutSeconds: config.session.idleTimeoutSeconds },
       ruleGate(limiter, "refresh_user", config.rateLimits.refresh_user!, logger),
+      totpSql.enrolled,
     );
     const mailer = createMailer(config.email, logger);
     const sms = createSmsProvider(config.sms, logger);
     const background = new Background(logger);
     closers.push(() => background.settled());
     const newDevices = new NewDeviceNotices(db, mailer, config.account, background);
+    const recoveryCodeHashes = new RecoveryCodeHashes(deriveKey(kek, "recovery-codes"));
+    const recoveryCodeNotices = new RecoveryCodeNotices(db, mailer, config.account, background);
+    const secondFactors = new SecondFactors(db, config.mfa, new Envelope(kek, "totp-secrets"), recoveryCodeHashes, (userId, remaining, origin) =>
+      recoveryCodeNotices.fewLeft(userId, remaining, origin),
+    );
+    const mfaSignIn = new MfaSignIn(db, config.mfa, deriveKey(kek, "mfa-challenges"), secondFactors, sessions, tokens, newDevices);
     const smsBudgets = new SmsBudgets(db, config.otp, limiter, logger);
-    const otp = new OtpSignIn(db, config.otp, sms, smsBudgets, deriveKey(kek, "otp-codes"), sessions, tokens, logger, newDevices);
+    const otp = new OtpSignIn(db, config.otp, sms, smsBudgets, deriveKey(kek, "otp-codes"), sessions, tokens, logger, newDevices, mfaSignIn);
     const accountCodes = new SecretMacs(deriveKey(kek, "account-codes"));
     const emailVerifications = new EmailVerifications(db, config.account, accountCodes, mailer, logger);
-    const passwords = new PasswordSignIn(db, config.password, sessions, tokens, config.ipv6LimitPrefixes.client, config.account.emailVerification, emailVerifications, newDevices);
+    const passwords = new PasswordSignIn(db, config.password, sessions, tokens, config.ipv6LimitPrefixes.client, config.account.emailVerification, emailVerifications, newDevices, mfaSignIn);
     const registration = new Registration(db, config.account, emailVerifications, mailer);
     const contactChanges = new ContactChanges(db, config.account, config.otp.allowedCountries, passwords, sessions, emailVerifications, mailer, sms, smsBudgets, accountCodes);
     const passwordResets = new PasswordResets(db, config.account, sessions, mailer, new SecretMacs(deriveKey(kek, "password-reset")), background, logger);
     const kyc = new Kyc(db, new Envelope(kek, "kyc-data"), deriveKey(kek, "kyc-document-index"), revocations, tokenLifetimeMs);
     const clientSecrets = new ClientSecrets(deriveKey(kek, "client-secrets"));
+    const totp = new TotpEnrollment(db, secondFactors, recoveryCodeHashes, config.account.productName);
     const clientAuthentication = new ClientAuthentication(db, clientSecrets, {
       audiences: [`${config.publicUrl}/oauth2/token`, config.jwt.issuer],
       clockToleranceSeconds: config.jwt.clockToleranceSeconds,
@@ -233,7 +256,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       })],
       [SessionService, sessionHandlers(sessions)],
       [KycService, kycHandlers(kyc)],
-      [MfaService, mfaHandlers()],
+      [MfaService, mfaHandlers({ totp, stepUps: new StepUps(db, secondFactors, tokens), mfaSignIn })],
       [TokenService, tokenHandlers({
         serviceTokens: new ServiceTokens(clientAuthentication, tokens, config.serviceTokenTtlSeconds),
         exchange: new TokenExchange(db, tokens, guard, { ownAudience: config.jwt.audience, ttlSeconds: config.serviceTokenTtlSeconds }),
@@ -266,6 +289,14 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
     await closeAll(closers).catch(() => {});
     throw error;
   }
+}
+
+/** The captcha check CAPTCHA_PROVIDER asks for, counting failures where the rate limits count; none for "none". */
+function captchaGate(config: Config, redis: RedisClient | undefined, logger: Logger): CaptchaGate | undefined {
+  const verifier = createCaptchaVerifier(config.captcha, logger);
+  if (!verifier) return undefined;
+  const failures = redis ? new RedisFailureCounter(redis, config.redisKeyPrefix) : new MemoryFailureCounter();
+  return new CaptchaGate(verifier, config.captcha, failures, logger);
 }
 
 /**

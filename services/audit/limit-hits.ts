@@ -1,4 +1,4 @@
-import type { LimitHit } from "../kernel/call.js";
+import type { CaptchaRefusal, LimitHit } from "../kernel/call.js";
 import type { Database } from "../platform/database.js";
 import type { Logger } from "../platform/logger.js";
 import { audit } from "./store.js";
@@ -11,15 +11,33 @@ const maxTracked = 10_000;
  * minute: a flood of refused calls must not become a flood of inserts.
  */
 export function auditLimitHits(db: Database, logger: Logger): (hit: LimitHit) => void {
-  const quietUntil = new Map<string, number>();
+  const first = firstInAMinute();
   return (hit) => {
-    const now = Date.now();
-    const id = `${hit.rule}:${hit.key}`;
-    if ((quietUntil.get(id) ?? 0) > now) return;
-    if (quietUntil.size >= maxTracked) quietUntil.clear();
-    quietUntil.set(id, now + quietMs);
+    if (!first(`${hit.rule}:${hit.key}`)) return;
     audit(db, hit, { event: "rate_limit.hit", outcome: "denied", userId: hit.userId, detail: { rule: hit.rule } }).catch(
       (error) => logger.error({ err: error }, "could not audit a rate-limit hit"),
     );
+  };
+}
+
+/** Captcha refusals, likewise at most one row a minute per method, IP and cause: a bot without tokens is refused on every call. */
+export function auditCaptchaRefusals(db: Database, logger: Logger): (refusal: CaptchaRefusal) => void {
+  const first = firstInAMinute();
+  return (refusal) => {
+    if (!first(`${refusal.method}:${refusal.clientIp}:${refusal.cause}`)) return;
+    const detail = { method: refusal.method, provider: refusal.provider, cause: refusal.cause };
+    audit(db, refusal, { event: "captcha.refused", outcome: "denied", detail }).catch((error) => logger.error({ err: error }, "could not audit a captcha refusal"));
+  };
+}
+
+/** Whether `id` was last seen more than a minute ago (or never), counting this time as seen. */
+function firstInAMinute(): (id: string) => boolean {
+  const quietUntil = new Map<string, number>();
+  return (id) => {
+    const now = Date.now();
+    if ((quietUntil.get(id) ?? 0) > now) return false;
+    if (quietUntil.size >= maxTracked) quietUntil.clear();
+    quietUntil.set(id, now + quietMs);
+    return true;
   };
 }

@@ -72,4 +72,13 @@ export const mailTemplates = {
       `If this was you, you need do nothing. If not, reset your password and sign out other sessions: ${sender.appUrl}/reset-password`,
     ]);
   },
+
+  /** A recovery code was used and few are left: time to make new ones before the last is gone. */
+  fewRecoveryCodes(sender: MailSender, to: string, remaining: number): Mail {
+    return compose(to, `${sender.productName}: make new recovery codes`, [
+      `A recovery code of your ${sender.productName} account was just used; ${remaining === 0 ? "none is" : `only ${remaining} ${remaining === 1 ? "is" : "are"}`} left.`,
+      "Make new ones in your account's security settings while you can still sign in; the old ones then stop working.",
+      `If you did not use a recovery code, someone may have one: reset your password and make new codes at once: ${sender.appUrl}/reset-password`,
+    ]);
+  },
 };

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { CallOrigin } from "../kernel/call.js";
 import { Batcher } from "../platform/batcher.js";
 import type { Config } from "../platform/config.js";
@@ -6,6 +7,8 @@ import type { Database } from "../platform/database.js";
 import type { CreatedSession, DeviceInput, Sessions } from "../session/sessions.js";
 import type { UserRow } from "../users/user.js";
 import { SignInMethod } from "../../gen/portcullis/v1/common_pb.js";
+import type { MfaChallengeSchema } from "../../gen/portcullis/v1/auth_service_pb.js";
+import type { MfaSignIn } from "./mfa-sign-in.js";
 import { maskPhone } from "./phone.js";
 import { otpStore, type FailureBudget } from "./store.js";
 
@@ -21,6 +24,7 @@ export type AttemptOutcome =
   | { kind: "no_code"; budget: FailureBudget }
   | { kind: "wrong"; locked: boolean }
   | { kind: "disabled"; user: UserRow }
+  | { kind: "mfa_required"; user: UserRow; challenge: MessageInitShape<typeof MfaChallengeSchema> }
   | ({ kind: "signed_in"; user: UserRow & { inserted: boolean } } & CreatedSession);
 
 /**
@@ -37,6 +41,7 @@ export class CodeAttempts {
     private readonly db: Database,
     private readonly settings: Config["otp"],
     private readonly sessions: Sessions,
+    private readonly mfa: MfaSignIn,
   ) {
     this.batcher = new Batcher((attempts) => this.checkAll(attempts), { name: "otp_attempt", key: (attempt) => attempt.phone, maxBatch: 64 });
   }
@@ -67,7 +72,11 @@ export class CodeAttempts {
         if (row.attempts === null) outcomes[index] = { kind: "no_code", budget: row };
         else if (!row.matched) outcomes[index] = { kind: "wrong", locked: row.locks };
         else if (row.disable_time) outcomes[index] = { kind: "disabled", user: row };
-        else signingIn.push({ index, user: row });
+        else if (row.mfa_enrolled) {
+          // The code was the first factor only: a challenge for the second, and no session yet.
+          const { device, origin } = attempts[index]!;
+          outcomes[index] = { kind: "mfa_required", user: row, challenge: await this.mfa.challenge(tx, { userId: row.id, method: "otp", device, origin }) };
+        } else signingIn.push({ index, user: row });
       }
       // The upserts hold the users' row locks that createMany() relies on.
       const created = await this.sessions.createMany(

@@ -14,6 +14,7 @@ import type { AccessTokens } from "../tokens/access-token.js";
 import { issueTokenPair } from "../tokens/token-issuer.js";
 import { claimsOf, userMessage } from "../users/user.js";
 import type { SendOtpResponseSchema, VerifyOtpResponseSchema } from "../../gen/portcullis/v1/auth_service_pb.js";
+import type { MfaSignIn } from "./mfa-sign-in.js";
 import type { NewDeviceNotices } from "./new-device.js";
 import { codeLength, newCode } from "./one-time-secrets.js";
 import { checkPhoneNumber, maskPhone } from "./phone.js";
@@ -44,8 +45,9 @@ export class OtpSignIn {
     private readonly tokens: AccessTokens,
     private readonly logger: Logger,
     private readonly newDevices: NewDeviceNotices,
+    mfa: MfaSignIn,
   ) {
-    this.attempts = new CodeAttempts(db, settings, sessions);
+    this.attempts = new CodeAttempts(db, settings, sessions, mfa);
   }
 
   async send(rawPhone: string, origin: CallOrigin): Promise<MessageInitShape<typeof SendOtpResponseSchema>> {
@@ -136,6 +138,9 @@ export class OtpSignIn {
         signIns.labels("otp", "disabled").inc();
         await audit(this.db, origin, { event: "sign_in", outcome: "denied", userId: outcome.user.id, detail: { reason: "account_disabled" } });
         throw wrongCode();
+      case "mfa_required":
+        signIns.labels("otp", "mfa_required").inc();
+        return { mfaChallenge: outcome.challenge };
       case "signed_in":
         signIns.labels("otp", "success").inc();
         await this.sessions.published(outcome.evicted);

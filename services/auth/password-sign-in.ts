@@ -18,6 +18,8 @@ import { contactVerificationStore } from "./contact-verification-store.js";
 import { emailProblem, normalizeEmail } from "./email.js";
 import type { EmailVerifications } from "./email-verification.js";
 import type { NewDeviceNotices } from "./new-device.js";
+import type { MfaSignIn } from "./mfa-sign-in.js";
+import { mfaStore } from "./mfa-store.js";
 import { hashPassword, passwordProblem, verifyPassword } from "./password.js";
 
 const wrongCredentials = () => unauthenticated("INVALID_CREDENTIALS", "the email or the password is wrong");
@@ -42,6 +44,7 @@ export class PasswordSignIn {
     private readonly emailVerification: Config["account"]["emailVerification"],
     private readonly verifications: EmailVerifications,
     private readonly newDevices: NewDeviceNotices,
+    private readonly mfa: MfaSignIn,
   ) {}
 
   async login(
@@ -80,8 +83,16 @@ export class PasswordSignIn {
     const signedIn = await this.db.transaction(async (tx) => {
       // Takes the user's row lock that create() relies on, and sees a disable that landed during the password check.
       if ((await userStore.passwordAccepted(tx, user.id, this.source(origin))).disabled) return undefined;
+      // An account with a second factor gets a challenge instead of a session: no tokens on the password alone.
+      if (await mfaStore.enrolled(tx, user.id)) {
+        return { mfaChallenge: await this.mfa.challenge(tx, { userId: user.id, method: "pwd", device: request.device!, origin }) };
+      }
       return this.sessions.create(tx, { userId: user.id, device: request.device!, method: SignInMethod.PASSWORD, origin, event: { name: "sign_in", detail: { method: "pwd" } } });
     });
+    if (signedIn && "mfaChallenge" in signedIn) {
+      signIns.labels("pwd", "mfa_required").inc();
+      return signedIn;
+    }
     if (!signedIn) {
       signIns.labels("pwd", "disabled").inc();
       await audit(this.db, origin, { event: "sign_in", outcome: "failure", userId: user.id, detail: { method: "pwd", reason: "disabled" } });

@@ -4,6 +4,7 @@ import type { Database, Sql } from "../platform/database.js";
 import { userSql } from "../users/store.js";
 import type { UserRow } from "../users/user.js";
 import { codeFailureSql } from "./code-failure-store.js";
+import { totpSql } from "./mfa-store.js";
 
 export interface FailureBudget {
   failures: number;
@@ -26,7 +27,7 @@ export interface AttemptInput {
 export type AttemptRow = FailureBudget & { position: string; locks: boolean } & (
   | { attempts: null }
   | { attempts: number; matched: false }
-  | ({ attempts: number; matched: true; inserted: boolean } & UserRow)
+  | ({ attempts: number; matched: true; inserted: boolean; mfa_enrolled: boolean } & UserRow)
 );
 
 /**
@@ -81,7 +82,7 @@ const attemptSql = `
     from wrong where failures = $2),
   signed_in as (
     ${userSql.upsertPhoneUsers("select i.new_user_id, i.phone, now() from input i join attempt a on a.phone_number = i.phone where a.matched order by i.phone")})
-  select i.position, b.failures, b.wait_ms, a.attempts, a.matched, b.failures + 1 = $2 as locks, u.*
+  select i.position, b.failures, b.wait_ms, a.attempts, a.matched, b.failures + 1 = $2 as locks, u.*, ${totpSql.enrolled("u.id")} as mfa_enrolled
   from input i join budget b on b.phone = i.phone
   left join attempt a on a.phone_number = i.phone left join signed_in u on u.phone_number = i.phone`;
 

@@ -89,6 +89,10 @@ export class TokenExchange {
         kycStatus: current.kycStatus,
         permissions: current.permissions,
         amr: current.amr,
+        // A downstream service's policy may ask for a step-up too: the exchanged token proves what the user's did.
+        aal: current.aal,
+        mfaTime: current.mfaTime,
+        mfaEnrolled: current.mfaEnrolled,
         emailVerified: subject.emailVerified,
       },
       { audience, ttlSeconds: this.settings.ttlSeconds, notAfter: user.expiresAt, actor: client },

@@ -2,18 +2,22 @@ import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { normalizeEmail } from "../auth/email.js";
 import { phoneLimitKey } from "../auth/phone.js";
 import type { UnaryHandler } from "../kernel/call.js";
-import { defaultRateLimits, sessionFeedKeys, sharedDefaults, type Config, type RateLimitRule } from "../platform/config.js";
+import { defaultRateLimits, sessionFeedKeys, sharedDefaults, type CaptchaConfig, type Config, type RateLimitRule } from "../platform/config.js";
 import type { Dispatch } from "../platform/incoming-call.js";
 import { createLogger, type Logger } from "../platform/logger.js";
 import { isLoopbackHost } from "../platform/loopback.js";
-import { connectRedis } from "../platform/redis.js";
+import { connectRedis, type RedisClient } from "../platform/redis.js";
 import { startTracing } from "../platform/tracing.js";
-import { readPolicies } from "../policy/access.js";
+import { readPolicies, type MethodPolicy } from "../policy/access.js";
+import { createCaptchaVerifier } from "../policy/captcha.js";
+import { CaptchaGate } from "../policy/captcha-gate.js";
+import { RedisFailureCounter } from "../policy/failure-counter.js";
 import { Chain } from "../policy/chain.js";
 import { ClientIpResolver } from "../policy/client-ip.js";
 import { LeasingRateLimiter, RedisRateLimiter } from "../policy/rate-limiter.js";
 import { backlogEvents, RevocationFeed, type FeedChannel } from "../session/feed.js";
 import { TokenVerifier } from "../tokens/access-token.js";
+import { CaptchaRequirement } from "../../gen/portcullis/v1/policy_pb.js";
 import { RemoteJwks } from "../tokens/remote-jwks.js";
 import { sharedLimitKeySecret } from "./limit-key-secret.js";
 
@@ -63,6 +67,12 @@ export interface GuardOptions {
    * caller's trace (its `traceparent`), with the guard's steps under it.
    */
   tracing?: Config["tracing"];
+  /**
+   * Checks the captcha that methods declare (`captcha` in their access
+   * policy), as Portcullis's CAPTCHA_* settings do. Without it no captcha is
+   * checked, and start-up warns of the methods that declare one.
+   */
+  captcha?: CaptchaConfig;
 }
 
 export interface Guard {
@@ -81,6 +91,7 @@ export async function createGuard(options: GuardOptions): Promise<Guard> {
   const audiences = checkOptions(options);
   const logger = options.logger ?? createLogger("info");
   const policies = readPolicies(options.services, options.rateLimits ?? defaultRateLimits);
+  warnUncheckedCaptcha(options.captcha, policies, logger);
   const redis = await connectRedis(options.redisUrl, options.redisCluster ?? false);
   // Per service by default: two services on one Redis must not share their counters.
   const limitKeyPrefix = options.limitKeyPrefix ?? `guard:${options.name}:`;
@@ -115,6 +126,8 @@ export async function createGuard(options: GuardOptions): Promise<Guard> {
     limitKeyForms: { phone: phoneLimitKey, email: normalizeEmail },
     limitKeySecret,
     onLimited: (hit) => logger.warn({ rule: hit.rule, ip: hit.clientIp, rid: hit.requestId }, "rate limit hit"),
+    captcha: captchaGate(options.captcha, redis, limitKeyPrefix, logger),
+    onCaptchaRefused: (refusal) => logger.warn({ method: refusal.method, cause: refusal.cause, ip: refusal.clientIp, rid: refusal.requestId }, "captcha refused"),
     logger,
   });
   const stopTracing = options.tracing ? startTracing(options.tracing, logger) : async () => {};
@@ -130,6 +143,18 @@ export async function createGuard(options: GuardOptions): Promise<Guard> {
       await stopTracing();
     },
   };
+}
+
+/** A captcha declared in the contract but not checked here is said aloud at start-up, never skipped silently. */
+function warnUncheckedCaptcha(config: CaptchaConfig | undefined, policies: Map<DescMethod, MethodPolicy>, logger: Logger): void {
+  if (config) return;
+  const declaring = [...policies.values()].filter((policy) => policy.captcha !== CaptchaRequirement.UNSPECIFIED).map((policy) => policy.path);
+  if (declaring.length > 0) logger.warn({ methods: declaring }, "these methods declare a captcha, but the guard has no captcha option: it is not checked");
+}
+
+function captchaGate(config: CaptchaConfig | undefined, redis: RedisClient, limitKeyPrefix: string, logger: Logger): CaptchaGate | undefined {
+  const verifier = config && createCaptchaVerifier(config, logger);
+  return verifier && new CaptchaGate(verifier, config, new RedisFailureCounter(redis, limitKeyPrefix), logger);
 }
 
 const serviceName = /^[a-z][a-z0-9-]{1,62}$/;

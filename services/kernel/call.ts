@@ -13,6 +13,12 @@ export interface Principal {
   amr: readonly string[];
   /** The service acting for the user (claim `act.sub`), in a token exchanged for this audience. */
   actor?: string;
+  /** Authentication assurance level (claim `aal`): 2 once a second factor was used in this session; 1 when absent. */
+  aal?: number;
+  /** Seconds since the epoch when a second factor was last used in this session (claim `mfa_time`); 0 or absent for never. */
+  mfaTime?: number;
+  /** Whether the account has a second factor (claim `mfa`): only such accounts are asked to step up. */
+  mfaEnrolled?: boolean;
   /** Seconds since the epoch when the session ends for good; 0 for service tokens. */
   sessionExpiresAt: number;
   tokenId: string;
@@ -34,6 +40,15 @@ export interface LimitHit extends CallOrigin {
   /** The limit's key: an IP, a user id, or a hash standing for a phone number or email. */
   key: string;
   userId?: string;
+}
+
+/** A call refused for want of a passing captcha token: the chain reports it, the audit log keeps it. Never holds the token. */
+export interface CaptchaRefusal extends CallOrigin {
+  /** "/portcullis.v1.AuthService/SendOtp". */
+  method: string;
+  provider: string;
+  /** missing: no token; rejected: the provider (or its score) refused it; unavailable: the provider could not be asked. */
+  cause: "missing" | "rejected" | "unavailable";
 }
 
 /** What a handler knows about the call it serves, filled in by the chain. */

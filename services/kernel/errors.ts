@@ -38,7 +38,9 @@ export type UnauthenticatedReason =
   | "SESSION_REVOKED"
   | "INVALID_CREDENTIALS"
   /** A service account's proof (client assertion or secret) failed, whatever the cause: RFC 6749's invalid_client. */
-  | "INVALID_CLIENT";
+  | "INVALID_CLIENT"
+  /** VerifyMfa with a challenge that is unknown, expired, used, out of attempts or from elsewhere: sign in again. */
+  | "MFA_CHALLENGE_INVALID";
 
 export function unauthenticated(reason: UnauthenticatedReason, message: string): ConnectError {
   return new ConnectError(message, Code.Unauthenticated, undefined, [
@@ -46,7 +48,17 @@ export function unauthenticated(reason: UnauthenticatedReason, message: string):
   ]);
 }
 
-export type FailedPreconditionReason = "EMAIL_NOT_VERIFIED" | "FRESH_SIGN_IN_REQUIRED";
+export type FailedPreconditionReason =
+  | "EMAIL_NOT_VERIFIED"
+  | "FRESH_SIGN_IN_REQUIRED"
+  /** EnrollTotp on an account whose TOTP is on: DisableTotp first. */
+  | "TOTP_ALREADY_ENABLED"
+  /** ConfirmTotp with no enrolment waiting: EnrollTotp first. */
+  | "TOTP_NOT_ENROLLED"
+  /** A second factor asked of an account that has none. */
+  | "MFA_NOT_ENABLED"
+  /** The method wants a passing captcha token in x-captcha-token; metadata provider and site_key let the client render one. */
+  | "CAPTCHA_REQUIRED";
 
 /** The call was right but the account is not in a state to allow it; `reason` tells the client what to do first. */
 export function failedPrecondition(reason: FailedPreconditionReason, message: string, metadata?: Record<string, string>): ConnectError {

@@ -7,6 +7,7 @@ import { Migration0005PasswordFailureSources } from "./0005-password-failure-sou
 import { Migration0006AccountLifecycle } from "./0006-account-lifecycle.js";
 import { Migration0007ServiceAccounts } from "./0007-service-accounts.js";
 import { Migration0008CodeFailures } from "./0008-code-failures.js";
+import { Migration0009SecondFactors } from "./0009-second-factors.js";
 
 /** Every migration, in order. Committed; never edited once on main. */
 export const migrations: MigrationObject[] = [
@@ -18,4 +19,5 @@ export const migrations: MigrationObject[] = [
   { name: "0006-account-lifecycle", class: Migration0006AccountLifecycle },
   { name: "0007-service-accounts", class: Migration0007ServiceAccounts },
   { name: "0008-code-failures", class: Migration0008CodeFailures },
+  { name: "0009-second-factors", class: Migration0009SecondFactors },
 ];

@@ -44,6 +44,39 @@ export interface EmailConfig {
   smtpCa?: string;
 }
 
+export type CaptchaProviderName = "none" | "turnstile" | "hcaptcha" | "recaptcha";
+
+export interface CaptchaConfig {
+  provider: CaptchaProviderName;
+  /** Unset only with provider none. */
+  secret?: string;
+  /** Sent to clients in CAPTCHA_REQUIRED so they can render the widget; unset only with provider none. */
+  siteKey?: string;
+  /** The provider's siteverify URL; CAPTCHA_VERIFY_URL points it at a stand-in. Unset only with provider none. */
+  verifyUrl?: string;
+  /** reCAPTCHA v3: the lowest score that passes. */
+  minScore: number;
+  /** reCAPTCHA v3: when set, the token's action must be this. */
+  expectedAction?: string;
+  /** IPs and CIDRs whose calls need no token (internal load tests, monitoring). */
+  allowIps: string[];
+  /** A token always accepted without asking the provider: for test keys and end-to-end tests. */
+  testToken?: string;
+  /** AFTER_FAILURES methods ask for a token after this many failed calls in failureWindowSeconds, by IP or by identifier. */
+  failureThreshold: number;
+  failureWindowSeconds: number;
+  /** Whether AFTER_FAILURES methods let calls through while the provider cannot be reached (ALWAYS methods never do). */
+  failOpenAfterFailures: boolean;
+  timeoutMs: number;
+}
+
+/** Each provider's siteverify endpoint. */
+export const captchaVerifyUrls: Record<Exclude<CaptchaProviderName, "none">, string> = {
+  turnstile: "https://challenges.cloudflare.com/turnstile/v0/siteverify",
+  hcaptcha: "https://api.hcaptcha.com/siteverify",
+  recaptcha: "https://www.google.com/recaptcha/api/siteverify",
+};
+
 export interface Config {
   mode: Mode;
   host: string;
@@ -151,6 +184,16 @@ export interface Config {
     /** For ChangeEmail and ChangePhoneNumber on an account without a password: how recent the sign-in must be. */
     freshSignInSeconds: number;
   };
+  mfa: {
+    /** Wrong second factors (TOTP or recovery codes) a user may give in failureWindowSeconds; past it every code is refused. */
+    failureBudget: number;
+    failureWindowSeconds: number;
+    /** How long a sign-in waits for its second factor (VerifyMfa) after the first. */
+    challengeTtlSeconds: number;
+    /** Second factors one sign-in's challenge takes before it is dead. */
+    challengeMaxAttempts: number;
+  };
+  captcha: CaptchaConfig;
   cleanupIntervalSeconds: number;
   maxRequestBytes: number;
   gateway: {
@@ -241,8 +284,8 @@ export class ConfigError extends Error {
 type Env = Record<string, string | undefined>;
 
 /**
- * `sendsCodes: false` is for tools that never send a code (the admin CLI):
- * they run with a shared deployment's database but need none of its SMS or email settings.
+ * `sendsCodes: false` is for tools that never send a code nor serve a call (the admin CLI):
+ * they run with a shared deployment's database but need none of its SMS, email or captcha settings.
  */
 export function loadConfig(env: Env = process.env, { sendsCodes = true }: { sendsCodes?: boolean } = {}): Config {
   const read = (name: string) => {
@@ -374,6 +417,13 @@ export function loadConfig(env: Env = process.env, { sendsCodes = true }: { send
       verificationResendSeconds: int("EMAIL_VERIFICATION_RESEND_SECONDS", minute, 0, hour),
       freshSignInSeconds: int("FRESH_SIGN_IN_SECONDS", 10 * minute, minute, day),
     },
+    mfa: {
+      failureBudget: int("MFA_FAILURE_BUDGET", 10, 1, 1000),
+      failureWindowSeconds: int("MFA_FAILURE_WINDOW_SECONDS", 15 * minute, minute, day),
+      challengeTtlSeconds: int("MFA_CHALLENGE_TTL_SECONDS", 5 * minute, 30, hour),
+      challengeMaxAttempts: int("MFA_CHALLENGE_MAX_ATTEMPTS", 5, 1, 20),
+    },
+    captcha: parseCaptcha(read, int, Boolean(databaseUrl) && sendsCodes),
     cleanupIntervalSeconds: int("CLEANUP_INTERVAL_SECONDS", 10 * minute, 10, day),
     maxRequestBytes: int("MAX_REQUEST_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
     gateway: gatewayTimeouts(int),
@@ -513,6 +563,54 @@ function certificatesIn(name: string, path: string | undefined): string | undefi
   }
   if (!pem.includes("-----BEGIN CERTIFICATE-----")) throw new ConfigError(name, `"${path}" holds no PEM certificate`);
   return pem;
+}
+
+function parseCaptcha(
+  read: (name: string) => string | undefined,
+  int: (name: string, fallback: number, min: number, max: number) => number,
+  shared: boolean,
+): CaptchaConfig {
+  // Like SMS_PROVIDER: a shared deployment says so when it runs without bot defence.
+  const provider = read("CAPTCHA_PROVIDER") ?? (shared ? undefined : "none");
+  if (!provider) {
+    throw new ConfigError("CAPTCHA_PROVIDER", "required with DATABASE_URL: turnstile, hcaptcha or recaptcha (or none to run without a captcha)");
+  }
+  if (!["none", ...Object.keys(captchaVerifyUrls)].includes(provider)) {
+    throw new ConfigError("CAPTCHA_PROVIDER", `expected one of none, turnstile, hcaptcha, recaptcha, got "${provider}"`);
+  }
+  const name = provider as CaptchaProviderName;
+  const required = (variable: string) => {
+    const value = read(variable);
+    if (!value && name !== "none") throw new ConfigError(variable, `required with CAPTCHA_PROVIDER=${name}`);
+    return value;
+  };
+  const allowIps = (read("CAPTCHA_ALLOW_IPS") ?? "").split(",").map((item) => item.trim()).filter(Boolean);
+  for (const entry of allowIps) {
+    const [address, bits, extra] = entry.split("/");
+    const family = isIP(address!);
+    const maxBits = family === 6 ? 128 : 32;
+    if (!family || extra !== undefined || (bits !== undefined && !(/^\d+$/.test(bits) && Number(bits) <= maxBits))) {
+      throw new ConfigError("CAPTCHA_ALLOW_IPS", `"${entry}" is not an IP address or CIDR`);
+    }
+  }
+  const minScore = Number(read("CAPTCHA_MIN_SCORE") ?? "0.5");
+  if (!(minScore >= 0 && minScore <= 1)) throw new ConfigError("CAPTCHA_MIN_SCORE", `expected a number from 0 to 1, got "${read("CAPTCHA_MIN_SCORE")}"`);
+  const failOpen = read("CAPTCHA_FAIL_OPEN_AFTER_FAILURES") ?? "false";
+  if (failOpen !== "true" && failOpen !== "false") throw new ConfigError("CAPTCHA_FAIL_OPEN_AFTER_FAILURES", `expected true or false, got "${failOpen}"`);
+  return {
+    provider: name,
+    secret: required("CAPTCHA_SECRET"),
+    siteKey: required("CAPTCHA_SITE_KEY"),
+    verifyUrl: name === "none" ? undefined : httpUrl("CAPTCHA_VERIFY_URL", read("CAPTCHA_VERIFY_URL") ?? captchaVerifyUrls[name]),
+    minScore,
+    expectedAction: read("CAPTCHA_EXPECTED_ACTION"),
+    allowIps,
+    testToken: read("CAPTCHA_TEST_TOKEN"),
+    failureThreshold: int("CAPTCHA_FAILURE_THRESHOLD", 3, 1, 1000),
+    failureWindowSeconds: int("CAPTCHA_FAILURE_WINDOW_SECONDS", 15 * minute, 10, day),
+    failOpenAfterFailures: failOpen === "true",
+    timeoutMs: int("CAPTCHA_TIMEOUT_MS", 5000, 100, 60_000),
+  };
 }
 
 function parseSms(

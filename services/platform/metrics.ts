@@ -51,7 +51,7 @@ export const rpcInFlight = new Gauge({
 
 export const signIns = new Counter({
   name: "portcullis_sign_ins_total",
-  help: "Sign-in attempts by method (otp, pwd) and outcome (success, wrong_secret, locked, disabled, no_code, unknown_account, email_not_verified; registered: a password account created, its address yet to confirm; email_taken: a registration with an address in use)",
+  help: "Sign-in attempts by method (otp, pwd) and outcome (success, wrong_secret, locked, disabled, no_code, unknown_account, email_not_verified; mfa_required: the first factor passed and a second is asked (its success counts when VerifyMfa completes it); registered: a password account created, its address yet to confirm; email_taken: a registration with an address in use)",
   labelNames: ["method", "outcome"] as const,
   registers,
 });

@@ -1,6 +1,6 @@
 import { getOption, hasOption, type DescMethod, type DescService } from "@bufbuild/protobuf";
 import type { RateLimitRule } from "../platform/config.js";
-import { access, Caller, RateLimitKey } from "../../gen/portcullis/v1/policy_pb.js";
+import { access, Caller, CaptchaRequirement, RateLimitKey } from "../../gen/portcullis/v1/policy_pb.js";
 
 /** One rate-limit rule of a method, resolved against configuration. */
 export interface MethodLimit {
@@ -25,6 +25,13 @@ export interface MethodPolicy {
   anonymousLimits: MethodLimit[];
   /** Limits keyed by the authenticated user, checked after authentication. */
   userLimits: MethodLimit[];
+  /** The assurance level a user with a second factor must have reached in this session (0 and 1: none asked). */
+  minAal: number;
+  /** With minAal 2: how long ago the second factor may have been used, in seconds (0: any time in the session). */
+  maxFactorAgeSeconds: number;
+  captcha: CaptchaRequirement;
+  /** For AFTER_FAILURES: the request field naming whom the call is about (phone number or email), whose failures count too. */
+  captchaIdentifier?: { key: RateLimitKey.PHONE | RateLimitKey.EMAIL; field: string };
 }
 
 export class PolicyError extends Error {
@@ -61,6 +68,7 @@ export function readPolicies(
       if (option.caller === Caller.PUBLIC && (option.minKycLevel > 0 || option.permissions.length > 0)) {
         throw new PolicyError(path, "a public method cannot require a KYC level or permissions");
       }
+      checkStepUp(path, option.caller, option.minAal, option.maxFactorAgeSeconds);
       const limits = option.rateLimits.map((limit): MethodLimit => {
         const rule = rateLimits[limit.rule];
         if (!rule) throw new PolicyError(path, `rate-limit rule "${limit.rule}" is not configured`);
@@ -83,8 +91,32 @@ export function readPolicies(
         permissions: option.permissions,
         anonymousLimits: limits.filter((l) => l.key !== RateLimitKey.USER),
         userLimits: limits.filter((l) => l.key === RateLimitKey.USER),
+        minAal: option.minAal,
+        maxFactorAgeSeconds: option.maxFactorAgeSeconds,
+        captcha: option.captcha,
+        captchaIdentifier: option.captcha === CaptchaRequirement.AFTER_FAILURES ? identifierField(method) : undefined,
       });
     }
   }
   return policies;
+}
+
+/** A step-up rule that the chain could not enforce, or would enforce differently from what it says, stops start-up. */
+function checkStepUp(path: string, caller: Caller, minAal: number, maxFactorAgeSeconds: number): void {
+  if (minAal > 2) throw new PolicyError(path, `access.min_aal is ${minAal}: assurance levels go up to 2`);
+  if (maxFactorAgeSeconds > 0 && minAal !== 2) {
+    throw new PolicyError(path, "access.max_factor_age_seconds needs min_aal: 2 (it is the age of the second factor)");
+  }
+  if (minAal > 0 && caller !== Caller.USER && caller !== Caller.SERVICE) {
+    throw new PolicyError(path, "access.min_aal needs a caller with a token (CALLER_USER or CALLER_SERVICE)");
+  }
+}
+
+/** The phone number or email a request names, when it has one: failures for one person count wherever they come from. */
+function identifierField(method: DescMethod): MethodPolicy["captchaIdentifier"] {
+  for (const key of [RateLimitKey.PHONE, RateLimitKey.EMAIL] as const) {
+    const field = keyFields[key]!;
+    if (method.input.fields.some((f) => f.localName === field && f.fieldKind === "scalar")) return { key, field };
+  }
+  return undefined;
 }

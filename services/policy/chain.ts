@@ -2,19 +2,20 @@ import { createHmac } from "node:crypto";
 import type { DescMethod, Message } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Span } from "@opentelemetry/api";
-import type { CallContext, CallOrigin, LimitHit, Principal, UnaryHandler } from "../kernel/call.js";
-import { invalidArgument, rateLimited, unauthenticated } from "../kernel/errors.js";
+import type { CallContext, CallOrigin, CaptchaRefusal, LimitHit, Principal, UnaryHandler } from "../kernel/call.js";
+import { invalidArgument, rateLimited, unauthenticated, unavailable } from "../kernel/errors.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { isDatabaseUnavailable } from "../platform/database-errors.js";
 import { requestIdOf, type IncomingCall } from "../platform/incoming-call.js";
 import { accessLogger, type Logger } from "../platform/logger.js";
 import { callsInFlight, rateLimitRefusals, rpcCalls, rpcDuration, tokensRefused } from "../platform/metrics.js";
 import { endDoorSpan, inDoorSpan, recordedTraceId, tracingOn } from "../platform/tracing.js";
-import { Caller, RateLimitKey } from "../../gen/portcullis/v1/policy_pb.js";
+import { Caller, CaptchaRequirement, RateLimitKey } from "../../gen/portcullis/v1/policy_pb.js";
 import type { MethodLimit, MethodPolicy } from "./access.js";
+import type { CaptchaGate } from "./captcha-gate.js";
 import type { ClientIpResolver } from "./client-ip.js";
 import { consumeRule, type RateLimiter } from "./rate-limiter.js";
-import { kycLevelRequired, permissionDenied } from "./refusals.js";
+import { captchaRequired, kycLevelRequired, permissionDenied, stepUpRequired } from "./refusals.js";
 import { createRequestValidator, type RequestValidator } from "./request-validation.js";
 
 /**
@@ -47,6 +48,10 @@ export interface ChainDeps {
   limitKeySecret: Buffer;
   /** Told of every refusal by a rate limit, for the audit log. */
   onLimited: (hit: LimitHit) => void;
+  /** Checks the methods that declare `captcha`; without it (CAPTCHA_PROVIDER=none) none is asked for. */
+  captcha?: CaptchaGate;
+  /** Told of every call refused for want of a passing captcha, for the audit log. */
+  onCaptchaRefused?: (refusal: CaptchaRefusal) => void;
   logger: Logger;
 }
 
@@ -62,7 +67,7 @@ interface CallSeries {
 
 /**
  * The one interceptor chain. Both doors call `run`; it applies, in order:
- * request id and logging, client identity, rate limits, authentication, KYC
+ * request id and logging, client identity, rate limits, captcha, authentication, KYC
  * level, permissions, the request's field rules, then the handler. The policy
  * comes from the method's `access` option and the field rules from its
  * request message's `buf.validate` options, both read once at start-up.
@@ -101,6 +106,8 @@ export class Chain {
         principal: undefined,
       };
       await this.enforceLimits(policy.anonymousLimits, request, call, undefined);
+      // After the limits, so a bot without tokens still spends them; before authentication, which it might otherwise probe.
+      const failureKeys = this.deps.captcha?.applies(policy.captcha, clientIp) ? await this.checkCaptcha(policy, incoming, request, call) : undefined;
       if (policy.caller !== Caller.PUBLIC) {
         principal = call.principal = await this.authenticate(policy, incoming.header("authorization"));
         await this.enforceLimits(policy.userLimits, request, call, principal);
@@ -109,7 +116,7 @@ export class Chain {
       // After the access checks, so a caller who may not call the method learns nothing of its rules.
       const violations = this.validate(incoming.method.input, request);
       if (violations.length > 0) throw invalidArgument(violations);
-      return await handler(request, call);
+      return failureKeys ? await this.countingFailures(handler, request, call, failureKeys) : await handler(request, call);
     } catch (error) {
       const connectError = this.toConnectError(error, requestId);
       status = Code[connectError.code];
@@ -190,6 +197,40 @@ export class Chain {
     }
   }
 
+  /**
+   * Refuses the call unless the captcha the method declares is satisfied.
+   * Returns, for AFTER_FAILURES methods, the keys its failed calls count by:
+   * the caller's IP and, when the request names one, the phone number or email.
+   */
+  private async checkCaptcha(policy: MethodPolicy, incoming: IncomingCall, request: Message, call: CallContext): Promise<string[] | undefined> {
+    const gate = this.deps.captcha!;
+    let failureKeys: string[] | undefined;
+    if (policy.captcha === CaptchaRequirement.AFTER_FAILURES) {
+      failureKeys = [`captcha:${policy.path}:ip:${this.deps.clientIp.limitKey(call.clientIp)}`];
+      const identifier = policy.captchaIdentifier && this.identifierKey(policy.captchaIdentifier.key, policy.captchaIdentifier.field, request);
+      if (identifier) failureKeys.push(`captcha:${policy.path}:id:${identifier}`);
+    }
+    const verdict = await gate.check(policy.captcha, incoming.header("x-captcha-token"), call.clientIp, failureKeys ?? []);
+    if (verdict === "passed") return failureKeys;
+    const { provider, siteKey } = gate.verifier;
+    const { requestId, clientIp, userAgent } = call;
+    this.deps.onCaptchaRefused?.({ requestId, clientIp, userAgent, method: policy.path, provider, cause: verdict });
+    if (verdict === "unavailable") throw unavailable("the captcha could not be checked; retry shortly");
+    throw captchaRequired(provider, siteKey, verdict);
+  }
+
+  /** A wrong credential or code from the handler counts toward asking this caller, or for this person, for a captcha. */
+  private async countingFailures(handler: UnaryHandler, request: Message, call: CallContext, failureKeys: string[]): Promise<unknown> {
+    try {
+      return await handler(request, call);
+    } catch (error) {
+      if (error instanceof ConnectError && (error.code === Code.Unauthenticated || error.code === Code.InvalidArgument)) {
+        await this.deps.captcha!.failed(failureKeys);
+      }
+      throw error;
+    }
+  }
+
   private refuse(rule: string, key: string, retryAfterMs: number, call: CallOrigin, principal: Principal | undefined): never {
     rateLimitRefusals.labels(rule).inc();
     const { requestId, clientIp, userAgent } = call;
@@ -205,15 +246,17 @@ export class Chain {
         return principal!.subject;
       case RateLimitKey.GLOBAL:
         return "*";
-      default: {
-        // In the form the handlers use, so every spelling shares one limit; hashed, so Redis never holds them in clear.
-        const raw = String((request as unknown as Record<string, unknown>)[limit.field!] ?? "");
-        if (raw.trim() === "") return undefined;
-        const canonical =
-          limit.key === RateLimitKey.PHONE ? this.deps.limitKeyForms.phone(raw) : limit.key === RateLimitKey.EMAIL ? this.deps.limitKeyForms.email(raw) : raw;
-        return createHmac("sha256", this.deps.limitKeySecret).update(canonical).digest("base64url").slice(0, 22);
-      }
+      default:
+        return this.identifierKey(limit.key, limit.field!, request);
     }
+  }
+
+  /** In the form the handlers use, so every spelling shares one key; hashed, so Redis never holds them in clear. */
+  private identifierKey(key: RateLimitKey, field: string, request: Message): string | undefined {
+    const raw = String((request as unknown as Record<string, unknown>)[field] ?? "");
+    if (raw.trim() === "") return undefined;
+    const canonical = key === RateLimitKey.PHONE ? this.deps.limitKeyForms.phone(raw) : key === RateLimitKey.EMAIL ? this.deps.limitKeyForms.email(raw) : raw;
+    return createHmac("sha256", this.deps.limitKeySecret).update(canonical).digest("base64url").slice(0, 22);
   }
 
   private toConnectError(error: unknown, requestId: string): ConnectError {
@@ -230,10 +273,19 @@ export class Chain {
 
 function authorize(policy: MethodPolicy, principal: Principal): void {
   if (principal.kycLevel < policy.minKycLevel) throw kycLevelRequired(policy.minKycLevel, principal.kycLevel);
+  // An account without a second factor could never step up: it meets min_aal at level 1, as policy.proto says.
+  if (policy.minAal > 1 && principal.mfaEnrolled && !stepUpMet(policy, principal)) {
+    throw stepUpRequired(policy.minAal, policy.maxFactorAgeSeconds);
+  }
   const missing = policy.permissions.filter((p) => !principal.permissions.includes(p));
   if (missing.length > 0) {
     throw permissionDenied("PERMISSION_REQUIRED", `this call needs the permission ${missing.join(", ")}`, {
       permissions: missing.join(","),
     });
   }
+}
+
+function stepUpMet(policy: MethodPolicy, principal: Principal): boolean {
+  if ((principal.aal ?? 1) < policy.minAal) return false;
+  return policy.maxFactorAgeSeconds === 0 || Date.now() / 1000 - (principal.mfaTime ?? 0) <= policy.maxFactorAgeSeconds;
 }

@@ -10,7 +10,7 @@ import { issueTokenPair } from "../tokens/token-issuer.js";
 import { SignInMethod, type TokenPairSchema } from "../../gen/portcullis/v1/common_pb.js";
 import { Rotations } from "./rotations.js";
 import type { Sessions } from "./sessions.js";
-import { sessionStore, type RefreshedSession } from "./store.js";
+import { sessionStore, type RefreshedSession, type SecondFactorSql } from "./store.js";
 
 const refreshed = {
   rotated: refreshes.labels("rotated"),
@@ -44,8 +44,10 @@ export class RefreshRotation {
     private readonly settings: RefreshSettings,
     /** Applies the per-user refresh limit once the token has named its user. */
     private readonly limitUser: (userId: string) => Promise<void>,
+    /** Tells the new access token whether the account has a second factor. */
+    private readonly enrolled: SecondFactorSql,
   ) {
-    this.rotations = new Rotations(db, settings.idleTimeoutSeconds);
+    this.rotations = new Rotations(db, settings.idleTimeoutSeconds, enrolled);
   }
 
   async refresh(token: string, origin: CallOrigin): Promise<MessageInitShape<typeof TokenPairSchema>> {
@@ -76,7 +78,7 @@ export class RefreshRotation {
    * old token coming back means someone else holds it.
    */
   private async refreshUsedToken(hash: Buffer, successor: string, origin: CallOrigin, invalid: () => Promise<Error>) {
-    const row = await sessionStore.usedToken(this.db, hash, hashRefreshToken(successor), this.settings.reuseIntervalSeconds);
+    const row = await sessionStore.usedToken(this.db, hash, hashRefreshToken(successor), this.settings.reuseIntervalSeconds, this.enrolled);
     if (!row) throw await invalid();
     if (row.revoked) {
       refreshed.revoked.inc();
@@ -104,8 +106,15 @@ export class RefreshRotation {
   private pair(row: RefreshedSession, refreshToken: string) {
     return issueTokenPair(
       this.tokens,
-      { userId: row.user_id, kycLevel: row.kyc_level, kycStatus: row.kyc_status, permissions: row.permissions, emailVerified: row.email_verified },
-      { id: row.id, deviceId: row.device_id, signInMethod: SignInMethod[row.sign_in_method], expireTime: row.expire_time },
+      {
+        userId: row.user_id,
+        kycLevel: row.kyc_level,
+        kycStatus: row.kyc_status,
+        permissions: row.permissions,
+        emailVerified: row.email_verified,
+        mfaEnrolled: row.mfa_enrolled,
+      },
+      { id: row.id, deviceId: row.device_id, signInMethod: SignInMethod[row.sign_in_method], expireTime: row.expire_time, aal: row.aal, mfaTime: row.mfa_time },
       refreshToken,
     );
   }

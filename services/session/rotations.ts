@@ -1,6 +1,6 @@
 import { Batcher } from "../platform/batcher.js";
 import type { Database } from "../platform/database.js";
-import { sessionStore, type RefreshedSession, type RotationInput } from "./store.js";
+import { sessionStore, type RefreshedSession, type RotationInput, type SecondFactorSql } from "./store.js";
 
 /**
  * Refresh-token rotations in batches (see Batcher): measured here, one
@@ -10,8 +10,8 @@ import { sessionStore, type RefreshedSession, type RotationInput } from "./store
 export class Rotations {
   private readonly batcher: Batcher<RotationInput, RefreshedSession | undefined>;
 
-  constructor(db: Database, idleTimeoutSeconds: number) {
-    this.batcher = new Batcher((rotations) => sessionStore.rotate(db, rotations, idleTimeoutSeconds), {
+  constructor(db: Database, idleTimeoutSeconds: number, enrolled: SecondFactorSql) {
+    this.batcher = new Batcher((rotations) => sessionStore.rotate(db, rotations, idleTimeoutSeconds, enrolled), {
       name: "refresh_rotation",
       key: (rotation) => rotation.tokenHash.toString("hex"),
       maxBatch: 64,

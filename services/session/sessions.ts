@@ -5,7 +5,7 @@ import { Code, ConnectError } from "../kernel/errors.js";
 import type { Config } from "../platform/config.js";
 import type { Database, Sql } from "../platform/database.js";
 import { hashRefreshToken, type RefreshTokens } from "../tokens/refresh-token.js";
-import type { TokenSessionClaims } from "../tokens/token-issuer.js";
+import type { SecondFactorKind, TokenSessionClaims } from "../tokens/token-issuer.js";
 import { DeviceType, SignInMethod } from "../../gen/portcullis/v1/common_pb.js";
 import type { RevocationFeed } from "./feed.js";
 import { sessionStore, type SessionRow } from "./store.js";
@@ -26,6 +26,8 @@ export interface NewSession {
   userId: string;
   device: DeviceInput;
   method: SignInMethod;
+  /** The second factor that completed the sign-in, if it took one: the session starts at aal 2. */
+  secondFactor?: SecondFactorKind;
   origin: CallOrigin;
   event: { name: "sign_in"; detail: Record<string, string | number | boolean> };
 }
@@ -99,7 +101,16 @@ export class Sessions {
     const expireTime = new Date(now + this.settings.lifetimeSeconds * 1000);
     const idleExpireTime = new Date(Math.min(now + this.settings.idleTimeoutSeconds * 1000, expireTime.getTime()));
     const created = signIns.map((signIn): CreatedSession => ({
-      session: { id: randomUUID(), userId: signIn.userId, deviceId: signIn.device.deviceId, signInMethod: signIn.method, expireTime },
+      session: {
+        id: randomUUID(),
+        userId: signIn.userId,
+        deviceId: signIn.device.deviceId,
+        signInMethod: signIn.method,
+        expireTime,
+        aal: signIn.secondFactor ? 2 : 1,
+        mfaTime: signIn.secondFactor ? new Date(now) : null,
+        secondFactor: signIn.secondFactor,
+      },
       refreshToken: this.refreshTokens.mint(signIn.userId),
       evicted: [],
     }));
@@ -112,6 +123,8 @@ export class Sessions {
         deviceType: DeviceType[signIn.device.deviceType] as keyof typeof DeviceType,
         deviceName: signIn.device.deviceName,
         signInMethod: SignInMethod[signIn.method] as keyof typeof SignInMethod,
+        aal: created[i]!.session.aal ?? 1,
+        mfaTime: created[i]!.session.mfaTime ?? null,
         tokenHash: hashRefreshToken(created[i]!.refreshToken),
         origin: signIn.origin,
         event: signIn.event.name,

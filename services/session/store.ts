@@ -31,6 +31,31 @@ export interface RefreshedSession {
   kyc_status: string;
   permissions: string[];
   email_verified: boolean;
+  aal: number;
+  mfa_time: Date | null;
+  /** Whether the account has a second factor now (see SecondFactorSql). */
+  mfa_enrolled: boolean;
+}
+
+/**
+ * SQL true when the account `userIdExpression` names has a confirmed second
+ * factor, in one indexed lookup: the auth domain owns that table, a floor
+ * above this one, so app.ts passes its fragment in.
+ */
+export type SecondFactorSql = (userIdExpression: string) => string;
+
+/** A session just raised to aal 2, and its user as the new access token describes them. */
+export interface SteppedUpSession {
+  id: string;
+  user_id: string;
+  device_id: string;
+  sign_in_method: keyof typeof SignInMethod;
+  expire_time: Date;
+  mfa_time: Date;
+  kyc_level: number;
+  kyc_status: string;
+  permissions: string[];
+  email_verified: boolean;
 }
 
 /** One sign-in's new session, its first refresh token and its audit row, as `createSessions` takes them. */
@@ -41,6 +66,9 @@ export interface SessionInsert {
   deviceType: keyof typeof DeviceType;
   deviceName: string;
   signInMethod: keyof typeof SignInMethod;
+  /** 2 for a sign-in completed with a second factor (then mfaTime is its time). */
+  aal: number;
+  mfaTime: Date | null;
   tokenHash: Buffer;
   origin: CallOrigin;
   event: string;
@@ -65,8 +93,9 @@ const sessionColumns =
  */
 const createSql = `
   with input as (
-    select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], $10::text[], $11::text[], $12::jsonb[])
-      as i(id, user_id, device_id, device_type, device_name, ip_address, user_agent, sign_in_method, token_hash, event, request_id, detail)),
+    select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], $10::text[], $11::text[], $12::jsonb[],
+                         $16::smallint[], $17::timestamptz[])
+      as i(id, user_id, device_id, device_type, device_name, ip_address, user_agent, sign_in_method, token_hash, event, request_id, detail, aal, mfa_time)),
   evicted as (
     update session set revoke_time = now(), revoke_reason = 'evicted'
     where id in (
@@ -77,8 +106,8 @@ const createSql = `
       where newest >= $15)
     returning id, user_id),
   created as (
-    insert into session (id, user_id, device_id, device_type, device_name, ip_address, user_agent, sign_in_method, idle_expire_time, expire_time)
-    select id, user_id, device_id, device_type, device_name, ip_address, user_agent, sign_in_method, $13, $14 from input),
+    insert into session (id, user_id, device_id, device_type, device_name, ip_address, user_agent, sign_in_method, aal, mfa_time, idle_expire_time, expire_time)
+    select id, user_id, device_id, device_type, device_name, ip_address, user_agent, sign_in_method, aal, mfa_time, $13, $14 from input),
   token as (
     insert into refresh_token (token_hash, session_id, expire_time) select token_hash, id, $14 from input),
   audited as (
@@ -92,9 +121,9 @@ const createSql = `
  * Each token is used at most once (`use_time is null`, under its row lock), its
  * live session extended ($6 seconds of idle time), its successor stored and the
  * refresh audited with that request's own origin; one row back per rotation,
- * by input position.
+ * by input position, with whether the user has a second factor (`enrolled`).
  */
-const rotateSql = `
+const rotateSql = (enrolled: SecondFactorSql) => `
   with input as (
     select * from unnest($1::bytea[], $2::bytea[], $3::text[], $4::text[], $5::text[])
       with ordinality as i(token_hash, successor_hash, ip_address, user_agent, request_id, position)),
@@ -107,14 +136,14 @@ const rotateSql = `
     from used u
     where s.id = u.session_id and s.revoke_time is null and s.idle_expire_time > now() and s.expire_time > now()
       and ${userSql.enabled("s.user_id")}
-    returning s.id, s.user_id, s.device_id, s.sign_in_method, s.expire_time, u.successor_hash, u.ip_address, u.user_agent, u.request_id, u.position),
+    returning s.id, s.user_id, s.device_id, s.sign_in_method, s.expire_time, s.aal, s.mfa_time, u.successor_hash, u.ip_address, u.user_agent, u.request_id, u.position),
   successor as (
     insert into refresh_token (token_hash, session_id, expire_time) select successor_hash, id, expire_time from live),
   audited as (
     ${insertAuditEvents(["event", "outcome", "user_id", "session_id", "ip_address", "user_agent", "request_id"])}
     select 'token.refresh', 'success', user_id, id, ip_address, user_agent, request_id from live)
-  select live.position, live.id, live.user_id, live.device_id, live.sign_in_method, live.expire_time, u.kyc_level, u.kyc_status, u.permissions,
-         u.email_verify_time is not null as email_verified
+  select live.position, live.id, live.user_id, live.device_id, live.sign_in_method, live.expire_time, live.aal, live.mfa_time,
+         u.kyc_level, u.kyc_status, u.permissions, u.email_verify_time is not null as email_verified, ${enrolled("live.user_id")} as mfa_enrolled
   from live ${userSql.join("u", "live.user_id")}`;
 
 /**
@@ -141,6 +170,8 @@ export const sessionStore = {
       times.idleExpireTime,
       times.expireTime,
       times.maxPerUser,
+      column((s) => s.aal),
+      column((s) => s.mfaTime),
     ]);
   },
 
@@ -196,9 +227,27 @@ export const sessionStore = {
     return row?.user_id;
   },
 
+  /**
+   * Raises a live session of an enabled account to aal 2 as of now (a second
+   * factor was just proved on it); the session and its user as the new access
+   * token describes them, or undefined when the session has ended.
+   */
+  async stepUp(sql: Sql, id: string, userId: string): Promise<SteppedUpSession | undefined> {
+    const [row] = await sql.query<SteppedUpSession>(
+      `with stepped as (
+         update session set aal = 2, mfa_time = now()
+         where id = $1 and user_id = $2 and ${liveSession} and ${userSql.enabled("user_id")}
+         returning id, user_id, device_id, sign_in_method, expire_time, mfa_time)
+       select stepped.*, u.kyc_level, u.kyc_status, u.permissions, u.email_verify_time is not null as email_verified
+       from stepped ${userSql.join("u", "stepped.user_id")}`,
+      [id, userId],
+    );
+    return row;
+  },
+
   /** Uses up each token (see rotateSql); the session for each input that did, undefined for the others. */
-  async rotate(sql: Sql, rotations: RotationInput[], idleTimeoutSeconds: number): Promise<(RefreshedSession | undefined)[]> {
-    const rows = await sql.query<RefreshedSession & { position: string }>(rotateSql, [
+  async rotate(sql: Sql, rotations: RotationInput[], idleTimeoutSeconds: number, enrolled: SecondFactorSql): Promise<(RefreshedSession | undefined)[]> {
+    const rows = await sql.query<RefreshedSession & { position: string }>(rotateSql(enrolled), [
       rotations.map((rotation) => rotation.tokenHash),
       rotations.map((rotation) => rotation.successorHash),
       rotations.map((rotation) => rotation.origin.clientIp),
@@ -216,10 +265,10 @@ export const sessionStore = {
    * within `reuseIntervalSeconds` with its successor still unused (a retry);
    * whether its session was revoked, or is still live.
    */
-  async usedToken(sql: Sql, tokenHash: Buffer, successorHash: Buffer, reuseIntervalSeconds: number) {
+  async usedToken(sql: Sql, tokenHash: Buffer, successorHash: Buffer, reuseIntervalSeconds: number, enrolled: SecondFactorSql) {
     const [row] = await sql.query<RefreshedSession & { used: boolean; retry: boolean; session_live: boolean; revoked: boolean }>(
-      `select s.id, s.user_id, s.device_id, s.sign_in_method, s.expire_time, u.kyc_level, u.kyc_status, u.permissions,
-              u.email_verify_time is not null as email_verified,
+      `select s.id, s.user_id, s.device_id, s.sign_in_method, s.expire_time, s.aal, s.mfa_time, u.kyc_level, u.kyc_status, u.permissions,
+              u.email_verify_time is not null as email_verified, ${enrolled("s.user_id")} as mfa_enrolled,
               rt.use_time is not null as used,
               rt.use_time > now() - make_interval(secs => $1)
                 and exists (select 1 from refresh_token next where next.token_hash = $3 and next.use_time is null) as retry,

@@ -22,6 +22,12 @@ interface Claims extends JWTPayload {
   /** RFC 8693: the service acting for the subject, in a token exchanged for another audience. */
   act?: { sub?: string };
   email_verified?: boolean;
+  /** Authentication assurance level: 2 once a second factor was proved in the session. */
+  aal?: number;
+  /** When a second factor was last proved in the session, in seconds since the epoch. */
+  mfa_time?: number;
+  /** The account has a second factor: the chain asks a step-up only of such accounts. */
+  mfa?: boolean;
 }
 
 export interface VerifierSettings {
@@ -177,6 +183,9 @@ function principalOf(payload: Claims): Principal {
     permissions: Array.isArray(payload.perm) ? payload.perm : [],
     amr: Array.isArray(payload.amr) ? payload.amr : [],
     actor: typeof payload.act?.sub === "string" ? payload.act.sub : undefined,
+    aal: typeof payload.aal === "number" ? payload.aal : 1,
+    mfaTime: typeof payload.mfa_time === "number" ? payload.mfa_time : 0,
+    mfaEnrolled: payload.mfa === true,
     tokenId: payload.jti!,
     issuedAt: payload.iat!,
     expiresAt: payload.exp!,
@@ -227,6 +236,10 @@ export class AccessTokens extends TokenVerifier {
       svc: subject.kind === "service" || undefined,
       email_verified: subject.emailVerified,
       act: bound.actor ? { sub: bound.actor } : undefined,
+      // Service tokens prove no person's factors: they carry no assurance level.
+      aal: subject.kind === "user" ? (subject.aal ?? 1) : undefined,
+      mfa_time: subject.mfaTime || undefined,
+      mfa: subject.mfaEnrolled || undefined,
     };
     const token = await new SignJWT(claims)
       .setProtectedHeader({ alg: algorithm, kid, typ: "at+jwt" })

@@ -20,7 +20,7 @@ describe("Configuration", () => {
     expect(() => loadConfig({ DATABASE_URL: "postgres://db/x", REDIS_URL: "redis://r" })).to.throw(ConfigError, /^KEY_ENCRYPTION_KEY: required/);
     const shared = { DATABASE_URL: "postgres://db/x", REDIS_URL: "redis://r", KEY_ENCRYPTION_KEY: Buffer.alloc(32).toString("base64") };
     expect(() => loadConfig({ ...shared, OTP_ALLOWED_COUNTRIES: "GB" }), "codes on stdout only when asked for").to.throw(ConfigError, /^SMS_PROVIDER: required with DATABASE_URL/);
-    expect(loadConfig({ ...shared, SMS_PROVIDER: "console", EMAIL_PROVIDER: "console", OTP_ALLOWED_COUNTRIES: "*" }).sms.provider).to.equal("console");
+    expect(loadConfig({ ...shared, SMS_PROVIDER: "console", EMAIL_PROVIDER: "console", OTP_ALLOWED_COUNTRIES: "*", CAPTCHA_PROVIDER: "none" }).sms.provider).to.equal("console");
     expect(() => loadConfig({ KEY_ENCRYPTION_KEY: "c2hvcnQ=" })).to.throw(ConfigError, /^KEY_ENCRYPTION_KEY: expected 32 bytes/);
     expect(() => loadConfig({ TRUSTED_PROXIES: "proxy.local" })).to.throw(ConfigError, /^TRUSTED_PROXIES:/);
     expect(() => loadConfig({ CORS_ORIGINS: "*" })).to.throw(ConfigError, /^CORS_ORIGINS:/);
@@ -30,18 +30,21 @@ describe("Configuration", () => {
   it("sends codes to every country only when asked for, or on the embedded default", () => {
     const shared = {
       DATABASE_URL: "postgres://db/x", REDIS_URL: "redis://r", KEY_ENCRYPTION_KEY: Buffer.alloc(32).toString("base64"), SMS_PROVIDER: "console", EMAIL_PROVIDER: "console",
+      CAPTCHA_PROVIDER: "none",
     };
     expect(() => loadConfig(shared)).to.throw(ConfigError, /^OTP_ALLOWED_COUNTRIES: required with DATABASE_URL/);
     expect(loadConfig({ ...shared, OTP_ALLOWED_COUNTRIES: "*" }).otp.allowedCountries, "* is every country").to.deep.equal([]);
     expect(loadConfig({ ...shared, OTP_ALLOWED_COUNTRIES: "GB, IE" }).otp.allowedCountries).to.deep.equal(["GB", "IE"]);
     expect(() => loadConfig({ ...shared, OTP_ALLOWED_COUNTRIES: "GB,*" })).to.throw(ConfigError, /^OTP_ALLOWED_COUNTRIES: "\*" is not/);
     expect(loadConfig({}).otp.allowedCountries, "the embedded default").to.deep.equal([]);
-    const { SMS_PROVIDER: _, EMAIL_PROVIDER: __, ...admin } = shared;
+    const { SMS_PROVIDER: _, EMAIL_PROVIDER: __, CAPTCHA_PROVIDER: ___, ...admin } = shared;
     expect(loadConfig(admin, { sendsCodes: false }).databaseUrl, "the admin CLI needs no SMS or email settings").to.equal(shared.DATABASE_URL);
   });
 
   describe("email delivery", () => {
-    const shared = { DATABASE_URL: "postgres://db/x", REDIS_URL: "redis://r", KEY_ENCRYPTION_KEY: Buffer.alloc(32).toString("base64"), SMS_PROVIDER: "console", OTP_ALLOWED_COUNTRIES: "*" };
+    const shared = {
+      DATABASE_URL: "postgres://db/x", REDIS_URL: "redis://r", KEY_ENCRYPTION_KEY: Buffer.alloc(32).toString("base64"), SMS_PROVIDER: "console", OTP_ALLOWED_COUNTRIES: "*", CAPTCHA_PROVIDER: "none",
+    };
     let folder: string;
     before(() => {
       folder = mkdtempSync(join(tmpdir(), "portcullis-config-"));
@@ -105,6 +108,61 @@ describe("Configuration", () => {
     expect(loadConfig({}).password).to.deep.equal({ lockoutThreshold: 5, accountLockoutThreshold: 20, lockoutBaseSeconds: 900, lockoutMaxSeconds: 3600 });
     expect(loadConfig({ PASSWORD_LOCKOUT_MAX_SECONDS: "600" }).password.lockoutBaseSeconds, "the default base fits the cap").to.equal(600);
     expect(() => loadConfig({ PASSWORD_LOCKOUT_BASE_SECONDS: "7200" })).to.throw(ConfigError, /^PASSWORD_LOCKOUT_BASE_SECONDS: must not exceed/);
+  });
+
+  describe("captcha", () => {
+    const shared = {
+      DATABASE_URL: "postgres://db/x", REDIS_URL: "redis://r", KEY_ENCRYPTION_KEY: Buffer.alloc(32).toString("base64"),
+      SMS_PROVIDER: "console", EMAIL_PROVIDER: "console", OTP_ALLOWED_COUNTRIES: "*",
+    };
+    const turnstile = { CAPTCHA_PROVIDER: "turnstile", CAPTCHA_SECRET: "0x-secret", CAPTCHA_SITE_KEY: "0x-site" };
+
+    it("is off on the embedded default, and a shared deployment must choose (none only when asked for)", () => {
+      expect(loadConfig({}).captcha.provider).to.equal("none");
+      expect(() => loadConfig(shared)).to.throw(ConfigError, /^CAPTCHA_PROVIDER: required with DATABASE_URL/);
+      expect(loadConfig({ ...shared, CAPTCHA_PROVIDER: "none" }).captcha.provider).to.equal("none");
+      expect(loadConfig(shared, { sendsCodes: false }).captcha.provider, "the admin CLI serves no call").to.equal("none");
+      expect(() => loadConfig({ CAPTCHA_PROVIDER: "funcaptcha" })).to.throw(ConfigError, /^CAPTCHA_PROVIDER: expected one of none, turnstile, hcaptcha, recaptcha/);
+    });
+
+    it("needs the secret and the site key of a provider, and knows each provider's siteverify URL", () => {
+      expect(() => loadConfig({ CAPTCHA_PROVIDER: "hcaptcha", CAPTCHA_SITE_KEY: "site" })).to.throw(ConfigError, /^CAPTCHA_SECRET: required with CAPTCHA_PROVIDER=hcaptcha/);
+      expect(() => loadConfig({ CAPTCHA_PROVIDER: "hcaptcha", CAPTCHA_SECRET: "s" })).to.throw(ConfigError, /^CAPTCHA_SITE_KEY: required with CAPTCHA_PROVIDER=hcaptcha/);
+      const urls = Object.fromEntries(
+        ["turnstile", "hcaptcha", "recaptcha"].map((provider) => [provider, loadConfig({ ...turnstile, CAPTCHA_PROVIDER: provider }).captcha.verifyUrl]),
+      );
+      expect(urls).to.deep.equal({
+        turnstile: "https://challenges.cloudflare.com/turnstile/v0/siteverify",
+        hcaptcha: "https://api.hcaptcha.com/siteverify",
+        recaptcha: "https://www.google.com/recaptcha/api/siteverify",
+      });
+      expect(loadConfig({ ...turnstile, CAPTCHA_VERIFY_URL: "http://127.0.0.1:9/siteverify" }).captcha.verifyUrl).to.equal("http://127.0.0.1:9/siteverify");
+      expect(() => loadConfig({ ...turnstile, CAPTCHA_VERIFY_URL: "siteverify" })).to.throw(ConfigError, /^CAPTCHA_VERIFY_URL: expected an http\(s\) URL/);
+    });
+
+    it("has the design's defaults, and checks every setting", () => {
+      expect(loadConfig({ ...shared, ...turnstile }).captcha).to.deep.equal({
+        provider: "turnstile", secret: "0x-secret", siteKey: "0x-site", verifyUrl: "https://challenges.cloudflare.com/turnstile/v0/siteverify",
+        minScore: 0.5, expectedAction: undefined, allowIps: [], testToken: undefined,
+        failureThreshold: 3, failureWindowSeconds: 900, failOpenAfterFailures: false, timeoutMs: 5000,
+      });
+      const tuned = loadConfig({
+        ...turnstile, CAPTCHA_MIN_SCORE: "0.7", CAPTCHA_EXPECTED_ACTION: "login", CAPTCHA_ALLOW_IPS: "10.0.0.0/8, 2001:db8::/32,192.0.2.7",
+        CAPTCHA_TEST_TOKEN: "XXXX.DUMMY.TOKEN", CAPTCHA_FAILURE_THRESHOLD: "5", CAPTCHA_FAILURE_WINDOW_SECONDS: "600", CAPTCHA_FAIL_OPEN_AFTER_FAILURES: "true", CAPTCHA_TIMEOUT_MS: "2000",
+      }).captcha;
+      expect(tuned).to.deep.include({
+        minScore: 0.7, expectedAction: "login", allowIps: ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"], testToken: "XXXX.DUMMY.TOKEN",
+        failureThreshold: 5, failureWindowSeconds: 600, failOpenAfterFailures: true, timeoutMs: 2000,
+      });
+      expect(() => loadConfig({ CAPTCHA_MIN_SCORE: "1.5" })).to.throw(ConfigError, /^CAPTCHA_MIN_SCORE: expected a number from 0 to 1/);
+      expect(() => loadConfig({ CAPTCHA_MIN_SCORE: "high" })).to.throw(ConfigError, /^CAPTCHA_MIN_SCORE:/);
+      for (const wrong of ["office", "10.0.0.0/33", "10.0.0.0/8/1", "2001:db8::/129"]) {
+        expect(() => loadConfig({ CAPTCHA_ALLOW_IPS: wrong }), wrong).to.throw(ConfigError, /^CAPTCHA_ALLOW_IPS:/);
+      }
+      expect(() => loadConfig({ CAPTCHA_FAILURE_THRESHOLD: "0" })).to.throw(ConfigError, /^CAPTCHA_FAILURE_THRESHOLD:/);
+      expect(() => loadConfig({ CAPTCHA_FAIL_OPEN_AFTER_FAILURES: "yes" })).to.throw(ConfigError, /^CAPTCHA_FAIL_OPEN_AFTER_FAILURES: expected true or false/);
+      expect(() => loadConfig({ CAPTCHA_TIMEOUT_MS: "10" })).to.throw(ConfigError, /^CAPTCHA_TIMEOUT_MS:/);
+    });
   });
 
   it("overrides named rate limits and rejects unknown ones", () => {

@@ -1,6 +1,7 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { expect } from "chai";
 import pg from "pg";
+import { totpSql } from "../../services/auth/mfa-store.js";
 import { migrations } from "../../services/migrations/index.js";
 import { Database, type Sql } from "../../services/platform/database.js";
 import { createLogger } from "../../services/platform/logger.js";
@@ -46,6 +47,8 @@ describe("Query plans on a table that grew", function () {
           deviceType: "WEB",
           deviceName: "browser",
           signInMethod: "PASSWORD",
+          aal: 1,
+          mfaTime: null,
           tokenHash: token,
           origin,
           event: "sign_in",
@@ -63,9 +66,9 @@ describe("Query plans on a table that grew", function () {
   /** Rotates the session's current token, then looks the used one up as a reuse would. */
   async function refresh(sql: Sql) {
     const [used, successor] = [token, randomBytes(32)];
-    const [rotated] = await sessionStore.rotate(sql, [{ tokenHash: used, successorHash: successor, origin }], idleTimeoutSeconds);
+    const [rotated] = await sessionStore.rotate(sql, [{ tokenHash: used, successorHash: successor, origin }], idleTimeoutSeconds, totpSql.enrolled);
     token = successor;
-    const reused = await sessionStore.usedToken(sql, used, successor, reuseIntervalSeconds);
+    const reused = await sessionStore.usedToken(sql, used, successor, reuseIntervalSeconds, totpSql.enrolled);
     return { rotated, reused };
   }
 

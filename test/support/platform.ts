@@ -31,7 +31,7 @@ export async function sharedStores(): Promise<SharedStores> {
  */
 export async function startPlatform(env: Record<string, string>, logLines?: string[]): Promise<Running> {
   const config = loadConfig({
-    HOST: "127.0.0.1", GRPC_PORT: "0", HTTP_PORT: "0", METRICS_PORT: "0", LOG_LEVEL: logLines ? "info" : "silent", SMS_PROVIDER: "console", EMAIL_PROVIDER: "console",
+    HOST: "127.0.0.1", GRPC_PORT: "0", HTTP_PORT: "0", METRICS_PORT: "0", LOG_LEVEL: logLines ? "info" : "silent", SMS_PROVIDER: "console", EMAIL_PROVIDER: "console", CAPTCHA_PROVIDER: "none",
     // Test numbers come from a few blocks of one country: only the tests of the SMS-pumping budgets set them low.
     OTP_ALLOWED_COUNTRIES: "*", OTP_COUNTRY_HOURLY_BUDGET: "1000000", OTP_PREFIX_HOURLY_BUDGET: "1000000",
     ...env,

@@ -1,0 +1,147 @@
+import { createHmac, randomBytes } from "node:crypto";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { audit } from "../audit/store.js";
+import type { CallOrigin } from "../kernel/call.js";
+import { invalidArgument, unauthenticated } from "../kernel/errors.js";
+import type { Config } from "../platform/config.js";
+import type { Database, Sql } from "../platform/database.js";
+import { signIns } from "../platform/metrics.js";
+import type { DeviceInput, Sessions } from "../session/sessions.js";
+import type { AccessTokens } from "../tokens/access-token.js";
+import { issueTokenPair } from "../tokens/token-issuer.js";
+import { userStore } from "../users/store.js";
+import { claimsOf, userMessage } from "../users/user.js";
+import { DeviceType, SignInMethod } from "../../gen/portcullis/v1/common_pb.js";
+import type { MfaChallengeSchema } from "../../gen/portcullis/v1/auth_service_pb.js";
+import type { VerifyMfaResponseSchema } from "../../gen/portcullis/v1/mfa_service_pb.js";
+import { mfaChallengeStore } from "./mfa-challenge-store.js";
+import type { NewDeviceNotices } from "./new-device.js";
+import type { SecondFactorProof, SecondFactors } from "./second-factors.js";
+
+/** A first factor that passed, for an account with a second factor. */
+export interface FirstFactor {
+  userId: string;
+  method: "pwd" | "otp";
+  device: DeviceInput;
+  origin: CallOrigin;
+}
+
+const signInMethods = { pwd: SignInMethod.PASSWORD, otp: SignInMethod.OTP } as const;
+
+/** 256 random bits in base64url. */
+const challengeIdPattern = /^[A-Za-z0-9_-]{43}$/;
+
+const deadChallenge = () => unauthenticated("MFA_CHALLENGE_INVALID", "this sign-in has expired or can no longer be completed; sign in again");
+
+/**
+ * The second step of a sign-in for an account with a second factor: the
+ * first factor opens a challenge instead of a session, and VerifyMfa with a
+ * TOTP or recovery code completes it, on the first factor's device and from
+ * its IP. The challenge id is 256 random bits; only an HMAC of it is stored
+ * (as the row's uuid), so a copy of the table completes nothing.
+ */
+export class MfaSignIn {
+  constructor(
+    private readonly db: Database,
+    private readonly settings: Config["mfa"],
+    private readonly challengeKey: Buffer,
+    private readonly factors: Pick<SecondFactors, "verify">,
+    private readonly sessions: Sessions,
+    private readonly tokens: AccessTokens,
+    private readonly newDevices: NewDeviceNotices,
+  ) {}
+
+  /** Opens a challenge inside the first factor's transaction, and audits it there. */
+  async challenge(tx: Sql, first: FirstFactor): Promise<MessageInitShape<typeof MfaChallengeSchema>> {
+    const challengeId = randomBytes(32).toString("base64url");
+    const id = this.rowId(challengeId);
+    const expireTime = new Date(Date.now() + this.settings.challengeTtlSeconds * 1000);
+    await mfaChallengeStore.open(tx, {
+      id,
+      userId: first.userId,
+      method: first.method,
+      deviceId: first.device.deviceId,
+      deviceType: DeviceType[first.device.deviceType] ?? DeviceType[DeviceType.UNSPECIFIED],
+      deviceName: first.device.deviceName,
+      clientIp: first.origin.clientIp,
+      maxAttempts: this.settings.challengeMaxAttempts,
+      expireTime,
+    });
+    await audit(tx, first.origin, { event: "mfa.challenge_issued", outcome: "success", userId: first.userId, detail: { method: first.method, challenge: id } });
+    return { challengeId, factors: ["totp", "recovery_code"], expireTime: timestampFromDate(expireTime) };
+  }
+
+  /**
+   * Counts the attempt on the challenge first (so parallel tries cannot pass
+   * its limit), checks the factor, then closes the challenge and creates the
+   * session in one transaction: a challenge completes one sign-in.
+   */
+  async verify(challengeId: string, proof: SecondFactorProof, origin: CallOrigin): Promise<MessageInitShape<typeof VerifyMfaResponseSchema>> {
+    if (!challengeIdPattern.test(challengeId)) throw invalidArgument([{ field: "challenge_id", description: "not a challenge id this server gave" }]);
+    const id = this.rowId(challengeId);
+    const challenge = await mfaChallengeStore.attempt(this.db, id, origin.clientIp);
+    if (!challenge) {
+      const dead = await mfaChallengeStore.deadReason(this.db, id, origin.clientIp);
+      await this.failed(origin, id, dead.userId, { reason: dead.reason });
+      throw deadChallenge();
+    }
+    const lastAttempt = challenge.attempts >= challenge.max_attempts;
+    let factor: Awaited<ReturnType<SecondFactors["verify"]>>;
+    try {
+      factor = await this.factors.verify(challenge.user_id, proof, origin);
+    } catch (error) {
+      // A challenge out of attempts is over at once, not only when it expires.
+      if (lastAttempt) await mfaChallengeStore.close(this.db, id);
+      await this.failed(origin, id, challenge.user_id, { reason: "factor_refused", attempt: challenge.attempts, last_attempt: lastAttempt });
+      throw error;
+    }
+
+    const device = {
+      deviceId: challenge.device_id,
+      deviceType: DeviceType[challenge.device_type as keyof typeof DeviceType] ?? DeviceType.UNSPECIFIED,
+      deviceName: challenge.device_name,
+    };
+    const method = challenge.method as FirstFactor["method"];
+    const signedIn = await this.db.transaction(async (tx) => {
+      // Two right answers at once (two recovery codes): the one that closes it signs in.
+      if (!(await mfaChallengeStore.close(tx, id))) return { ok: false as const, reason: "used" };
+      // The user's row lock is the one Sessions.create relies on; it also sees a disable since the first factor.
+      const user = await userStore.lock(tx, challenge.user_id);
+      if (!user || user.disable_time) return { ok: false as const, reason: "account_disabled" };
+      await audit(tx, origin, { event: "mfa.challenge_verified", outcome: "success", userId: user.id, detail: { method, factor, challenge: id } });
+      const created = await this.sessions.create(tx, {
+        userId: user.id,
+        device,
+        method: signInMethods[method],
+        secondFactor: factor,
+        origin,
+        event: { name: "sign_in", detail: { method, second_factor: factor } },
+      });
+      return { ok: true as const, user, created };
+    });
+    if (!signedIn.ok) {
+      await this.failed(origin, id, challenge.user_id, { reason: signedIn.reason });
+      throw deadChallenge();
+    }
+    const { user, created } = signedIn;
+    signIns.labels(method, "success").inc();
+    await this.sessions.published(created.evicted);
+    this.newDevices.signedIn({ user, sessionId: created.session.id, device, method }, origin);
+    return {
+      tokens: await issueTokenPair(this.tokens, { ...claimsOf(user), mfaEnrolled: true }, created.session, created.refreshToken),
+      user: userMessage(user),
+      sessionId: created.session.id,
+    };
+  }
+
+  private failed(origin: CallOrigin, id: string, userId: string | undefined, detail: Record<string, string | number | boolean>): Promise<void> {
+    return audit(this.db, origin, { event: "mfa.challenge_verified", outcome: "failure", userId, detail: { challenge: id, ...detail } });
+  }
+
+  /** The stored form of a challenge id: its HMAC, as a uuid. */
+  private rowId(challengeId: string): string {
+    const hex = createHmac("sha256", this.challengeKey).update(challengeId).digest("hex");
+    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
+  }
+}

@@ -1,0 +1,77 @@
+import { BlockList, isIP } from "node:net";
+import type { CaptchaConfig } from "../platform/config.js";
+import type { Logger } from "../platform/logger.js";
+import { CaptchaRequirement } from "../../gen/portcullis/v1/policy_pb.js";
+import type { CaptchaVerdict, CaptchaVerifier } from "./captcha.js";
+import type { FailureCounter } from "./failure-counter.js";
+
+/**
+ * Decides, for a method that declares `captcha`, whether a call may go on:
+ * ALWAYS methods want a passing token on every call; AFTER_FAILURES methods
+ * only once their recent failures (by IP or by identifier) reach the
+ * threshold. A provider that cannot be asked fails ALWAYS closed, and
+ * AFTER_FAILURES closed unless configured open.
+ */
+export class CaptchaGate {
+  private readonly allowed = new BlockList();
+  private readonly windowMs: number;
+
+  constructor(
+    readonly verifier: CaptchaVerifier,
+    private readonly config: Pick<CaptchaConfig, "allowIps" | "failureThreshold" | "failureWindowSeconds" | "failOpenAfterFailures">,
+    private readonly failures: FailureCounter,
+    private readonly logger: Logger,
+  ) {
+    for (const entry of config.allowIps) {
+      const [address, bits] = entry.split("/") as [string, string | undefined];
+      const family = isIP(address) === 6 ? "ipv6" : "ipv4";
+      if (bits === undefined) this.allowed.addAddress(address, family);
+      else this.allowed.addSubnet(address, Number(bits), family);
+    }
+    this.windowMs = config.failureWindowSeconds * 1000;
+  }
+
+  /** Whether a call from this IP to a method with this requirement is checked at all. */
+  applies(requirement: CaptchaRequirement, clientIp: string): boolean {
+    if (requirement === CaptchaRequirement.UNSPECIFIED) return false;
+    const family = isIP(clientIp);
+    return family === 0 || !this.allowed.check(clientIp, family === 6 ? "ipv6" : "ipv4");
+  }
+
+  /**
+   * "passed" lets the call on (also an AFTER_FAILURES call below the
+   * threshold, or one failing open); "missing", "rejected" and "unavailable"
+   * refuse it. `failureKeys` are what the method's failures are counted by.
+   */
+  async check(requirement: CaptchaRequirement, token: string | undefined, clientIp: string, failureKeys: readonly string[]): Promise<"missing" | CaptchaVerdict> {
+    const always = requirement === CaptchaRequirement.ALWAYS;
+    if (!always && !(await this.failedRecently(failureKeys))) return "passed";
+    if (!token) return "missing";
+    const verdict = await this.verifier.verify(token, clientIp);
+    if (verdict === "unavailable" && !always && this.config.failOpenAfterFailures) {
+      this.logger.warn({ provider: this.verifier.provider }, "captcha provider unavailable; letting the call through (CAPTCHA_FAIL_OPEN_AFTER_FAILURES)");
+      return "passed";
+    }
+    return verdict;
+  }
+
+  /** Counts a failed call of an AFTER_FAILURES method; a store that is down loses the count, not the caller's answer. */
+  async failed(failureKeys: readonly string[]): Promise<void> {
+    try {
+      await Promise.all(failureKeys.map((key) => this.failures.add(key, this.windowMs)));
+    } catch (error) {
+      this.logger.warn({ err: error }, "could not count a failed call for the captcha threshold");
+    }
+  }
+
+  private async failedRecently(failureKeys: readonly string[]): Promise<boolean> {
+    try {
+      const counts = await Promise.all(failureKeys.map((key) => this.failures.count(key)));
+      return counts.some((count) => count >= this.config.failureThreshold);
+    } catch (error) {
+      // Unknown is treated as over the threshold: a token is asked for rather than guessing a bot away.
+      this.logger.warn({ err: error }, "could not read failed calls for the captcha threshold; asking for a token");
+      return true;
+    }
+  }
+}
