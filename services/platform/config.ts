@@ -199,7 +199,7 @@ export const defaultRateLimits: Record<string, RateLimitRule> = {
   change_password_user: { limit: 5, periodSeconds: 15 * minute, failOpen: false },
   kyc_submit_user: { limit: 10, periodSeconds: day, failOpen: false },
   service_token_client: { limit: 60, periodSeconds: minute, failOpen: false },
-  service_token_ip: { limit: 600, periodSeconds: minute, failOpen: false },
+  service_token_ip: { limit: 120, periodSeconds: minute, failOpen: false },
   service_call: { limit: 6000, periodSeconds: minute, failOpen: true },
   api_user: { limit: 1000, periodSeconds: minute, failOpen: true },
   api_ip: { limit: 3000, periodSeconds: minute, failOpen: true },

@@ -209,8 +209,7 @@ export class Chain {
         // In the form the handlers use, so every spelling shares one limit; hashed, so Redis never holds them in clear.
         const raw = String((request as unknown as Record<string, unknown>)[limit.field!] ?? "");
         if (raw.trim() === "") return undefined;
-        const canonical =
-          limit.key === RateLimitKey.PHONE ? this.deps.limitKeyForms.phone(raw) : limit.key === RateLimitKey.EMAIL ? this.deps.limitKeyForms.email(raw) : raw;
+        const canonical = limit.key === RateLimitKey.PHONE ? this.deps.limitKeyForms.phone(raw) : this.deps.limitKeyForms.email(raw);
         return createHmac("sha256", this.deps.limitKeySecret).update(canonical).digest("base64url").slice(0, 22);
       }
     }
