@@ -3,6 +3,7 @@ import { create, type DescMessage, type DescMethod, type MessageInitShape, type 
 import { Code, ConnectError } from "@connectrpc/connect";
 import { decodeJwt } from "jose";
 import type { Dispatch } from "../services/platform/incoming-call.js";
+import { actorOf } from "../services/tokens/access-token.js";
 import { BadRequestSchema, ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { TokenService } from "../gen/portcullis/v1/token_service_pb.js";
 
@@ -172,7 +173,8 @@ export function createOAuth(options: OAuthOptions) {
       perm: answer.perm,
       ...(answer.svc ? { client_id: answer.sub } : { sid: answer.sid, kyc_lvl: answer.kycLvl, amr: answer.amr }),
       // RFC 7662's client_id is the client that asked for the token: for an exchanged one, the acting service.
-      ...(answer.actSub ? { act: { sub: answer.actSub }, client_id: answer.actSub } : {}),
+      // IntrospectToken names only that one; the token, found active and so verified, holds the whole chain.
+      ...(answer.actSub ? { act: actorOf(decodeJwt(token).act), client_id: answer.actSub } : {}),
     };
   }
 
@@ -294,7 +296,8 @@ function fromConnect(error: unknown, caller: Caller): OAuthError {
     case Code.PermissionDenied:
       return new OAuthError(reasonOf(connectError) === "AUDIENCE_NOT_ALLOWED" ? "invalid_target" : "unauthorized_client", description);
     case Code.ResourceExhausted:
-      return new OAuthError("rate_limited", description, 429, { "Retry-After": connectError.metadata.get("retry-after") ?? "1" });
+      // RFC 6749 has no code for it: its generic one, with the status and Retry-After saying what happened.
+      return new OAuthError("invalid_request", description, 429, { "Retry-After": connectError.metadata.get("retry-after") ?? "1" });
     case Code.Unavailable:
     case Code.DeadlineExceeded:
       return new OAuthError("temporarily_unavailable", description, 503, { "Retry-After": "1" });

@@ -52,7 +52,7 @@ async function main(args: string[]): Promise<string> {
     const command = await readServiceCommand(args.slice(1));
     return withDatabase(async (db, config, logger) => {
       const keyEncryptionKey = config.keyEncryptionKey ?? embeddedKeyEncryptionKey(config.dataDir, logger);
-      const accounts = new ServiceAccounts(db, new ClientSecrets(deriveKey(keyEncryptionKey, "client-secrets")));
+      const accounts = new ServiceAccounts(db, new ClientSecrets(deriveKey(keyEncryptionKey, "client-secrets")), [config.jwt.issuer, config.jwt.audience]);
       return runServiceCommand(command, accounts, `os:${operatingSystemUser()}`, cliOrigin());
     });
   }

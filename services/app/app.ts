@@ -258,11 +258,16 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       [KycService, kycHandlers(kyc)],
       [MfaService, mfaHandlers({ totp, stepUps: new StepUps(db, secondFactors, tokens), mfaSignIn })],
       [TokenService, tokenHandlers({
-        serviceTokens: new ServiceTokens(clientAuthentication, tokens, config.serviceTokenTtlSeconds),
+        serviceTokens: new ServiceTokens(
+          clientAuthentication,
+          tokens,
+          config.serviceTokenTtlSeconds,
+          ruleGate(limiter, "service_token_client", config.rateLimits.service_token_client!, logger),
+        ),
         exchange: new TokenExchange(db, tokens, guard, { ownAudience: config.jwt.audience, ttlSeconds: config.serviceTokenTtlSeconds }),
-        introspection: new Introspection(db, tokens, revocations),
+        introspection: new Introspection(db, tokens, revocations, config.jwt.audience),
       })],
-      [AdminService, adminHandlers(new Accounts(db, sessions, revocations, tokenLifetimeMs), new AuditLog(db), new ServiceAccounts(db, clientSecrets))],
+      [AdminService, adminHandlers(new Accounts(db, sessions, revocations, tokenLifetimeMs), new AuditLog(db), new ServiceAccounts(db, clientSecrets, [config.jwt.issuer, config.jwt.audience]))],
     ]);
     return {
       db,

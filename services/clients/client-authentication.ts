@@ -72,14 +72,23 @@ export class ClientAuthentication {
       await refuse(this.db, proven);
       throw invalidClient();
     }
+    // The proof was checked outside the transaction: a disable or a revocation may have committed since.
     const outcome = await this.db.transaction(async (tx) => {
       const { assertion, credential } = proven;
+      const current = await store.lockShared(tx, clientId);
+      if (!current || current.disable_time) {
+        await refuse(tx, "account_disabled");
+        return undefined;
+      }
       if (assertion && !(await store.recordAssertion(tx, clientId, assertion.jti, assertion.expireTime))) {
         await refuse(tx, "assertion_replayed");
         return undefined;
       }
-      await store.markUsed(tx, credential.id);
-      return { value: await use(tx, { account: account!, method }) };
+      if (!(await store.markUsed(tx, credential.id))) {
+        await refuse(tx, "credential_revoked");
+        return undefined;
+      }
+      return { value: await use(tx, { account: current, method }) };
     });
     if (!outcome) throw invalidClient();
     return outcome.value;

@@ -34,8 +34,8 @@ export function tokenHandlers({ serviceTokens, exchange, introspection }: TokenD
         issuedTokenType: "urn:ietf:params:oauth:token-type:access_token",
       };
     },
-    async introspectToken(request) {
-      const found = await introspection.introspect(request.token);
+    async introspectToken(request, call) {
+      const found = await introspection.introspect(request.token, call);
       if (!found) return { active: false };
       const { principal } = found;
       return {

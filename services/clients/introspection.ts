@@ -1,8 +1,11 @@
+import { audit } from "../audit/store.js";
+import type { CallContext } from "../kernel/call.js";
 import { Code, ConnectError } from "../kernel/errors.js";
 import type { Sql } from "../platform/database.js";
 import { tokenIntrospections } from "../platform/metrics.js";
-import type { InspectedToken, TokenVerifier } from "../tokens/access-token.js";
-import { serviceAccountStore } from "./store.js";
+import { permissionDenied } from "../policy/refusals.js";
+import type { Actor, InspectedToken, TokenVerifier } from "../tokens/access-token.js";
+import { serviceAccountStore, type ServiceAccountRow } from "./store.js";
 import type { SessionCheck } from "./token-exchange.js";
 
 /**
@@ -10,36 +13,62 @@ import type { SessionCheck } from "./token-exchange.js";
  * signature and expiry, for whichever audience it was issued; a user's
  * session as the revocation feed has it (the same in-memory state every call
  * is checked against, so an answer is never staler than the feed), with KYC
- * level and permissions as they stand; a service's account still enabled.
- * Hot and read-only: counted, not audited.
+ * level and permissions as they stand; a service's account, and every
+ * service that acted in an exchange, still enabled. Expiry is by our own
+ * clock, without the tolerance given to other servers' clocks.
+ *
+ * RFC 7662 §4: a caller learns only of tokens meant for it (its own name, one
+ * of its audiences, or Portcullis's own audience, whose user tokens resource
+ * servers are handed); any other is inactive to it. A disabled caller is
+ * refused. Accounts are read from Postgres on every call, in one query by
+ * name, so a disable counts at once on every instance.
+ *
+ * Hot and read-only: counted, not audited (but for a disabled caller).
  */
 export class Introspection {
   constructor(
     private readonly sql: Sql,
     private readonly tokens: TokenVerifier,
     private readonly revocations: SessionCheck,
+    /** JWT_AUDIENCE. */
+    private readonly ownAudience: string,
+    private readonly now: () => number = Date.now,
   ) {}
 
-  /** The token as it stands now, or undefined when it is not good (RFC 7662 says only `active: false`). */
-  async introspect(token: string): Promise<InspectedToken | undefined> {
-    const found = await this.current(token);
+  /**
+   * The token as it stands now, or undefined when it is not good or not the
+   * caller's to ask about (RFC 7662 says only `active: false`).
+   */
+  async introspect(token: string, call: CallContext): Promise<InspectedToken | undefined> {
+    const caller = call.principal!.subject;
+    const inspected = await this.verified(token);
+    const accounts = await serviceAccountStore.findAll(this.sql, [caller, ...(inspected ? accountsNamedIn(inspected) : [])]);
+    const callerAccount = accounts.find((account) => account.name === caller);
+    if (!callerAccount || callerAccount.disable_time) {
+      await audit(this.sql, call, { event: "token.introspect", outcome: "denied", detail: { client_id: caller, reason: "service_disabled" } });
+      throw permissionDenied("SERVICE_DISABLED", "this service account is disabled");
+    }
+    const found = inspected && this.current(inspected, callerAccount, accounts);
     tokenIntrospections.labels(found ? "true" : "false").inc();
     return found;
   }
 
-  private async current(token: string): Promise<InspectedToken | undefined> {
-    let inspected: InspectedToken;
+  private async verified(token: string): Promise<InspectedToken | undefined> {
     try {
-      inspected = await this.tokens.inspect(token, undefined);
+      return await this.tokens.inspect(token, undefined);
     } catch (error) {
       if (isUnauthenticated(error)) return undefined;
       throw error;
     }
+  }
+
+  private current(inspected: InspectedToken, caller: ServiceAccountRow, accounts: ServiceAccountRow[]): InspectedToken | undefined {
     const { principal } = inspected;
-    if (principal.kind === "service") {
-      const account = await serviceAccountStore.find(this.sql, principal.subject);
-      return account && !account.disable_time ? inspected : undefined;
-    }
+    if (principal.expiresAt * 1000 <= this.now()) return undefined;
+    if (![caller.name, ...caller.audiences, this.ownAudience].includes(inspected.audience)) return undefined;
+    const enabled = (name: string) => accounts.some((account) => account.name === name && !account.disable_time);
+    if (!accountsNamedIn(inspected).every(enabled)) return undefined;
+    if (principal.kind === "service") return inspected;
     try {
       return { ...inspected, principal: this.revocations.check(principal) };
     } catch (error) {
@@ -48,6 +77,13 @@ export class Introspection {
       throw error;
     }
   }
+}
+
+/** The service accounts a token stands on: a service token's own, and each service that acted in an exchange. */
+function accountsNamedIn({ principal, actor }: InspectedToken): string[] {
+  const names = principal.kind === "service" ? [principal.subject] : [];
+  for (let acting: Actor | undefined = actor; acting; acting = acting.act) names.push(acting.sub);
+  return names;
 }
 
 function isUnauthenticated(error: unknown): boolean {

@@ -18,6 +18,19 @@ export interface ServiceAccount extends ServiceAccountRow {
 /** The contract's rule for service account names (and audiences). */
 const namePattern = /^[a-z][a-z0-9-]{1,62}$/;
 
+/**
+ * Why a name may not be a service account's, if it may not. A service token's
+ * `sub` is the account's name, and a user's is their id: a name that reads as
+ * a UUID (as Postgres reads one: hyphens anywhere) could pass for a user at a
+ * service that tells them apart by `sub`; and a name that is Portcullis's own
+ * issuer or audience could pass for Portcullis.
+ */
+function nameProblem(name: string, reservedNames: readonly string[]): string | undefined {
+  if (/^[0-9a-f]{32}$/.test(name.replaceAll("-", ""))) return "must not read as a UUID, which a user id is";
+  if (reservedNames.includes(name)) return "is Portcullis's own issuer or audience";
+  return undefined;
+}
+
 /** Accounts are listed by name, so the last name shown is where the next page starts. */
 export function encodeNamePageToken(name: string): string {
   return Buffer.from(name).toString("base64url");
@@ -44,9 +57,13 @@ export class ServiceAccounts {
   constructor(
     private readonly db: Database,
     private readonly secrets: ClientSecrets,
+    /** JWT_ISSUER and JWT_AUDIENCE: no account may be named as Portcullis is. */
+    private readonly reservedNames: readonly string[],
   ) {}
 
-  create(actor: string, name: string, audiences: readonly string[], permissions: readonly string[], origin: CallOrigin): Promise<ServiceAccount> {
+  async create(actor: string, name: string, audiences: readonly string[], permissions: readonly string[], origin: CallOrigin): Promise<ServiceAccount> {
+    const problem = nameProblem(name, this.reservedNames);
+    if (problem) throw invalidArgument([{ field: "name", description: problem }]);
     return this.db.transaction(async (tx) => {
       const account = await store.create(tx, name, audiences, permissions);
       if (!account) throw new ConnectError(`a service account named "${name}" already exists`, Code.AlreadyExists);

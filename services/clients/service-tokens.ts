@@ -23,16 +23,23 @@ export class ServiceTokens {
     private readonly clients: ClientAuthentication,
     private readonly tokens: AccessTokens,
     private readonly ttlSeconds: number,
+    /**
+     * The per-account limit (rule "service_token_client"), applied once the
+     * caller is proven: keyed by the name a caller only claims, it would let
+     * anyone spend a service's budget and lock it out of tokens.
+     */
+    private readonly perAccountLimit: (clientId: string) => Promise<void>,
   ) {}
 
   async issue(clientId: string, proof: ClientProof, audience: string, origin: CallOrigin): Promise<IssuedServiceToken> {
     const issued = await this.clients.authenticate(clientId, proof, origin, event, async (tx, { account, method }) => {
+      await this.perAccountLimit(account.name);
       const detail = { client_id: clientId, audience, method };
       if (!account.audiences.includes(audience)) {
         await audit(tx, origin, { event, outcome: "denied", detail: { ...detail, reason: "audience_not_allowed" } });
         return undefined;
       }
-      const { token, expiresAt } = await this.tokens.issue(
+      const { token, expiresAt, tokenId } = await this.tokens.issue(
         {
           kind: "service",
           subject: account.name,
@@ -46,7 +53,8 @@ export class ServiceTokens {
         },
         { audience, ttlSeconds: this.ttlSeconds },
       );
-      await audit(tx, origin, { event, outcome: "success", detail });
+      // The token's id (not a secret) ties its later use to this issuance.
+      await audit(tx, origin, { event, outcome: "success", detail: { ...detail, jti: tokenId } });
       return { token, expiresAt, expiresInSeconds: this.ttlSeconds };
     });
     if (!issued) throw permissionDenied("AUDIENCE_NOT_ALLOWED", `this service account may not get tokens for "${audience}"`, { audience });

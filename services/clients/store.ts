@@ -47,6 +47,17 @@ export const serviceAccountStore = {
     return row;
   },
 
+  /** The accounts of those names that exist, in one round trip. */
+  findAll(sql: Sql, names: readonly string[]): Promise<ServiceAccountRow[]> {
+    return sql.query<ServiceAccountRow>(`select ${accountColumns} from service_account where name = any($1::text[])`, [names]);
+  },
+
+  /** The account as it stands, kept from being disabled until the transaction ends (a disable waits, or has committed). */
+  async lockShared(sql: Sql, name: string): Promise<ServiceAccountRow | undefined> {
+    const [row] = await sql.query<ServiceAccountRow>(`select ${accountColumns} from service_account where name = $1 for share`, [name]);
+    return row;
+  },
+
   /** The account, locked until the transaction ends: its credentials change one transaction at a time. */
   async lock(sql: Sql, name: string): Promise<ServiceAccountRow | undefined> {
     const [row] = await sql.query<ServiceAccountRow>(`select ${accountColumns} from service_account where name = $1 for update`, [name]);
@@ -123,8 +134,14 @@ export const serviceAccountStore = {
     );
   },
 
-  async markUsed(sql: Sql, credentialId: string): Promise<void> {
-    await sql.query(`update service_credential set last_use_time = now() where id = $1`, [credentialId]);
+  /**
+   * Whether the credential was still active: a revocation committed since it
+   * was read leaves no row to update (and one in flight is waited for, then
+   * seen).
+   */
+  async markUsed(sql: Sql, credentialId: string): Promise<boolean> {
+    const rows = await sql.query(`update service_credential set last_use_time = now() where id = $1 and revoke_time is null returning 1`, [credentialId]);
+    return rows.length > 0;
   },
 
   /**

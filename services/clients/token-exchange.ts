@@ -22,9 +22,10 @@ export interface SessionCheck {
  * RFC 8693 for services acting for a user: the user's token, issued for
  * Portcullis or for the calling service (so A → B → C chains work), becomes
  * one bound to a service the caller may reach, for the same user, session and
- * (current) KYC level, with the caller in `act`, never outliving the token it
- * came from. Exchanged tokens carry the session's `sid`, so signing the
- * session out revokes them through the same feed.
+ * (current) KYC level, with the caller in `act` (and any earlier actor nested
+ * in it), never outliving the token it came from. Exchanged tokens carry the
+ * session's `sid`, so signing the session out revokes them through the same
+ * feed.
  */
 export class TokenExchange {
   constructor(
@@ -78,7 +79,7 @@ export class TokenExchange {
       );
     }
 
-    const { token, expiresAt } = await this.tokens.issue(
+    const { token, expiresAt, tokenId } = await this.tokens.issue(
       {
         kind: "user",
         subject: current.subject,
@@ -95,9 +96,16 @@ export class TokenExchange {
         mfaEnrolled: current.mfaEnrolled,
         emailVerified: subject.emailVerified,
       },
-      { audience, ttlSeconds: this.settings.ttlSeconds, notAfter: user.expiresAt, actor: client },
+      // RFC 8693 §4.1: an earlier exchange's actor stays, nested under the caller.
+      { audience, ttlSeconds: this.settings.ttlSeconds, notAfter: user.expiresAt, actor: { sub: client, ...(subject.actor && { act: subject.actor }) } },
     );
-    await audit(this.db, call, { event: "token.exchange", outcome: "success", ...who, detail: { client_id: client, audience } });
+    // The two token ids (not secrets) tie the new token to the one it came from and to its later use.
+    await audit(this.db, call, {
+      event: "token.exchange",
+      outcome: "success",
+      ...who,
+      detail: { client_id: client, audience, jti: tokenId, subject_jti: user.tokenId },
+    });
     return { token, expiresInSeconds: Math.max(0, Math.round((expiresAt.getTime() - this.now()) / 1000)) };
   }
 }

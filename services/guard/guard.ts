@@ -45,17 +45,21 @@ export interface GuardOptions {
   redisCluster?: boolean;
   /** Portcullis's REDIS_KEY_PREFIX, for its session-change feed. */
   portcullisKeyPrefix?: string;
-  /** Where this service keeps its own rate-limit counters; `guard:<name>:` by default. */
+  /** Where this service keeps its own rate-limit counters (and its limit-key secret); `guard:<name>:` by default. */
   limitKeyPrefix?: string;
   /**
    * Hides phone numbers and emails in limit keys; the same for every instance
-   * of this service. Without it, one is made at random and kept in Redis.
+   * of this service. Without it, one is made at random and kept in Redis, at
+   * `<limitKeyPrefix>limit-key-secret`.
    */
   limitKeySecret?: Buffer;
   /**
-   * How long the revocation feed may be silent (no change, no heartbeat from
-   * Portcullis) before user calls are refused: by default three of
-   * Portcullis's default heartbeats (FEED_HEARTBEAT_SECONDS).
+   * An override, seldom needed: how long the revocation feed may be silent
+   * (no change, no heartbeat from Portcullis) before user calls are refused.
+   * By default three of the heartbeat intervals Portcullis announces
+   * (FEED_HEARTBEAT_SECONDS), so the two cannot disagree. Either way silence
+   * counts only once a first heartbeat is heard: a Portcullis older than
+   * heartbeats never sends one.
    */
   feedHeartbeatTimeoutMs?: number;
   rateLimits?: Record<string, RateLimitRule>;
@@ -97,12 +101,13 @@ export async function createGuard(options: GuardOptions): Promise<Guard> {
   const limitKeyPrefix = options.limitKeyPrefix ?? `guard:${options.name}:`;
   const channel: FeedChannel = { client: redis, ...sessionFeedKeys(options.portcullisKeyPrefix ?? sharedDefaults.redisKeyPrefix) };
   const feed = new RevocationFeed(backlogEvents(channel), logger, channel, {
-    silenceTimeoutMs: options.feedHeartbeatTimeoutMs ?? 3 * sharedDefaults.feedHeartbeatSeconds * 1000,
+    watchesSilence: true,
+    silenceTimeoutMs: options.feedHeartbeatTimeoutMs,
   });
   const jwks = new RemoteJwks(options.jwksUrl, logger);
   let limitKeySecret: Buffer;
   try {
-    limitKeySecret = options.limitKeySecret ?? (await sharedLimitKeySecret(redis, `${limitKeyPrefix}${options.name}:limit-key-secret`));
+    limitKeySecret = options.limitKeySecret ?? (await sharedLimitKeySecret(redis, `${limitKeyPrefix}limit-key-secret`));
     await feed.start();
     await jwks.refresh();
   } catch (error) {
@@ -166,6 +171,10 @@ function checkOptions(options: GuardOptions): string[] {
   }
   const audiences = options.audiences ?? [options.name];
   if (audiences.length === 0) throw new Error("audiences: name at least one, or leave it out to accept tokens for this service's name");
+  const timeoutMs = options.feedHeartbeatTimeoutMs;
+  if (timeoutMs !== undefined && !(Number.isFinite(timeoutMs) && timeoutMs > 0)) {
+    throw new Error("feedHeartbeatTimeoutMs: a positive number of milliseconds, or leave it out to follow Portcullis's heartbeats");
+  }
   let url: URL;
   try {
     url = new URL(options.jwksUrl);

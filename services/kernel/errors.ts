@@ -73,7 +73,8 @@ export function rateLimited(rule: string, retryAfterMs: number): ConnectError {
     Code.ResourceExhausted,
     { "retry-after": String(Math.max(1, Math.ceil(retryAfterMs / 1000))) },
     [
-      detail(RetryInfoSchema, { retryDelay: durationFromMs(Math.max(1, retryAfterMs)) }),
+      // Whole milliseconds: a Duration's nanos cannot hold a fraction of one.
+      detail(RetryInfoSchema, { retryDelay: durationFromMs(Math.max(1, Math.ceil(retryAfterMs))) }),
       detail(ErrorInfoSchema, { reason: "RATE_LIMITED", domain: errorDomain, metadata: { rule } }),
     ],
   );

@@ -242,7 +242,7 @@ export const defaultRateLimits: Record<string, RateLimitRule> = {
   change_password_user: { limit: 5, periodSeconds: 15 * minute, failOpen: false },
   kyc_submit_user: { limit: 10, periodSeconds: day, failOpen: false },
   service_token_client: { limit: 60, periodSeconds: minute, failOpen: false },
-  service_token_ip: { limit: 600, periodSeconds: minute, failOpen: false },
+  service_token_ip: { limit: 120, periodSeconds: minute, failOpen: false },
   service_call: { limit: 6000, periodSeconds: minute, failOpen: true },
   mfa_user: { limit: 20, periodSeconds: 15 * minute, failOpen: false },
   mfa_verify_ip: { limit: 30, periodSeconds: 15 * minute, failOpen: false },

@@ -118,7 +118,16 @@ function unaryHandler(method: DescMethod, dispatch: Dispatch): grpc.handleUnaryC
     };
     dispatch(incoming, call.request).then(
       (response) => callback(null, response),
-      (error: unknown) => callback(toServiceError(error)),
+      (error: unknown) => {
+        // An error that cannot be encoded must still answer the call, or the client waits for ever.
+        let status: Partial<grpc.StatusObject>;
+        try {
+          status = toServiceError(error);
+        } catch {
+          status = { code: grpc.status.INTERNAL, details: "internal error" };
+        }
+        callback(status);
+      },
     );
   };
 }

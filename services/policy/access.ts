@@ -47,7 +47,6 @@ const ipv6WideAllowance = 16;
 const keyFields: Partial<Record<RateLimitKey, string>> = {
   [RateLimitKey.PHONE]: "phoneNumber",
   [RateLimitKey.EMAIL]: "email",
-  [RateLimitKey.CLIENT]: "clientId",
 };
 
 /**

@@ -38,15 +38,22 @@ export interface FeedOptions {
   clockToleranceSeconds?: number;
   /**
    * Portcullis says on the channel this often that it is there, so that a
-   * guard can tell a quiet feed from one that no longer reaches it.
+   * guard can tell a quiet feed from one that no longer reaches it. Each beat
+   * announces the interval, so guards time the feed by Portcullis's setting
+   * rather than by one configured apart that could fall out of step with it.
    */
   heartbeatIntervalMs?: number;
   /**
    * For guards, which have no Postgres to fall back on: a feed that has heard
-   * nothing (no change, no heartbeat) for this long cannot vouch that it
+   * nothing (no change, no heartbeat) for three of the intervals its
+   * heartbeats announce (the slowest, while they differ) cannot vouch that it
    * knows every revocation, so it refuses user calls until a message arrives
    * again and it has caught up.
+   * Only once a first heartbeat is heard: a Portcullis older than heartbeats
+   * never sends one, and guards are upgraded before Portcullis.
    */
+  watchesSilence?: boolean;
+  /** With `watchesSilence`: how long a silence to allow, in place of three announced intervals. */
   silenceTimeoutMs?: number;
 }
 
@@ -62,7 +69,12 @@ const catchUpRetryMs = { first: 250, max: 2000 };
 /** Proof that the channel still reaches its subscribers; published only, never kept in the backlog. */
 interface Heartbeat {
   kind: "heartbeat";
+  /** How often its publisher beats. */
+  intervalMs: number;
 }
+
+/** How many announced heartbeat intervals a guard lets pass in silence: one lost beat, or a slow one, is no outage. */
+const beatsMissedBeforeSilent = 3;
 
 /** What a message on the channel carries: an event or a heartbeat, stamped when published so receivers can time the feed (older publishers did not). */
 type FeedMessage = (FeedEvent | Heartbeat) & { publishedAtMs?: number };
@@ -82,8 +94,9 @@ const reportConnected = () => feedConnected.set(feedsLive.size > 0 && [...feedsL
  * call. Events travel on Redis pub/sub and are kept in a Redis sorted set; an instance that
  * (re)subscribes first catches up. While the feed is down an instance cannot
  * know what changed, so it refuses user calls (fail closed) until it has;
- * guards also count it down once it has been silent for a few of
- * Portcullis's heartbeats, as a subscription can stop delivering unnoticed.
+ * guards that have heard Portcullis's heartbeat also count it down once it
+ * has been silent for a few of them, as a subscription can stop delivering
+ * unnoticed.
  * Portcullis instances also re-read recent changes from Postgres every
  * second, so a message pub/sub loses (its publisher could not reach Redis)
  * still arrives within about a second.
@@ -97,6 +110,8 @@ export class RevocationFeed {
   private silenceTimer?: NodeJS.Timeout;
   /** When the channel last brought anything (performance.now()). */
   private heardAtMs = 0;
+  /** The slowest heartbeat interval announced lately, and when; undefined until one is heard, and silence cannot be told from quiet. */
+  private slowestBeat?: { intervalMs: number; heardAtMs: number };
   /** Closed for silence rather than a lost subscription: only a message reopens it, not a reconnection. */
   private silent = false;
   /** Bumped whenever the subscription drops: a catch-up counts only if none dropped since it subscribed. */
@@ -152,8 +167,10 @@ export class RevocationFeed {
         throw error;
       }
       if (this.options.heartbeatIntervalMs) this.beatEvery(this.options.heartbeatIntervalMs);
-      if (this.options.silenceTimeoutMs) this.watchSilence(this.options.silenceTimeoutMs);
       await this.resuming;
+      if (this.options.watchesSilence && !this.slowestBeat) {
+        this.logger.warn("revocation feed has no heartbeat yet: until one arrives, a feed that stops reaching us cannot be told from a quiet one (a Portcullis older than heartbeats sends none)");
+      }
     }
     if (this.options.poll) this.polling = this.poll(this.options.poll, startedAt);
   }
@@ -161,7 +178,7 @@ export class RevocationFeed {
   async stop(): Promise<void> {
     clearInterval(this.pruneTimer);
     clearInterval(this.heartbeatTimer);
-    clearInterval(this.silenceTimer);
+    clearTimeout(this.silenceTimer);
     this.stopping.abort();
     this.round++;
     if (feedsLive.delete(this)) reportConnected();
@@ -225,7 +242,7 @@ export class RevocationFeed {
     }
     try {
       const event = JSON.parse(message) as FeedMessage;
-      if (event.kind === "heartbeat") return;
+      if (event.kind === "heartbeat") return this.heardBeat(event.intervalMs);
       this.apply(event, "pubsub");
       if (typeof event.publishedAtMs === "number") feedLag.observe(Math.max(0, Date.now() - event.publishedAtMs) / 1000);
     } catch (error) {
@@ -307,7 +324,7 @@ export class RevocationFeed {
   private beatEvery(intervalMs: number): void {
     const { client, channel } = this.redis!;
     const beat = () =>
-      void client.publish(channel, JSON.stringify({ kind: "heartbeat", publishedAtMs: Date.now() } satisfies FeedMessage)).catch(() => {
+      void client.publish(channel, JSON.stringify({ kind: "heartbeat", intervalMs, publishedAtMs: Date.now() } satisfies FeedMessage)).catch(() => {
         // Redis out of reach is reported by the subscription and by the publishes that matter; guards notice the missed beats.
       });
     beat();
@@ -315,15 +332,36 @@ export class RevocationFeed {
     this.heartbeatTimer.unref();
   }
 
-  private watchSilence(timeoutMs: number): void {
-    this.heardAtMs = performance.now();
-    this.silenceTimer = setInterval(() => {
-      const silentForMs = Math.round(performance.now() - this.heardAtMs);
-      if (!this.live || silentForMs <= timeoutMs) return;
+  /** From the first beat on, silence means the feed no longer reaches us: the watch starts then, timed by the intervals announced. */
+  private heardBeat(intervalMs: unknown): void {
+    // A beat that does not say how often it comes (the first build with heartbeats did not) cannot time a silence.
+    if (typeof intervalMs !== "number" || !(intervalMs > 0)) return;
+    const slowest = this.slowestBeat;
+    const nowMs = performance.now();
+    // While instances beat at different intervals (a rolling change of FEED_HEARTBEAT_SECONDS), the slowest times the
+    // silence: a faster one takes over only once the slowest has missed its beats, or the guard would flap between them.
+    if (!slowest || intervalMs >= slowest.intervalMs || nowMs - slowest.heardAtMs > beatsMissedBeforeSilent * slowest.intervalMs) {
+      this.slowestBeat = { intervalMs, heardAtMs: nowMs };
+    }
+    if (slowest || !this.options.watchesSilence || this.stopping.signal.aborted) return;
+    this.logger.info({ silenceTimeoutMs: this.silenceTimeoutMs() }, "revocation feed heartbeat heard: a silent feed now refuses user calls");
+    this.watchSilence();
+  }
+
+  private silenceTimeoutMs(): number {
+    return this.options.silenceTimeoutMs ?? beatsMissedBeforeSilent * this.slowestBeat!.intervalMs;
+  }
+
+  /** Checks a few times per timeout, which follows the intervals announced, so each check schedules the next. */
+  private watchSilence(): void {
+    const timeoutMs = this.silenceTimeoutMs();
+    const silentForMs = Math.round(performance.now() - this.heardAtMs);
+    if (this.live && silentForMs > timeoutMs) {
       this.logger.error({ silentForMs }, "revocation feed silent: refusing user calls until it is heard again");
       this.silent = true;
       this.setLive(false);
-    }, Math.min(timeoutMs / 5, 1000));
+    }
+    this.silenceTimer = setTimeout(() => this.watchSilence(), Math.min(timeoutMs / 5, 1000));
     this.silenceTimer.unref();
   }
 

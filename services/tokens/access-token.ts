@@ -20,7 +20,7 @@ interface Claims extends JWTPayload {
   amr?: string[];
   svc?: boolean;
   /** RFC 8693: the service acting for the subject, in a token exchanged for another audience. */
-  act?: { sub?: string };
+  act?: unknown;
   email_verified?: boolean;
   /** Authentication assurance level: 2 once a second factor was proved in the session. */
   aal?: number;
@@ -46,6 +46,15 @@ export interface AccessTokenSettings extends Omit<VerifierSettings, "maxLifetime
   ttlSeconds: number;
 }
 
+/**
+ * RFC 8693 §4.1's `act`: the service acting for the subject, and within it
+ * the one that acted before it when the token was exchanged more than once.
+ */
+export interface Actor {
+  sub: string;
+  act?: Actor;
+}
+
 /** How a token is bound beyond Portcullis's defaults. */
 export interface BoundTo {
   /** The service the token is for, instead of Portcullis's own audience. */
@@ -54,8 +63,8 @@ export interface BoundTo {
   ttlSeconds?: number;
   /** The latest expiry, in seconds since the epoch: an exchanged token never outlives the one it came from. */
   notAfter?: number;
-  /** The service acting for the subject (claim `act`). */
-  actor?: string;
+  /** The service acting for the subject, with those that acted before it (claim `act`). */
+  actor?: Actor;
 }
 
 /** A verified token as introspection and token exchange read it: whom it is for, besides its bearer. */
@@ -64,6 +73,8 @@ export interface InspectedToken {
   audience: string;
   issuer: string;
   emailVerified?: boolean;
+  /** The whole chain of acting services; the principal names only the immediate one. */
+  actor?: Actor;
 }
 
 /** Where verification keys come from: our key ring, or (in other services) our JWKS over HTTP. */
@@ -116,6 +127,7 @@ export class TokenVerifier {
       audience: typeof payload.aud === "string" ? payload.aud : (payload.aud?.[0] ?? ""),
       issuer: payload.iss!,
       emailVerified: payload.email_verified,
+      actor: actorOf(payload.act),
     };
   }
 
@@ -182,7 +194,7 @@ function principalOf(payload: Claims): Principal {
     kycStatus: payload.kyc_st ?? "",
     permissions: Array.isArray(payload.perm) ? payload.perm : [],
     amr: Array.isArray(payload.amr) ? payload.amr : [],
-    actor: typeof payload.act?.sub === "string" ? payload.act.sub : undefined,
+    actor: actorOf(payload.act)?.sub,
     aal: typeof payload.aal === "number" ? payload.aal : 1,
     mfaTime: typeof payload.mfa_time === "number" ? payload.mfa_time : 0,
     mfaEnrolled: payload.mfa === true,
@@ -190,6 +202,15 @@ function principalOf(payload: Claims): Principal {
     issuedAt: payload.iat!,
     expiresAt: payload.exp!,
   };
+}
+
+/** An `act` claim as an Actor, keeping only `sub` and the nested `act` (RFC 8693 §4.1: other members say nothing of who acted). */
+export function actorOf(claim: unknown): Actor | undefined {
+  if (typeof claim !== "object" || claim === null) return undefined;
+  const { sub, act } = claim as { sub?: unknown; act?: unknown };
+  if (typeof sub !== "string") return undefined;
+  const before = actorOf(act);
+  return before ? { sub, act: before } : { sub };
 }
 
 /** The base64url of the signature is the one encoding of its bytes: no stray bits in the last character. */
@@ -221,7 +242,7 @@ export class AccessTokens extends TokenVerifier {
    * unless `bound` names another audience (a service token, an exchanged
    * one), a shorter life, a latest expiry or the acting service.
    */
-  async issue(subject: TokenSubject, bound: BoundTo = {}): Promise<{ token: string; expiresAt: Date }> {
+  async issue(subject: TokenSubject, bound: BoundTo = {}): Promise<{ token: string; expiresAt: Date; tokenId: string }> {
     const { kid, algorithm, key } = await this.keyRing.signingKey();
     const issuedAt = Math.floor(this.now() / 1000);
     const expiresAt = Math.min(issuedAt + (bound.ttlSeconds ?? this.ttlSeconds), bound.notAfter ?? Number.POSITIVE_INFINITY);
@@ -235,22 +256,23 @@ export class AccessTokens extends TokenVerifier {
       amr: [...subject.amr],
       svc: subject.kind === "service" || undefined,
       email_verified: subject.emailVerified,
-      act: bound.actor ? { sub: bound.actor } : undefined,
+      act: bound.actor,
       // Service tokens prove no person's factors: they carry no assurance level.
       aal: subject.kind === "user" ? (subject.aal ?? 1) : undefined,
       mfa_time: subject.mfaTime || undefined,
       mfa: subject.mfaEnrolled || undefined,
     };
+    const tokenId = randomUUID();
     const token = await new SignJWT(claims)
       .setProtectedHeader({ alg: algorithm, kid, typ: "at+jwt" })
       .setIssuer(this.settings.issuer)
       .setAudience(bound.audience ?? this.audience)
       .setSubject(subject.subject)
-      .setJti(randomUUID())
+      .setJti(tokenId)
       .setIssuedAt(issuedAt)
       .setNotBefore(issuedAt)
       .setExpirationTime(expiresAt)
       .sign(key);
-    return { token, expiresAt: new Date(expiresAt * 1000) };
+    return { token, expiresAt: new Date(expiresAt * 1000), tokenId };
   }
 }

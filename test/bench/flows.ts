@@ -87,7 +87,7 @@ export async function measureFlows(env: Record<string, string>, loadConfig: (env
     RATE_LIMITS: [
       "api_user=100000000/60", "api_ip=100000000/60", "otp_send_ip=100000000/3600", "otp_send_global=100000000/60",
       "otp_verify_ip=100000000/3600", "refresh_ip=100000000/60", "login_ip=100000000/900", "register_ip=100000000/3600",
-      "verify_email_ip=100000000/3600",
+      "verify_email_ip=100000000/3600", "register_global=100000000/60", "verify_email_global=100000000/60",
     ].join(","),
   });
   const a = await createApp(config, logger);

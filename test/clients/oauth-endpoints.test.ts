@@ -53,6 +53,7 @@ describe("OAuth 2.0 endpoints on the gateway", () => {
   let keyDir: string;
   let checkoutSecret: string;
   let reportsSecret: string;
+  let ordersSecret: string;
   let inventoryKey: { privateKey: CryptoKey; kid: string };
 
   const token = (form: Record<string, string> | string, headers: Record<string, string> = {}, port = portcullis.httpPort!) =>
@@ -111,7 +112,7 @@ describe("OAuth 2.0 endpoints on the gateway", () => {
     inventoryKey = { privateKey, kid: await calculateJwkThumbprint(publicJwk) };
     keyDir = await mkdtemp(join(tmpdir(), "portcullis-oauth-"));
     await writeFile(join(keyDir, "inventory.jwk"), JSON.stringify(publicJwk));
-    [checkoutSecret, reportsSecret] = await Promise.all([
+    [checkoutSecret, reportsSecret, , ordersSecret] = await Promise.all([
       createServiceAccount(stores, "checkout", ["portcullis", "orders"]),
       // No "portcullis" among its audiences: it may not exchange or introspect through the token endpoint.
       createServiceAccount(stores, "reports", ["orders"]),
@@ -119,8 +120,9 @@ describe("OAuth 2.0 endpoints on the gateway", () => {
         await runAdmin(stores, "service", "create", "inventory", "--audience", "orders");
         await runAdmin(stores, "service", "key", "inventory", join(keyDir, "inventory.jwk"));
       })(),
+      createServiceAccount(stores, "orders", ["portcullis", "payments"]),
     ]);
-    secrets.push(checkoutSecret, reportsSecret);
+    secrets.push(checkoutSecret, reportsSecret, ordersSecret);
   });
   after(async () => {
     await db.end();
@@ -308,6 +310,18 @@ describe("OAuth 2.0 endpoints on the gateway", () => {
       expect(service.json).not.to.have.any.keys("sid", "kyc_lvl", "amr", "act");
     });
 
+    it("names every service that acted, nested (RFC 8693 §4.1), and says active: false to a client the token is not meant for", async () => {
+      const exchangeFor = async (subjectToken: string, audience: string, client: Record<string, string>) =>
+        (await token({ grant_type: tokenExchange, subject_token: subjectToken, subject_token_type: accessTokenType, audience }, client)).json.access_token;
+      const forOrders = await exchangeFor(await signIn(), "orders", basic("checkout", checkoutSecret));
+      const forPayments = await exchangeFor(forOrders, "payments", basic("orders", ordersSecret));
+
+      const answer = await introspect({ token: forPayments }, basic("orders", ordersSecret));
+      expect(answer.json).to.deep.include({ active: true, aud: "payments", act: { sub: "orders", act: { sub: "checkout" } }, client_id: "orders" });
+      // checkout may reach orders, not payments.
+      expect((await introspect({ token: forPayments }, basic("checkout", checkoutSecret))).json).to.deep.equal({ active: false });
+    });
+
     it("answers only {active: false} for a signed-out session's token or one that is not a token", async () => {
       const userToken = await signIn();
       const auth = grpcClient(AuthService, portcullis.grpcPort!);
@@ -367,7 +381,7 @@ describe("OAuth 2.0 endpoints on the gateway", () => {
         const answer = await token({ grant_type: "client_credentials", audience: "orders" }, basic("checkout", checkoutSecret), gateway.httpPort!);
         if (answer.status !== 200) limited = answer;
       }
-      expectOAuthError(limited!, 429, "rate_limited");
+      expectOAuthError(limited!, 429, "invalid_request");
       expect(Number(limited!.headers.get("retry-after"))).to.be.greaterThan(0);
     });
 

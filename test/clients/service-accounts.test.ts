@@ -2,12 +2,15 @@ import { randomUUID } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { fromBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { expect } from "chai";
 import { calculateJwkThumbprint, createLocalJWKSet, exportJWK, generateKeyPair, jwtVerify, SignJWT, type CryptoKey, type JWK } from "jose";
 import pg from "pg";
 import type { Running } from "../../services/app/servers.js";
+import { serviceAccountStore } from "../../services/clients/store.js";
+import type { Sql } from "../../services/platform/database.js";
 import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { AdminService, ServiceCredentialKind } from "../../gen/portcullis/v1/admin_service_pb.js";
 import { TokenService } from "../../gen/portcullis/v1/token_service_pb.js";
@@ -95,6 +98,30 @@ describe("Service accounts and IssueServiceToken", () => {
   async function issueAudit(clientId: string) {
     const { rows } = await db.query("select outcome, detail from audit_event where event = 'service_token.issue' and detail->>'client_id' = $1 order by id", [clientId]);
     return rows.map((row) => `${row.outcome}:${row.detail.reason ?? row.detail.method}`);
+  }
+
+  /**
+   * Makes `change` in a transaction of the test's own, and commits it only
+   * once `issue` waits on its lock (or has finished without doing so): the
+   * request has proven itself before the change, and ends after it.
+   */
+  async function changedWhileIssuing<T>(change: (sql: Sql) => Promise<unknown>, issue: () => Promise<T>): Promise<T> {
+    const holder = new pg.Client({ connectionString: stores.DATABASE_URL });
+    await holder.connect();
+    try {
+      const sql: Sql = { query: async (text, params) => (await holder.query(text, params as unknown[])).rows };
+      await holder.query("begin");
+      await change(sql);
+      const [{ pid }] = (await holder.query("select pg_backend_pid() as pid")).rows;
+      let settled = false;
+      const issuing = issue().finally(() => (settled = true));
+      const blocked = async () => (await db.query("select 1 from pg_stat_activity where $1 = any(pg_blocking_pids(pid))", [pid])).rowCount! > 0;
+      while (!settled && !(await blocked())) await sleep(10);
+      await holder.query("commit");
+      return await issuing;
+    } finally {
+      await holder.end();
+    }
   }
 
   before(async () => {
@@ -188,6 +215,10 @@ describe("Service accounts and IssueServiceToken", () => {
       expect(usage.stderr).to.contain("service create <name> --audience <a,b>");
       expect((await cli("create", "Bad_Name", "--audience", "orders")).stderr).to.match(/^name: /m);
       expect((await cli("create", "no-audience")).stderr).to.match(/^audiences: /m);
+      const uuidName = await cli("create", `a${randomUUID().slice(1)}`, "--audience", "orders");
+      expect(uuidName.code).to.equal(1);
+      expect(uuidName.stderr).to.match(/name: must not read as a UUID/);
+      expect((await cli("create", "portcullis", "--audience", "orders")).stderr).to.match(/name: is Portcullis's own issuer or audience/);
       expect((await cli("revoke-credential", "orders", "not-a-uuid")).stderr).to.match(/^credential_id: /m);
 
       const privateFile = join(workDir, "private.jwk");
@@ -245,6 +276,19 @@ describe("Service accounts and IssueServiceToken", () => {
       expect(violatedFields(badToken.error!)).to.deep.equal(["page_token"]);
     });
 
+    it("refuses a name that reads as a UUID, as a user's id does, or that is Portcullis's own issuer or audience", async () => {
+      const lookalike = `b${randomUUID().slice(1)}`;
+      for (const name of [lookalike, lookalike.replaceAll("-", ""), "portcullis"]) {
+        const refused = await admin.call("createServiceAccount", { name, audiences: ["orders"] }, asOperator());
+        expect(refused.error?.code, name).to.equal(grpc.status.INVALID_ARGUMENT);
+        expect(violatedFields(refused.error!), name).to.deep.equal(["name"]);
+      }
+      const viaGateway = await connectCall(running.httpPort!, "/portcullis.v1.AdminService/CreateServiceAccount", { name: "portcullis", audiences: ["orders"] }, asOperator());
+      expect([viaGateway.status, viaGateway.json.code]).to.deep.equal([400, "invalid_argument"]);
+      const { rows } = await db.query("select 1 from service_account where name = any($1)", [[lookalike, lookalike.replaceAll("-", ""), "portcullis"]]);
+      expect(rows).to.have.length(0);
+    });
+
     it("takes only EC P-256, RSA (2048 bits or more) and Ed25519 public keys", async () => {
       const name = await createAccount();
       const privateJwk = await exportJWK((await generateKeyPair("ES256", { extractable: true })).privateKey);
@@ -294,6 +338,9 @@ describe("Service accounts and IssueServiceToken", () => {
       expect(Number(expireTime!.seconds)).to.equal(payload.exp);
       expect(payload).not.to.have.any.keys("sid", "did", "act");
       expect(await issueAudit(name)).to.deep.equal(["success:client_secret"]);
+      // The token's id, so the audit log ties the token's later use to this issuance.
+      const { rows } = await db.query("select detail from audit_event where event = 'service_token.issue' and detail->>'client_id' = $1", [name]);
+      expect(rows[0].detail.jti).to.equal(payload.jti);
     });
 
     it("issues one for a client assertion signed with an ES256 key (named by kid) or an Ed25519 key (found without one)", async () => {
@@ -360,6 +407,22 @@ describe("Service accounts and IssueServiceToken", () => {
       ]);
       expect(await issueAudit("no-such-service")).to.deep.equal(["failure:unknown_client"]);
       expect(await issueAudit(disabled)).to.deep.equal(["failure:account_disabled"]);
+    });
+
+    it("refuses a credential revoked while a request that proved itself with it is under way", async () => {
+      const name = await createAccount();
+      const { secret, credentialId } = await addSecret(name);
+      const issued = await changedWhileIssuing((sql) => serviceAccountStore.revokeCredential(sql, name, credentialId), () => issueWithSecret(name, secret));
+      expect(errorInfoOf(issued.error!)?.reason).to.equal("INVALID_CLIENT");
+      expect(await issueAudit(name)).to.deep.equal(["failure:credential_revoked"]);
+    });
+
+    it("refuses an account disabled while a request that proved itself is under way", async () => {
+      const name = await createAccount();
+      const { secret } = await addSecret(name);
+      const issued = await changedWhileIssuing((sql) => serviceAccountStore.disable(sql, name), () => issueWithSecret(name, secret));
+      expect(errorInfoOf(issued.error!)?.reason).to.equal("INVALID_CLIENT");
+      expect(await issueAudit(name)).to.deep.equal(["failure:account_disabled"]);
     });
 
     it("refuses an audience the account may not call with AUDIENCE_NOT_ALLOWED, once the account is proven", async () => {

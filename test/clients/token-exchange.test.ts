@@ -41,8 +41,10 @@ describe("Token exchange and introspection (TokenService)", () => {
   /** Service tokens for Portcullis (to call TokenService), by service. */
   let checkout: string;
   let orders: string;
-  /** Disabled by one of the tests. */
+  /** Disabled by one of the tests each. */
   let reports: string;
+  let archive: string;
+  let relay: string;
 
   const signIn = async () => {
     const { tokens: issued } = await signInByPhone(portcullis.grpcPort!, sms, newPhone());
@@ -78,16 +80,20 @@ describe("Token exchange and introspection (TokenService)", () => {
     await db.connect();
     tokens = grpcClient(TokenService, portcullis.grpcPort!);
     auth = grpcClient(AuthService, portcullis.grpcPort!);
-    const [checkoutSecret, ordersSecret, reportsSecret] = await Promise.all([
+    const [checkoutSecret, ordersSecret, reportsSecret, archiveSecret, relaySecret] = await Promise.all([
       createServiceAccount(stores, "checkout", ["portcullis", "orders"]),
       createServiceAccount(stores, "orders", ["portcullis", "payments"]),
       createServiceAccount(stores, "reports", ["portcullis"]),
+      createServiceAccount(stores, "archive", ["portcullis"]),
+      createServiceAccount(stores, "relay", ["portcullis", "orders"]),
     ]);
-    secrets.push(checkoutSecret, ordersSecret, reportsSecret);
+    secrets.push(checkoutSecret, ordersSecret, reportsSecret, archiveSecret, relaySecret);
     reports = await serviceToken(portcullis.grpcPort!, "reports", reportsSecret, "portcullis");
     checkout = await serviceToken(portcullis.grpcPort!, "checkout", checkoutSecret, "portcullis");
     orders = await serviceToken(portcullis.grpcPort!, "orders", ordersSecret, "portcullis");
-    secrets.push(checkout, orders, reports);
+    archive = await serviceToken(portcullis.grpcPort!, "archive", archiveSecret, "portcullis");
+    relay = await serviceToken(portcullis.grpcPort!, "relay", relaySecret, "portcullis");
+    secrets.push(checkout, orders, reports, archive, relay);
   });
   after(async () => {
     tokens.close();
@@ -115,8 +121,13 @@ describe("Token exchange and introspection (TokenService)", () => {
       expect(exchanged.exp - exchanged.iat).to.be.at.most(300);
       expect(response!.expiresIn).to.be.within(1, 300);
 
+      // Both token ids, so the audit log ties the new token to the one it came from.
       const [row] = (await auditRows("token.exchange")).filter((r) => r.outcome === "success");
-      expect(row).to.deep.include({ user_id: user.sub, session_id: user.sid, detail: { client_id: "checkout", audience: "orders" } });
+      expect(row).to.deep.include({
+        user_id: user.sub,
+        session_id: user.sid,
+        detail: { client_id: "checkout", audience: "orders", jti: exchanged.jti, subject_jti: user.jti },
+      });
     });
 
     it("answers the same at the Connect gateway", async () => {
@@ -137,11 +148,17 @@ describe("Token exchange and introspection (TokenService)", () => {
       expect(profile.error?.code).to.equal(grpc.status.UNAUTHENTICATED);
     });
 
-    it("lets the target pass it on to a service it may reach (A → B → C), but not back to the first caller", async () => {
+    it("lets the target pass it on to a service it may reach (A → B → C), keeping the earlier actor nested, but not back to the first caller", async () => {
       const { response: forOrders } = await exchange(checkout, await signIn(), "orders");
       const { response: forPayments, error } = await exchange(orders, forOrders!.accessToken, "payments");
       expect(error).to.equal(undefined);
-      expect(claimsOf(forPayments!.accessToken)).to.deep.include({ aud: "payments", act: { sub: "orders" }, sid: claimsOf(forOrders!.accessToken).sid });
+      expect(claimsOf(forPayments!.accessToken)).to.deep.include({
+        aud: "payments",
+        act: { sub: "orders", act: { sub: "checkout" } },
+        sid: claimsOf(forOrders!.accessToken).sid,
+      });
+      // Introspection names the immediate actor.
+      expect(await introspect(forPayments!.accessToken)).to.deep.include({ active: true, actSub: "orders" });
 
       // A token bound to orders is not checkout's to exchange.
       const refused = await exchange(checkout, forOrders!.accessToken, "orders");
@@ -227,6 +244,65 @@ describe("Token exchange and introspection (TokenService)", () => {
         expect(answer.active, what).to.equal(false);
         expect(answer.sub, what).to.equal("");
       }
+    });
+
+    it("says active: false for a token past its exp by Portcullis's own clock, though within the tolerance given to other clocks", async () => {
+      const user = claimsOf(await signIn());
+      // A second past its exp: inside the verifier's clock tolerance (JWT_CLOCK_TOLERANCE_SECONDS, 5 s).
+      const { token } = await portcullis.app!.tokens.issue(
+        { kind: "user", subject: user.sub, sessionId: user.sid, sessionExpiresAt: 0, deviceId: "", kycLevel: 0, kycStatus: "", permissions: [], amr: [] },
+        { notAfter: Math.floor(Date.now() / 1000) - 1 },
+      );
+      secrets.push(token);
+      expect(await introspect(token)).to.deep.include({ active: false, sub: "" });
+    });
+
+    it("says active: false to a service for a token meant for neither it, one of its audiences, nor Portcullis (RFC 7662 §4)", async () => {
+      const userToken = await signIn();
+      const { response: forOrders } = await exchange(checkout, userToken, "orders");
+      const { response: forPayments } = await exchange(orders, forOrders!.accessToken, "payments");
+      // orders is its own name; payments is among its audiences.
+      expect((await introspect(forOrders!.accessToken, orders)).active).to.equal(true);
+      expect((await introspect(forPayments!.accessToken, orders)).active).to.equal(true);
+      // checkout may call orders, but not payments.
+      expect((await introspect(forOrders!.accessToken, checkout)).active).to.equal(true);
+      expect(await introspect(forPayments!.accessToken, checkout)).to.deep.include({ active: false, sub: "" });
+      // Portcullis's own audience: the user tokens resource servers are handed, and service tokens for Portcullis.
+      expect((await introspect(userToken, checkout)).active).to.equal(true);
+      expect((await introspect(orders, checkout)).active).to.equal(true);
+    });
+
+    it("refuses a disabled service as the caller with SERVICE_DISABLED, through both doors, and audits it", async function () {
+      this.timeout(60_000);
+      const userToken = await signIn();
+      expect((await introspect(userToken, archive)).active).to.equal(true);
+      await runAdmin(stores, "service", "disable", "archive");
+
+      const { error } = await tokens.call("introspectToken", { token: userToken }, bearer(archive));
+      expect(error?.code).to.equal(grpc.status.PERMISSION_DENIED);
+      expect(reasonOf(error!)).to.equal("SERVICE_DISABLED");
+      const viaGateway = await connectCall(portcullis.httpPort!, "/portcullis.v1.TokenService/IntrospectToken", { token: userToken }, bearer(archive));
+      expect([viaGateway.status, viaGateway.json.code]).to.deep.equal([403, "permission_denied"]);
+      const exchanged = await exchange(archive, userToken, "portcullis");
+      expect(reasonOf(exchanged.error!)).to.equal("SERVICE_DISABLED");
+
+      const denied = (await auditRows("token.introspect")).filter((r) => r.detail.client_id === "archive");
+      expect(denied.map((r) => [r.outcome, r.detail.reason])).to.deep.equal([
+        ["denied", "service_disabled"],
+        ["denied", "service_disabled"],
+      ]);
+    });
+
+    it("says active: false for a token exchanged by a service since disabled, and for every token exchanged from it", async function () {
+      this.timeout(60_000);
+      const { response: forOrders } = await exchange(relay, await signIn(), "orders");
+      const { response: forPayments } = await exchange(orders, forOrders!.accessToken, "payments");
+      expect((await introspect(forOrders!.accessToken)).active).to.equal(true);
+      expect((await introspect(forPayments!.accessToken)).active).to.equal(true);
+      await runAdmin(stores, "service", "disable", "relay");
+      expect((await introspect(forOrders!.accessToken)).active).to.equal(false);
+      // relay acted first, nested under orders.
+      expect((await introspect(forPayments!.accessToken)).active).to.equal(false);
     });
 
     it("says active: false for the user's token and every token exchanged from it once the session signs out", async () => {

@@ -5,6 +5,7 @@ import { createGrpcServer, createGuard, type GuardOptions, type UnaryHandler } f
 import type { Principal } from "../../services/kernel/call.js";
 import { defaultRateLimits } from "../../services/platform/config.js";
 import { createLogger } from "../../services/platform/logger.js";
+import { connectRedis } from "../../services/platform/redis.js";
 import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { KycService } from "../../gen/portcullis/v1/kyc_service_pb.js";
@@ -130,14 +131,25 @@ describe("The guard: audiences, its JWKS URL and its limit keys", () => {
   describe("its limit keys", () => {
     const onePerPhone = { ...defaultRateLimits, otp_send_phone: { limit: 1, periodSeconds: 3600, failOpen: false } };
 
-    it("counts a phone number once across the instances of one service, and apart for another service", async () => {
-      const first = await service({ name: "orders", rateLimits: onePerPhone });
-      const second = await service({ name: "orders", rateLimits: onePerPhone });
-      const other = await service({ name: "payments", rateLimits: onePerPhone });
+    it("counts a phone number once across the instances of one service, and apart for another service, each keeping its secret under its own prefix", async () => {
+      // Each under a prefix of its own, as their defaults (guard:orders:, guard:payments:) would be.
+      const prefix = (name: string) => `${stores.REDIS_KEY_PREFIX}guard:${name}:`;
+      const first = await service({ name: "orders", rateLimits: onePerPhone, limitKeyPrefix: prefix("orders") });
+      const second = await service({ name: "orders", rateLimits: onePerPhone, limitKeyPrefix: prefix("orders") });
+      const other = await service({ name: "payments", rateLimits: onePerPhone, limitKeyPrefix: prefix("payments") });
       const phoneNumber = newPhone();
       expect((await first.auth.call("sendOtp", { phoneNumber })).error).to.equal(undefined);
       expect((await second.auth.call("sendOtp", { phoneNumber })).error?.code, "the same key on the second instance").to.equal(grpc.status.RESOURCE_EXHAUSTED);
-      expect((await other.auth.call("sendOtp", { phoneNumber })).error, "another secret, another key").to.equal(undefined);
+      expect((await other.auth.call("sendOtp", { phoneNumber })).error, "another service, another key").to.equal(undefined);
+
+      const redis = await connectRedis(stores.REDIS_URL, false);
+      try {
+        const [orders, payments] = await Promise.all([redis.get(`${prefix("orders")}limit-key-secret`), redis.get(`${prefix("payments")}limit-key-secret`)]);
+        expect(Buffer.from(orders ?? "", "base64"), "32 random bytes").to.have.length(32);
+        expect(payments, "a secret of its own").to.not.equal(orders);
+      } finally {
+        redis.disconnect();
+      }
     });
 
     it("keeps the secret it is given in place of the shared one", async () => {

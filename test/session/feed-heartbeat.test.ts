@@ -1,10 +1,11 @@
+import { Writable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { expect } from "chai";
 import { Code, ConnectError } from "../../services/kernel/errors.js";
 import type { Principal } from "../../services/kernel/call.js";
 import { createLogger } from "../../services/platform/logger.js";
-import { connectRedis, type RedisClient } from "../../services/platform/redis.js";
-import { backlogEvents, RevocationFeed, type FeedChannel } from "../../services/session/feed.js";
+import { connectRedis, subscriberConnection, type RedisClient } from "../../services/platform/redis.js";
+import { backlogEvents, RevocationFeed, type FeedChannel, type FeedOptions } from "../../services/session/feed.js";
 import type { FeedEvent } from "../../services/session/revocations.js";
 import { runId, testRedisUrl } from "../support/stores.js";
 
@@ -53,11 +54,26 @@ describe("Revocation feed: heartbeats and silence", () => {
   }
 
   /** A guard's side: catches up from the backlog alone, and counts a silent channel as lost. */
-  async function listener(): Promise<RevocationFeed> {
-    const feed = new RevocationFeed(backlogEvents(channel), logger, channel, { silenceTimeoutMs: 500 });
+  async function listener(options: FeedOptions = {}, log = logger): Promise<RevocationFeed> {
+    const feed = new RevocationFeed(backlogEvents(channel), log, channel, { watchesSilence: true, ...options });
     started.push(feed);
     await feed.start();
     return feed;
+  }
+
+  /** Resolves at a heartbeat published after the call: every feed subscribed by then hears it too, and from then on watches for silence. */
+  async function nextBeat(): Promise<void> {
+    const subscriber = subscriberConnection(redis);
+    try {
+      const heard = new Promise<void>((resolve) =>
+        subscriber.on("message", (_channel: string, message: string) => JSON.parse(message).kind === "heartbeat" && resolve()),
+      );
+      await subscriber.connect();
+      await subscriber.subscribe(channel.channel);
+      await heard;
+    } finally {
+      subscriber.disconnect();
+    }
   }
 
   before(async () => {
@@ -75,6 +91,7 @@ describe("Revocation feed: heartbeats and silence", () => {
   it("refuses user calls once nothing has been heard past the timeout, and catches up on what it missed when heartbeats resume", async () => {
     const portcullis = await publisher();
     const guard = await listener();
+    await nextBeat();
     expect(refusal(guard), "live while Portcullis beats").to.equal(undefined);
 
     await portcullis.stop();
@@ -110,12 +127,56 @@ describe("Revocation feed: heartbeats and silence", () => {
     expect(guard.check(principal({ issuedAt: Math.floor(nowMs / 1000) - 60 })).kycLevel).to.equal(2);
   });
 
-  it("leaves a feed without a silence timeout live with no heartbeats", async () => {
+  it("leaves a feed that does not watch for silence live once the heartbeats stop", async () => {
+    const portcullis = await publisher();
     const quiet = new RevocationFeed(backlogEvents(channel), logger, channel);
     started.push(quiet);
     await quiet.start();
     const guard = await listener();
+    await nextBeat();
+    await portcullis.stop();
     await until(() => refusal(guard) === Code.Unavailable);
     expect(refusal(quiet), "Portcullis instances poll Postgres instead").to.equal(undefined);
+  });
+
+  it("times the silence by three of the intervals the heartbeats announce, unless told a timeout", async () => {
+    const portcullis = await publisher();
+    const announced = await listener();
+    const overridden = await listener({ silenceTimeoutMs: 60_000 });
+    await nextBeat();
+    await portcullis.stop();
+    await until(() => refusal(announced) === Code.Unavailable);
+    expect(refusal(overridden), "a minute of silence allowed").to.equal(undefined);
+  });
+
+  it("times the silence by the slowest interval announced while instances beat at different ones, as during a rolling change of the setting", async () => {
+    const guard = await listener();
+    // An instance still on a slower setting, beating once a second.
+    await redis.publish(channel.channel, JSON.stringify({ kind: "heartbeat", intervalMs: 1000 }));
+    const faster = await publisher();
+    await nextBeat();
+    await faster.stop();
+    await sleep(600);
+    expect(refusal(guard), "twice the faster instance's timeout later").to.equal(undefined);
+    await until(() => refusal(guard) === Code.Unavailable);
+  });
+
+  it("stays live on a channel that has never carried a heartbeat, as from a Portcullis older than heartbeats, and watches from the first", async () => {
+    const lines: string[] = [];
+    const log = createLogger("info", new Writable({ write(chunk, _encoding, done) { lines.push(String(chunk)); done(); } }));
+    const guard = await listener({ silenceTimeoutMs: 200 }, log);
+    expect(lines.filter((line) => line.includes("no heartbeat yet")), "warned once, at start-up").to.have.length(1);
+
+    // An older Portcullis publishes changes, and nothing else.
+    await redis.publish(channel.channel, JSON.stringify(revoked("session-old")));
+    await until(() => refusal(guard, principal({ sessionId: "session-old" })) === Code.Unauthenticated);
+    await sleep(1000);
+    expect(refusal(guard), "live long past the timeout").to.equal(undefined);
+
+    // Upgraded, it beats once, then falls silent.
+    await redis.publish(channel.channel, JSON.stringify({ kind: "heartbeat", intervalMs: 100 }));
+    await until(() => refusal(guard) === Code.Unavailable);
+    expect(lines.filter((line) => line.includes("heartbeat heard")), "told when the first arrived").to.have.length(1);
+    expect(lines.filter((line) => line.includes("no heartbeat yet")), "and never warned again").to.have.length(1);
   });
 });
