@@ -12,6 +12,7 @@ import { serviceAccountStore } from "../clients/store.js";
 import { TokenExchange } from "../clients/token-exchange.js";
 import { auditCaptchaRefusals, auditLimitHits } from "../audit/limit-hits.js";
 import { normalizeEmail } from "../auth/email.js";
+import { ChangeProofs } from "../auth/change-proof.js";
 import { ContactChanges } from "../auth/contact-change.js";
 import { codeFailureStore } from "../auth/code-failure-store.js";
 import { contactVerificationStore } from "../auth/contact-verification-store.js";
@@ -27,6 +28,7 @@ import { PasswordResets } from "../auth/password-reset.js";
 import { PasswordSignIn } from "../auth/password-sign-in.js";
 import { phoneLimitKey } from "../auth/phone.js";
 import { Profiles } from "../auth/profile.js";
+import { MfaNotices } from "../auth/mfa-notices.js";
 import { RecoveryCodeNotices } from "../auth/recovery-code-notices.js";
 import { RecoveryCodeHashes } from "../auth/recovery-codes.js";
 import { Registration } from "../auth/registration.js";
@@ -37,7 +39,7 @@ import { createMailer } from "../auth/mail.js";
 import { createSmsProvider } from "../auth/sms.js";
 import { SmsBudgets } from "../auth/sms-budgets.js";
 import { SecretMacs } from "../auth/one-time-secrets.js";
-import { TotpEnrollment } from "../auth/totp-enrollment.js";
+import { recentTotpEnrolments, TotpEnrollment } from "../auth/totp-enrollment.js";
 import { otpStore, passwordResetStore } from "../auth/store.js";
 import type { UnaryHandler } from "../kernel/call.js";
 import { kycHandlers } from "../kyc/handlers.js";
@@ -148,14 +150,19 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       verifiedCacheSize: config.jwt.verifiedCacheSize,
     });
     const tokenLifetimeMs = accessTokenLifetimeMs(config.jwt);
+    // The session domain's changes, and the auth domain's TOTP enrolments, which the session floor cannot read.
+    const changesWithin = async (windowMs?: number) => [
+      ...(await recentChanges(db, tokenLifetimeMs, windowMs)),
+      ...(await recentTotpEnrolments(db, tokenLifetimeMs, windowMs)),
+    ];
     const revocations = new RevocationFeed(
-      () => recentChanges(db, tokenLifetimeMs),
+      () => changesWithin(),
       logger,
       redis && { client: redis, ...sessionFeedKeys(config.redisKeyPrefix) },
       {
         restoresBacklog: true,
         // Without Redis there is one instance, and it applies every change as it makes it.
-        poll: redis && ((windowMs) => recentChanges(db, tokenLifetimeMs, windowMs)),
+        poll: redis && changesWithin,
         clockToleranceSeconds: config.jwt.clockToleranceSeconds,
         // For guards, which have no Postgres to poll: their feed's silence is their only sign that it stopped reaching them.
         heartbeatIntervalMs: redis && config.feedHeartbeatSeconds * 1000,
@@ -180,6 +187,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
         passwordResets: () => passwordResetStore.purgeClosed(db),
         codeFailures: () => codeFailureStore.purgeOld(db),
         mfaFailures: () => mfaStore.purgeOldFailures(db, config.mfa.failureWindowSeconds),
+        mfaLockouts: () => mfaStore.purgeOldLockouts(db),
         mfaChallenges: () => mfaChallengeStore.purgeEnded(db),
         clientAssertions: () => serviceAccountStore.purgeUsedAssertions(db),
       },
@@ -220,9 +228,11 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
     const newDevices = new NewDeviceNotices(db, mailer, config.account, background);
     const recoveryCodeHashes = new RecoveryCodeHashes(deriveKey(kek, "recovery-codes"));
     const recoveryCodeNotices = new RecoveryCodeNotices(db, mailer, config.account, background);
-    const secondFactors = new SecondFactors(db, config.mfa, new Envelope(kek, "totp-secrets"), recoveryCodeHashes, (userId, remaining, origin) =>
-      recoveryCodeNotices.fewLeft(userId, remaining, origin),
-    );
+    const mfaNotices = new MfaNotices(db, mailer, config.account, background);
+    const secondFactors = new SecondFactors(db, config.mfa, new Envelope(kek, "totp-secrets"), recoveryCodeHashes, {
+      fewLeft: (userId, remaining, origin) => recoveryCodeNotices.fewLeft(userId, remaining, origin),
+      budgetExhausted: (userId, lockSeconds) => mfaNotices.budgetExhausted(userId, lockSeconds),
+    });
     const mfaSignIn = new MfaSignIn(db, config.mfa, deriveKey(kek, "mfa-challenges"), secondFactors, sessions, tokens, newDevices);
     const smsBudgets = new SmsBudgets(db, config.otp, limiter, logger);
     const otp = new OtpSignIn(db, config.otp, sms, smsBudgets, deriveKey(kek, "otp-codes"), sessions, tokens, logger, newDevices, mfaSignIn);
@@ -230,11 +240,19 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
     const emailVerifications = new EmailVerifications(db, config.account, accountCodes, mailer, logger);
     const passwords = new PasswordSignIn(db, config.password, sessions, tokens, config.ipv6LimitPrefixes.client, config.account.emailVerification, emailVerifications, newDevices, mfaSignIn);
     const registration = new Registration(db, config.account, emailVerifications, mailer);
-    const contactChanges = new ContactChanges(db, config.account, config.otp.allowedCountries, passwords, sessions, emailVerifications, mailer, sms, smsBudgets, accountCodes);
+    const changeProofs = new ChangeProofs(db, config.account, passwords, sessions);
+    const contactChanges = new ContactChanges(db, config.account, config.otp.allowedCountries, changeProofs, emailVerifications, mailer, sms, smsBudgets, accountCodes);
     const passwordResets = new PasswordResets(db, config.account, sessions, mailer, new SecretMacs(deriveKey(kek, "password-reset")), background, logger);
     const kyc = new Kyc(db, new Envelope(kek, "kyc-data"), deriveKey(kek, "kyc-document-index"), revocations, tokenLifetimeMs);
     const clientSecrets = new ClientSecrets(deriveKey(kek, "client-secrets"));
-    const totp = new TotpEnrollment(db, secondFactors, recoveryCodeHashes, config.account.productName);
+    const totp = new TotpEnrollment(db, secondFactors, {
+      recoveryHashes: recoveryCodeHashes,
+      issuer: config.account.productName,
+      proofs: changeProofs,
+      notices: mfaNotices,
+      publish: (event) => revocations.publish(event),
+      accessTokenLifetimeMs: tokenLifetimeMs,
+    });
     const clientAuthentication = new ClientAuthentication(db, clientSecrets, {
       audiences: [`${config.publicUrl}/oauth2/token`, config.jwt.issuer],
       clockToleranceSeconds: config.jwt.clockToleranceSeconds,

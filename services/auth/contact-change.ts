@@ -3,12 +3,11 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { audit } from "../audit/store.js";
 import type { CallOrigin, Principal } from "../kernel/call.js";
-import { Code, ConnectError, failedPrecondition, invalidArgument } from "../kernel/errors.js";
+import { Code, ConnectError, invalidArgument } from "../kernel/errors.js";
 import type { Config } from "../platform/config.js";
 import type { Database } from "../platform/database.js";
 import { isUniqueViolation } from "../platform/database-errors.js";
-import type { Sessions } from "../session/sessions.js";
-import { userStore, type CredentialRow } from "../users/store.js";
+import { userStore } from "../users/store.js";
 import { userMessage } from "../users/user.js";
 import type {
   ChangeEmailResponseSchema,
@@ -16,6 +15,7 @@ import type {
   VerifyPhoneNumberResponseSchema,
 } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { contactVerificationStore, type CodeTry } from "./contact-verification-store.js";
+import type { ChangeProofs } from "./change-proof.js";
 import { refuseTakenAddress, withdrawVerification, type OpenedVerification } from "./contact-verifications.js";
 import { sendOrUndo } from "./delivery.js";
 import { emailProblem, maskEmail, normalizeEmail } from "./email.js";
@@ -23,7 +23,6 @@ import type { EmailVerifications } from "./email-verification.js";
 import type { Mailer } from "./mail.js";
 import { mailTemplates } from "./mail-templates.js";
 import { codeLength, newCode, type SecretMacs } from "./one-time-secrets.js";
-import type { PasswordSignIn } from "./password-sign-in.js";
 import { checkPhoneNumber, maskPhone } from "./phone.js";
 import type { SmsProvider } from "./sms.js";
 import type { SmsBudgets } from "./sms-budgets.js";
@@ -47,8 +46,7 @@ export class ContactChanges {
     private readonly db: Database,
     private readonly settings: Config["account"],
     private readonly allowedCountries: readonly string[],
-    private readonly passwords: PasswordSignIn,
-    private readonly sessions: Sessions,
+    private readonly proofs: ChangeProofs,
     private readonly verifications: EmailVerifications,
     private readonly mailer: Mailer,
     private readonly sms: SmsProvider,
@@ -70,7 +68,7 @@ export class ContactChanges {
     const problem = emailProblem(email);
     if (problem) throw invalidArgument([{ field: "new_email", description: problem }]);
     const event = "email.change_requested";
-    await this.prove(principal, request.currentPassword, event, origin);
+    await this.proofs.prove(principal, request.currentPassword, event, origin, { verifiedEmail: true });
     const { opened, previous } = await this.db.transaction(async (tx) => {
       const user = await userStore.lock(tx, principal.subject);
       if (!user) throw gone();
@@ -98,7 +96,7 @@ export class ContactChanges {
     const phone = checkPhoneNumber(request.phoneNumber, this.allowedCountries);
     if (!phone.ok) throw invalidArgument([{ field: "phone_number", description: phone.problem }]);
     const event = "phone.change_requested";
-    await this.prove(principal, request.currentPassword, event, origin);
+    await this.proofs.prove(principal, request.currentPassword, event, origin, { verifiedEmail: true });
     const overBudget = await this.budgets.spend(phone, event, origin);
     if (overBudget) throw overBudget.error;
     const ttlSeconds = this.settings.verificationTtlSeconds;
@@ -157,36 +155,5 @@ export class ContactChanges {
       const entry = { event: "phone.change", ...who, detail: { phone: maskPhone(tried.address), reason: "phone_taken" } };
       throw await refuseTakenAddress(this.db, origin, tried.id, entry, "this number belongs to another account");
     }
-  }
-
-  /**
-   * The proof a change of address needs: the current password (counted
-   * toward the lockout when wrong), or for an account without one a session
-   * signed in within the last freshSignInSeconds, since a stolen token alone
-   * must not be enough to take the account over.
-   */
-  private async prove(principal: Principal, currentPassword: string, event: string, origin: CallOrigin): Promise<CredentialRow> {
-    const user = await this.passwords.credentialsOf(principal, origin);
-    // Whoever registered an address they do not own (EMAIL_VERIFICATION=optional) must not attach a number or
-    // address of their own that would outlive the owner's password reset.
-    if (user.email && !user.email_verify_time) {
-      await audit(this.db, origin, { event, outcome: "denied", ...actor(principal), detail: { reason: "email_not_verified" } });
-      throw failedPrecondition("EMAIL_NOT_VERIFIED", "confirm the account's email address first");
-    }
-    if (user.password_hash) {
-      if (currentPassword === "") {
-        throw invalidArgument([{ field: "current_password", description: "required: this account has a password" }]);
-      }
-      await this.passwords.checkCurrentPassword(user, currentPassword, origin);
-      return user;
-    }
-    const session = await this.sessions.current(principal);
-    if (Date.now() - session.create_time.getTime() > this.settings.freshSignInSeconds * 1000) {
-      await audit(this.db, origin, { event, outcome: "denied", ...actor(principal), detail: { reason: "fresh_sign_in_required" } });
-      throw failedPrecondition("FRESH_SIGN_IN_REQUIRED", "sign in again to make this change: the sign-in must be recent", {
-        max_age_seconds: String(this.settings.freshSignInSeconds),
-      });
-    }
-    return user;
   }
 }

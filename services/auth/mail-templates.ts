@@ -81,4 +81,26 @@ export const mailTemplates = {
       `If you did not use a recovery code, someone may have one: reset your password and make new codes at once: ${sender.appUrl}/reset-password`,
     ]);
   },
+
+  totpTurnedOn(sender: MailSender, to: string): Mail {
+    return compose(to, `${sender.productName}: two-step sign-in turned on`, [
+      `Two-step sign-in with an authenticator app was turned on for your ${sender.productName} account.`,
+      `If this was not you, someone has your password or a signed-in device: reset your password at once: ${sender.appUrl}/reset-password`,
+    ]);
+  },
+
+  totpTurnedOff(sender: MailSender, to: string): Mail {
+    return compose(to, `${sender.productName}: two-step sign-in turned off`, [
+      `Two-step sign-in with an authenticator app was turned off for your ${sender.productName} account; its recovery codes no longer work.`,
+      `If this was not you, reset your password at once and turn it on again: ${sender.appUrl}/reset-password`,
+    ]);
+  },
+
+  /** Every wrong second factor a user may give was given: someone may be guessing. */
+  mfaCodesRefused(sender: MailSender, to: string, lockSeconds: number): Mail {
+    return compose(to, `${sender.productName}: too many wrong sign-in codes`, [
+      `Too many wrong authenticator or recovery codes were given for your ${sender.productName} account; codes are refused for the next ${minutes(lockSeconds)}.`,
+      `If this was not you, someone may have your password: change it now: ${sender.appUrl}/reset-password`,
+    ]);
+  },
 };

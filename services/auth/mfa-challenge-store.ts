@@ -53,8 +53,9 @@ export const mfaChallengeStore = {
 
   /**
    * Counts one attempt on a challenge that is open, unexpired, has attempts
-   * left and was opened from `clientIp`, under its row lock, so parallel
-   * attempts cannot exceed the limit; undefined when it took none.
+   * left and was opened from `clientIp`, taking its row lock until the
+   * caller's transaction ends, so parallel attempts wait for it and cannot
+   * exceed the limit; undefined when it took none.
    */
   async attempt(sql: Sql, id: string, clientIp: string): Promise<AttemptedChallenge | undefined> {
     const [row] = await sql.query<AttemptedChallenge>(

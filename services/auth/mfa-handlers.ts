@@ -17,7 +17,7 @@ export function mfaHandlers(deps: MfaDeps): ServiceHandlers<typeof MfaService> {
     enrollTotp: (_request, call) => deps.totp.enroll(call.principal!.subject, call),
 
     async confirmTotp(request, call) {
-      return { recoveryCodes: await deps.totp.confirm(call.principal!.subject, request.code, call) };
+      return { recoveryCodes: await deps.totp.confirm(call.principal!, request, call) };
     },
 
     async disableTotp(request, call) {

@@ -17,7 +17,7 @@ import type { MfaChallengeSchema } from "../../gen/portcullis/v1/auth_service_pb
 import type { VerifyMfaResponseSchema } from "../../gen/portcullis/v1/mfa_service_pb.js";
 import { mfaChallengeStore } from "./mfa-challenge-store.js";
 import type { NewDeviceNotices } from "./new-device.js";
-import type { SecondFactorProof, SecondFactors } from "./second-factors.js";
+import type { Checked, SecondFactorProof, SecondFactors } from "./second-factors.js";
 
 /** A first factor that passed, for an account with a second factor. */
 export interface FirstFactor {
@@ -46,7 +46,7 @@ export class MfaSignIn {
     private readonly db: Database,
     private readonly settings: Config["mfa"],
     private readonly challengeKey: Buffer,
-    private readonly factors: Pick<SecondFactors, "verify">,
+    private readonly factors: Pick<SecondFactors, "verifyIn" | "settle">,
     private readonly sessions: Sessions,
     private readonly tokens: AccessTokens,
     private readonly newDevices: NewDeviceNotices,
@@ -73,42 +73,40 @@ export class MfaSignIn {
   }
 
   /**
-   * Counts the attempt on the challenge first (so parallel tries cannot pass
-   * its limit), checks the factor, then closes the challenge and creates the
-   * session in one transaction: a challenge completes one sign-in.
+   * One transaction holds the challenge's row lock throughout: it counts the
+   * attempt (so parallel tries cannot pass its limit), checks the factor, and
+   * closes the challenge and creates the session. A second try meanwhile
+   * waits, then finds the challenge closed: the factor it carries is not spent.
    */
   async verify(challengeId: string, proof: SecondFactorProof, origin: CallOrigin): Promise<MessageInitShape<typeof VerifyMfaResponseSchema>> {
     if (!challengeIdPattern.test(challengeId)) throw invalidArgument([{ field: "challenge_id", description: "not a challenge id this server gave" }]);
     const id = this.rowId(challengeId);
-    const challenge = await mfaChallengeStore.attempt(this.db, id, origin.clientIp);
-    if (!challenge) {
-      const dead = await mfaChallengeStore.deadReason(this.db, id, origin.clientIp);
-      await this.failed(origin, id, dead.userId, { reason: dead.reason });
-      throw deadChallenge();
-    }
-    const lastAttempt = challenge.attempts >= challenge.max_attempts;
-    let factor: Awaited<ReturnType<SecondFactors["verify"]>>;
-    try {
-      factor = await this.factors.verify(challenge.user_id, proof, origin);
-    } catch (error) {
-      // A challenge out of attempts is over at once, not only when it expires.
-      if (lastAttempt) await mfaChallengeStore.close(this.db, id);
-      await this.failed(origin, id, challenge.user_id, { reason: "factor_refused", attempt: challenge.attempts, last_attempt: lastAttempt });
-      throw error;
-    }
-
-    const device = {
-      deviceId: challenge.device_id,
-      deviceType: DeviceType[challenge.device_type as keyof typeof DeviceType] ?? DeviceType.UNSPECIFIED,
-      deviceName: challenge.device_name,
-    };
-    const method = challenge.method as FirstFactor["method"];
     const signedIn = await this.db.transaction(async (tx) => {
-      // Two right answers at once (two recovery codes): the one that closes it signs in.
-      if (!(await mfaChallengeStore.close(tx, id))) return { ok: false as const, reason: "used" };
+      const challenge = await mfaChallengeStore.attempt(tx, id, origin.clientIp);
+      if (!challenge) return { ok: false as const, audited: false, refused: undefined };
+      const checked = await this.factors.verifyIn(tx, challenge.user_id, proof, origin);
+      if (checked.kind !== "ok") {
+        const lastAttempt = challenge.attempts >= challenge.max_attempts;
+        // A challenge out of attempts is over at once, not only when it expires.
+        if (lastAttempt) await mfaChallengeStore.close(tx, id);
+        await this.failed(tx, origin, id, challenge.user_id, { reason: "factor_refused", attempt: challenge.attempts, last_attempt: lastAttempt });
+        const refused: { userId: string; checked: Checked } = { userId: challenge.user_id, checked };
+        return { ok: false as const, audited: true, refused };
+      }
+      await mfaChallengeStore.close(tx, id);
       // The user's row lock is the one Sessions.create relies on; it also sees a disable since the first factor.
       const user = await userStore.lock(tx, challenge.user_id);
-      if (!user || user.disable_time) return { ok: false as const, reason: "account_disabled" };
+      if (!user || user.disable_time) {
+        await this.failed(tx, origin, id, challenge.user_id, { reason: "account_disabled" });
+        return { ok: false as const, audited: true, refused: undefined };
+      }
+      const method = challenge.method as FirstFactor["method"];
+      const device = {
+        deviceId: challenge.device_id,
+        deviceType: DeviceType[challenge.device_type as keyof typeof DeviceType] ?? DeviceType.UNSPECIFIED,
+        deviceName: challenge.device_name,
+      };
+      const factor = checked.method;
       await audit(tx, origin, { event: "mfa.challenge_verified", outcome: "success", userId: user.id, detail: { method, factor, challenge: id } });
       const created = await this.sessions.create(tx, {
         userId: user.id,
@@ -118,13 +116,15 @@ export class MfaSignIn {
         origin,
         event: { name: "sign_in", detail: { method, second_factor: factor } },
       });
-      return { ok: true as const, user, created };
+      return { ok: true as const, user, created, method, device, checked };
     });
     if (!signedIn.ok) {
-      await this.failed(origin, id, challenge.user_id, { reason: signedIn.reason });
+      if (signedIn.refused) this.factors.settle(signedIn.refused.userId, signedIn.refused.checked, origin, { warnFewLeft: true });
+      if (!signedIn.audited) await this.auditDead(origin, id);
       throw deadChallenge();
     }
-    const { user, created } = signedIn;
+    this.factors.settle(signedIn.user.id, signedIn.checked, origin, { warnFewLeft: true });
+    const { user, created, method, device } = signedIn;
     signIns.labels(method, "success").inc();
     await this.sessions.published(created.evicted);
     this.newDevices.signedIn({ user, sessionId: created.session.id, device, method }, origin);
@@ -135,8 +135,14 @@ export class MfaSignIn {
     };
   }
 
-  private failed(origin: CallOrigin, id: string, userId: string | undefined, detail: Record<string, string | number | boolean>): Promise<void> {
-    return audit(this.db, origin, { event: "mfa.challenge_verified", outcome: "failure", userId, detail: { challenge: id, ...detail } });
+  /** A try that took no attempt: why, for the audit log only. */
+  private async auditDead(origin: CallOrigin, id: string): Promise<void> {
+    const dead = await mfaChallengeStore.deadReason(this.db, id, origin.clientIp);
+    await this.failed(this.db, origin, id, dead.userId, { reason: dead.reason });
+  }
+
+  private failed(sql: Sql, origin: CallOrigin, id: string, userId: string | undefined, detail: Record<string, string | number | boolean>): Promise<void> {
+    return audit(sql, origin, { event: "mfa.challenge_verified", outcome: "failure", userId, detail: { challenge: id, ...detail } });
   }
 
   /** The stored form of a challenge id: its HMAC, as a uuid. */

@@ -8,11 +8,19 @@ export interface TotpFactorRow {
   last_used_step: string;
 }
 
-/** The factor under its row lock, and the user's wrong second factors within the window (with when the oldest leaves it). */
+/**
+ * The factor under its row lock, the user's wrong second factors within the
+ * window (with when the oldest leaves it), and how long a lockout for a spent
+ * budget still holds (0 when none does).
+ */
 export interface LockedFactor extends TotpFactorRow {
   failures: number;
   retry_after_ms: number;
+  locked_ms: number;
 }
+
+/** The longest lockout, however often the budget was spent. */
+const maxLockoutSeconds = 24 * 3600;
 
 const recentFailures = (windowSeconds: number) =>
   `from mfa_failure where user_id = $1 and fail_time > now() - make_interval(secs => ${Math.floor(windowSeconds)})`;
@@ -49,9 +57,11 @@ export const mfaStore = {
       [userId],
     );
     if (!factor) return undefined;
-    const [failures] = await tx.query<{ failures: number; retry_after_ms: number }>(
+    const [failures] = await tx.query<{ failures: number; retry_after_ms: number; locked_ms: number }>(
       `select count(*)::int as failures,
-              ceil(coalesce(extract(epoch from min(fail_time) + make_interval(secs => ${Math.floor(windowSeconds)}) - now()) * 1000, 0))::int as retry_after_ms
+              ceil(coalesce(extract(epoch from min(fail_time) + make_interval(secs => ${Math.floor(windowSeconds)}) - now()) * 1000, 0))::int as retry_after_ms,
+              (select ceil(coalesce(extract(epoch from max(until_time) - now()) * 1000, 0))::int
+                 from mfa_lockout where user_id = $1 and until_time > now()) as locked_ms
        ${recentFailures(windowSeconds)}`,
       [userId],
     );
@@ -67,15 +77,41 @@ export const mfaStore = {
     return rows.length === 1;
   },
 
+  /**
+   * Locks the user's second factors out after they spent the budget: for the
+   * failure window, doubled for each lockout in the last day, at most a day.
+   * Returns the lockout's length in seconds.
+   */
+  async lockOut(tx: Sql, userId: string, windowSeconds: number): Promise<number> {
+    const [row] = await tx.query<{ lock_seconds: number }>(
+      `insert into mfa_lockout (user_id, until_time)
+       select $1, now() + make_interval(secs => s.lock_seconds)
+       from (select least($2 * power(2, count(*)), $3)::int as lock_seconds
+             from mfa_lockout where user_id = $1 and lock_time > now() - interval '1 day') s
+       returning extract(epoch from until_time - lock_time)::int as lock_seconds`,
+      [userId, Math.floor(windowSeconds), maxLockoutSeconds],
+    );
+    return row!.lock_seconds;
+  },
+
   /** Accepts a TOTP step once: false when that step (or a later one) was already used. */
   async useStep(tx: Sql, userId: string, step: number): Promise<boolean> {
     const rows = await tx.query("update totp_factor set last_used_step = $2 where user_id = $1 and last_used_step < $2 returning 1", [userId, step]);
     return rows.length === 1;
   },
 
-  /** Activates the factor at the step its first code was in. */
-  async confirm(tx: Sql, userId: string, step: number): Promise<void> {
-    await tx.query("update totp_factor set confirm_time = now(), last_used_step = $2 where user_id = $1 and confirm_time is null", [userId, step]);
+  /** Activates the factor at the step its first code was in; returns when, by Postgres's clock. */
+  async confirm(tx: Sql, userId: string, step: number): Promise<Date> {
+    const [row] = await tx.query<{ confirm_time: Date }>(
+      "update totp_factor set confirm_time = now(), last_used_step = $2 where user_id = $1 and confirm_time is null returning confirm_time",
+      [userId, step],
+    );
+    return row!.confirm_time;
+  },
+
+  /** Factors confirmed in the last `windowSeconds`, by Postgres's clock: for the revocation feed. */
+  recentConfirmations(sql: Sql, windowSeconds: number): Promise<{ user_id: string; confirm_time: Date }[]> {
+    return sql.query<{ user_id: string; confirm_time: Date }>("select user_id, confirm_time from totp_factor where confirm_time > now() - make_interval(secs => $1)", [windowSeconds]);
   },
 
   /** Uses up one unused recovery code; undefined when it is not one, or was used; else how many stay unused. */
@@ -109,6 +145,11 @@ export const mfaStore = {
 
   purgeOldFailures(db: Database, windowSeconds: number): Promise<number> {
     return db.deleteInPages("mfa_failure", "ctid", `fail_time <= now() - make_interval(secs => ${Math.floor(windowSeconds)})`);
+  },
+
+  /** Lockouts that neither hold nor count toward the next one's length. */
+  purgeOldLockouts(db: Database): Promise<number> {
+    return db.deleteInPages("mfa_lockout", "ctid", "lock_time <= now() - interval '1 day' and until_time <= now()");
   },
 };
 

@@ -2,7 +2,7 @@ import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { normalizeEmail } from "../auth/email.js";
 import { phoneLimitKey } from "../auth/phone.js";
 import type { UnaryHandler } from "../kernel/call.js";
-import { defaultRateLimits, sessionFeedKeys, sharedDefaults, type CaptchaConfig, type Config, type RateLimitRule } from "../platform/config.js";
+import { defaultRateLimits, minCaptchaTestTokenLength, sessionFeedKeys, sharedDefaults, type CaptchaConfig, type Config, type RateLimitRule } from "../platform/config.js";
 import type { Dispatch } from "../platform/incoming-call.js";
 import { createLogger, type Logger } from "../platform/logger.js";
 import { isLoopbackHost } from "../platform/loopback.js";
@@ -73,10 +73,11 @@ export interface GuardOptions {
   tracing?: Config["tracing"];
   /**
    * Checks the captcha that methods declare (`captcha` in their access
-   * policy), as Portcullis's CAPTCHA_* settings do. Without it no captcha is
-   * checked, and start-up warns of the methods that declare one.
+   * policy), as Portcullis's CAPTCHA_* settings do. Required when a method
+   * declares one: start-up fails without it. `"none"` serves those methods
+   * unchecked, said in so many words.
    */
-  captcha?: CaptchaConfig;
+  captcha?: CaptchaConfig | "none";
 }
 
 export interface Guard {
@@ -95,7 +96,7 @@ export async function createGuard(options: GuardOptions): Promise<Guard> {
   const audiences = checkOptions(options);
   const logger = options.logger ?? createLogger("info");
   const policies = readPolicies(options.services, options.rateLimits ?? defaultRateLimits);
-  warnUncheckedCaptcha(options.captcha, policies, logger);
+  checkCaptchaOption(options.captcha, policies);
   const redis = await connectRedis(options.redisUrl, options.redisCluster ?? false);
   // Per service by default: two services on one Redis must not share their counters.
   const limitKeyPrefix = options.limitKeyPrefix ?? `guard:${options.name}:`;
@@ -150,15 +151,21 @@ export async function createGuard(options: GuardOptions): Promise<Guard> {
   };
 }
 
-/** A captcha declared in the contract but not checked here is said aloud at start-up, never skipped silently. */
-function warnUncheckedCaptcha(config: CaptchaConfig | undefined, policies: Map<DescMethod, MethodPolicy>, logger: Logger): void {
+/** Like a method without a policy: a captcha the contract declares is never skipped unless the service says so. */
+function checkCaptchaOption(config: GuardOptions["captcha"], policies: Map<DescMethod, MethodPolicy>): void {
+  if (typeof config === "object" && config.testToken !== undefined && config.testToken.length < minCaptchaTestTokenLength) {
+    throw new Error(`captcha.testToken: at least ${minCaptchaTestTokenLength} characters, as CAPTCHA_TEST_TOKEN`);
+  }
   if (config) return;
   const declaring = [...policies.values()].filter((policy) => policy.captcha !== CaptchaRequirement.UNSPECIFIED).map((policy) => policy.path);
-  if (declaring.length > 0) logger.warn({ methods: declaring }, "these methods declare a captcha, but the guard has no captcha option: it is not checked");
+  if (declaring.length > 0) {
+    throw new Error(`captcha: ${declaring.join(", ")} declare a captcha; configure one, or pass captcha: "none" to serve them unchecked`);
+  }
 }
 
-function captchaGate(config: CaptchaConfig | undefined, redis: RedisClient, limitKeyPrefix: string, logger: Logger): CaptchaGate | undefined {
-  const verifier = config && createCaptchaVerifier(config, logger);
+function captchaGate(config: GuardOptions["captcha"], redis: RedisClient, limitKeyPrefix: string, logger: Logger): CaptchaGate | undefined {
+  if (!config || config === "none") return undefined;
+  const verifier = createCaptchaVerifier(config, logger);
   return verifier && new CaptchaGate(verifier, config, new RedisFailureCounter(redis, limitKeyPrefix), logger);
 }
 

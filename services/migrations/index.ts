@@ -8,6 +8,7 @@ import { Migration0006AccountLifecycle } from "./0006-account-lifecycle.js";
 import { Migration0007ServiceAccounts } from "./0007-service-accounts.js";
 import { Migration0008CodeFailures } from "./0008-code-failures.js";
 import { Migration0009SecondFactors } from "./0009-second-factors.js";
+import { Migration0010MfaLockouts } from "./0010-mfa-lockouts.js";
 
 /** Every migration, in order. Committed; never edited once on main. */
 export const migrations: MigrationObject[] = [
@@ -20,4 +21,5 @@ export const migrations: MigrationObject[] = [
   { name: "0007-service-accounts", class: Migration0007ServiceAccounts },
   { name: "0008-code-failures", class: Migration0008CodeFailures },
   { name: "0009-second-factors", class: Migration0009SecondFactors },
+  { name: "0010-mfa-lockouts", class: Migration0010MfaLockouts },
 ];

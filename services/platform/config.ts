@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { isIP } from "node:net";
+import { IpRangeError, IpRanges } from "./ip-ranges.js";
 
 /**
  * Every setting Portcullis reads, with its default, in one place. `loadConfig`
@@ -60,7 +60,7 @@ export interface CaptchaConfig {
   expectedAction?: string;
   /** IPs and CIDRs whose calls need no token (internal load tests, monitoring). */
   allowIps: string[];
-  /** A token always accepted without asking the provider: for test keys and end-to-end tests. */
+  /** A token always accepted without asking the provider: for end-to-end tests (at least 32 characters; with DATABASE_URL only beside CAPTCHA_ALLOW_TEST_TOKEN=true). */
   testToken?: string;
   /** AFTER_FAILURES methods ask for a token after this many failed calls in failureWindowSeconds, by IP or by identifier. */
   failureThreshold: number;
@@ -339,10 +339,7 @@ export function loadConfig(env: Env = process.env, { sendsCodes = true }: { send
     );
   }
 
-  const trustedProxies = list("TRUSTED_PROXIES");
-  for (const proxy of trustedProxies) {
-    if (!isIP(proxy.split("/")[0]!)) throw new ConfigError("TRUSTED_PROXIES", `"${proxy}" is not an IP address or CIDR`);
-  }
+  const trustedProxies = ipRanges("TRUSTED_PROXIES", list("TRUSTED_PROXIES"));
   const corsOrigins = list("CORS_ORIGINS");
   for (const origin of corsOrigins) {
     if (!/^https?:\/\/[^/]+$/.test(origin)) {
@@ -565,6 +562,36 @@ function certificatesIn(name: string, path: string | undefined): string | undefi
   return pem;
 }
 
+/** Entries that IpRanges, which matches them later, accepts; checked here so a bad one names its variable at start-up. */
+function ipRanges(name: string, entries: string[]): string[] {
+  try {
+    new IpRanges(entries);
+  } catch (error) {
+    if (error instanceof IpRangeError) throw new ConfigError(name, error.message);
+    throw error;
+  }
+  return entries;
+}
+
+/** Long enough that guessing it is no way past the captcha. */
+export const minCaptchaTestTokenLength = 32;
+
+/**
+ * The token that passes every captcha check. A shared deployment (one with
+ * DATABASE_URL) refuses it unless CAPTCHA_ALLOW_TEST_TOKEN says it is a test
+ * deployment: a test setting copied into production would let bots through.
+ */
+function captchaTestToken(token: string | undefined, shared: boolean, allowed: boolean): string | undefined {
+  if (token === undefined) return undefined;
+  if (token.length < minCaptchaTestTokenLength) {
+    throw new ConfigError("CAPTCHA_TEST_TOKEN", `expected at least ${minCaptchaTestTokenLength} characters: whoever guesses it skips every captcha`);
+  }
+  if (shared && !allowed) {
+    throw new ConfigError("CAPTCHA_TEST_TOKEN", "refused with DATABASE_URL, where it would let bots past every captcha; on a test deployment set CAPTCHA_ALLOW_TEST_TOKEN=true too");
+  }
+  return token;
+}
+
 function parseCaptcha(
   read: (name: string) => string | undefined,
   int: (name: string, fallback: number, min: number, max: number) => number,
@@ -584,19 +611,14 @@ function parseCaptcha(
     if (!value && name !== "none") throw new ConfigError(variable, `required with CAPTCHA_PROVIDER=${name}`);
     return value;
   };
-  const allowIps = (read("CAPTCHA_ALLOW_IPS") ?? "").split(",").map((item) => item.trim()).filter(Boolean);
-  for (const entry of allowIps) {
-    const [address, bits, extra] = entry.split("/");
-    const family = isIP(address!);
-    const maxBits = family === 6 ? 128 : 32;
-    if (!family || extra !== undefined || (bits !== undefined && !(/^\d+$/.test(bits) && Number(bits) <= maxBits))) {
-      throw new ConfigError("CAPTCHA_ALLOW_IPS", `"${entry}" is not an IP address or CIDR`);
-    }
-  }
+  const allowIps = ipRanges("CAPTCHA_ALLOW_IPS", (read("CAPTCHA_ALLOW_IPS") ?? "").split(",").map((item) => item.trim()).filter(Boolean));
   const minScore = Number(read("CAPTCHA_MIN_SCORE") ?? "0.5");
   if (!(minScore >= 0 && minScore <= 1)) throw new ConfigError("CAPTCHA_MIN_SCORE", `expected a number from 0 to 1, got "${read("CAPTCHA_MIN_SCORE")}"`);
-  const failOpen = read("CAPTCHA_FAIL_OPEN_AFTER_FAILURES") ?? "false";
-  if (failOpen !== "true" && failOpen !== "false") throw new ConfigError("CAPTCHA_FAIL_OPEN_AFTER_FAILURES", `expected true or false, got "${failOpen}"`);
+  const flag = (variable: string) => {
+    const value = read(variable) ?? "false";
+    if (value !== "true" && value !== "false") throw new ConfigError(variable, `expected true or false, got "${value}"`);
+    return value === "true";
+  };
   return {
     provider: name,
     secret: required("CAPTCHA_SECRET"),
@@ -605,10 +627,10 @@ function parseCaptcha(
     minScore,
     expectedAction: read("CAPTCHA_EXPECTED_ACTION"),
     allowIps,
-    testToken: read("CAPTCHA_TEST_TOKEN"),
+    testToken: captchaTestToken(read("CAPTCHA_TEST_TOKEN"), shared, flag("CAPTCHA_ALLOW_TEST_TOKEN")),
     failureThreshold: int("CAPTCHA_FAILURE_THRESHOLD", 3, 1, 1000),
     failureWindowSeconds: int("CAPTCHA_FAILURE_WINDOW_SECONDS", 15 * minute, 10, day),
-    failOpenAfterFailures: failOpen === "true",
+    failOpenAfterFailures: flag("CAPTCHA_FAIL_OPEN_AFTER_FAILURES"),
     timeoutMs: int("CAPTCHA_TIMEOUT_MS", 5000, 100, 60_000),
   };
 }

@@ -14,6 +14,10 @@ const redactedPaths = [
   "authorization", "*.authorization", "headers.authorization", "*.headers.authorization",
   "cookie", "*.cookie", "secret", "*.secret", "privateJwk", "*.privateJwk",
   "phoneNumber", "*.phoneNumber", "email", "*.email",
+  "totpCode", "*.totpCode", "recoveryCode", "*.recoveryCode", "recoveryCodes", "*.recoveryCodes",
+  "otpauthUri", "*.otpauthUri", "qrCodeSvg", "*.qrCodeSvg", "challengeId", "*.challengeId",
+  "secretSealed", "*.secretSealed", "secret_sealed", "*.secret_sealed", "clientSecret", "*.clientSecret",
+  "captchaToken", "*.captchaToken", 'headers["x-captcha-token"]', '*.headers["x-captcha-token"]',
   "legalName", "*.legalName", "birthDate", "*.birthDate", "documentNumber", "*.documentNumber",
 ];
 

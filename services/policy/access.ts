@@ -106,8 +106,9 @@ function checkStepUp(path: string, caller: Caller, minAal: number, maxFactorAgeS
   if (maxFactorAgeSeconds > 0 && minAal !== 2) {
     throw new PolicyError(path, "access.max_factor_age_seconds needs min_aal: 2 (it is the age of the second factor)");
   }
-  if (minAal > 0 && caller !== Caller.USER && caller !== Caller.SERVICE) {
-    throw new PolicyError(path, "access.min_aal needs a caller with a token (CALLER_USER or CALLER_SERVICE)");
+  // Only a user's session has a second factor: on any other caller the rule would be accepted and never enforced.
+  if (minAal > 0 && caller !== Caller.USER) {
+    throw new PolicyError(path, "access.min_aal applies to user tokens only (CALLER_USER): a service or public caller has no second factor");
   }
 }
 

@@ -1,5 +1,5 @@
-import { BlockList, isIP } from "node:net";
 import type { CaptchaConfig } from "../platform/config.js";
+import { IpRanges } from "../platform/ip-ranges.js";
 import type { Logger } from "../platform/logger.js";
 import { CaptchaRequirement } from "../../gen/portcullis/v1/policy_pb.js";
 import type { CaptchaVerdict, CaptchaVerifier } from "./captcha.js";
@@ -13,7 +13,7 @@ import type { FailureCounter } from "./failure-counter.js";
  * AFTER_FAILURES closed unless configured open.
  */
 export class CaptchaGate {
-  private readonly allowed = new BlockList();
+  private readonly allowed: IpRanges;
   private readonly windowMs: number;
 
   constructor(
@@ -22,20 +22,13 @@ export class CaptchaGate {
     private readonly failures: FailureCounter,
     private readonly logger: Logger,
   ) {
-    for (const entry of config.allowIps) {
-      const [address, bits] = entry.split("/") as [string, string | undefined];
-      const family = isIP(address) === 6 ? "ipv6" : "ipv4";
-      if (bits === undefined) this.allowed.addAddress(address, family);
-      else this.allowed.addSubnet(address, Number(bits), family);
-    }
+    this.allowed = new IpRanges(config.allowIps);
     this.windowMs = config.failureWindowSeconds * 1000;
   }
 
   /** Whether a call from this IP to a method with this requirement is checked at all. */
   applies(requirement: CaptchaRequirement, clientIp: string): boolean {
-    if (requirement === CaptchaRequirement.UNSPECIFIED) return false;
-    const family = isIP(clientIp);
-    return family === 0 || !this.allowed.check(clientIp, family === 6 ? "ipv6" : "ipv4");
+    return requirement !== CaptchaRequirement.UNSPECIFIED && !this.allowed.includes(clientIp);
   }
 
   /**

@@ -255,7 +255,6 @@ export class Chain {
   private identifierKey(key: RateLimitKey, field: string, request: Message): string | undefined {
     const raw = String((request as unknown as Record<string, unknown>)[field] ?? "");
     if (raw.trim() === "") return undefined;
-    // In the form the handlers use, so every spelling shares one limit; hashed, so Redis never holds them in clear.
     const canonical = key === RateLimitKey.PHONE ? this.deps.limitKeyForms.phone(raw) : this.deps.limitKeyForms.email(raw);
     return createHmac("sha256", this.deps.limitKeySecret).update(canonical).digest("base64url").slice(0, 22);
   }

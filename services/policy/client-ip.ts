@@ -1,6 +1,7 @@
-import { BlockList, isIP } from "node:net";
+import { isIP } from "node:net";
 import { sharedDefaults } from "../platform/config.js";
 import { peerAddress } from "../platform/incoming-call.js";
+import { IpRanges } from "../platform/ip-ranges.js";
 
 /**
  * The client's address: the peer, unless the peer is a trusted proxy, in which
@@ -8,19 +9,14 @@ import { peerAddress } from "../platform/incoming-call.js";
  * Entries left of that could be written by anyone, so they are never used.
  */
 export class ClientIpResolver {
-  private readonly trusted = new BlockList();
+  private readonly trusted: IpRanges;
   private readonly any: boolean;
 
   constructor(
     trustedProxies: readonly string[],
     private readonly ipv6Prefixes: Ipv6LimitPrefixes = sharedDefaults.ipv6LimitPrefixes,
   ) {
-    for (const entry of trustedProxies) {
-      const [address, bits] = entry.split("/") as [string, string | undefined];
-      const family = isIP(address) === 6 ? "ipv6" : "ipv4";
-      if (bits === undefined) this.trusted.addAddress(address, family);
-      else this.trusted.addSubnet(address, Number(bits), family);
-    }
+    this.trusted = new IpRanges(trustedProxies);
     this.any = trustedProxies.length > 0;
   }
 
@@ -34,12 +30,12 @@ export class ClientIpResolver {
       peerIp = peerAddress(peer);
       this.peers.set(peer, peerIp);
     }
-    if (!this.any || !forwardedFor || !this.isTrusted(peerIp)) return peerIp;
+    if (!this.any || !forwardedFor || !this.trusted.includes(peerIp)) return peerIp;
     const hops = forwardedFor.split(",").map((hop) => peerAddress(hop.trim()));
     for (let i = hops.length - 1; i >= 0; i--) {
       const hop = hops[i]!;
       if (!isIP(hop)) return peerIp;
-      if (!this.isTrusted(hop)) return hop;
+      if (!this.trusted.includes(hop)) return hop;
     }
     return hops[0] ?? peerIp;
   }
@@ -52,11 +48,6 @@ export class ClientIpResolver {
   /** For an IPv6 client, the wider prefix (/48 by default) that a looser limit counts; none for IPv4. */
   wideLimitKey(ip: string): string | undefined {
     return ip.includes(":") ? ipv6Prefix(ip, this.ipv6Prefixes.wide) : undefined;
-  }
-
-  private isTrusted(ip: string): boolean {
-    const family = isIP(ip);
-    return family !== 0 && this.trusted.check(ip, family === 6 ? "ipv6" : "ipv4");
   }
 }
 

@@ -5,13 +5,16 @@ import { unauthenticated } from "../kernel/errors.js";
  * What the feed carries: sessions revoked, users whose KYC level was lowered
  * (tokens issued before `sinceMs`, or within a safety margin after it, must
  * not count above `level`), and users who lost a permission (such tokens keep
- * only the `permissions` the user still holds). Each matters until `untilMs`,
+ * only the `permissions` the user still holds), and users who turned on a
+ * second factor (such tokens, whose `mfa` claim says none, count as saying
+ * one, so the chain asks them to step up). Each matters until `untilMs`,
  * when every token it could concern has expired.
  */
 export type FeedEvent =
   | { kind: "revoked"; sessionIds: string[]; untilMs: number }
   | { kind: "kyc_lowered"; userId: string; level: number; sinceMs: number; untilMs: number }
-  | { kind: "permissions_lowered"; userId: string; permissions: string[]; sinceMs: number; untilMs: number };
+  | { kind: "permissions_lowered"; userId: string; permissions: string[]; sinceMs: number; untilMs: number }
+  | { kind: "mfa_enrolled"; userId: string; sinceMs: number; untilMs: number };
 
 /**
  * How long after a lowering's `sinceMs` a token may still have been issued
@@ -47,6 +50,7 @@ export class Revocations {
   private readonly revoked = new Map<string, number>();
   private readonly kycCaps = new Map<string, { level: number; sinceMs: number; untilMs: number }>();
   private readonly permissionCaps = new Map<string, { permissions: ReadonlySet<string>; sinceMs: number; untilMs: number }>();
+  private readonly enrolments = new Map<string, { sinceMs: number; untilMs: number }>();
   private readonly kycCapMarginMs: number;
 
   constructor(clockToleranceSeconds: number) {
@@ -56,7 +60,9 @@ export class Revocations {
   /**
    * The principal as it stands now: refused if its session was revoked or has
    * reached its absolute expiry (a token claim), its KYC level capped and its
-   * permissions cut to those still held if lowered since the token was issued.
+   * permissions cut to those still held if lowered since the token was issued,
+   * and known to have a second factor if one was turned on since (with the
+   * same margin: a token refreshed as it was turned on may not say so).
    */
   check(principal: Principal): Principal {
     if (this.revoked.has(principal.sessionId)) {
@@ -74,6 +80,10 @@ export class Revocations {
     if (held && principal.permissions.some((p) => !held.permissions.has(p)) && mayPredateLowering(principal.issuedAt, held.sinceMs, this.kycCapMarginMs)) {
       current = { ...current, permissions: principal.permissions.filter((p) => held.permissions.has(p)) };
     }
+    const enrolled = this.enrolments.get(principal.subject);
+    if (enrolled && !principal.mfaEnrolled && mayPredateLowering(principal.issuedAt, enrolled.sinceMs, this.kycCapMarginMs)) {
+      current = { ...current, mfaEnrolled: true };
+    }
     return current;
   }
 
@@ -88,6 +98,7 @@ export class Revocations {
       return news;
     }
     if (event.kind === "permissions_lowered") return this.applyPermissions(event);
+    if (event.kind === "mfa_enrolled") return this.applyEnrolment(event);
     // A kind this version does not know (from a newer publisher) tells it nothing.
     if (event.kind !== "kyc_lowered") return 0;
     // The same lowering read again later (polls overlap) carries the user's level by then, which a new approval may have raised.
@@ -114,10 +125,19 @@ export class Revocations {
     return 1;
   }
 
+  /** The latest enrolment stands: every token issued before it may say the account has no second factor. */
+  private applyEnrolment(event: Extract<FeedEvent, { kind: "mfa_enrolled" }>): number {
+    const known = this.enrolments.get(event.userId);
+    if (known && known.sinceMs >= event.sinceMs) return 0;
+    this.enrolments.set(event.userId, { sinceMs: event.sinceMs, untilMs: event.untilMs });
+    return 1;
+  }
+
   /** Forgets what no live token can concern any more. */
   prune(nowMs: number): void {
     for (const [sessionId, until] of this.revoked) if (until <= nowMs) this.revoked.delete(sessionId);
     for (const [userId, cap] of this.kycCaps) if (cap.untilMs <= nowMs) this.kycCaps.delete(userId);
     for (const [userId, cap] of this.permissionCaps) if (cap.untilMs <= nowMs) this.permissionCaps.delete(userId);
+    for (const [userId, enrolment] of this.enrolments) if (enrolment.untilMs <= nowMs) this.enrolments.delete(userId);
   }
 }

@@ -97,7 +97,7 @@ describe("Sign-in with a second factor", () => {
     const enrolled = await mfa.call("enrollTotp", {}, bearer(accessToken));
     expect(enrolled.error).to.equal(undefined);
     const secret = enrolled.response!.secret;
-    const confirmed = await mfa.call("confirmTotp", { code: codeOf(secret) }, bearer(accessToken));
+    const confirmed = await mfa.call("confirmTotp", { code: codeOf(secret), currentPassword: password }, bearer(accessToken));
     expect(confirmed.error).to.equal(undefined);
     const recoveryCodes = confirmed.response!.recoveryCodes;
     handedOut.push(secret, ...recoveryCodes);

@@ -95,7 +95,7 @@ describe("TOTP and recovery codes", () => {
     const enrolled = await mfa.call("enrollTotp", {}, account.headers);
     expect(enrolled.error).to.equal(undefined);
     const secret = enrolled.response!.secret;
-    const confirmed = await mfa.call("confirmTotp", { code: codeOf(secret) }, account.headers);
+    const confirmed = await mfa.call("confirmTotp", { code: codeOf(secret), currentPassword: password }, account.headers);
     expect(confirmed.error).to.equal(undefined);
     const recoveryCodes = confirmed.response!.recoveryCodes;
     handedOut.push(secret, ...recoveryCodes);
@@ -125,7 +125,7 @@ describe("TOTP and recovery codes", () => {
 
     const code = codeOf(secret);
     handedOut.push(code);
-    const confirmed = await connectCall(running.httpPort!, "/portcullis.v1.MfaService/ConfirmTotp", { code }, headers);
+    const confirmed = await connectCall(running.httpPort!, "/portcullis.v1.MfaService/ConfirmTotp", { code, currentPassword: password }, headers);
 
     expect(confirmed.status, confirmed.text).to.equal(200);
     const recoveryCodes: string[] = confirmed.json.recoveryCodes;
@@ -157,7 +157,7 @@ describe("TOTP and recovery codes", () => {
     const { response } = await mfa.call("enrollTotp", {}, headers);
     handedOut.push(response!.secret);
 
-    const { error } = await mfa.call("confirmTotp", { code: wrongCodeOf(response!.secret) }, headers);
+    const { error } = await mfa.call("confirmTotp", { code: wrongCodeOf(response!.secret), currentPassword: password }, headers);
 
     expect(error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
     expect(fieldOf(error!)).to.deep.equal(["code"]);
@@ -173,9 +173,9 @@ describe("TOTP and recovery codes", () => {
     handedOut.push(first, second);
     expect(second).not.to.equal(first);
 
-    const withOld = await mfa.call("confirmTotp", { code: codeOf(first) }, headers);
+    const withOld = await mfa.call("confirmTotp", { code: codeOf(first), currentPassword: password }, headers);
     expect(withOld.error?.code, "the first secret is gone").to.equal(grpc.status.INVALID_ARGUMENT);
-    expect((await mfa.call("confirmTotp", { code: codeOf(second) }, headers)).error).to.equal(undefined);
+    expect((await mfa.call("confirmTotp", { code: codeOf(second), currentPassword: password }, headers)).error).to.equal(undefined);
 
     const again = await mfa.call("enrollTotp", {}, headers);
     expect(again.error?.code).to.equal(grpc.status.FAILED_PRECONDITION);
@@ -186,7 +186,7 @@ describe("TOTP and recovery codes", () => {
   it("asks for EnrollTotp before ConfirmTotp", async () => {
     const { headers } = await newAccount();
 
-    const { error } = await mfa.call("confirmTotp", { code: "123456" }, headers);
+    const { error } = await mfa.call("confirmTotp", { code: "123456", currentPassword: password }, headers);
 
     expect(error?.code).to.equal(grpc.status.FAILED_PRECONDITION);
     expect(reasonOf(error!)).to.equal("TOTP_NOT_ENROLLED");
@@ -244,8 +244,9 @@ describe("TOTP and recovery codes", () => {
     expect(refused.error?.code).to.equal(grpc.status.RESOURCE_EXHAUSTED);
     expect(Number(refused.error!.metadata.get("retry-after")[0]), "seconds until the oldest failure leaves the window").to.be.within(1, 15 * 60);
 
-    // As if the window had passed.
+    // As if the window, and the lockout the spent budget started, had passed.
     await db.query("update mfa_failure set fail_time = now() - interval '16 minutes' where user_id = $1", [userId]);
+    await db.query("update mfa_lockout set lock_time = lock_time - interval '16 minutes', until_time = until_time - interval '16 minutes' where user_id = $1", [userId]);
     const later = await mfa.call("regenerateRecoveryCodes", { proof: { factor: { case: "totpCode", value: right } } }, headers);
     expect(later.error).to.equal(undefined);
     handedOut.push(...later.response!.recoveryCodes);
@@ -289,22 +290,18 @@ describe("TOTP and recovery codes", () => {
 
   it("disables TOTP only with a current code, removing the factor and the recovery codes", async () => {
     const { userId, headers, secret, recoveryCodes } = await enrolledAccount();
-    // DisableTotp asks for a recent second factor (min_aal 2): step up first, as a client would.
-    const stepped = await mfa.call("stepUp", totpProof(codeOf(secret, 1)), headers);
-    expect(stepped.error).to.equal(undefined);
-    const stepUpHeaders = bearer(stepped.response!.accessToken);
 
-    const wrong = await mfa.call("disableTotp", totpProof(wrongCodeOf(secret)), stepUpHeaders);
+    const wrong = await mfa.call("disableTotp", totpProof(wrongCodeOf(secret)), headers);
     expect(wrong.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
     expect(fieldOf(wrong.error!)).to.deep.equal(["proof.totp_code"]);
     expect((await db.query("select count(*)::int as n from totp_factor where user_id = $1", [userId])).rows[0].n).to.equal(1);
 
-    const disabled = await mfa.call("disableTotp", recovery(recoveryCodes[5]!), stepUpHeaders);
+    const disabled = await mfa.call("disableTotp", recovery(recoveryCodes[5]!), headers);
 
     expect(disabled.error).to.equal(undefined);
     expect((await db.query("select count(*)::int as n from totp_factor where user_id = $1", [userId])).rows[0].n).to.equal(0);
     expect((await db.query("select count(*)::int as n from recovery_code where user_id = $1", [userId])).rows[0].n).to.equal(0);
-    const off = await mfa.call("regenerateRecoveryCodes", recovery(recoveryCodes[6]!), stepUpHeaders);
+    const off = await mfa.call("regenerateRecoveryCodes", recovery(recoveryCodes[6]!), headers);
     expect(off.error?.code).to.equal(grpc.status.FAILED_PRECONDITION);
     expect(reasonOf(off.error!)).to.equal("MFA_NOT_ENABLED");
     expect((await auditEvents(userId)).filter((e) => e.event === "mfa.totp_disabled")).to.deep.equal([

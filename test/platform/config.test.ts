@@ -23,6 +23,7 @@ describe("Configuration", () => {
     expect(loadConfig({ ...shared, SMS_PROVIDER: "console", EMAIL_PROVIDER: "console", OTP_ALLOWED_COUNTRIES: "*", CAPTCHA_PROVIDER: "none" }).sms.provider).to.equal("console");
     expect(() => loadConfig({ KEY_ENCRYPTION_KEY: "c2hvcnQ=" })).to.throw(ConfigError, /^KEY_ENCRYPTION_KEY: expected 32 bytes/);
     expect(() => loadConfig({ TRUSTED_PROXIES: "proxy.local" })).to.throw(ConfigError, /^TRUSTED_PROXIES:/);
+    expect(() => loadConfig({ TRUSTED_PROXIES: "10.0.0.0/33" }), "read as the resolver reads it").to.throw(ConfigError, /^TRUSTED_PROXIES: "10.0.0.0\/33" is not an IP address or CIDR/);
     expect(() => loadConfig({ CORS_ORIGINS: "*" })).to.throw(ConfigError, /^CORS_ORIGINS:/);
     expect(() => loadConfig({ GATEWAY_UPSTREAM_TIMEOUT_MS: "0" }), "a forwarded call needs a deadline").to.throw(ConfigError, /^GATEWAY_UPSTREAM_TIMEOUT_MS:/);
   });
@@ -148,10 +149,10 @@ describe("Configuration", () => {
       });
       const tuned = loadConfig({
         ...turnstile, CAPTCHA_MIN_SCORE: "0.7", CAPTCHA_EXPECTED_ACTION: "login", CAPTCHA_ALLOW_IPS: "10.0.0.0/8, 2001:db8::/32,192.0.2.7",
-        CAPTCHA_TEST_TOKEN: "XXXX.DUMMY.TOKEN", CAPTCHA_FAILURE_THRESHOLD: "5", CAPTCHA_FAILURE_WINDOW_SECONDS: "600", CAPTCHA_FAIL_OPEN_AFTER_FAILURES: "true", CAPTCHA_TIMEOUT_MS: "2000",
+        CAPTCHA_TEST_TOKEN: "XXXX.DUMMY.TOKEN.FOR.END.TO.END.TESTS", CAPTCHA_FAILURE_THRESHOLD: "5", CAPTCHA_FAILURE_WINDOW_SECONDS: "600", CAPTCHA_FAIL_OPEN_AFTER_FAILURES: "true", CAPTCHA_TIMEOUT_MS: "2000",
       }).captcha;
       expect(tuned).to.deep.include({
-        minScore: 0.7, expectedAction: "login", allowIps: ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"], testToken: "XXXX.DUMMY.TOKEN",
+        minScore: 0.7, expectedAction: "login", allowIps: ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"], testToken: "XXXX.DUMMY.TOKEN.FOR.END.TO.END.TESTS",
         failureThreshold: 5, failureWindowSeconds: 600, failOpenAfterFailures: true, timeoutMs: 2000,
       });
       expect(() => loadConfig({ CAPTCHA_MIN_SCORE: "1.5" })).to.throw(ConfigError, /^CAPTCHA_MIN_SCORE: expected a number from 0 to 1/);
@@ -162,6 +163,16 @@ describe("Configuration", () => {
       expect(() => loadConfig({ CAPTCHA_FAILURE_THRESHOLD: "0" })).to.throw(ConfigError, /^CAPTCHA_FAILURE_THRESHOLD:/);
       expect(() => loadConfig({ CAPTCHA_FAIL_OPEN_AFTER_FAILURES: "yes" })).to.throw(ConfigError, /^CAPTCHA_FAIL_OPEN_AFTER_FAILURES: expected true or false/);
       expect(() => loadConfig({ CAPTCHA_TIMEOUT_MS: "10" })).to.throw(ConfigError, /^CAPTCHA_TIMEOUT_MS:/);
+    });
+
+    it("refuses a guessable test token, and one on a shared deployment unless CAPTCHA_ALLOW_TEST_TOKEN=true says it is a test one", () => {
+      const token = "a-test-token-of-exactly-32-chars";
+      expect(() => loadConfig({ ...turnstile, CAPTCHA_TEST_TOKEN: token.slice(1) })).to.throw(ConfigError, /^CAPTCHA_TEST_TOKEN: expected at least 32 characters/);
+      expect(loadConfig({ ...turnstile, CAPTCHA_TEST_TOKEN: token }).captcha.testToken, "the embedded default is for tests").to.equal(token);
+      expect(() => loadConfig({ ...shared, ...turnstile, CAPTCHA_TEST_TOKEN: token })).to.throw(ConfigError, /^CAPTCHA_TEST_TOKEN: refused with DATABASE_URL/);
+      expect(() => loadConfig({ ...shared, ...turnstile, CAPTCHA_TEST_TOKEN: token, CAPTCHA_ALLOW_TEST_TOKEN: "false" })).to.throw(ConfigError, /^CAPTCHA_TEST_TOKEN: refused/);
+      expect(loadConfig({ ...shared, ...turnstile, CAPTCHA_TEST_TOKEN: token, CAPTCHA_ALLOW_TEST_TOKEN: "true" }).captcha.testToken).to.equal(token);
+      expect(() => loadConfig({ CAPTCHA_ALLOW_TEST_TOKEN: "yes" })).to.throw(ConfigError, /^CAPTCHA_ALLOW_TEST_TOKEN: expected true or false/);
     });
   });
 

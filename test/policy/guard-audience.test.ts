@@ -3,7 +3,7 @@ import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
 import { createGrpcServer, createGuard, type GuardOptions, type UnaryHandler } from "../../services/guard/guard.js";
 import type { Principal } from "../../services/kernel/call.js";
-import { defaultRateLimits } from "../../services/platform/config.js";
+import { defaultRateLimits, loadConfig } from "../../services/platform/config.js";
 import { createLogger } from "../../services/platform/logger.js";
 import { connectRedis } from "../../services/platform/redis.js";
 import type { Running } from "../../services/app/servers.js";
@@ -48,6 +48,8 @@ describe("The guard: audiences, its JWKS URL and its limit keys", () => {
       portcullisKeyPrefix: stores.REDIS_KEY_PREFIX,
       limitKeyPrefix: `${stores.REDIS_KEY_PREFIX}downstream:`,
       logger: createLogger("silent"),
+      // SendOtp declares a captcha these tests do not exercise.
+      captcha: "none",
       ...options,
     });
     const seen: (Principal | undefined)[] = [];
@@ -125,6 +127,25 @@ describe("The guard: audiences, its JWKS URL and its limit keys", () => {
       const { kyc } = await service({ name: "orders", jwksUrl: `http://localhost:${portcullis.httpPort}/.well-known/jwks.json` });
       const token = await mintUserToken(portcullis, { audience: "orders" });
       expect((await kyc.call("getKycStatus", {}, bearer(token.token))).error).to.equal(undefined);
+    });
+  });
+
+  describe("its captcha option", () => {
+    it("refuses to start, naming them, when methods declare a captcha and no captcha option is given, before connecting to anything", async () => {
+      await expectRefused(
+        service({ name: "orders", captcha: undefined, redisUrl: "redis://unreachable.invalid:1" }),
+        /^captcha: \/portcullis\.v1\.AuthService\/SendOtp, \/portcullis\.v1\.AuthService\/VerifyOtp, .*\/Login declare a captcha.*captcha: "none"/,
+      );
+    });
+
+    it("serves those methods unchecked when told captcha: \"none\"", async () => {
+      const { auth } = await service({ name: "orders", captcha: "none" });
+      expect((await auth.call("sendOtp", { phoneNumber: newPhone() })).error).to.equal(undefined);
+    });
+
+    it("refuses a test token shorter than CAPTCHA_TEST_TOKEN may be", async () => {
+      const turnstile = loadConfig({ CAPTCHA_PROVIDER: "turnstile", CAPTCHA_SECRET: "s", CAPTCHA_SITE_KEY: "k" }).captcha;
+      await expectRefused(service({ name: "orders", captcha: { ...turnstile, testToken: "guessable" } }), /^captcha\.testToken: at least 32 characters/);
     });
   });
 

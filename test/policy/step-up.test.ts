@@ -21,7 +21,7 @@ import { MailInbox } from "../support/mail-inbox.js";
 import { sharedStores, startPlatform, type SharedStores } from "../support/platform.js";
 import { expectNoSecretLeaked } from "../support/secrets.js";
 import { claimsOf, createServiceAccount, serviceToken } from "../support/service-accounts.js";
-import { bearer, registerVerified } from "../support/sign-in.js";
+import { bearer, newPhone, registerVerified } from "../support/sign-in.js";
 import { dropTestDatabases } from "../support/stores.js";
 
 const password = "correct horse battery staple";
@@ -82,7 +82,7 @@ describe("Step-up declared in the contract", () => {
     const enrolled = await mfa.call("enrollTotp", {}, bearer(signedIn.tokens!.accessToken));
     if (enrolled.error) throw enrolled.error;
     const totp = new TOTP({ secret: Secret.fromBase32(enrolled.response.secret), algorithm: "SHA1", digits: 6, period: 30 });
-    const confirmed = await mfa.call("confirmTotp", { code: totp.generate() }, bearer(signedIn.tokens!.accessToken));
+    const confirmed = await mfa.call("confirmTotp", { code: totp.generate(), currentPassword: password }, bearer(signedIn.tokens!.accessToken));
     if (confirmed.error) throw confirmed.error;
     const refreshed = await auth.call("refreshToken", { refreshToken: signedIn.tokens!.refreshToken });
     if (refreshed.error) throw refreshed.error;
@@ -187,6 +187,22 @@ describe("Step-up declared in the contract", () => {
     const refused = await changePassword(stale.token, "too late for this");
     expect(detailOf(grpcErrorDetails(refused.error!), ErrorInfoSchema)).to.deep.include({ reason: "STEP_UP_REQUIRED", metadata: stepUpRequired });
     expect((await changePassword(stepped.response!.accessToken, "just in time")).error).to.equal(undefined);
+  });
+
+  it("asks an enrolled user to step up for ChangePhoneNumber too, before any code is sent", async () => {
+    const user = await enrolledUser();
+    const change = (token: string) => auth.call("changePhoneNumber", { phoneNumber: newPhone(), currentPassword: password }, bearer(token));
+    const refused = await change(user.accessToken);
+    expect(refused.error?.code).to.equal(grpc.status.PERMISSION_DENIED);
+    expect(detailOf(grpcErrorDetails(refused.error!), ErrorInfoSchema)).to.deep.include({ reason: "STEP_UP_REQUIRED", metadata: stepUpRequired });
+    const { rows } = await db.query("select count(*)::int as started from contact_verification where user_id = $1 and channel = 'phone'", [user.userId]);
+    expect(rows).to.deep.equal([{ started: 0 }]);
+
+    const code = user.nextCode();
+    secrets.push(code);
+    const stepped = await mfa.call("stepUp", { proof: { factor: { case: "totpCode", value: code } } }, bearer(user.accessToken));
+    secrets.push(stepped.response!.accessToken);
+    expect((await change(stepped.response!.accessToken)).error).to.equal(undefined);
   });
 
   it("lets a user without a second factor change the password at aal 1, as before", async () => {
@@ -348,8 +364,10 @@ describe("Step-up rules at start-up", () => {
   }
 
   it("reads min_aal and max_factor_age_seconds from the contract", () => {
-    const policy = readPolicies([AuthService], defaultRateLimits).get(AuthService.method.changePassword)!;
-    expect(policy).to.deep.include({ minAal: 2, maxFactorAgeSeconds: 300 });
+    const policies = readPolicies([AuthService], defaultRateLimits);
+    for (const method of [AuthService.method.changePassword, AuthService.method.changeEmail, AuthService.method.changePhoneNumber]) {
+      expect(policies.get(method), method.name).to.deep.include({ minAal: 2, maxFactorAgeSeconds: 300 });
+    }
   });
 
   it("refuses max_factor_age_seconds without min_aal 2", () => {
@@ -361,7 +379,16 @@ describe("Step-up rules at start-up", () => {
 
   it("refuses a level above 2, and min_aal on a public method", () => {
     expect(() => readPolicies([withPolicy({ caller: Caller.USER, minAal: 3 })], defaultRateLimits)).to.throw(PolicyError, /min_aal is 3/);
-    expect(() => readPolicies([withPolicy({ caller: Caller.PUBLIC, minAal: 2 })], defaultRateLimits)).to.throw(PolicyError, /needs a caller with a token/);
+    expect(() => readPolicies([withPolicy({ caller: Caller.PUBLIC, minAal: 2 })], defaultRateLimits)).to.throw(PolicyError, /min_aal applies to user tokens only/);
     expect(() => readPolicies([withPolicy({ caller: Caller.USER, minAal: 2, maxFactorAgeSeconds: 300 })], defaultRateLimits)).not.to.throw();
+  });
+
+  it("refuses min_aal and max_factor_age_seconds on a service method, where no second factor is ever shown", () => {
+    expect(() => readPolicies([withPolicy({ caller: Caller.SERVICE, minAal: 2 })], defaultRateLimits)).to.throw(
+      PolicyError,
+      /ChangePassword: access.min_aal applies to user tokens only \(CALLER_USER\)/,
+    );
+    expect(() => readPolicies([withPolicy({ caller: Caller.SERVICE, minAal: 2, maxFactorAgeSeconds: 300 })], defaultRateLimits)).to.throw(PolicyError, /user tokens only/);
+    expect(() => readPolicies([withPolicy({ caller: Caller.SERVICE, maxFactorAgeSeconds: 300 })], defaultRateLimits)).to.throw(PolicyError, /needs min_aal: 2/);
   });
 });
