@@ -8,14 +8,17 @@ export const deviceStore = {
    * devices at once may each see the other, or neither: a notice too many or
    * too few, never a sign-in refused.
    */
-  async record(sql: Sql, userId: string, deviceId: string): Promise<{ added: boolean; others: boolean }> {
-    const [row] = await sql.query<{ added: boolean; others: boolean }>(
-      `with added as (
-         insert into user_device (user_id, device_id) values ($1, $2) on conflict do nothing returning 1)
-       select exists (select 1 from added) as added,
-              exists (select 1 from user_device where user_id = $1 and device_id <> $2) as others`,
-      [userId, deviceId],
+  record(sql: Sql, signIns: { userId: string; deviceId: string }[]): Promise<{ added: boolean; others: boolean }[]> {
+    return sql.query<{ added: boolean; others: boolean }>(
+      `with input as (
+         select * from unnest($1::uuid[], $2::text[]) with ordinality as i(user_id, device_id, position)),
+       added as (
+         insert into user_device (user_id, device_id) select user_id, device_id from input order by user_id, device_id
+         on conflict do nothing returning user_id, device_id)
+       select exists (select 1 from added a where a.user_id = i.user_id and a.device_id = i.device_id) as added,
+              exists (select 1 from user_device d where d.user_id = i.user_id and d.device_id <> i.device_id) as others
+       from input i order by i.position`,
+      [signIns.map((signIn) => signIn.userId), signIns.map((signIn) => signIn.deviceId)],
     );
-    return row!;
   },
 };

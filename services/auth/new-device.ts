@@ -1,7 +1,8 @@
 import { audit } from "../audit/store.js";
 import type { CallOrigin } from "../kernel/call.js";
-import type { Database } from "../platform/database.js";
 import type { Background } from "../platform/background.js";
+import { Batcher } from "../platform/batcher.js";
+import type { Database } from "../platform/database.js";
 import type { DeviceInput } from "../session/sessions.js";
 import type { UserRow } from "../users/user.js";
 import { deviceStore } from "./device-store.js";
@@ -24,12 +25,17 @@ export interface CommittedSignIn {
  * for it nor fails with it.
  */
 export class NewDeviceNotices {
+  /** Every sign-in records its device: under load, one statement for all of a turn's sign-ins. */
+  private readonly devices: Batcher<{ userId: string; deviceId: string }, { added: boolean; others: boolean }>;
+
   constructor(
     private readonly db: Database,
     private readonly mailer: Mailer,
     private readonly sender: MailSender,
     private readonly background: Background,
-  ) {}
+  ) {
+    this.devices = new Batcher((signIns) => deviceStore.record(db, signIns), { name: "device_record", key: (signIn) => signIn.userId, maxBatch: 64 });
+  }
 
   /** Starts the check for `signIn` and returns at once; a failure is logged, never thrown. */
   signedIn(signIn: CommittedSignIn, origin: CallOrigin): void {
@@ -40,7 +46,7 @@ export class NewDeviceNotices {
   }
 
   private async check({ user, sessionId, device, method }: CommittedSignIn, when: Date, origin: CallOrigin): Promise<void> {
-    const seen = await deviceStore.record(this.db, user.id, device.deviceId);
+    const seen = await this.devices.add({ userId: user.id, deviceId: device.deviceId });
     if (!seen.added || !seen.others) return;
     const notice = user.email && user.email_verify_time ? await this.mail(user.email, device, when, origin) : "none";
     await audit(this.db, origin, { event: "sign_in.new_device", outcome: "success", userId: user.id, sessionId, detail: { method, notice } });

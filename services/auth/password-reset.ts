@@ -11,6 +11,7 @@ import { userStore } from "../users/store.js";
 import { contactVerificationStore } from "./contact-verification-store.js";
 import { emailProblem, maskEmail, normalizeEmail } from "./email.js";
 import { MailDeliveryError, type Mailer } from "./mail.js";
+import { mfaStore } from "./mfa-store.js";
 import { mailTemplates } from "./mail-templates.js";
 import { newCode, newLinkToken, type SecretMacs } from "./one-time-secrets.js";
 import { hashPassword, passwordProblem } from "./password.js";
@@ -113,6 +114,7 @@ export class PasswordResets {
 
     let lost = false;
     let unlocked = false;
+    let factorRemoved = false;
     const revoked = await this.sessions
       .end({
         which: { userId: usable.userId },
@@ -124,11 +126,13 @@ export class PasswordResets {
           if (lost) throw refused(via);
           await userStore.setPassword(tx, usable.userId, passwordHash);
           unlocked = await userStore.clearLockouts(tx, usable.userId);
-          await userStore.confirmEmail(tx, usable.userId);
+          // A second factor set up before anyone proved owning the address (EMAIL_VERIFICATION=optional) may be
+          // whoever registered it, not its owner, who proves it only now: it must not lock the owner out.
+          if (await userStore.confirmEmail(tx, usable.userId)) factorRemoved = await mfaStore.remove(tx, usable.userId);
           await passwordResetStore.closeOpen(tx, usable.userId);
           await contactVerificationStore.closeAllOf(tx, usable.userId);
         },
-        audit: (ids) => [{ event: "password.reset", outcome: "success", userId: usable.userId, detail: { via, revoked_sessions: ids.length, unlocked } }],
+        audit: (ids) => [{ event: "password.reset", outcome: "success", userId: usable.userId, detail: { via, revoked_sessions: ids.length, unlocked, second_factor_removed: factorRemoved } }],
       })
       .catch(async (error: unknown) => {
         if (lost) await this.audited(origin, via, usable.userId, "used_or_expired");

@@ -238,7 +238,7 @@ export const redisErrors = new Counter({
 
 export const batchSizes = new Histogram({
   name: "portcullis_batch_size",
-  help: "Calls written together in one batched statement, by batch (refresh_rotation, otp_attempt)",
+  help: "Calls written together in one batched statement, by batch (refresh_rotation, otp_attempt, device_record)",
   labelNames: ["batch"] as const,
   buckets: [1, 2, 4, 8, 16, 32, 64],
   registers,

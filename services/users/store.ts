@@ -214,9 +214,10 @@ export const userStore = {
     return row!.was_locked;
   },
 
-  /** The address is the user's: proven by a code or link mailed to it. */
-  async confirmEmail(tx: Sql, id: string): Promise<void> {
-    await tx.query("update app_user set email_verify_time = coalesce(email_verify_time, now()) where id = $1", [id]);
+  /** The address is the user's: proven by a code or link mailed to it. True if it was not confirmed before. */
+  async confirmEmail(tx: Sql, id: string): Promise<boolean> {
+    const rows = await tx.query("update app_user set email_verify_time = now() where id = $1 and email_verify_time is null returning 1", [id]);
+    return rows.length === 1;
   },
 
   async setDisplayName(sql: Sql, id: string, displayName: string): Promise<void> {

@@ -221,7 +221,7 @@ describe("Password reset", () => {
 
       expect(inbox.mailsTo(email).map((mail) => mail.subject)).to.include("Portcullis: your password was changed");
       const { rows } = await db.query("select detail from audit_event where event = 'password.reset' and user_id = $1", [userId]);
-      expect(rows).to.deep.equal([{ detail: { via: "link", revoked_sessions: sessions, unlocked: false } }]);
+      expect(rows).to.deep.equal([{ detail: { via: "link", revoked_sessions: sessions, unlocked: false, second_factor_removed: false } }]);
     });
 
     it("by the code with the address through the Connect gateway, with the same effects", async () => {

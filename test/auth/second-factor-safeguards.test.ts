@@ -110,6 +110,25 @@ describe("Second-factor safeguards", () => {
   const changePassword = (client: typeof auth, accessToken: string) =>
     client.call("changePassword", { currentPassword: password, newPassword: "an entirely new passphrase" }, bearer(accessToken));
 
+  it("drops a second factor set up before the address was proved, once a password reset proves it", async () => {
+    const { email, userId, accessToken } = await signedIn();
+    // As EMAIL_VERIFICATION=optional leaves it: whoever registered the address may not own it.
+    await db.query("update app_user set email_verify_time = null where id = $1", [userId]);
+    await enrol(accessToken);
+    expect((await auth.call("requestPasswordReset", { email })).error).to.equal(undefined);
+    await running.app!.settled();
+    const code = mail.codeFor(email);
+    handedOut.push(code);
+    expect((await auth.call("resetPassword", { email, code, newPassword: "the owner's own passphrase" })).error).to.equal(undefined);
+
+    const owner = await auth.call("login", { email, password: "the owner's own passphrase", device: { deviceId: "owner", deviceType: DeviceType.WEB, deviceName: "Laptop" } });
+    expect(owner.response?.mfaChallenge, "no factor of the registrant's stands in the way").to.equal(undefined);
+    expect(owner.response?.tokens?.accessToken).to.be.a("string");
+    handedOut.push(owner.response!.tokens!.accessToken, owner.response!.tokens!.refreshToken);
+    const { rows } = await db.query("select detail->'second_factor_removed' as removed from audit_event where event = 'password.reset' and user_id = $1", [userId]);
+    expect(rows).to.deep.equal([{ removed: true }]);
+  });
+
   it("asks a token issued before TOTP was turned on to step up, on this instance and on one started afterwards", async () => {
     const { accessToken } = await signedIn();
     await enrol(accessToken);
