@@ -361,7 +361,8 @@ function asciiDescription(description: string): string {
   return description.replace(/"/g, "'").replace(/[^\x20-\x21\x23-\x5b\x5d-\x7e]/g, "");
 }
 
-function headerValue(req: IncomingMessage, name: string): string | undefined {
+/** A request header's first value. */
+export function headerValue(req: IncomingMessage, name: string): string | undefined {
   const value = req.headers[name];
   return Array.isArray(value) ? value[0] : value;
 }

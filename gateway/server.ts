@@ -17,7 +17,7 @@ import { requestIdOf, type Dispatch, type IncomingCall } from "../services/platf
 import type { Logger } from "../services/platform/logger.js";
 import { AuthService, GetJwksRequestSchema, GetJwksResponseSchema } from "../gen/portcullis/v1/auth_service_pb.js";
 import { applyCors } from "./cors.js";
-import { createOAuth } from "./oauth.js";
+import { createOAuth, headerValue } from "./oauth.js";
 
 export interface GatewayOptions {
   services: readonly DescService[];
@@ -192,11 +192,6 @@ async function* prepend(head: Uint8Array, rest: AsyncIterator<Uint8Array>): Asyn
 
 function validHost(host: string | undefined): boolean {
   return host !== undefined && hostPattern.test(host) && URL.canParse(`http://${host}`);
-}
-
-function headerValue(req: IncomingMessage, name: string): string | undefined {
-  const value = req.headers[name];
-  return Array.isArray(value) ? value[0] : value;
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown, cacheControl = "no-store"): void {

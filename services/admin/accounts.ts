@@ -28,6 +28,11 @@ const filterNames: Record<keyof UserFilter, string> = {
   kycLevel: "kyc_level",
 };
 
+/** The contract names of the filters a read used, comma-separated, for its audit row. */
+export function filtersUsed<F extends object>(filter: F, names: Record<keyof F, string>): string {
+  return (Object.keys(filter) as (keyof F)[]).filter((name) => filter[name] !== undefined).map((name) => names[name]).join(",");
+}
+
 const noSuchUser = () => new ConnectError("no such user", Code.NotFound);
 
 /**
@@ -51,8 +56,7 @@ export class Accounts {
     return this.db.transaction(async (tx) => {
       const { page, nextPageToken } = pageOf(await userStore.listManaged(tx, filter, after, pageSize + 1), pageSize);
       const users = await this.withSessions(tx, page);
-      const used = (Object.keys(filter) as (keyof UserFilter)[]).filter((name) => filter[name] !== undefined).map((name) => filterNames[name]);
-      await audit(tx, origin, { event: "admin.read", outcome: "success", detail: { actor, call: "list_users", filter: used.join(",") } });
+      await audit(tx, origin, { event: "admin.read", outcome: "success", detail: { actor, call: "list_users", filter: filtersUsed(filter, filterNames) } });
       return { page: users, nextPageToken };
     });
   }

@@ -2,7 +2,7 @@ import { audit, listAuditEvents, type AuditFilter } from "../audit/store.js";
 import type { CallOrigin } from "../kernel/call.js";
 import { pageOf } from "../kernel/pagination.js";
 import type { Database } from "../platform/database.js";
-import type { Actor } from "./accounts.js";
+import { filtersUsed, type Actor } from "./accounts.js";
 
 const filterNames: Record<keyof AuditFilter, string> = { userId: "user_id", event: "event", since: "start_time", before: "end_time" };
 
@@ -14,12 +14,11 @@ export class AuditLog {
   list(actor: Actor, filter: AuditFilter, pageSize: number, after: [string, string] | undefined, origin: CallOrigin) {
     return this.db.transaction(async (tx) => {
       const { page, nextPageToken } = pageOf(await listAuditEvents(tx, filter, after, pageSize + 1), pageSize);
-      const used = (Object.keys(filter) as (keyof AuditFilter)[]).filter((name) => filter[name] !== undefined).map((name) => filterNames[name]);
       await audit(tx, origin, {
         event: "admin.read",
         outcome: "success",
         userId: filter.userId,
-        detail: { actor, call: "list_audit_events", filter: used.join(",") },
+        detail: { actor, call: "list_audit_events", filter: filtersUsed(filter, filterNames) },
       });
       return { page, nextPageToken };
     });

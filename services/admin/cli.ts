@@ -53,7 +53,7 @@ async function main(args: string[]): Promise<string> {
     return withDatabase(async (db, config, logger) => {
       const keyEncryptionKey = config.keyEncryptionKey ?? embeddedKeyEncryptionKey(config.dataDir, logger);
       const accounts = new ServiceAccounts(db, new ClientSecrets(deriveKey(keyEncryptionKey, "client-secrets")), [config.jwt.issuer, config.jwt.audience]);
-      return runServiceCommand(command, accounts, `os:${operatingSystemUser()}`, cliOrigin());
+      return runServiceCommand(command, accounts, cliActor(), cliOrigin());
     });
   }
   const [command, who, permission, ...rest] = args;
@@ -69,7 +69,7 @@ async function main(args: string[]): Promise<string> {
     }
     const origin = cliOrigin();
     return await change(db, config, logger, published.includes(command), async (accounts) => {
-      const actor = `os:${operatingSystemUser()}`;
+      const actor = cliActor();
       switch (command) {
         case "grant": {
           const permissions = await accounts.grant(actor, user.id, permission!, origin);
@@ -145,12 +145,12 @@ async function change(db: Database, config: Config, logger: Logger, publishes: b
   }
 }
 
-/** Who ran the tool, for the audit log; userInfo() fails for a user id with no passwd entry (some containers). */
-function operatingSystemUser(): string {
+/** Who ran the tool, as the audit log names them (os:<name>); userInfo() fails for a user id with no passwd entry (some containers). */
+function cliActor(): string {
   try {
-    return userInfo().username;
+    return `os:${userInfo().username}`;
   } catch {
-    return process.env.USER || "unknown";
+    return `os:${process.env.USER || "unknown"}`;
   }
 }
 

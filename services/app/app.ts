@@ -29,7 +29,6 @@ import { PasswordSignIn } from "../auth/password-sign-in.js";
 import { phoneLimitKey } from "../auth/phone.js";
 import { Profiles } from "../auth/profile.js";
 import { MfaNotices } from "../auth/mfa-notices.js";
-import { RecoveryCodeNotices } from "../auth/recovery-code-notices.js";
 import { RecoveryCodeHashes } from "../auth/recovery-codes.js";
 import { Registration } from "../auth/registration.js";
 import { SecondFactors } from "../auth/second-factors.js";
@@ -227,12 +226,8 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
     closers.push(() => background.settled());
     const newDevices = new NewDeviceNotices(db, mailer, config.account, background);
     const recoveryCodeHashes = new RecoveryCodeHashes(deriveKey(kek, "recovery-codes"));
-    const recoveryCodeNotices = new RecoveryCodeNotices(db, mailer, config.account, background);
     const mfaNotices = new MfaNotices(db, mailer, config.account, background);
-    const secondFactors = new SecondFactors(db, config.mfa, new Envelope(kek, "totp-secrets"), recoveryCodeHashes, {
-      fewLeft: (userId, remaining, origin) => recoveryCodeNotices.fewLeft(userId, remaining, origin),
-      budgetExhausted: (userId, lockSeconds) => mfaNotices.budgetExhausted(userId, lockSeconds),
-    });
+    const secondFactors = new SecondFactors(db, config.mfa, new Envelope(kek, "totp-secrets"), recoveryCodeHashes, mfaNotices);
     const mfaSignIn = new MfaSignIn(db, config.mfa, deriveKey(kek, "mfa-challenges"), secondFactors, sessions, tokens, newDevices);
     const smsBudgets = new SmsBudgets(db, config.otp, limiter, logger);
     const otp = new OtpSignIn(db, config.otp, sms, smsBudgets, deriveKey(kek, "otp-codes"), sessions, tokens, logger, newDevices, mfaSignIn);
@@ -242,7 +237,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
     const registration = new Registration(db, config.account, emailVerifications, mailer);
     const changeProofs = new ChangeProofs(db, config.account, passwords, sessions);
     const contactChanges = new ContactChanges(db, config.account, config.otp.allowedCountries, changeProofs, emailVerifications, mailer, sms, smsBudgets, accountCodes);
-    const passwordResets = new PasswordResets(db, config.account, sessions, mailer, new SecretMacs(deriveKey(kek, "password-reset")), background, logger);
+    const passwordResets = new PasswordResets(db, config.account, sessions, mailer, new SecretMacs(deriveKey(kek, "password-reset")), background);
     const kyc = new Kyc(db, new Envelope(kek, "kyc-data"), deriveKey(kek, "kyc-document-index"), revocations, tokenLifetimeMs);
     const clientSecrets = new ClientSecrets(deriveKey(kek, "client-secrets"));
     const totp = new TotpEnrollment(db, secondFactors, {

@@ -4,7 +4,6 @@ import { failedPrecondition, invalidArgument } from "../kernel/errors.js";
 import type { Config } from "../platform/config.js";
 import type { Database } from "../platform/database.js";
 import type { Sessions } from "../session/sessions.js";
-import type { CredentialRow } from "../users/store.js";
 import type { PasswordSignIn } from "./password-sign-in.js";
 
 /**
@@ -29,7 +28,7 @@ export class ChangeProofs {
    * confirmed (for a new address or number, which would outlive the owner's
    * password reset and sign in on its own).
    */
-  async prove(principal: Principal, currentPassword: string, event: string, origin: CallOrigin, { verifiedEmail }: { verifiedEmail: boolean }): Promise<CredentialRow> {
+  async prove(principal: Principal, currentPassword: string, event: string, origin: CallOrigin, { verifiedEmail }: { verifiedEmail: boolean }): Promise<void> {
     const who = { userId: principal.subject, sessionId: principal.sessionId };
     const user = await this.passwords.credentialsOf(principal, origin);
     // Whoever registered an address they do not own (EMAIL_VERIFICATION=optional) must not attach a number or
@@ -43,7 +42,7 @@ export class ChangeProofs {
         throw invalidArgument([{ field: "current_password", description: "required: this account has a password" }]);
       }
       await this.passwords.checkCurrentPassword(user, currentPassword, origin);
-      return user;
+      return;
     }
     const session = await this.sessions.current(principal);
     if (Date.now() - session.create_time.getTime() > this.settings.freshSignInSeconds * 1000) {
@@ -52,6 +51,5 @@ export class ChangeProofs {
         max_age_seconds: String(this.settings.freshSignInSeconds),
       });
     }
-    return user;
   }
 }

@@ -1,7 +1,7 @@
 import type { Database } from "../platform/database.js";
 
 /** How long a wrong code counts against its user's budget (the setting ACCOUNT_CODE_FAILURE_BUDGET). */
-export const codeFailureWindowSeconds = 24 * 60 * 60;
+const codeFailureWindowSeconds = 24 * 60 * 60;
 
 const window = `make_interval(secs => ${codeFailureWindowSeconds})`;
 

@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { audit } from "../audit/store.js";
@@ -16,7 +15,7 @@ import type {
 } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { contactVerificationStore, type CodeTry } from "./contact-verification-store.js";
 import type { ChangeProofs } from "./change-proof.js";
-import { refuseTakenAddress, withdrawVerification, type OpenedVerification } from "./contact-verifications.js";
+import { openVerification, refuseTakenAddress, withdrawVerification, type OpenedVerification } from "./contact-verifications.js";
 import { sendOrUndo } from "./delivery.js";
 import { emailProblem, maskEmail, normalizeEmail } from "./email.js";
 import type { EmailVerifications } from "./email-verification.js";
@@ -108,21 +107,15 @@ export class ContactChanges {
       if (user.phone_number === phone.e164) {
         throw invalidArgument([{ field: "phone_number", description: "this is already the account's number" }]);
       }
-      const id = randomUUID();
-      const expireTime = new Date(Date.now() + ttlSeconds * 1000);
-      const replaced = await contactVerificationStore.replace(tx, {
-        id,
+      const opened = await openVerification(tx, this.settings, {
         userId: user.id,
         channel: "phone",
         address: phone.e164,
         codeMac: this.macs.code(phone.e164, code),
         linkMac: null,
-        maxAttempts: this.settings.codeMaxAttempts,
-        failureBudget: this.settings.codeFailureBudget,
-        expireTime,
       });
       await audit(tx, origin, { event, outcome: "success", ...actor(principal), detail });
-      return { id, userId: user.id, replaced, expireTime };
+      return opened;
     });
     const send = () => this.sms.send({ to: phone.e164, body: smsTexts.addNumberCode(this.settings.productName, code, ttlSeconds) });
     await sendOrUndo(this.db, origin, send, { audit: { event, ...actor(principal), detail }, revert: (tx) => withdrawVerification(tx, opened) });

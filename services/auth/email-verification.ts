@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import { audit } from "../audit/store.js";
 import type { CallOrigin } from "../kernel/call.js";
 import { Violations } from "../kernel/validation.js";
@@ -8,7 +7,7 @@ import { isUniqueViolation } from "../platform/database-errors.js";
 import type { Logger } from "../platform/logger.js";
 import { userStore } from "../users/store.js";
 import { contactVerificationStore, type VerificationRow } from "./contact-verification-store.js";
-import { refuseTakenAddress, withdrawVerification, type OpenedVerification } from "./contact-verifications.js";
+import { openVerification, refuseTakenAddress, withdrawVerification, type OpenedVerification } from "./contact-verifications.js";
 import { emailProblem, maskEmail, normalizeEmail } from "./email.js";
 import { MailDeliveryError, type Mail, type Mailer } from "./mail.js";
 import { mailTemplates } from "./mail-templates.js";
@@ -45,23 +44,16 @@ export class EmailVerifications {
    * verification back with withdrawVerification.
    */
   async open(tx: Sql, userId: string, address: string): Promise<OpenedEmailVerification> {
-    const ttlSeconds = this.settings.verificationTtlSeconds;
     const code = newCode();
     const token = newLinkToken();
-    const id = randomUUID();
-    const expireTime = new Date(Date.now() + ttlSeconds * 1000);
-    const replaced = await contactVerificationStore.replace(tx, {
-      id,
+    const opened = await openVerification(tx, this.settings, {
       userId,
       channel: "email",
       address,
       codeMac: this.macs.code(address, code),
       linkMac: this.macs.link(token),
-      maxAttempts: this.settings.codeMaxAttempts,
-      failureBudget: this.settings.codeFailureBudget,
-      expireTime,
     });
-    return { id, userId, replaced, expireTime, mail: mailTemplates.verifyAddress(this.settings, address, { code, token, ttlSeconds }) };
+    return { ...opened, mail: mailTemplates.verifyAddress(this.settings, address, { code, token, ttlSeconds: this.settings.verificationTtlSeconds }) };
   }
 
   /**

@@ -5,7 +5,6 @@ import { Violations } from "../kernel/validation.js";
 import type { Config } from "../platform/config.js";
 import type { Background } from "../platform/background.js";
 import type { Database } from "../platform/database.js";
-import type { Logger } from "../platform/logger.js";
 import type { Sessions } from "../session/sessions.js";
 import { userStore } from "../users/store.js";
 import { contactVerificationStore } from "./contact-verification-store.js";
@@ -52,7 +51,6 @@ export class PasswordResets {
     private readonly mailer: Mailer,
     private readonly macs: SecretMacs,
     private readonly background: Background,
-    private readonly logger: Logger,
   ) {}
 
   /**
@@ -139,12 +137,10 @@ export class PasswordResets {
         throw error;
       });
 
-    try {
-      await this.mailer.send(mailTemplates.passwordChanged(this.settings, usable.email, new Date()));
-    } catch (error) {
-      // The password has changed all the same: an error would invite a retry that the closed reset must refuse.
-      this.logger.warn({ userId: usable.userId, err: error }, "password-changed notice not sent");
-    }
+    // After the answer, like the other notices: the password has changed whatever the mail does, and a slow
+    // provider must not hold the caller (an error would invite a retry that the closed reset must refuse).
+    const changedAt = new Date();
+    this.background.run("password-changed notice", () => this.mailer.send(mailTemplates.passwordChanged(this.settings, usable.email, changedAt)));
     return revoked.length;
   }
 

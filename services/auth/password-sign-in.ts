@@ -54,7 +54,8 @@ export class PasswordSignIn {
     const email = normalizeEmail(request.email);
     new Violations().add("email", emailProblem(email)).throwIfAny();
 
-    const user = await userStore.credentialsByEmail(this.db, email, this.source(origin));
+    const source = this.source(origin);
+    const user = await userStore.credentialsByEmail(this.db, email, source);
     const passwordOk = await verifyPassword(user?.password_hash ?? undefined, request.password);
     if (!user || user.disable_time) {
       signIns.labels("pwd", user ? "disabled" : "unknown_account").inc();
@@ -74,7 +75,7 @@ export class PasswordSignIn {
     if (this.emailVerification === "required" && user.email_verify_time === null) {
       signIns.labels("pwd", "email_not_verified").inc();
       // The password was right: wrong ones before it must not go on counting toward a lockout.
-      await userStore.passwordAccepted(this.db, user.id, this.source(origin));
+      await userStore.passwordAccepted(this.db, user.id, source);
       const resent = await this.verifications.resend(user.id, email);
       await audit(this.db, origin, { event: "sign_in", outcome: "denied", userId: user.id, detail: { method: "pwd", reason: "email_not_verified", resent } });
       throw failedPrecondition("EMAIL_NOT_VERIFIED", "confirm your email address with the code or link mailed to it, then sign in");
@@ -82,7 +83,7 @@ export class PasswordSignIn {
 
     const signedIn = await this.db.transaction(async (tx) => {
       // Takes the user's row lock that create() relies on, and sees a disable that landed during the password check.
-      if ((await userStore.passwordAccepted(tx, user.id, this.source(origin))).disabled) return undefined;
+      if ((await userStore.passwordAccepted(tx, user.id, source)).disabled) return undefined;
       // An account with a second factor gets a challenge instead of a session: no tokens on the password alone.
       if (await mfaStore.enrolled(tx, user.id)) {
         return { mfaChallenge: await this.mfa.challenge(tx, { userId: user.id, method: "pwd", device: request.device!, origin }) };

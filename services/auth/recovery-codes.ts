@@ -6,7 +6,7 @@ import { createHmac, randomInt } from "node:crypto";
  * so a copy of the database gives no code, and a code means nothing for
  * another account.
  */
-export const recoveryCodeCount = 10;
+const recoveryCodeCount = 10;
 
 const alphabet = "abcdefghijklmnopqrstuvwxyz234567";
 const groupLength = 5;

@@ -10,7 +10,7 @@ import { signIns } from "../platform/metrics.js";
 import { sessionStore } from "../session/store.js";
 import { userStore } from "../users/store.js";
 import type { RegisterResponseSchema } from "../../gen/portcullis/v1/auth_service_pb.js";
-import { withdrawVerification } from "./contact-verifications.js";
+import { contactVerificationStore } from "./contact-verification-store.js";
 import { sendOrUndo } from "./delivery.js";
 import { emailProblem, normalizeEmail } from "./email.js";
 import type { EmailVerifications, OpenedEmailVerification } from "./email-verification.js";
@@ -75,6 +75,7 @@ export class Registration {
     await userStore.lock(tx, opened.userId);
     const signedIn = (await sessionStore.liveCounts(tx, [opened.userId])).size > 0;
     if (!signedIn && (await userStore.deleteUnconfirmed(tx, opened.userId))) return;
-    await withdrawVerification(tx, opened);
+    // The row lock is held already: withdrawVerification would take it again.
+    await contactVerificationStore.withdraw(tx, opened.id, opened.replaced);
   }
 }

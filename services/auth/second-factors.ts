@@ -14,7 +14,7 @@ export type SecondFactorProof = { totpCode: string } | { recoveryCode: string };
 export type FactorMethod = "totp" | "recovery_code";
 
 /** Unused recovery codes at or below which the user is told to make new ones. */
-export const fewRecoveryCodes = 2;
+const fewRecoveryCodes = 2;
 
 /** Who is told of what a check found; each runs after the check commits, and returns at once. */
 export interface FactorNotices {
@@ -31,7 +31,7 @@ export type Checked =
   | { kind: "none" };
 
 /** The refusal of a code that is not the user's right now: one answer for wrong, replayed and used codes. */
-export const wrongFactor = (field: string) => invalidArgument([{ field, description: "the code is wrong or was already used" }]);
+const wrongFactor = (field: string) => invalidArgument([{ field, description: "the code is wrong or was already used" }]);
 
 /**
  * The one check of a second factor, for every caller (VerifyMfa, StepUp,
@@ -157,7 +157,7 @@ export class SecondFactors {
 const sealContext = (userId: string) => `totp_factor:${userId}`;
 
 /** Turns a check into its answer: the method, or the refusal to throw. */
-export function outcome(checked: Checked): FactorMethod {
+function outcome(checked: Checked): FactorMethod {
   switch (checked.kind) {
     case "ok":
       return checked.method;

@@ -42,13 +42,14 @@ export class Introspection {
   async introspect(token: string, call: CallContext): Promise<InspectedToken | undefined> {
     const caller = call.principal!.subject;
     const inspected = await this.verified(token);
-    const accounts = await serviceAccountStore.findAll(this.sql, [caller, ...(inspected ? accountsNamedIn(inspected) : [])]);
+    const named = inspected ? accountsNamedIn(inspected) : [];
+    const accounts = await serviceAccountStore.findAll(this.sql, [caller, ...named]);
     const callerAccount = accounts.find((account) => account.name === caller);
     if (!callerAccount || callerAccount.disable_time) {
       await audit(this.sql, call, { event: "token.introspect", outcome: "denied", detail: { client_id: caller, reason: "service_disabled" } });
       throw permissionDenied("SERVICE_DISABLED", "this service account is disabled");
     }
-    const found = inspected && this.current(inspected, callerAccount, accounts);
+    const found = inspected && this.current(inspected, callerAccount, accounts, named);
     tokenIntrospections.labels(found ? "true" : "false").inc();
     return found;
   }
@@ -62,12 +63,13 @@ export class Introspection {
     }
   }
 
-  private current(inspected: InspectedToken, caller: ServiceAccountRow, accounts: ServiceAccountRow[]): InspectedToken | undefined {
+  /** `named`: the accounts the token stands on, each of which must be among `accounts` and enabled. */
+  private current(inspected: InspectedToken, caller: ServiceAccountRow, accounts: ServiceAccountRow[], named: string[]): InspectedToken | undefined {
     const { principal } = inspected;
     if (principal.expiresAt * 1000 <= this.now()) return undefined;
     if (![caller.name, ...caller.audiences, this.ownAudience].includes(inspected.audience)) return undefined;
     const enabled = (name: string) => accounts.some((account) => account.name === name && !account.disable_time);
-    if (!accountsNamedIn(inspected).every(enabled)) return undefined;
+    if (!named.every(enabled)) return undefined;
     if (principal.kind === "service") return inspected;
     try {
       return { ...inspected, principal: this.revocations.check(principal) };

@@ -420,7 +420,7 @@ export function loadConfig(env: Env = process.env, { sendsCodes = true }: { send
       challengeTtlSeconds: int("MFA_CHALLENGE_TTL_SECONDS", 5 * minute, 30, hour),
       challengeMaxAttempts: int("MFA_CHALLENGE_MAX_ATTEMPTS", 5, 1, 20),
     },
-    captcha: parseCaptcha(read, int, Boolean(databaseUrl) && sendsCodes),
+    captcha: parseCaptcha(read, int, list, Boolean(databaseUrl) && sendsCodes),
     cleanupIntervalSeconds: int("CLEANUP_INTERVAL_SECONDS", 10 * minute, 10, day),
     maxRequestBytes: int("MAX_REQUEST_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
     gateway: gatewayTimeouts(int),
@@ -595,6 +595,7 @@ function captchaTestToken(token: string | undefined, shared: boolean, allowed: b
 function parseCaptcha(
   read: (name: string) => string | undefined,
   int: (name: string, fallback: number, min: number, max: number) => number,
+  list: (name: string) => string[],
   shared: boolean,
 ): CaptchaConfig {
   // Like SMS_PROVIDER: a shared deployment says so when it runs without bot defence.
@@ -611,7 +612,7 @@ function parseCaptcha(
     if (!value && name !== "none") throw new ConfigError(variable, `required with CAPTCHA_PROVIDER=${name}`);
     return value;
   };
-  const allowIps = ipRanges("CAPTCHA_ALLOW_IPS", (read("CAPTCHA_ALLOW_IPS") ?? "").split(",").map((item) => item.trim()).filter(Boolean));
+  const allowIps = ipRanges("CAPTCHA_ALLOW_IPS", list("CAPTCHA_ALLOW_IPS"));
   const minScore = Number(read("CAPTCHA_MIN_SCORE") ?? "0.5");
   if (!(minScore >= 0 && minScore <= 1)) throw new ConfigError("CAPTCHA_MIN_SCORE", `expected a number from 0 to 1, got "${read("CAPTCHA_MIN_SCORE")}"`);
   const flag = (variable: string) => {

@@ -6,6 +6,7 @@ import type { CallContext, CallOrigin, CaptchaRefusal, LimitHit, Principal, Unar
 import { invalidArgument, rateLimited, unauthenticated, unavailable } from "../kernel/errors.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { isDatabaseUnavailable } from "../platform/database-errors.js";
+import type { RateLimitRule } from "../platform/config.js";
 import { requestIdOf, type IncomingCall } from "../platform/incoming-call.js";
 import { accessLogger, type Logger } from "../platform/logger.js";
 import { callsInFlight, rateLimitRefusals, rpcCalls, rpcDuration, tokensRefused } from "../platform/metrics.js";
@@ -54,7 +55,6 @@ export interface ChainDeps {
   onCaptchaRefused?: (refusal: CaptchaRefusal) => void;
   logger: Logger;
 }
-
 
 type Door = IncomingCall["door"];
 
@@ -186,15 +186,20 @@ export class Chain {
       const key = this.limitKey(limit, request, call.clientIp, principal);
       // A field-keyed rule counts the requests that name someone: an empty field would make every caller share one key.
       if (key === undefined) continue;
-      const decision = await consumeRule(this.deps.limiter, limit.name, limit.rule, key, this.deps.logger);
-      if (!decision.allowed) this.refuse(limit.name, key, decision.retryAfterMs, call, principal);
+      await this.consume(limit.name, limit.rule, key, call, principal);
       // An IPv6 client could move to any of the 65,536 /64s of its /48: together they count against a looser rule.
       const wideKey = limit.wideRule && this.deps.clientIp.wideLimitKey(call.clientIp);
-      if (wideKey) {
-        const wide = await consumeRule(this.deps.limiter, limit.name, limit.wideRule!, wideKey, this.deps.logger);
-        if (!wide.allowed) this.refuse(limit.name, wideKey, wide.retryAfterMs, call, principal);
-      }
+      if (wideKey) await this.consume(limit.name, limit.wideRule!, wideKey, call, principal);
     }
+  }
+
+  private async consume(name: string, rule: RateLimitRule, key: string, call: CallOrigin, principal: Principal | undefined): Promise<void> {
+    const decision = await consumeRule(this.deps.limiter, name, rule, key, this.deps.logger);
+    if (decision.allowed) return;
+    rateLimitRefusals.labels(name).inc();
+    const { requestId, clientIp, userAgent } = call;
+    this.deps.onLimited({ requestId, clientIp, userAgent, rule: name, key, userId: principal?.subject });
+    throw rateLimited(name, decision.retryAfterMs);
   }
 
   /**
@@ -229,13 +234,6 @@ export class Chain {
       }
       throw error;
     }
-  }
-
-  private refuse(rule: string, key: string, retryAfterMs: number, call: CallOrigin, principal: Principal | undefined): never {
-    rateLimitRefusals.labels(rule).inc();
-    const { requestId, clientIp, userAgent } = call;
-    this.deps.onLimited({ requestId, clientIp, userAgent, rule, key, userId: principal?.subject });
-    throw rateLimited(rule, retryAfterMs);
   }
 
   private limitKey(limit: MethodLimit, request: Message, clientIp: string, principal: Principal | undefined): string | undefined {

@@ -45,18 +45,7 @@ export interface RefreshedSession {
 export type SecondFactorSql = (userIdExpression: string) => string;
 
 /** A session just raised to aal 2, and its user as the new access token describes them. */
-export interface SteppedUpSession {
-  id: string;
-  user_id: string;
-  device_id: string;
-  sign_in_method: keyof typeof SignInMethod;
-  expire_time: Date;
-  mfa_time: Date;
-  kyc_level: number;
-  kyc_status: string;
-  permissions: string[];
-  email_verified: boolean;
-}
+export type SteppedUpSession = Omit<RefreshedSession, "aal" | "mfa_time" | "mfa_enrolled"> & { mfa_time: Date };
 
 /** One sign-in's new session, its first refresh token and its audit row, as `createSessions` takes them. */
 export interface SessionInsert {
@@ -145,6 +134,28 @@ const rotateSql = (enrolled: SecondFactorSql) => `
   select live.position, live.id, live.user_id, live.device_id, live.sign_in_method, live.expire_time, live.aal, live.mfa_time,
          u.kyc_level, u.kyc_status, u.permissions, u.email_verify_time is not null as email_verified, ${enrolled("live.user_id")} as mfa_enrolled
   from live ${userSql.join("u", "live.user_id")}`;
+
+const usedTokenSql = (enrolled: SecondFactorSql) => `
+  select s.id, s.user_id, s.device_id, s.sign_in_method, s.expire_time, s.aal, s.mfa_time, u.kyc_level, u.kyc_status, u.permissions,
+         u.email_verify_time is not null as email_verified, ${enrolled("s.user_id")} as mfa_enrolled,
+         rt.use_time is not null as used,
+         rt.use_time > now() - make_interval(secs => $1)
+           and exists (select 1 from refresh_token next where next.token_hash = $3 and next.use_time is null) as retry,
+         s.revoke_time is not null as revoked,
+         s.revoke_time is null and s.idle_expire_time > now() and s.expire_time > now() and u.disable_time is null as session_live
+  from refresh_token rt join session s on s.id = rt.session_id ${userSql.join("u", "s.user_id")}
+  where rt.token_hash = $2`;
+
+/**
+ * The refresh statements, written once per `enrolled` fragment (one per
+ * process): refresh is a hot path, and Database keys its statements by text.
+ */
+const refreshStatements = new WeakMap<SecondFactorSql, { rotate: string; usedToken: string }>();
+function refreshSql(enrolled: SecondFactorSql): { rotate: string; usedToken: string } {
+  let statements = refreshStatements.get(enrolled);
+  if (!statements) refreshStatements.set(enrolled, (statements = { rotate: rotateSql(enrolled), usedToken: usedTokenSql(enrolled) }));
+  return statements;
+}
 
 /**
  * The session and refresh_token tables: device sessions and the refresh
@@ -247,7 +258,7 @@ export const sessionStore = {
 
   /** Uses up each token (see rotateSql); the session for each input that did, undefined for the others. */
   async rotate(sql: Sql, rotations: RotationInput[], idleTimeoutSeconds: number, enrolled: SecondFactorSql): Promise<(RefreshedSession | undefined)[]> {
-    const rows = await sql.query<RefreshedSession & { position: string }>(rotateSql(enrolled), [
+    const rows = await sql.query<RefreshedSession & { position: string }>(refreshSql(enrolled).rotate, [
       rotations.map((rotation) => rotation.tokenHash),
       rotations.map((rotation) => rotation.successorHash),
       rotations.map((rotation) => rotation.origin.clientIp),
@@ -267,15 +278,7 @@ export const sessionStore = {
    */
   async usedToken(sql: Sql, tokenHash: Buffer, successorHash: Buffer, reuseIntervalSeconds: number, enrolled: SecondFactorSql) {
     const [row] = await sql.query<RefreshedSession & { used: boolean; retry: boolean; session_live: boolean; revoked: boolean }>(
-      `select s.id, s.user_id, s.device_id, s.sign_in_method, s.expire_time, s.aal, s.mfa_time, u.kyc_level, u.kyc_status, u.permissions,
-              u.email_verify_time is not null as email_verified, ${enrolled("s.user_id")} as mfa_enrolled,
-              rt.use_time is not null as used,
-              rt.use_time > now() - make_interval(secs => $1)
-                and exists (select 1 from refresh_token next where next.token_hash = $3 and next.use_time is null) as retry,
-              s.revoke_time is not null as revoked,
-              s.revoke_time is null and s.idle_expire_time > now() and s.expire_time > now() and u.disable_time is null as session_live
-       from refresh_token rt join session s on s.id = rt.session_id ${userSql.join("u", "s.user_id")}
-       where rt.token_hash = $2`,
+      refreshSql(enrolled).usedToken,
       [reuseIntervalSeconds, tokenHash, successorHash],
     );
     return row;
