@@ -10,7 +10,7 @@ const floors = [
   ["audit", "policy"],
   ["tokens", "users"],
   ["session"],
-  ["auth", "kyc", "clients"],
+  ["auth", "kyc", "clients", "passkeys"],
   ["gateway", "guard", "admin"],
   ["app"],
 ];

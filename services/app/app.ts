@@ -76,8 +76,10 @@ import { KycService } from "../../gen/portcullis/v1/kyc_service_pb.js";
 import { SessionService } from "../../gen/portcullis/v1/session_service_pb.js";
 import { TokenService } from "../../gen/portcullis/v1/token_service_pb.js";
 import { MfaService } from "../../gen/portcullis/v1/mfa_service_pb.js";
+import { PasskeyService } from "../../gen/portcullis/v1/passkey_service_pb.js";
+import { passkeyHandlers } from "../passkeys/handlers.js";
 
-export const services: readonly DescService[] = [AuthService, SessionService, KycService, AdminService, TokenService, MfaService];
+export const services: readonly DescService[] = [AuthService, SessionService, KycService, AdminService, TokenService, MfaService, PasskeyService];
 
 /** Everything a serving instance holds: stores, key ring, chain and handlers. */
 export interface App {
@@ -270,6 +272,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       [SessionService, sessionHandlers(sessions)],
       [KycService, kycHandlers(kyc)],
       [MfaService, mfaHandlers({ totp, stepUps: new StepUps(db, secondFactors, tokens), mfaSignIn })],
+      [PasskeyService, passkeyHandlers()],
       [TokenService, tokenHandlers({
         serviceTokens: new ServiceTokens(
           clientAuthentication,

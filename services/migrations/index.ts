@@ -9,6 +9,7 @@ import { Migration0007ServiceAccounts } from "./0007-service-accounts.js";
 import { Migration0008CodeFailures } from "./0008-code-failures.js";
 import { Migration0009SecondFactors } from "./0009-second-factors.js";
 import { Migration0010MfaLockouts } from "./0010-mfa-lockouts.js";
+import { Migration0011Passkeys } from "./0011-passkeys.js";
 
 /** Every migration, in order. Committed; never edited once on main. */
 export const migrations: MigrationObject[] = [
@@ -22,4 +23,5 @@ export const migrations: MigrationObject[] = [
   { name: "0008-code-failures", class: Migration0008CodeFailures },
   { name: "0009-second-factors", class: Migration0009SecondFactors },
   { name: "0010-mfa-lockouts", class: Migration0010MfaLockouts },
+  { name: "0011-passkeys", class: Migration0011Passkeys },
 ];

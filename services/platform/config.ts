@@ -194,6 +194,17 @@ export interface Config {
     challengeMaxAttempts: number;
   };
   captcha: CaptchaConfig;
+  /** Passkeys: the relying party browsers bind them to, and the pages allowed to run ceremonies. */
+  webauthn: {
+    /** A domain (no scheme or port): APP_URL's host by default. */
+    rpId: string;
+    rpName: string;
+    /** Origins (scheme, host, port) whose pages may register and use passkeys: APP_URL's by default. */
+    origins: string[];
+    challengeTtlSeconds: number;
+  };
+  /** Whether the gateway serves the sign-in web app at / (on for the embedded default, off with DATABASE_URL). */
+  webApp: boolean;
   cleanupIntervalSeconds: number;
   maxRequestBytes: number;
   gateway: {
@@ -246,6 +257,9 @@ export const defaultRateLimits: Record<string, RateLimitRule> = {
   service_call: { limit: 6000, periodSeconds: minute, failOpen: true },
   mfa_user: { limit: 20, periodSeconds: 15 * minute, failOpen: false },
   mfa_verify_ip: { limit: 30, periodSeconds: 15 * minute, failOpen: false },
+  passkey_user: { limit: 30, periodSeconds: 15 * minute, failOpen: false },
+  passkey_sign_in_ip: { limit: 60, periodSeconds: 15 * minute, failOpen: false },
+  passkey_sign_in_global: { limit: 600, periodSeconds: minute, failOpen: false },
   api_user: { limit: 1000, periodSeconds: minute, failOpen: true },
   api_ip: { limit: 3000, periodSeconds: minute, failOpen: true },
 };
@@ -347,6 +361,8 @@ export function loadConfig(env: Env = process.env, { sendsCodes = true }: { send
     }
   }
 
+  const productName = read("PRODUCT_NAME") ?? "Portcullis";
+  const appUrl = httpUrl("APP_URL", read("APP_URL") ?? "http://localhost:8080");
   const accessTokenTtlSeconds = int("ACCESS_TOKEN_TTL_SECONDS", 15 * minute, 60, sharedDefaults.maxAccessTokenTtlSeconds);
   return {
     mode: oneOf("MODE", ["all", "grpc", "gateway"], "all"),
@@ -405,8 +421,8 @@ export function loadConfig(env: Env = process.env, { sendsCodes = true }: { send
     email: parseEmail(read, int, Boolean(databaseUrl) && sendsCodes),
     account: {
       emailVerification: oneOf("EMAIL_VERIFICATION", ["required", "optional"], "required"),
-      productName: read("PRODUCT_NAME") ?? "Portcullis",
-      appUrl: httpUrl("APP_URL", read("APP_URL") ?? "http://localhost:8080"),
+      productName,
+      appUrl,
       verificationTtlSeconds: int("EMAIL_VERIFICATION_TTL_SECONDS", 30 * minute, minute, day),
       passwordResetTtlSeconds: int("PASSWORD_RESET_TTL_SECONDS", 15 * minute, minute, day),
       codeMaxAttempts: int("ACCOUNT_CODE_MAX_ATTEMPTS", 5, 1, 10),
@@ -421,6 +437,8 @@ export function loadConfig(env: Env = process.env, { sendsCodes = true }: { send
       challengeMaxAttempts: int("MFA_CHALLENGE_MAX_ATTEMPTS", 5, 1, 20),
     },
     captcha: parseCaptcha(read, int, list, Boolean(databaseUrl) && sendsCodes),
+    webauthn: parseWebauthn(read, int, list, appUrl, productName),
+    webApp: oneOf("WEB_APP", ["on", "off"], databaseUrl ? "off" : "on") === "on",
     cleanupIntervalSeconds: int("CLEANUP_INTERVAL_SECONDS", 10 * minute, 10, day),
     maxRequestBytes: int("MAX_REQUEST_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
     gateway: gatewayTimeouts(int),
@@ -512,6 +530,43 @@ function parseRateLimits(raw: string | undefined): Record<string, RateLimitRule>
 }
 
 /** An http(s) URL without a trailing slash, or a ConfigError naming the variable. */
+/**
+ * Browsers run WebAuthn only in a secure context (https, or http on localhost),
+ * and only for an RP ID that is the page's host or a parent domain of it: an
+ * IP address never qualifies, so a page at http://127.0.0.1 cannot use passkeys.
+ */
+function parseWebauthn(
+  read: (name: string) => string | undefined,
+  int: (name: string, fallback: number, min: number, max: number) => number,
+  list: (name: string) => string[],
+  appUrl: string,
+  productName: string,
+): Config["webauthn"] {
+  const rpId = (read("WEBAUTHN_RP_ID") ?? new URL(appUrl).hostname).toLowerCase();
+  if (!/^(?=.*[a-z])[a-z0-9-]+(\.[a-z0-9-]+)*$/.test(rpId)) {
+    throw new ConfigError("WEBAUTHN_RP_ID", `"${rpId}" is not a domain like example.com (an IP address cannot be a relying party)`);
+  }
+  const configured = list("WEBAUTHN_ORIGINS");
+  const origins = configured.length > 0 ? configured : [new URL(appUrl).origin];
+  for (const origin of origins) {
+    const url = URL.canParse(origin) ? new URL(origin) : undefined;
+    const name = configured.length > 0 ? "WEBAUTHN_ORIGINS" : "APP_URL";
+    if (!url || url.origin !== origin) throw new ConfigError(name, `"${origin}" is not an origin like https://app.example.com`);
+    if (url.protocol !== "https:" && !(url.hostname === "localhost" || url.hostname.endsWith(".localhost"))) {
+      throw new ConfigError(name, `"${origin}": browsers allow passkeys only on https (or http://localhost)`);
+    }
+    if (url.hostname !== rpId && !url.hostname.endsWith(`.${rpId}`)) {
+      throw new ConfigError(name, `"${origin}" is not on WEBAUTHN_RP_ID "${rpId}" or a subdomain of it`);
+    }
+  }
+  return {
+    rpId,
+    rpName: read("WEBAUTHN_RP_NAME") ?? productName,
+    origins,
+    challengeTtlSeconds: int("WEBAUTHN_CHALLENGE_TTL_SECONDS", 5 * minute, 30, 10 * minute),
+  };
+}
+
 function httpUrl(name: string, value: string): string {
   if (!/^https?:\/\/[^/]/.test(value)) throw new ConfigError(name, `expected an http(s) URL, got "${value}"`);
   return value.replace(/\/$/, "");

@@ -32,6 +32,14 @@ export interface NewSession {
   event: { name: "sign_in"; detail: Record<string, string | number | boolean> };
 }
 
+/**
+ * A passkey with user verification is two factors in one (the device, and the
+ * PIN or biometric that unlocks it): NIST SP 800-63B's AAL2, like a second factor.
+ */
+function startsAtAal2(signIn: NewSession): boolean {
+  return signIn.secondFactor !== undefined || signIn.method === SignInMethod.PASSKEY;
+}
+
 export interface CreatedSession {
   session: SessionClaims;
   refreshToken: string;
@@ -107,8 +115,8 @@ export class Sessions {
         deviceId: signIn.device.deviceId,
         signInMethod: signIn.method,
         expireTime,
-        aal: signIn.secondFactor ? 2 : 1,
-        mfaTime: signIn.secondFactor ? new Date(now) : null,
+        aal: startsAtAal2(signIn) ? 2 : 1,
+        mfaTime: startsAtAal2(signIn) ? new Date(now) : null,
         secondFactor: signIn.secondFactor,
       },
       refreshToken: this.refreshTokens.mint(signIn.userId),

@@ -36,6 +36,8 @@ const firstFactorAmr: Record<SignInMethod, string[]> = {
   [SignInMethod.UNSPECIFIED]: [],
   [SignInMethod.OTP]: ["otp", "sms"],
   [SignInMethod.PASSWORD]: ["pwd"],
+  // RFC 8176 has no value for WebAuthn: "passkey" is ours (with "mfa", as a user-verified passkey is two factors).
+  [SignInMethod.PASSKEY]: ["passkey"],
 };
 
 /** RFC 8176 has no value for a recovery code: "rc" is ours. */
