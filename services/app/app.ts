@@ -77,7 +77,12 @@ import { SessionService } from "../../gen/portcullis/v1/session_service_pb.js";
 import { TokenService } from "../../gen/portcullis/v1/token_service_pb.js";
 import { MfaService } from "../../gen/portcullis/v1/mfa_service_pb.js";
 import { PasskeyService } from "../../gen/portcullis/v1/passkey_service_pb.js";
+import { Ceremonies } from "../passkeys/ceremonies.js";
 import { passkeyHandlers } from "../passkeys/handlers.js";
+import { Passkeys } from "../passkeys/passkeys.js";
+import { PasskeyRegistration } from "../passkeys/registration.js";
+import { PasskeySignIn } from "../passkeys/sign-in.js";
+import { ceremonyStore } from "../passkeys/store.js";
 
 export const services: readonly DescService[] = [AuthService, SessionService, KycService, AdminService, TokenService, MfaService, PasskeyService];
 
@@ -190,6 +195,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
         mfaFailures: () => mfaStore.purgeOldFailures(db, config.mfa.failureWindowSeconds),
         mfaLockouts: () => mfaStore.purgeOldLockouts(db),
         mfaChallenges: () => mfaChallengeStore.purgeEnded(db),
+        passkeyCeremonies: () => ceremonyStore.purgeExpired(db),
         clientAssertions: () => serviceAccountStore.purgeUsedAssertions(db),
       },
       config.cleanupIntervalSeconds,
@@ -250,6 +256,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       publish: (event) => revocations.publish(event),
       accessTokenLifetimeMs: tokenLifetimeMs,
     });
+    const passkeyCeremonies = new Ceremonies(deriveKey(kek, "passkey-ceremonies"), config.webauthn.challengeTtlSeconds);
     const clientAuthentication = new ClientAuthentication(db, clientSecrets, {
       audiences: [`${config.publicUrl}/oauth2/token`, config.jwt.issuer],
       clockToleranceSeconds: config.jwt.clockToleranceSeconds,
@@ -272,7 +279,17 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       [SessionService, sessionHandlers(sessions)],
       [KycService, kycHandlers(kyc)],
       [MfaService, mfaHandlers({ totp, stepUps: new StepUps(db, secondFactors, tokens), mfaSignIn })],
-      [PasskeyService, passkeyHandlers()],
+      [PasskeyService, passkeyHandlers({
+        registration: new PasskeyRegistration(db, config.webauthn, passkeyCeremonies, {
+          prove: (...args) => changeProofs.prove(...args),
+          passkeyAdded: (userId, name) => mfaNotices.passkeyAdded(userId, name),
+        }),
+        signIn: new PasskeySignIn(db, config.webauthn, passkeyCeremonies, sessions, tokens, {
+          notices: newDevices,
+          mfaEnrolled: (sql, userId) => mfaStore.enrolled(sql, userId),
+        }),
+        passkeys: new Passkeys(db),
+      })],
       [TokenService, tokenHandlers({
         serviceTokens: new ServiceTokens(
           clientAuthentication,

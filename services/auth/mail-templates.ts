@@ -89,6 +89,13 @@ export const mailTemplates = {
     ]);
   },
 
+  passkeyAdded(sender: MailSender, to: string, name: string): Mail {
+    return compose(to, `${sender.productName}: a passkey was added`, [
+      `A passkey ("${name}") was added to your ${sender.productName} account; it signs in without a password.`,
+      `If this was not you, reset your password at once and delete the passkey from your account's devices page: ${sender.appUrl}/reset-password`,
+    ]);
+  },
+
   totpTurnedOff(sender: MailSender, to: string): Mail {
     return compose(to, `${sender.productName}: two-step sign-in turned off`, [
       `Two-step sign-in with an authenticator app was turned off for your ${sender.productName} account; its recovery codes no longer work.`,

@@ -30,6 +30,10 @@ export class MfaNotices implements FactorNotices {
     this.mail("totp-off notice", userId, (to) => mailTemplates.totpTurnedOff(this.sender, to));
   }
 
+  passkeyAdded(userId: string, name: string): void {
+    this.mail("passkey notice", userId, (to) => mailTemplates.passkeyAdded(this.sender, to, name));
+  }
+
   budgetExhausted(userId: string, lockSeconds: number): void {
     this.mail("mfa lockout notice", userId, (to) => mailTemplates.mfaCodesRefused(this.sender, to, lockSeconds));
   }

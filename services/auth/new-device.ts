@@ -14,7 +14,7 @@ export interface CommittedSignIn {
   user: UserRow;
   sessionId: string;
   device: DeviceInput;
-  method: "pwd" | "otp";
+  method: "pwd" | "otp" | "passkey";
 }
 
 /**

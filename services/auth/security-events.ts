@@ -40,6 +40,11 @@ const ownerDetails: Readonly<Record<string, readonly string[]>> = {
   "kyc.reject": ["level", "reason"],
   "permission.grant": ["permission"],
   "permission.revoke": ["permission"],
+  "passkey.registered": ["passkey", "synced", "reason"],
+  "passkey.renamed": ["passkey"],
+  "passkey.deleted": ["passkey"],
+  "passkey.sign_in": ["passkey", "reason"],
+  "passkey.clone_suspected": ["passkey"],
 };
 const ownerEvents = Object.keys(ownerDetails);
 

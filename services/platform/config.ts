@@ -529,7 +529,6 @@ function parseRateLimits(raw: string | undefined): Record<string, RateLimitRule>
   return rules;
 }
 
-/** An http(s) URL without a trailing slash, or a ConfigError naming the variable. */
 /**
  * Browsers run WebAuthn only in a secure context (https, or http on localhost),
  * and only for an RP ID that is the page's host or a parent domain of it: an
@@ -567,6 +566,7 @@ function parseWebauthn(
   };
 }
 
+/** An http(s) URL without a trailing slash, or a ConfigError naming the variable. */
 function httpUrl(name: string, value: string): string {
   if (!/^https?:\/\/[^/]/.test(value)) throw new ConfigError(name, `expected an http(s) URL, got "${value}"`);
   return value.replace(/\/$/, "");

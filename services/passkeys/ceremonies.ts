@@ -1,0 +1,49 @@
+import { createHmac, randomBytes } from "node:crypto";
+import type { Sql } from "../platform/database.js";
+import { ceremonyStore, type CeremonyKind } from "./store.js";
+
+/** 256 random bits in base64url. */
+const ceremonyIdPattern = /^[A-Za-z0-9_-]{43}$/;
+
+/** A ceremony handed to a client: the id it holds, and the id the row and the audit log know it by. */
+export interface OpenedCeremony {
+  ceremonyId: string;
+  rowId: string;
+}
+
+/**
+ * The challenges of WebAuthn ceremonies, one Start to one Finish. The client
+ * holds 256 random bits; only an HMAC of them is stored (as the row's uuid),
+ * so a copy of the table finishes nothing.
+ */
+export class Ceremonies {
+  constructor(
+    private readonly key: Buffer,
+    private readonly ttlSeconds: number,
+  ) {}
+
+  async open(sql: Sql, kind: CeremonyKind, userId: string | null, challenge: string): Promise<OpenedCeremony> {
+    const ceremonyId = randomBytes(32).toString("base64url");
+    const rowId = this.rowId(ceremonyId);
+    await ceremonyStore.open(sql, { id: rowId, kind, userId, challenge, expireTime: new Date(Date.now() + this.ttlSeconds * 1000) });
+    return { ceremonyId, rowId };
+  }
+
+  /**
+   * The challenge of a ceremony this server opened, of this kind and user,
+   * unexpired and not finished before; it cannot be finished again.
+   * Undefined for any other id, whatever its shape.
+   */
+  async consume(sql: Sql, ceremonyId: string, kind: CeremonyKind, userId: string | null): Promise<{ challenge: string; rowId: string } | undefined> {
+    if (!ceremonyIdPattern.test(ceremonyId)) return undefined;
+    const rowId = this.rowId(ceremonyId);
+    const challenge = await ceremonyStore.consume(sql, rowId, kind, userId);
+    return challenge === undefined ? undefined : { challenge, rowId };
+  }
+
+  /** How the table and the audit log name a ceremony: its HMAC, as a uuid. */
+  private rowId(ceremonyId: string): string {
+    const hex = createHmac("sha256", this.key).update(ceremonyId).digest("hex");
+    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
+  }
+}
