@@ -18,6 +18,7 @@ import type { Logger } from "../services/platform/logger.js";
 import { AuthService, GetJwksRequestSchema, GetJwksResponseSchema } from "../gen/portcullis/v1/auth_service_pb.js";
 import { applyCors } from "./cors.js";
 import { createOAuth, headerValue } from "./oauth.js";
+import { serveWebApp, type WebAppFiles } from "./web-app.js";
 
 export interface GatewayOptions {
   services: readonly DescService[];
@@ -30,6 +31,8 @@ export interface GatewayOptions {
   timeouts?: { headersTimeoutMs: number; requestTimeoutMs: number };
   /** The OAuth endpoints' settings: JWT_ISSUER, PUBLIC_URL and JWT_AUDIENCE. */
   oauth: { issuer: string; publicUrl: string; audience: string };
+  /** The sign-in web app, served at / and its own paths; without it / answers 404. */
+  webApp?: WebAppFiles;
   logger: Logger;
 }
 
@@ -102,6 +105,7 @@ export function createGateway(options: GatewayOptions): Server {
         return sendJson(res, ready ? 200 : 503, { status: ready ? "ready" : "not ready" });
       }
       if (req.method === "GET" && path === "/.well-known/jwks.json") return await jwks(req, res);
+      if (options.webApp && serveWebApp(options.webApp, req, res, path)) return;
       res.setHeader("Cache-Control", "no-store");
       rpc(req, res);
     } catch (error) {

@@ -1,6 +1,7 @@
 // Fails when an import runs up or across the house: every folder of services/
 // (and gateway/) sits on a floor, and may import only folders on lower floors
-// (and gen/, the contract). ARCHITECTURE.md explains the floors.
+// (and gen/, the contract). ARCHITECTURE.md explains the floors. client/ runs in
+// browsers: it may import only itself, gen/ and the packages that run there.
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, relative, resolve, sep } from "node:path";
 
@@ -28,11 +29,22 @@ function folderOf(path) {
   return parts[0] === "services" ? parts[1] : parts[0];
 }
 
+const importsOf = (file) => [...readFileSync(file, "utf8").matchAll(/(?:import|export)[^'"]*?from\s+["']([^"']+)["']/g)].map((m) => m[1]);
+const browserPackages = ["@connectrpc/connect", "@connectrpc/connect-web", "@bufbuild/protobuf", "@simplewebauthn/browser"];
+const isBrowserPackage = (target) => browserPackages.some((name) => target === name || target.startsWith(`${name}/`));
+
 const problems = [];
+for (const file of files("client")) {
+  for (const target of importsOf(file)) {
+    const to = target.startsWith(".") ? folderOf(resolve(dirname(file), target)) : undefined;
+    if (to === "client" || to === "gen" || (!to && isBrowserPackage(target))) continue;
+    problems.push(`${file} imports ${target}: client/ may import only client/, gen/ and ${browserPackages.join(", ")}`);
+  }
+}
 for (const file of [...files("services"), ...files("gateway")]) {
   const from = folderOf(file);
   if (!floorOf.has(from)) problems.push(`${file}: folder "${from}" has no floor in scripts/check-layers.js`);
-  for (const [, target] of readFileSync(file, "utf8").matchAll(/(?:import|export)[^'"]*?from\s+["'](\.[^"']+)["']/g)) {
+  for (const target of importsOf(file).filter((t) => t.startsWith("."))) {
     const to = folderOf(resolve(dirname(file), target));
     if (to === from || to === "gen") continue;
     if (!(floorOf.get(to) < floorOf.get(from))) {

@@ -3,6 +3,7 @@ import { Server as NetServer, type AddressInfo } from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { createGateway } from "../../gateway/server.js";
 import { forwardingDispatch } from "../../gateway/forward.js";
+import { webAppFiles } from "../../gateway/web-app.js";
 import { closeAll, createApp, services, type App } from "./app.js";
 import type { Config } from "../platform/config.js";
 import { createGrpcServer } from "../platform/grpc-server.js";
@@ -80,17 +81,26 @@ export async function startServers(config: Config, logger: Logger): Promise<Runn
         maxRequestBytes: config.maxRequestBytes,
         timeouts: config.gateway,
         oauth: { issuer: config.jwt.issuer, publicUrl: config.publicUrl, audience: config.jwt.audience },
+        webApp: config.webApp ? await webAppFiles() : undefined,
         logger,
       });
       running.httpPort = await listenHttp(gateway, config.host, config.httpPort);
       stops.push(() => closeHttp(gateway, config.shutdownGraceSeconds));
       logger.info({ port: running.httpPort, host: config.host, upstream: app ? "in-process" : config.gatewayUpstream }, "gateway listening");
+      if (config.webApp) logWebApp(config, running.httpPort, logger);
     }
     return running;
   } catch (error) {
     await running.stop().catch(() => {});
     throw error;
   }
+}
+
+/** Browsers bind passkeys to the page's origin: a page at another one than WEBAUTHN_ORIGINS cannot use them. */
+function logWebApp(config: Config, port: number, logger: Logger): void {
+  const origin = `http://localhost:${port}`;
+  const passkeys = config.webauthn.origins.includes(origin) ? "" : `; passkeys need APP_URL (or WEBAUTHN_ORIGINS) set to ${origin}`;
+  logger.info({ url: `${origin}/` }, `web app at ${origin}/${passkeys}`);
 }
 
 function bindGrpc(server: grpc.Server, host: string, port: number): Promise<number> {

@@ -1,94 +1,8 @@
-import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { connect, createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
+import { execFile } from "node:child_process";
+import { rmSync } from "node:fs";
 import { promisify } from "node:util";
 import { expect } from "chai";
-
-const startBoundMs = 90_000;
-const exitBoundMs = 30_000;
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-function refuses(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(port, "127.0.0.1");
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(false);
-    });
-    socket.once("error", (error: NodeJS.ErrnoException) => resolve(error.code === "ECONNREFUSED"));
-  });
-}
-
-/**
- * A README start command run as a process manager runs it: its own process (group), the embedded default in a
- * temporary folder, signals sent to the npm process only.
- */
-class StartCommand {
-  readonly output: string[] = [];
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  private readonly child: ChildProcess;
-
-  constructor(
-    script: string[],
-    readonly ports: { http: number; grpc: number; metrics: number },
-    readonly dataDir: string,
-  ) {
-    const env: NodeJS.ProcessEnv = {
-      ...process.env, DATA_DIR: dataDir, HTTP_PORT: String(ports.http), GRPC_PORT: String(ports.grpc), METRICS_PORT: String(ports.metrics),
-    };
-    for (const name of ["DATABASE_URL", "REDIS_URL", "KEY_ENCRYPTION_KEY", "HOST", "MODE", "LOG_LEVEL"]) delete env[name];
-    this.child = spawn("npm", script, { env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
-    for (const stream of [this.child.stdout!, this.child.stderr!]) stream.on("data", (chunk) => this.output.push(String(chunk)));
-    this.exited = new Promise((resolve) => this.child.once("exit", (code, signal) => resolve({ code, signal })));
-  }
-
-  async serving(): Promise<void> {
-    const deadline = Date.now() + startBoundMs;
-    let exited = false;
-    void this.exited.then(() => (exited = true));
-    while (Date.now() < deadline && !exited) {
-      const status = await fetch(`http://127.0.0.1:${this.ports.http}/healthz`).then((response) => response.status, () => 0);
-      if (status === 200) return;
-      await sleep(250);
-    }
-    throw new Error(`${exited ? "exited" : "not serving"} before /healthz answered:\n${this.tail()}`);
-  }
-
-  terminate(): void {
-    process.kill(this.child.pid!, "SIGTERM");
-  }
-
-  async exit(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-    const gaveUp = new AbortController();
-    const exit = await Promise.race([this.exited, sleep(exitBoundMs, undefined, { signal: gaveUp.signal })]);
-    gaveUp.abort();
-    if (!exit) throw new Error(`still running ${exitBoundMs} ms after SIGTERM:\n${this.tail()}`);
-    return exit;
-  }
-
-  /** Whatever is left of its process group: a server the signal never reached outlives npm. */
-  kill(): void {
-    try {
-      process.kill(-this.child.pid!, "SIGKILL");
-    } catch {
-      // Nothing left.
-    }
-  }
-
-  tail(): string {
-    return this.output.join("").split("\n").slice(-20).join("\n");
-  }
-}
+import { consoleCode, exitBoundMs, launch, refuses, startBoundMs, type StartCommand } from "../support/start-command.js";
 
 /** A Connect JSON call to the started gateway, as a new user would make it with curl. */
 async function call(port: number, method: string, body: unknown, accessToken?: string) {
@@ -98,17 +12,6 @@ async function call(port: number, method: string, body: unknown, accessToken?: s
     body: JSON.stringify(body),
   });
   return { status: response.status, json: (await response.json()) as any };
-}
-
-/** The code in the latest mail printed on the console to `to` whose subject says `about`. */
-async function consoleCode(command: StartCommand, to: string, about: RegExp): Promise<string> {
-  for (let tries = 0; tries < 40; tries++) {
-    const mails = command.output.join("").split(`[mail to ${to}] `).slice(1).filter((mail) => about.test(mail.split("\n")[0]!));
-    const code = /\b(\d{6})\b/.exec(mails.at(-1) ?? "")?.[1];
-    if (code) return code;
-    await sleep(100);
-  }
-  throw new Error(`no mail to ${to} about ${about} on the console:\n${command.tail()}`);
 }
 
 /**
@@ -149,8 +52,7 @@ function describeStart(title: string, script: string[], prepare?: () => Promise<
 
     before(async () => {
       await prepare?.();
-      const dataDir = mkdtempSync(join(tmpdir(), "portcullis-start-"));
-      command = new StartCommand(script, { http: await freePort(), grpc: await freePort(), metrics: await freePort() }, dataDir);
+      command = await launch(script);
     });
     after(() => {
       command?.kill();

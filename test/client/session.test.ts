@@ -1,0 +1,355 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { expect } from "chai";
+import { Code } from "@connectrpc/connect";
+import type { Running } from "../../services/app/servers.js";
+import { AccessTokens } from "../../services/tokens/access-token.js";
+import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
+import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
+import { SessionService } from "../../gen/portcullis/v1/session_service_pb.js";
+import {
+  createPortcullisClient,
+  memoryStorage,
+  PortcullisError,
+  SessionEndedError,
+  type Locks,
+  type PortcullisClientOptions,
+  type StoredSession,
+  type TokenStorage,
+} from "../../client/index.js";
+import { grpcClient } from "../support/clients.js";
+import { sharedStores, startPlatform } from "../support/platform.js";
+import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
+import { SmsInbox } from "../support/sms-inbox.js";
+import { dropTestDatabases } from "../support/stores.js";
+
+/** The client's side of the wire: every request by method name with the Authorization it carried, and methods that fail as if offline. */
+class Wire {
+  readonly requests: { method: string; authorization: string | null }[] = [];
+  readonly offline = new Set<string>();
+  readonly fetch: typeof globalThis.fetch = async (input, init) => {
+    const method = String(input).split("/").at(-1)!;
+    this.requests.push({ method, authorization: new Headers(init?.headers).get("authorization") });
+    if (this.offline.has(method)) throw new TypeError("fetch failed");
+    return fetch(input, init);
+  };
+
+  count(method: string): number {
+    return this.requests.filter((r) => r.method === method).length;
+  }
+}
+
+/** navigator.locks as tabs of one origin share it: one holder per name, the others queued; query lists the held. */
+function sharedLocks(): Locks {
+  const tails = new Map<string, Promise<unknown>>();
+  const held = new Set<string>();
+  return {
+    request(name, callback) {
+      const granted = (tails.get(name) ?? Promise.resolve()).then(async () => {
+        held.add(name);
+        try {
+          return await callback();
+        } finally {
+          held.delete(name);
+        }
+      });
+      tails.set(name, granted.catch(() => {}));
+      return granted;
+    },
+    query: async () => ({ held: [...held].map((name) => ({ name })) }),
+  };
+}
+
+/** Two tabs' views of one localStorage, each seeing the other's writes `lagMs` late, as Chromium's tabs do even under a lock. */
+function laggingViews(lagMs: number): [TokenStorage, TokenStorage] {
+  const views: (StoredSession | null)[] = [null, null];
+  const view = (tab: 0 | 1): TokenStorage => ({
+    load: () => views[tab] && { ...views[tab] },
+    save: (session) => {
+      views[tab] = session;
+      setTimeout(() => (views[1 - tab] = session), lagMs);
+    },
+  });
+  return [view(0), view(1)];
+}
+
+async function storedIn(storage: TokenStorage): Promise<StoredSession> {
+  const session = await storage.load();
+  expect(session, "a stored session").to.not.equal(null);
+  return session!;
+}
+
+async function markExpired(storage: TokenStorage): Promise<void> {
+  await storage.save({ ...(await storedIn(storage)), accessTokenExpireTime: Date.now() - 1000 });
+}
+
+describe("portcullis/client sessions, against the gateway", () => {
+  const inbox = new SmsInbox();
+  let running: Running;
+  let baseUrl: string;
+  let devices = 0;
+
+  before(async () => {
+    const smsUrl = await inbox.start();
+    running = await startPlatform({
+      ...(await sharedStores()),
+      SMS_PROVIDER: "webhook",
+      SMS_WEBHOOK_URL: smsUrl,
+      // No grace for a used refresh token: presenting one twice revokes the session, so a double refresh cannot hide.
+      REFRESH_REUSE_INTERVAL: "0",
+      RATE_LIMITS: "otp_send_ip=1000/3600,otp_verify_ip=1000/3600,otp_send_phone=10/3600,refresh_ip=1000/60,refresh_user=1000/60",
+    });
+    baseUrl = `http://127.0.0.1:${running.httpPort}`;
+  });
+  after(async () => {
+    await running.stop();
+    await inbox.stop();
+    await dropTestDatabases();
+  });
+
+  /** A client that has signed a new phone in through itself; `ended` collects its onSessionEnd reasons. */
+  async function signedIn(options: Partial<PortcullisClientOptions> = {}, phone = newPhone()) {
+    const wire = new Wire();
+    const ended: string[] = [];
+    const storage = options.storage ?? memoryStorage();
+    const client = createPortcullisClient({ baseUrl, fetch: wire.fetch, onSessionEnd: ({ reason }) => ended.push(reason), locks: null, ...options, storage });
+    await client.auth.sendOtp({ phoneNumber: phone });
+    const verified = await client.auth.verifyOtp({
+      phoneNumber: phone,
+      code: inbox.codeFor(phone),
+      device: { deviceId: `browser-${devices++}`, deviceType: DeviceType.WEB, deviceName: "Browser" },
+    });
+    return { client, wire, ended, storage, phone, verified };
+  }
+
+  /** The server refuses `accessToken` (revocation reaches the session guard through the feed, a moment later). */
+  async function refusedByServer(accessToken: string) {
+    const auth = grpcClient(AuthService, running.grpcPort!);
+    try {
+      for (const deadline = Date.now() + 2000; (await auth.call("getProfile", {}, bearer(accessToken))).error === undefined; await sleep(10)) {
+        if (Date.now() > deadline) throw new Error("the token is still accepted");
+      }
+    } finally {
+      auth.close();
+    }
+  }
+
+  it("stores a sign-in's tokens and sends the access token only to methods the contract does not make public", async () => {
+    const { client, wire, verified, storage } = await signedIn();
+    const stored = await storedIn(storage);
+    expect(stored).to.deep.equal({
+      accessToken: verified.tokens!.accessToken,
+      accessTokenExpireTime: Number(verified.tokens!.accessTokenExpireTime!.seconds) * 1000 + verified.tokens!.accessTokenExpireTime!.nanos / 1e6,
+      refreshToken: verified.tokens!.refreshToken,
+      refreshTokenExpireTime: Number(verified.tokens!.refreshTokenExpireTime!.seconds) * 1000 + verified.tokens!.refreshTokenExpireTime!.nanos / 1e6,
+      sessionId: verified.sessionId,
+      userId: verified.user!.userId,
+    });
+    expect(await client.currentSession()).to.deep.equal(stored);
+
+    await client.auth.getJwks({});
+    await client.auth.getProfile({});
+    await client.sessions.getSession({});
+    expect(wire.requests).to.deep.equal([
+      { method: "SendOtp", authorization: null },
+      { method: "VerifyOtp", authorization: null },
+      { method: "GetJwks", authorization: null },
+      { method: "GetProfile", authorization: `Bearer ${stored.accessToken}` },
+      { method: "GetSession", authorization: `Bearer ${stored.accessToken}` },
+    ]);
+  });
+
+  it("refuses a user method without a session before sending anything", async () => {
+    const wire = new Wire();
+    const client = createPortcullisClient({ baseUrl, fetch: wire.fetch, locks: null });
+    const error = await client.auth.getProfile({}).catch((e: unknown) => e);
+    expect(error).to.be.instanceOf(SessionEndedError);
+    expect(error).to.include({ code: Code.Unauthenticated, reason: "TOKEN_MISSING" });
+    expect(wire.requests).to.deep.equal([]);
+  });
+
+  it("refreshes an access token due within refreshAheadSeconds first, and leaves one that is not", async () => {
+    const { client, wire, storage } = await signedIn({ refreshAheadSeconds: 30 });
+    await storage.save({ ...(await storedIn(storage)), accessTokenExpireTime: Date.now() + 60_000 });
+    await client.auth.getProfile({});
+    expect(wire.count("RefreshToken")).to.equal(0);
+
+    await storage.save({ ...(await storedIn(storage)), accessTokenExpireTime: Date.now() + 20_000 });
+    await client.auth.getProfile({});
+    expect(wire.count("RefreshToken")).to.equal(1);
+    expect((await storedIn(storage)).accessTokenExpireTime).to.be.greaterThan(Date.now() + 60_000);
+  });
+
+  it("gives ten calls made with an expired access token one refresh between them, and all ten succeed", async () => {
+    const { client, wire, storage, verified } = await signedIn();
+    await markExpired(storage);
+
+    const profiles = await Promise.all(Array.from({ length: 10 }, () => client.auth.getProfile({})));
+
+    expect(profiles.map((p) => p.user?.userId)).to.deep.equal(Array(10).fill(verified.user!.userId));
+    expect(wire.count("RefreshToken")).to.equal(1);
+    const renewed = await storedIn(storage);
+    expect(renewed.refreshToken).to.not.equal(verified.tokens!.refreshToken);
+    expect(renewed).to.include({ sessionId: verified.sessionId, userId: verified.user!.userId });
+    const sent = wire.requests.filter((r) => r.method === "GetProfile").map((r) => r.authorization);
+    expect(new Set(sent)).to.deep.equal(new Set([`Bearer ${renewed.accessToken}`]));
+  });
+
+  it("refreshes once and retries when the server finds expired a token the client's clock thinks fresh", async () => {
+    const { client, wire, storage } = await signedIn();
+    const stored = await storedIn(storage);
+    // Signed an hour ago by the platform's own key ring: what a client with a slow clock would still hold.
+    const anHourAgo = new AccessTokens(running.app!.keyRing, { issuer: "portcullis", audience: "portcullis", ttlSeconds: 60, clockToleranceSeconds: 0, verifiedCacheSize: 0 }, () => Date.now() - 3_600_000);
+    const { token: expired } = await anHourAgo.issue({
+      kind: "user", subject: stored.userId!, sessionId: stored.sessionId!, sessionExpiresAt: 0, deviceId: "d", kycLevel: 0, kycStatus: "", permissions: [], amr: ["otp"],
+    });
+    await storage.save({ ...stored, accessToken: expired });
+
+    await client.auth.getProfile({});
+
+    expect(wire.count("RefreshToken")).to.equal(1);
+    const renewed = await storedIn(storage);
+    expect(wire.requests.filter((r) => r.method === "GetProfile").map((r) => r.authorization)).to.deep.equal([`Bearer ${expired}`, `Bearer ${renewed.accessToken}`]);
+  });
+
+  it("gives two tabs sharing a storage and a lock one refresh between them, and the session lives on", async () => {
+    const locks = sharedLocks();
+    const storage = memoryStorage();
+    const first = await signedIn({ storage, locks });
+    const second = { wire: new Wire(), ended: [] as string[] };
+    const secondClient = createPortcullisClient({ baseUrl, storage, locks, fetch: second.wire.fetch, onSessionEnd: ({ reason }) => second.ended.push(reason) });
+    await markExpired(storage);
+
+    await Promise.all([first.client.auth.getProfile({}), secondClient.auth.getProfile({})]);
+
+    expect(first.wire.count("RefreshToken") + second.wire.count("RefreshToken")).to.equal(1);
+    await Promise.all([first.client.auth.getProfile({}), secondClient.auth.getProfile({})]);
+    // The chain of refresh tokens is whole: the next refresh works too.
+    await markExpired(storage);
+    await secondClient.sessions.getSession({});
+    expect(first.wire.count("RefreshToken") + second.wire.count("RefreshToken")).to.equal(2);
+    expect([...first.ended, ...second.ended]).to.deep.equal([]);
+  });
+
+  it("gives two tabs one refresh even when the refreshed pair reaches the other tab's storage late", async () => {
+    const locks = sharedLocks();
+    const [firstView, secondView] = laggingViews(100);
+    const first = await signedIn({ storage: firstView, locks });
+    const second = { wire: new Wire(), ended: [] as string[] };
+    const secondClient = createPortcullisClient({ baseUrl, storage: secondView, locks, fetch: second.wire.fetch, onSessionEnd: ({ reason }) => second.ended.push(reason) });
+    await markExpired(firstView);
+    await sleep(150);
+
+    await first.client.auth.getProfile({});
+    await secondClient.auth.getProfile({});
+
+    expect(first.wire.count("RefreshToken") + second.wire.count("RefreshToken")).to.equal(1);
+    expect((await storedIn(secondView)).refreshToken).to.equal((await storedIn(firstView)).refreshToken);
+    await markExpired(secondView);
+    await secondClient.auth.getProfile({});
+    expect([...first.ended, ...second.ended]).to.deep.equal([]);
+  });
+
+  it("without the shared lock the same race presents a used refresh token, and the server revokes the session", async () => {
+    const storage = memoryStorage();
+    const first = await signedIn({ storage });
+    const secondClient = createPortcullisClient({ baseUrl, storage, locks: null });
+    await markExpired(storage);
+
+    const outcomes = await Promise.allSettled([first.client.auth.getProfile({}), secondClient.auth.getProfile({})]);
+
+    const refused = outcomes.filter((o) => o.status === "rejected").map((o) => (o as PromiseRejectedResult).reason);
+    expect(refused).to.have.length.greaterThan(0);
+    expect(refused[0]).to.be.instanceOf(SessionEndedError).and.to.include({ reason: "SESSION_REVOKED" });
+  });
+
+  it("ends a session revoked from another device: SessionEndedError for every waiting call, onSessionEnd once, storage cleared", async () => {
+    const phone = newPhone();
+    const { client, wire, ended, storage, verified } = await signedIn({}, phone);
+    const otherDevice = await signInByPhone(running.grpcPort!, inbox, phone, "Laptop");
+    const sessions = grpcClient(SessionService, running.grpcPort!);
+    const revoked = await sessions.call("revokeSession", { sessionId: verified.sessionId }, bearer(otherDevice.tokens!.accessToken));
+    sessions.close();
+    expect(revoked.error).to.equal(undefined);
+    await refusedByServer((await storedIn(storage)).accessToken);
+
+    const outcomes = await Promise.allSettled(Array.from({ length: 5 }, () => client.auth.getProfile({})));
+
+    for (const outcome of outcomes) {
+      expect(outcome.status).to.equal("rejected");
+      expect((outcome as PromiseRejectedResult).reason).to.be.instanceOf(SessionEndedError).and.to.include({ reason: "SESSION_REVOKED" });
+    }
+    expect(ended).to.deep.equal(["SESSION_REVOKED"]);
+    expect(await storage.load()).to.equal(null);
+    const sent = wire.requests.length;
+    await client.auth.getProfile({}).catch(() => {});
+    expect(wire.requests.length, "nothing is sent for a session that is over").to.equal(sent);
+    expect(ended).to.have.length(1);
+  });
+
+  it("ends the session when the server refuses its refresh token", async () => {
+    const phone = newPhone();
+    const { client, wire, ended, storage, verified } = await signedIn({}, phone);
+    const otherDevice = await signInByPhone(running.grpcPort!, inbox, phone, "Laptop");
+    const sessions = grpcClient(SessionService, running.grpcPort!);
+    await sessions.call("revokeSession", { sessionId: verified.sessionId }, bearer(otherDevice.tokens!.accessToken));
+    sessions.close();
+    await markExpired(storage);
+
+    const outcomes = await Promise.allSettled([client.auth.getProfile({}), client.sessions.getSession({})]);
+
+    expect(outcomes.map((o) => o.status === "rejected" && o.reason instanceof SessionEndedError)).to.deep.equal([true, true]);
+    expect(wire.count("RefreshToken")).to.equal(1);
+    expect(wire.count("GetProfile") + wire.count("GetSession")).to.equal(0);
+    expect(ended).to.deep.equal(["SESSION_REVOKED"]);
+    expect(await storage.load()).to.equal(null);
+  });
+
+  it("keeps the pair when a refresh fails on the network, and rejects the call", async () => {
+    const { client, wire, ended, storage } = await signedIn();
+    await markExpired(storage);
+    const before = await storedIn(storage);
+    wire.offline.add("RefreshToken");
+
+    const error = await client.auth.getProfile({}).catch((e: unknown) => e);
+
+    expect(error).to.be.instanceOf(PortcullisError).and.not.to.be.instanceOf(SessionEndedError);
+    expect((error as PortcullisError).code).to.equal(Code.Unavailable);
+    expect(await storage.load()).to.deep.equal(before);
+    expect(ended).to.deep.equal([]);
+
+    wire.offline.clear();
+    await client.auth.getProfile({});
+    expect(wire.count("RefreshToken")).to.equal(2);
+  });
+
+  it("stores the pair of a RefreshToken the app makes itself, keeping the session's ids", async () => {
+    const { client, storage, verified } = await signedIn();
+    const { refreshToken } = await storedIn(storage);
+
+    const { tokens } = await client.auth.refreshToken({ refreshToken });
+
+    expect(await storedIn(storage)).to.include({ refreshToken: tokens!.refreshToken, accessToken: tokens!.accessToken, sessionId: verified.sessionId });
+    await client.auth.getProfile({});
+  });
+
+  it("signs out: the server ends the session, the storage is cleared, and the other tab hears of it", async () => {
+    const storage = memoryStorage();
+    const first = await signedIn({ storage });
+    const otherTab: string[] = [];
+    const secondClient = createPortcullisClient({ baseUrl, storage, locks: null, onSessionEnd: ({ reason }) => otherTab.push(reason) });
+    await secondClient.currentSession();
+    const { accessToken } = await storedIn(storage);
+
+    await first.client.signOut();
+
+    expect(first.wire.requests.at(-1)).to.deep.equal({ method: "Logout", authorization: `Bearer ${accessToken}` });
+    expect(await storage.load()).to.equal(null);
+    expect(first.ended).to.deep.equal(["SIGNED_OUT"]);
+    for (const deadline = Date.now() + 1000; otherTab.length === 0 && Date.now() < deadline; ) await sleep(10);
+    expect(otherTab).to.deep.equal(["SIGNED_OUT"]);
+    await refusedByServer(accessToken);
+    // Signing out again, with nothing left to end, is no error and no second event.
+    await first.client.signOut();
+    expect(first.ended).to.deep.equal(["SIGNED_OUT"]);
+  });
+});
