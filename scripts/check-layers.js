@@ -1,7 +1,8 @@
 // Fails when an import runs up or across the house: every folder of services/
 // (and gateway/) sits on a floor, and may import only folders on lower floors
-// (and gen/, the contract). ARCHITECTURE.md explains the floors. client/ runs in
-// browsers: it may import only itself, gen/ and the packages that run there.
+// (and gen/, the contract). ARCHITECTURE.md explains the floors. client/ and web/
+// run in browsers: client/ may import only itself, gen/ and the packages that run
+// there; web/, the example app, also client/.
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, relative, resolve, sep } from "node:path";
 
@@ -31,14 +32,17 @@ function folderOf(path) {
 
 const importsOf = (file) => [...readFileSync(file, "utf8").matchAll(/(?:import|export)[^'"]*?from\s+["']([^"']+)["']/g)].map((m) => m[1]);
 const browserPackages = ["@connectrpc/connect", "@connectrpc/connect-web", "@bufbuild/protobuf", "@simplewebauthn/browser"];
-const isBrowserPackage = (target) => browserPackages.some((name) => target === name || target.startsWith(`${name}/`));
+
+const browserFolders = { client: { folders: ["client", "gen"], packages: browserPackages }, web: { folders: ["web", "client", "gen"], packages: browserPackages } };
 
 const problems = [];
-for (const file of files("client")) {
-  for (const target of importsOf(file)) {
-    const to = target.startsWith(".") ? folderOf(resolve(dirname(file), target)) : undefined;
-    if (to === "client" || to === "gen" || (!to && isBrowserPackage(target))) continue;
-    problems.push(`${file} imports ${target}: client/ may import only client/, gen/ and ${browserPackages.join(", ")}`);
+for (const [from, allowed] of Object.entries(browserFolders)) {
+  for (const file of files(from)) {
+    for (const target of importsOf(file)) {
+      const to = target.startsWith(".") ? folderOf(resolve(dirname(file), target)) : undefined;
+      if (to ? allowed.folders.includes(to) : allowed.packages.some((name) => target === name || target.startsWith(`${name}/`))) continue;
+      problems.push(`${file} imports ${target}: ${from}/ may import only ${[...allowed.folders.map((f) => `${f}/`), ...allowed.packages].join(", ")}`);
+    }
   }
 }
 for (const file of [...files("services"), ...files("gateway")]) {
