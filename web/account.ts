@@ -89,7 +89,7 @@ export function setUpAccount(screen: AccountScreen): { load(): Promise<void> } {
       );
       const remove = button("Delete", "delete-passkey secondary");
       onClick(remove, async () => {
-        await client.passkeys.deletePasskey({ passkeyId: passkey.id });
+        await withStepUp(client, () => client.passkeys.deletePasskey({ passkeyId: passkey.id }));
         say("The passkey has been deleted.");
         await loadPasskeys();
       }, onError);
@@ -126,7 +126,8 @@ export function setUpAccount(screen: AccountScreen): { load(): Promise<void> } {
   }, onError);
 
   onSubmit("passkey-form", async () => {
-    await client.registerPasskey({ name: inputValue("passkey-name"), currentPassword: element<HTMLInputElement>("passkey-password").value });
+    const currentPassword = element<HTMLInputElement>("passkey-password").value;
+    await withStepUp(client, () => client.registerPasskey({ name: inputValue("passkey-name"), currentPassword }));
     element<HTMLInputElement>("passkey-name").value = "";
     element<HTMLInputElement>("passkey-password").value = "";
     await loadPasskeys();

@@ -31,9 +31,10 @@ export function describeError(error: unknown): string {
     if (error.code === Code.Unavailable || error.code === Code.Unknown) return "The server cannot be reached. Check your connection and try again.";
     return error.rawMessage;
   }
-  // WebAuthn reports a cancelled or timed-out prompt, and an authenticator that already holds this account's passkey, as DOMExceptions.
-  if (error instanceof DOMException && error.name === "NotAllowedError") return "The passkey prompt was cancelled or timed out.";
-  if (error instanceof DOMException && error.name === "InvalidStateError") return "This authenticator already holds a passkey for this account.";
+  // A cancelled or timed-out prompt, and an authenticator that already holds this account's passkey: the browser's
+  // DOMException names, which @simplewebauthn/browser's WebAuthnError keeps.
+  if (error instanceof Error && error.name === "NotAllowedError") return "The passkey prompt was cancelled or timed out.";
+  if (error instanceof Error && error.name === "InvalidStateError") return "This authenticator already holds a passkey for this account.";
   if (error instanceof Error && error.message) return error.message;
   return "Something went wrong. Try again.";
 }

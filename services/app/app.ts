@@ -282,13 +282,13 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       [PasskeyService, passkeyHandlers({
         registration: new PasskeyRegistration(db, config.webauthn, passkeyCeremonies, {
           prove: (...args) => changeProofs.prove(...args),
-          passkeyAdded: (userId, name) => mfaNotices.passkeyAdded(userId, name),
+          passkeyAdded: (userId) => mfaNotices.passkeyAdded(userId),
         }),
         signIn: new PasskeySignIn(db, config.webauthn, passkeyCeremonies, sessions, tokens, {
           notices: newDevices,
           mfaEnrolled: (sql, userId) => mfaStore.enrolled(sql, userId),
         }),
-        passkeys: new Passkeys(db),
+        passkeys: new Passkeys(db, mfaNotices),
       })],
       [TokenService, tokenHandlers({
         serviceTokens: new ServiceTokens(

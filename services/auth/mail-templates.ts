@@ -89,10 +89,18 @@ export const mailTemplates = {
     ]);
   },
 
-  passkeyAdded(sender: MailSender, to: string, name: string): Mail {
+  // The passkey's name is left out: whoever added it chose it, and could make the warning read as routine.
+  passkeyAdded(sender: MailSender, to: string): Mail {
     return compose(to, `${sender.productName}: a passkey was added`, [
-      `A passkey ("${name}") was added to your ${sender.productName} account; it signs in without a password.`,
-      `If this was not you, reset your password at once and delete the passkey from your account's devices page: ${sender.appUrl}/reset-password`,
+      `A passkey was added to your ${sender.productName} account; it signs in without a password.`,
+      `If this was not you, reset your password at once, then delete the passkey in your account: ${sender.appUrl}/reset-password`,
+    ]);
+  },
+
+  passkeyRemoved(sender: MailSender, to: string): Mail {
+    return compose(to, `${sender.productName}: a passkey was removed`, [
+      `A passkey was removed from your ${sender.productName} account; it no longer signs in.`,
+      `If this was not you, someone has a signed-in device of yours: reset your password at once: ${sender.appUrl}/reset-password`,
     ]);
   },
 

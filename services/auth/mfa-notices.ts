@@ -30,8 +30,12 @@ export class MfaNotices implements FactorNotices {
     this.mail("totp-off notice", userId, (to) => mailTemplates.totpTurnedOff(this.sender, to));
   }
 
-  passkeyAdded(userId: string, name: string): void {
-    this.mail("passkey notice", userId, (to) => mailTemplates.passkeyAdded(this.sender, to, name));
+  passkeyAdded(userId: string): void {
+    this.mail("passkey notice", userId, (to) => mailTemplates.passkeyAdded(this.sender, to));
+  }
+
+  passkeyRemoved(userId: string): void {
+    this.mail("passkey notice", userId, (to) => mailTemplates.passkeyRemoved(this.sender, to));
   }
 
   budgetExhausted(userId: string, lockSeconds: number): void {

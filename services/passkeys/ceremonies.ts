@@ -5,12 +5,6 @@ import { ceremonyStore, type CeremonyKind } from "./store.js";
 /** 256 random bits in base64url. */
 const ceremonyIdPattern = /^[A-Za-z0-9_-]{43}$/;
 
-/** A ceremony handed to a client: the id it holds, and the id the row and the audit log know it by. */
-export interface OpenedCeremony {
-  ceremonyId: string;
-  rowId: string;
-}
-
 /**
  * The challenges of WebAuthn ceremonies, one Start to one Finish. The client
  * holds 256 random bits; only an HMAC of them is stored (as the row's uuid),
@@ -22,11 +16,11 @@ export class Ceremonies {
     private readonly ttlSeconds: number,
   ) {}
 
-  async open(sql: Sql, kind: CeremonyKind, userId: string | null, challenge: string): Promise<OpenedCeremony> {
+  /** The id to hand the client. */
+  async open(sql: Sql, kind: CeremonyKind, userId: string | null, challenge: string): Promise<string> {
     const ceremonyId = randomBytes(32).toString("base64url");
-    const rowId = this.rowId(ceremonyId);
-    await ceremonyStore.open(sql, { id: rowId, kind, userId, challenge, expireTime: new Date(Date.now() + this.ttlSeconds * 1000) });
-    return { ceremonyId, rowId };
+    await ceremonyStore.open(sql, { id: this.rowId(ceremonyId), kind, userId, challenge, expireTime: new Date(Date.now() + this.ttlSeconds * 1000) });
+    return ceremonyId;
   }
 
   /**

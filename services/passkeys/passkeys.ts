@@ -5,14 +5,17 @@ import { textProblem, Violations } from "../kernel/validation.js";
 import type { Database } from "../platform/database.js";
 import { passkeyStore, type PasskeyRow } from "./store.js";
 
-const maxNameChars = 64;
+export const maxNameChars = 64;
 
 // Another user's passkey gets the answer an id that names nothing gets.
 const noSuchPasskey = () => new ConnectError("no such passkey", Code.NotFound);
 
-/** A signed-in user's own passkeys: listed, renamed, deleted. */
+/** A signed-in user's own passkeys: listed, renamed, deleted (the owner is mailed). */
 export class Passkeys {
-  constructor(private readonly db: Database) {}
+  constructor(
+    private readonly db: Database,
+    private readonly notices: { passkeyRemoved(userId: string): void },
+  ) {}
 
   list(userId: string): Promise<PasskeyRow[]> {
     return passkeyStore.listOf(this.db, userId);
@@ -38,5 +41,6 @@ export class Passkeys {
       return gone;
     });
     if (!deleted) throw noSuchPasskey();
+    this.notices.passkeyRemoved(userId);
   }
 }

@@ -10,11 +10,11 @@ import type { Database } from "../platform/database.js";
 import { userStore } from "../users/store.js";
 import type { Ceremonies } from "./ceremonies.js";
 import { optionsJson, registrationResponseOf } from "./webauthn-json.js";
+import { maxNameChars } from "./passkeys.js";
 import { passkeyStore, type PasskeyRow } from "./store.js";
 import { userHandleOf } from "./user-handle.js";
 
 const defaultName = "Passkey";
-const maxNameChars = 64;
 
 const accountGone = () => new ConnectError("this account no longer exists", Code.Unauthenticated);
 const deadCeremony = () =>
@@ -27,7 +27,7 @@ const alreadyRegistered = () => invalidArgument([{ field: "credential", descript
 /** What adding a passkey needs from the account domain: the proof beyond a token (auth's ChangeProofs), and the owner's notice. */
 export interface RegistrationGuards {
   prove(principal: Principal, currentPassword: string, event: string, origin: CallOrigin, options: { verifiedEmail: boolean }): Promise<void>;
-  passkeyAdded(userId: string, name: string): void;
+  passkeyAdded(userId: string): void;
 }
 
 /**
@@ -63,7 +63,7 @@ export class PasskeyRegistration {
       excludeCredentials: existing.map((passkey) => ({ id: passkey.credential_id, transports: passkey.transports })),
       authenticatorSelection: { residentKey: "required", userVerification: "required" },
     });
-    const { ceremonyId } = await this.ceremonies.open(this.db, "registration", userId, options.challenge);
+    const ceremonyId = await this.ceremonies.open(this.db, "registration", userId, options.challenge);
     return { ceremonyId, options: optionsJson(options) };
   }
 
@@ -116,7 +116,7 @@ export class PasskeyRegistration {
       await this.failed(origin, userId, { reason: "already_registered" });
       throw alreadyRegistered();
     }
-    this.guards.passkeyAdded(userId, stored.name);
+    this.guards.passkeyAdded(userId);
     return stored;
   }
 

@@ -67,7 +67,7 @@ export class PasskeySignIn {
       userVerification: "required",
       timeout: this.settings.challengeTtlSeconds * 1000,
     });
-    const { ceremonyId } = await this.ceremonies.open(this.db, "sign_in", null, options.challenge);
+    const ceremonyId = await this.ceremonies.open(this.db, "sign_in", null, options.challenge);
     return { ceremonyId, options: optionsJson(options) };
   }
 
@@ -84,8 +84,9 @@ export class PasskeySignIn {
     const userId = passkey.user_id;
     const counter = await this.verifiedCounter(response, ceremony.challenge, passkey);
     if (counter === undefined) return this.refuse(origin, "verification_failed", seen, userId);
+    // With no credentials allowed, WebAuthn (§7.2) has the authenticator name the account: one that does not is refused.
     const { userHandle } = response.response;
-    if (userHandle && !isUserHandleOf(userHandle, userId)) return this.refuse(origin, "user_handle_mismatch", seen, userId);
+    if (!userHandle || !isUserHandleOf(userHandle, userId)) return this.refuse(origin, "user_handle_mismatch", seen, userId);
     if (!movedOn(passkey.sign_count, counter)) {
       await audit(this.db, origin, {
         event: "passkey.clone_suspected",

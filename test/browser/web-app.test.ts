@@ -45,8 +45,8 @@ describe("The web app in Chromium", function () {
   let browser: Browser;
   let listedPort: number;
   let appUrl: string;
-  const contexts: BrowserContext[] = [];
-  const cspViolations: string[] = [];
+  /** Each test's browser contexts, with the CSP violations their pages report. */
+  const contexts: { context: BrowserContext; violations: string[] }[] = [];
 
   before(async () => {
     listedPort = await freePort();
@@ -70,16 +70,15 @@ describe("The web app in Chromium", function () {
     if (command) rmSync(command.dataDir, { recursive: true, force: true });
   });
 
-  afterEach(() => {
-    const violations = cspViolations.splice(0);
-    expect(violations, "CSP violations").to.deep.equal([]);
+  afterEach(async () => {
+    const closing = contexts.splice(0);
+    await Promise.all(closing.map(({ context }) => context.close()));
+    expect(closing.flatMap(({ violations }) => violations), "CSP violations").to.deep.equal([]);
   });
 
   async function newContext(): Promise<BrowserContext> {
     const context = await browser.newContext();
-    contexts.push(context);
-    const violations = await watchCsp(context);
-    context.on("close", () => cspViolations.push(...violations));
+    contexts.push({ context, violations: await watchCsp(context) });
     return context;
   }
 
@@ -124,10 +123,6 @@ describe("The web app in Chromium", function () {
     return signedIn.tokens.accessToken;
   }
 
-  afterEach(async () => {
-    await Promise.all(contexts.splice(0).map((context) => context.close()));
-  });
-
   it("signs in by phone and shows the profile, and a reload keeps the session", async () => {
     const page = await openApp(await newContext());
     await screenshot(page, "sign-in");
@@ -158,6 +153,7 @@ describe("The web app in Chromium", function () {
   describe("when the access token expires", () => {
     let single: { page: Page; refreshes: () => number };
     let tabs: { pages: Page[]; refreshes: () => number };
+    const violations: string[][] = [];
 
     // Both scenarios sign in first, then wait out the token's lifetime once. The pages' clocks are paused, so
     // neither the app's own timers nor its refresh-ahead run: the calls go out with a token the server finds expired.
@@ -165,7 +161,10 @@ describe("The web app in Chromium", function () {
       this.timeout(accessTokenTtlSeconds * 1000 + 60_000);
       const singleContext = await browser.newContext();
       const tabsContext = await browser.newContext();
-      for (const context of [singleContext, tabsContext]) await context.clock.install();
+      for (const context of [singleContext, tabsContext]) {
+        violations.push(await watchCsp(context));
+        await context.clock.install();
+      }
       single = { page: await openApp(singleContext), refreshes: countRefreshes(singleContext) };
       await signInByPhone(single.page);
       const first = await openApp(tabsContext);
@@ -180,6 +179,7 @@ describe("The web app in Chromium", function () {
     after(async () => {
       await single?.page.context().close();
       await tabs?.pages[0]!.context().close();
+      expect(violations.flat(), "CSP violations").to.deep.equal([]);
     });
 
     it("ten calls in flight share one refresh, and all ten succeed", async () => {

@@ -329,7 +329,7 @@ describe("Passkeys", () => {
       expect((await signIn(owner.authenticator)).error, "the passkey itself still works").to.equal(undefined);
     });
 
-    it("refuses a forged signature, and a user handle that is not the owner's", async () => {
+    it("refuses a forged signature, and a user handle that is not the owner's or is missing", async () => {
       const owner = await accountWithPasskey();
       const { ceremonyId, options } = await startSignIn();
       const assertion = owner.authenticator.get(options);
@@ -344,6 +344,12 @@ describe("Passkeys", () => {
       const good = owner.authenticator.get(next.options);
       const otherHandle = Buffer.from(other.userId.replace(/-/g, ""), "hex").toString("base64url");
       expectRefused((await finishSignIn(next.ceremonyId, { ...good, response: { ...good.response, userHandle: otherHandle } })).error);
+      expect((await lastAudit("passkey.sign_in", owner.userId))!.detail).to.include({ reason: "user_handle_mismatch" });
+
+      const third = await startSignIn();
+      const anonymous = owner.authenticator.get(third.options);
+      const { userHandle: _omitted, ...withoutHandle } = anonymous.response;
+      expectRefused((await finishSignIn(third.ceremonyId, { ...anonymous, response: withoutHandle as typeof anonymous.response })).error);
       expect((await lastAudit("passkey.sign_in", owner.userId))!.detail).to.include({ reason: "user_handle_mismatch" });
     });
 
