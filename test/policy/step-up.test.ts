@@ -14,6 +14,7 @@ import { AdminService } from "../../gen/portcullis/v1/admin_service_pb.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { KycService, SourceOfFunds } from "../../gen/portcullis/v1/kyc_service_pb.js";
 import { MfaService } from "../../gen/portcullis/v1/mfa_service_pb.js";
+import { PasskeyService } from "../../gen/portcullis/v1/passkey_service_pb.js";
 import { access, AccessPolicySchema, Caller } from "../../gen/portcullis/v1/policy_pb.js";
 import { TokenService } from "../../gen/portcullis/v1/token_service_pb.js";
 import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
@@ -364,8 +365,10 @@ describe("Step-up rules at start-up", () => {
   }
 
   it("reads min_aal and max_factor_age_seconds from the contract", () => {
-    const policies = readPolicies([AuthService], defaultRateLimits);
-    for (const method of [AuthService.method.changePassword, AuthService.method.changeEmail, AuthService.method.changePhoneNumber]) {
+    const policies = readPolicies([AuthService, PasskeyService], defaultRateLimits);
+    const { changePassword, changeEmail, changePhoneNumber } = AuthService.method;
+    const { startPasskeyRegistration, deletePasskey } = PasskeyService.method;
+    for (const method of [changePassword, changeEmail, changePhoneNumber, startPasskeyRegistration, deletePasskey]) {
       expect(policies.get(method), method.name).to.deep.include({ minAal: 2, maxFactorAgeSeconds: 300 });
     }
   });
