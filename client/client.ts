@@ -8,7 +8,6 @@ import { KycService } from "../gen/portcullis/v1/kyc_service_pb.js";
 import { MfaService } from "../gen/portcullis/v1/mfa_service_pb.js";
 import { PasskeyService, type FinishPasskeySignInResponse, type Passkey } from "../gen/portcullis/v1/passkey_service_pb.js";
 import { SessionService } from "../gen/portcullis/v1/session_service_pb.js";
-import { TokenService } from "../gen/portcullis/v1/token_service_pb.js";
 import { PortcullisError } from "./errors.js";
 import { registerPasskey, signInWithPasskey } from "./passkeys.js";
 import { sessionInterceptor, typedErrors } from "./session-interceptor.js";
@@ -28,21 +27,31 @@ export interface PortcullisClientOptions {
   fetch?: typeof globalThis.fetch;
   /** Default globalThis.navigator?.locks, which makes one refresh across the origin's tabs; null: in this client only. */
   locks?: Locks | null;
+  /** How long a refresh may take before it fails like an unreachable server (the pair is kept): default 10000. */
+  refreshTimeoutMs?: number;
+  /** This device's clock, default Date.now; expiry times from the server are kept on it. */
+  now?: () => number;
 }
 
+/** The contract's services as a person's browser calls them; TokenService, for services, is left out: the person's token would go with its calls. */
 export interface PortcullisClient {
   auth: Client<typeof AuthService>;
   sessions: Client<typeof SessionService>;
   kyc: Client<typeof KycService>;
   mfa: Client<typeof MfaService>;
   passkeys: Client<typeof PasskeyService>;
-  tokens: Client<typeof TokenService>;
   admin: Client<typeof AdminService>;
   currentSession(): Promise<StoredSession | null>;
   /** Logout (an already-ended session is no error) and clear the storage. */
   signOut(): Promise<void>;
   registerPasskey(options?: { name?: string; currentPassword?: string }): Promise<Passkey>;
   signInWithPasskey(options: { device: MessageInitShape<typeof DeviceSchema> }): Promise<FinishPasskeySignInResponse>;
+  /**
+   * For an app that replaces this client with a new one: stops listening for
+   * other tabs' sign-outs (onSessionEnd then fires only for this client's own
+   * calls) and lets go of the lock it holds. The session and its storage stay.
+   */
+  close(): void;
 }
 
 export function createPortcullisClient(options: PortcullisClientOptions): PortcullisClient {
@@ -51,13 +60,16 @@ export function createPortcullisClient(options: PortcullisClientOptions): Portcu
     createConnectTransport({ baseUrl, fetch: options.fetch, interceptors });
   // The keeper's own RefreshToken goes around the session interceptor: the keeper stores its answer.
   const refresher = createClient(AuthService, transportOf([typedErrors]));
+  // Bounded: it runs under the origin-wide refresh lock, where a hung request would stall every tab's calls.
+  const refreshOptions = { timeoutMs: options.refreshTimeoutMs ?? 10_000 };
   const keeper = new SessionKeeper({
     baseUrl,
     storage: options.storage ?? memoryStorage(),
-    refresh: async (refreshToken) => pairOf((await refresher.refreshToken({ refreshToken })).tokens),
+    refresh: async (refreshToken) => pairOf((await refresher.refreshToken({ refreshToken }, refreshOptions)).tokens),
     onSessionEnd: options.onSessionEnd,
     refreshAheadSeconds: Math.max(0, options.refreshAheadSeconds ?? 30),
     locks: options.locks === undefined ? (globalThis.navigator?.locks ?? null) : options.locks,
+    now: options.now ?? Date.now,
   });
   const transport = transportOf([typedErrors, sessionInterceptor(keeper)]);
   const passkeys = createClient(PasskeyService, transport);
@@ -69,7 +81,6 @@ export function createPortcullisClient(options: PortcullisClientOptions): Portcu
     kyc: createClient(KycService, transport),
     mfa: createClient(MfaService, transport),
     passkeys,
-    tokens: createClient(TokenService, transport),
     admin: createClient(AdminService, transport),
     currentSession: () => keeper.load(),
     async signOut() {
@@ -85,5 +96,6 @@ export function createPortcullisClient(options: PortcullisClientOptions): Portcu
     },
     registerPasskey: (request) => registerPasskey(passkeys, request),
     signInWithPasskey: (request) => signInWithPasskey(passkeys, request.device),
+    close: () => keeper.close(),
   };
 }

@@ -22,8 +22,8 @@ export const typedErrors: Interceptor = (next) => async (request) => {
 /**
  * Sends the session's access token to the methods the contract does not make
  * public, refreshing it first when due and once more when the server finds it
- * expired; stores the tokens of sign-ins, refreshes and step-ups, and forgets
- * them on Logout.
+ * expired or cannot verify it; stores the tokens of sign-ins, refreshes and
+ * step-ups, and forgets them on Logout.
  */
 export function sessionInterceptor(keeper: SessionKeeper): Interceptor {
   return (next) => async (request) => {
@@ -59,8 +59,9 @@ async function withToken(keeper: SessionKeeper, session: StoredSession, next: (r
     } catch (e) {
       const error = PortcullisError.from(e);
       if (error.code !== Code.Unauthenticated) throw error;
-      // The client's clock may be wrong: the server's word on expiry wins, once.
-      if (error.reason === "TOKEN_EXPIRED" && !retried) {
+      // The client's clock may be wrong, and a token signed with a key the server has let go reads as invalid
+      // while the refresh token is good: a new token, once.
+      if ((error.reason === "TOKEN_EXPIRED" || error.reason === "TOKEN_INVALID") && !retried) {
         session = await keeper.refresh(session);
         continue;
       }

@@ -1,7 +1,7 @@
 import { Code, type ConnectError } from "@connectrpc/connect";
 import { PortcullisError, SessionEndedError } from "./errors.js";
 import type { StoredSession, TokenStorage } from "./storage.js";
-import { lifetimeMs, type Pair } from "./token-pair.js";
+import { clockSkewMs, lifetimeMs, type Pair } from "./token-pair.js";
 
 /** The server's reason (SESSION_REVOKED, TOKEN_INVALID, …), or "SIGNED_OUT" / "EXPIRED". */
 export type SessionEndReason = string;
@@ -18,11 +18,13 @@ const arrivalWaitMs = 2000;
 export interface KeeperOptions {
   baseUrl: string;
   storage: TokenStorage;
-  /** AuthService.RefreshToken, on a path that stores nothing itself. */
+  /** AuthService.RefreshToken, on a path that stores nothing itself; the times as the server sent them. */
   refresh(refreshToken: string): Promise<Pair>;
   onSessionEnd?: (event: { reason: SessionEndReason }) => void;
   refreshAheadSeconds: number;
   locks: Locks | null;
+  /** This device's clock, which every stored expiry time is kept on. */
+  now: () => number;
 }
 
 interface EndMessage {
@@ -42,7 +44,7 @@ export class SessionKeeper {
   private holding = false;
   /** Ends this tab's hold on the lock that says its last refresh token is used. */
   private releaseUsedMark?: () => void;
-  private readonly channel?: BroadcastChannel;
+  private channel?: BroadcastChannel;
 
   constructor(private readonly options: KeeperOptions) {
     if (typeof BroadcastChannel === "function") {
@@ -61,8 +63,9 @@ export class SessionKeeper {
     return session;
   }
 
+  /** `session`'s times as the server sent them. */
   async signedIn(session: StoredSession): Promise<void> {
-    await this.options.storage.save(session);
+    await this.options.storage.save(this.onLocalClock(session));
     this.holding = true;
   }
 
@@ -73,8 +76,11 @@ export class SessionKeeper {
   }
 
   async steppedUp(accessToken: string, accessTokenExpireTime: number): Promise<void> {
+    // Written after a refresh on its way, or that refresh's older access token would replace the stepped-up one.
+    await this.refreshing?.catch(() => {});
     const stored = await this.load();
-    if (stored) await this.options.storage.save({ ...stored, accessToken, accessTokenExpireTime });
+    const skew = clockSkewMs(accessToken, accessTokenExpireTime, this.options.now());
+    if (stored) await this.options.storage.save({ ...stored, accessToken, accessTokenExpireTime: accessTokenExpireTime - skew });
   }
 
   /** The session to call with, its access token refreshed first if it expires within the margin; null when signed out. */
@@ -83,7 +89,14 @@ export class SessionKeeper {
     if (!session) return null;
     // A quarter of the lifetime at most, or a short-lived token would be refreshed on every call.
     const margin = Math.min(this.options.refreshAheadSeconds * 1000, (lifetimeMs(session.accessToken) ?? Infinity) / 4);
-    return session.accessTokenExpireTime - Date.now() > margin ? session : this.refresh(session);
+    const left = session.accessTokenExpireTime - this.options.now();
+    if (left > margin) return session;
+    if (left <= 0) return this.refresh(session);
+    // Early: a refresh that fails short of ending the session (offline, rate limited, timed out) leaves a token that still works.
+    return this.refresh(session).catch((e: unknown) => {
+      if (e instanceof SessionEndedError) throw e;
+      return session;
+    });
   }
 
   /** A session newer than `seen`: every call that asks while a refresh is on its way waits for that one. */
@@ -92,7 +105,7 @@ export class SessionKeeper {
     return this.refreshing;
   }
 
-  /** The call's token was refused for good (SESSION_REVOKED, TOKEN_INVALID): the session ends, unless the stored one has moved on since. */
+  /** The call's token was refused for good (SESSION_REVOKED, or TOKEN_INVALID after a refresh): the session ends, unless the stored one has moved on since. */
   async refused(used: StoredSession, error: PortcullisError): Promise<PortcullisError> {
     const stored = await this.options.storage.load();
     if (stored && stored.refreshToken !== used.refreshToken) return error;
@@ -110,6 +123,14 @@ export class SessionKeeper {
     return SessionEndedError.because(reason, error);
   }
 
+  /** Stops hearing other tabs and lets go of the used-token mark; calls still work. */
+  close(): void {
+    this.channel?.close();
+    this.channel = undefined;
+    this.releaseUsedMark?.();
+    this.releaseUsedMark = undefined;
+  }
+
   private underLock(run: () => Promise<StoredSession>): Promise<StoredSession> {
     const { locks, baseUrl } = this.options;
     return locks ? (locks.request(`portcullis-refresh:${baseUrl}`, run) as Promise<StoredSession>) : run();
@@ -122,7 +143,7 @@ export class SessionKeeper {
     if (!stored) throw await this.end("SIGNED_OUT");
     // Refreshed by another tab or an earlier call: the used token presented again would revoke the session.
     if (stored.refreshToken !== seen.refreshToken) return stored;
-    if (stored.refreshTokenExpireTime <= Date.now()) throw await this.end("EXPIRED");
+    if (stored.refreshTokenExpireTime <= this.options.now()) throw await this.end("EXPIRED");
     let pair: Pair;
     try {
       pair = await this.options.refresh(stored.refreshToken);
@@ -134,7 +155,7 @@ export class SessionKeeper {
     }
     // Signed out (or in again) while the refresh was on its way: a signed-out session must not come back.
     if ((await this.options.storage.load())?.refreshToken !== stored.refreshToken) throw SessionEndedError.because("SIGNED_OUT");
-    const next = { ...stored, ...pair };
+    const next = { ...stored, ...this.onLocalClock(pair) };
     await this.options.storage.save(next);
     await this.markUsed(stored.refreshToken);
     return next;
@@ -152,11 +173,14 @@ export class SessionKeeper {
     this.releaseUsedMark?.();
     // A name of this tab's own, so that taking it never waits on another tab.
     const name = `${await this.usedMarkName(refreshToken)}:${crypto.randomUUID()}`;
+    // Best effort: a lock manager that refuses the mark must not keep the refresh from settling.
     await new Promise<void>((granted) => {
-      void locks.request(name, () => {
-        granted();
-        return new Promise<void>((release) => (this.releaseUsedMark = release));
-      });
+      locks
+        .request(name, () => {
+          granted();
+          return new Promise<void>((release) => (this.releaseUsedMark = release));
+        })
+        .catch(() => granted());
     });
   }
 
@@ -180,6 +204,12 @@ export class SessionKeeper {
     const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(refreshToken)));
     const hex = Array.from(digest.subarray(0, 16), (byte) => byte.toString(16).padStart(2, "0")).join("");
     return `portcullis-refresh-used:${this.options.baseUrl}:${hex}`;
+  }
+
+  /** A pair as the server dated it, moved onto this device's clock. */
+  private onLocalClock<T extends Pair>(pair: T): T {
+    const skew = clockSkewMs(pair.accessToken, pair.accessTokenExpireTime, this.options.now());
+    return { ...pair, accessTokenExpireTime: pair.accessTokenExpireTime - skew, refreshTokenExpireTime: pair.refreshTokenExpireTime - skew };
   }
 
   private announce(reason: SessionEndReason): void {

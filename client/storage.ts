@@ -2,10 +2,10 @@
 
 export interface StoredSession {
   accessToken: string;
-  /** Milliseconds since the epoch. */
+  /** Milliseconds since the epoch, on this device's clock: the server's time, moved by how far the two clocks differ. */
   accessTokenExpireTime: number;
   refreshToken: string;
-  /** Milliseconds since the epoch. */
+  /** Milliseconds since the epoch, on this device's clock, as accessTokenExpireTime. */
   refreshTokenExpireTime: number;
   sessionId?: string;
   userId?: string;

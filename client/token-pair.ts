@@ -19,6 +19,17 @@ export function pairOf(tokens: TokenPair | undefined): Pair {
   };
 }
 
+/**
+ * How far the server's clock runs ahead of this device's (negative: behind), so
+ * that expiry times it sends can be kept on the device's clock: an access token
+ * just received was issued about `now`, so it expires its own lifetime later.
+ * 0 when the token cannot be read.
+ */
+export function clockSkewMs(accessToken: string, accessTokenExpireTime: number, now: number): number {
+  const lifetime = lifetimeMs(accessToken);
+  return lifetime === undefined ? 0 : accessTokenExpireTime - (now + lifetime);
+}
+
 /** exp − iat of an access token, read (not verified: only for timing) from its payload; undefined if it has none. */
 export function lifetimeMs(accessToken: string): number | undefined {
   try {

@@ -22,15 +22,23 @@ import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
 import { dropTestDatabases } from "../support/stores.js";
 
-/** The client's side of the wire: every request by method name with the Authorization it carried, and methods that fail as if offline. */
+/**
+ * The client's side of the wire: every request by method name with the Authorization it carried, methods that fail
+ * as if offline, that never answer (until the call gives up), and whose token reaches the server under a retired key.
+ */
 class Wire {
   readonly requests: { method: string; authorization: string | null }[] = [];
   readonly offline = new Set<string>();
+  readonly hung = new Set<string>();
+  readonly retiredKey = new Set<string>();
   readonly fetch: typeof globalThis.fetch = async (input, init) => {
     const method = String(input).split("/").at(-1)!;
-    this.requests.push({ method, authorization: new Headers(init?.headers).get("authorization") });
+    const headers = new Headers(init?.headers);
+    if (this.retiredKey.has(method)) headers.set("authorization", `Bearer ${underRetiredKey(headers.get("authorization")!.slice("Bearer ".length))}`);
+    this.requests.push({ method, authorization: headers.get("authorization") });
     if (this.offline.has(method)) throw new TypeError("fetch failed");
-    return fetch(input, init);
+    if (this.hung.has(method)) return new Promise<Response>((_, reject) => init?.signal?.addEventListener("abort", () => reject(init.signal!.reason)));
+    return fetch(input, { ...init, headers });
   };
 
   count(method: string): number {
@@ -70,6 +78,18 @@ function laggingViews(lagMs: number): [TokenStorage, TokenStorage] {
     },
   });
   return [view(0), view(1)];
+}
+
+/** `accessToken` as if signed with a key the server has since let go: its kid names none the server holds. */
+function underRetiredKey(accessToken: string): string {
+  const [header, ...rest] = accessToken.split(".");
+  const fields = JSON.parse(Buffer.from(header!, "base64url").toString()) as object;
+  return [Buffer.from(JSON.stringify({ ...fields, kid: "retired" })).toString("base64url"), ...rest].join(".");
+}
+
+/** A Timestamp as milliseconds since the epoch. */
+function ms(time: { seconds: bigint; nanos: number } | undefined): number {
+  return Number(time!.seconds) * 1000 + time!.nanos / 1e6;
 }
 
 async function storedIn(storage: TokenStorage): Promise<StoredSession> {
@@ -136,11 +156,14 @@ describe("portcullis/client sessions, against the gateway", () => {
   it("stores a sign-in's tokens and sends the access token only to methods the contract does not make public", async () => {
     const { client, wire, verified, storage } = await signedIn();
     const stored = await storedIn(storage);
+    // On the client's clock: the server's times moved alike, here (one clock) by no more than iat's rounding and the answer's way.
+    const shift = stored.accessTokenExpireTime - ms(verified.tokens!.accessTokenExpireTime);
+    expect(Math.abs(shift)).to.be.below(2000);
     expect(stored).to.deep.equal({
       accessToken: verified.tokens!.accessToken,
-      accessTokenExpireTime: Number(verified.tokens!.accessTokenExpireTime!.seconds) * 1000 + verified.tokens!.accessTokenExpireTime!.nanos / 1e6,
+      accessTokenExpireTime: ms(verified.tokens!.accessTokenExpireTime) + shift,
       refreshToken: verified.tokens!.refreshToken,
-      refreshTokenExpireTime: Number(verified.tokens!.refreshTokenExpireTime!.seconds) * 1000 + verified.tokens!.refreshTokenExpireTime!.nanos / 1e6,
+      refreshTokenExpireTime: ms(verified.tokens!.refreshTokenExpireTime) + shift,
       sessionId: verified.sessionId,
       userId: verified.user!.userId,
     });
@@ -179,6 +202,35 @@ describe("portcullis/client sessions, against the gateway", () => {
     expect((await storedIn(storage)).accessTokenExpireTime).to.be.greaterThan(Date.now() + 60_000);
   });
 
+  it("calls with the current token when a refresh made before it is due fails on the network", async () => {
+    const { client, wire, ended, storage } = await signedIn({ refreshAheadSeconds: 30 });
+    const before = { ...(await storedIn(storage)), accessTokenExpireTime: Date.now() + 20_000 };
+    await storage.save(before);
+    wire.offline.add("RefreshToken");
+
+    await client.auth.getProfile({});
+
+    expect(wire.count("RefreshToken")).to.equal(1);
+    expect(wire.requests.at(-1)).to.deep.equal({ method: "GetProfile", authorization: `Bearer ${before.accessToken}` });
+    expect(await storage.load()).to.deep.equal(before);
+    expect(ended).to.deep.equal([]);
+  });
+
+  it("keeps expiry times on the client's clock: one two hours ahead refreshes when due, not on every call", async () => {
+    const twoHours = 2 * 3_600_000;
+    const { client, wire, storage, verified } = await signedIn({ now: () => Date.now() + twoHours });
+    expect((await storedIn(storage)).accessTokenExpireTime - ms(verified.tokens!.accessTokenExpireTime)).to.be.closeTo(twoHours, 2000);
+
+    for (let i = 0; i < 3; i++) await client.auth.getProfile({});
+    expect(wire.count("RefreshToken")).to.equal(0);
+
+    // Expired on the client's clock (two hours ahead of Date.now()), though not on the server's: refreshed once, and the new pair holds.
+    await storage.save({ ...(await storedIn(storage)), accessTokenExpireTime: Date.now() + twoHours - 1000 });
+    for (let i = 0; i < 3; i++) await client.auth.getProfile({});
+    expect(wire.count("RefreshToken")).to.equal(1);
+    expect((await storedIn(storage)).refreshTokenExpireTime).to.be.greaterThan(Date.now() + twoHours);
+  });
+
   it("gives ten calls made with an expired access token one refresh between them, and all ten succeed", async () => {
     const { client, wire, storage, verified } = await signedIn();
     await markExpired(storage);
@@ -209,6 +261,32 @@ describe("portcullis/client sessions, against the gateway", () => {
     expect(wire.count("RefreshToken")).to.equal(1);
     const renewed = await storedIn(storage);
     expect(wire.requests.filter((r) => r.method === "GetProfile").map((r) => r.authorization)).to.deep.equal([`Bearer ${expired}`, `Bearer ${renewed.accessToken}`]);
+  });
+
+  it("refreshes once and retries when the server cannot verify the access token, as for one signed with a key it has let go", async () => {
+    const { client, wire, ended, storage } = await signedIn();
+    const retired = underRetiredKey((await storedIn(storage)).accessToken);
+    await storage.save({ ...(await storedIn(storage)), accessToken: retired });
+
+    await client.auth.getProfile({});
+
+    expect(wire.count("RefreshToken")).to.equal(1);
+    const renewed = await storedIn(storage);
+    expect(wire.requests.filter((r) => r.method === "GetProfile").map((r) => r.authorization)).to.deep.equal([`Bearer ${retired}`, `Bearer ${renewed.accessToken}`]);
+    expect(ended).to.deep.equal([]);
+  });
+
+  it("ends the session when the refreshed access token is refused as invalid too", async () => {
+    const { client, wire, ended, storage } = await signedIn();
+    wire.retiredKey.add("GetProfile");
+
+    const error = await client.auth.getProfile({}).catch((e: unknown) => e);
+
+    expect(error).to.be.instanceOf(SessionEndedError).and.to.include({ reason: "TOKEN_INVALID" });
+    expect(wire.count("RefreshToken")).to.equal(1);
+    expect(wire.count("GetProfile")).to.equal(2);
+    expect(ended).to.deep.equal(["TOKEN_INVALID"]);
+    expect(await storage.load()).to.equal(null);
   });
 
   it("gives two tabs sharing a storage and a lock one refresh between them, and the session lives on", async () => {
@@ -322,6 +400,39 @@ describe("portcullis/client sessions, against the gateway", () => {
     expect(wire.count("RefreshToken")).to.equal(2);
   });
 
+  it("gives up on a refresh that gets no answer after refreshTimeoutMs, keeping the pair, and rejects the call", async () => {
+    const { client, wire, ended, storage } = await signedIn({ refreshTimeoutMs: 200 });
+    await markExpired(storage);
+    const before = await storedIn(storage);
+    wire.hung.add("RefreshToken");
+
+    const error = await client.auth.getProfile({}).catch((e: unknown) => e);
+
+    expect(error).to.be.instanceOf(PortcullisError).and.not.to.be.instanceOf(SessionEndedError);
+    expect((error as PortcullisError).code).to.equal(Code.DeadlineExceeded);
+    expect(await storage.load()).to.deep.equal(before);
+    expect(ended).to.deep.equal([]);
+
+    wire.hung.clear();
+    await client.auth.getProfile({});
+    expect(wire.count("RefreshToken")).to.equal(2);
+  });
+
+  it("lets a refresh settle when the lock manager refuses the mark of the used refresh token", async () => {
+    const shared = sharedLocks();
+    const locks: Locks = {
+      request: (name, callback) => (name.startsWith("portcullis-refresh-used:") ? Promise.reject(new Error("refused")) : shared.request(name, callback)),
+      query: shared.query,
+    };
+    const { client, wire, ended, storage } = await signedIn({ locks });
+    await markExpired(storage);
+
+    await client.auth.getProfile({});
+
+    expect(wire.count("RefreshToken")).to.equal(1);
+    expect(ended).to.deep.equal([]);
+  });
+
   it("stores the pair of a RefreshToken the app makes itself, keeping the session's ids", async () => {
     const { client, storage, verified } = await signedIn();
     const { refreshToken } = await storedIn(storage);
@@ -351,5 +462,21 @@ describe("portcullis/client sessions, against the gateway", () => {
     // Signing out again, with nothing left to end, is no error and no second event.
     await first.client.signOut();
     expect(first.ended).to.deep.equal(["SIGNED_OUT"]);
+  });
+
+  it("a closed client no longer hears another tab end the session", async () => {
+    const storage = memoryStorage();
+    const first = await signedIn({ storage });
+    const heard = { open: [] as string[], closed: [] as string[] };
+    const open = createPortcullisClient({ baseUrl, storage, locks: null, onSessionEnd: ({ reason }) => heard.open.push(reason) });
+    const closed = createPortcullisClient({ baseUrl, storage, locks: null, onSessionEnd: ({ reason }) => heard.closed.push(reason) });
+    await Promise.all([open.currentSession(), closed.currentSession()]);
+
+    closed.close();
+    await first.client.signOut();
+
+    for (const deadline = Date.now() + 1000; heard.open.length === 0 && Date.now() < deadline; ) await sleep(10);
+    await sleep(50);
+    expect(heard).to.deep.equal({ open: ["SIGNED_OUT"], closed: [] });
   });
 });
