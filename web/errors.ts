@@ -31,6 +31,12 @@ export function describeError(error: unknown): string {
     if (error.code === Code.Unavailable || error.code === Code.Unknown) return "The server cannot be reached. Check your connection and try again.";
     return error.rawMessage;
   }
+  // Browsers tie passkeys to a domain (never an IP address) that the server names: a page opened at another address,
+  // say http://127.0.0.1:8080 for the default http://localhost:8080, cannot use them. @simplewebauthn/browser's codes.
+  const code = error instanceof Error && "code" in error ? error.code : undefined;
+  if (code === "ERROR_INVALID_DOMAIN" || code === "ERROR_INVALID_RP_ID") {
+    return "Passkeys work only at the address this server is set up for (APP_URL, http://localhost:8080 by default): open this page there.";
+  }
   // A cancelled or timed-out prompt, and an authenticator that already holds this account's passkey: the browser's
   // DOMException names, which @simplewebauthn/browser's WebAuthnError keeps.
   if (error instanceof Error && error.name === "NotAllowedError") return "The passkey prompt was cancelled or timed out.";

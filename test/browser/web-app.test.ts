@@ -198,6 +198,14 @@ describe("The web app in Chromium", function () {
     });
   });
 
+  it("says where passkeys work when the page is opened at an IP address, which can be no relying party", async () => {
+    const page = await openApp(await newContext(), `http://127.0.0.1:${command.ports.http}/`);
+    await addVirtualAuthenticator(page);
+    await page.click("#sign-in-passkey");
+    await waitForText(page, "#error", "open this page there");
+    expect(await page.locator("#error").textContent()).to.include("http://localhost:8080");
+  });
+
   describe("served from another origin", () => {
     const servers: Server[] = [];
     const api = () => `http://127.0.0.1:${command.ports.http}`;
