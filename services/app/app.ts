@@ -256,6 +256,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       publish: (event) => revocations.publish(event),
       accessTokenLifetimeMs: tokenLifetimeMs,
     });
+    if (config.webauthn.unavailable) logger.warn(`passkeys are off: ${config.webauthn.unavailable}; set APP_URL, or WEBAUTHN_RP_ID and WEBAUTHN_ORIGINS`);
     const passkeyCeremonies = new Ceremonies(deriveKey(kek, "passkey-ceremonies"), config.webauthn.challengeTtlSeconds);
     const clientAuthentication = new ClientAuthentication(db, clientSecrets, {
       audiences: [`${config.publicUrl}/oauth2/token`, config.jwt.issuer],

@@ -57,6 +57,8 @@ export type FailedPreconditionReason =
   | "TOTP_NOT_ENROLLED"
   /** A second factor asked of an account that has none. */
   | "MFA_NOT_ENABLED"
+  /** Passkeys are off: the relying party taken from APP_URL is one browsers refuse (the start-up log says why). */
+  | "PASSKEYS_UNAVAILABLE"
   /** The method wants a passing captcha token in x-captcha-token; metadata provider and site_key let the client render one. */
   | "CAPTCHA_REQUIRED";
 

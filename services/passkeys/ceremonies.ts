@@ -1,9 +1,16 @@
 import { createHmac, randomBytes } from "node:crypto";
+import { failedPrecondition } from "../kernel/errors.js";
+import type { Config } from "../platform/config.js";
 import type { Sql } from "../platform/database.js";
 import { ceremonyStore, type CeremonyKind } from "./store.js";
 
 /** 256 random bits in base64url. */
 const ceremonyIdPattern = /^[A-Za-z0-9_-]{43}$/;
+
+/** Every ceremony starts here: with passkeys off, no options go out that the browser would only refuse. */
+export function requirePasskeys(settings: Config["webauthn"]): void {
+  if (settings.unavailable) throw failedPrecondition("PASSKEYS_UNAVAILABLE", "passkeys are not set up on this server");
+}
 
 /**
  * The challenges of WebAuthn ceremonies, one Start to one Finish. The client

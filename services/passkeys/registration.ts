@@ -8,7 +8,7 @@ import { textProblem, Violations } from "../kernel/validation.js";
 import type { Config } from "../platform/config.js";
 import type { Database } from "../platform/database.js";
 import { userStore } from "../users/store.js";
-import type { Ceremonies } from "./ceremonies.js";
+import { requirePasskeys, type Ceremonies } from "./ceremonies.js";
 import { optionsJson, registrationResponseOf } from "./webauthn-json.js";
 import { maxNameChars } from "./passkeys.js";
 import { passkeyStore, type PasskeyRow } from "./store.js";
@@ -46,6 +46,7 @@ export class PasskeyRegistration {
 
   /** The proof comes first: without it no ceremony opens. */
   async start(principal: Principal, currentPassword: string, origin: CallOrigin): Promise<{ ceremonyId: string; options: JsonObject }> {
+    requirePasskeys(this.settings);
     const userId = principal.subject;
     await this.guards.prove(principal, currentPassword, "passkey.registered", origin, { verifiedEmail: true });
     const user = await userStore.find(this.db, userId);

@@ -13,7 +13,7 @@ import { userStore } from "../users/store.js";
 import { claimsOf, userMessage, type UserRow } from "../users/user.js";
 import { SignInMethod } from "../../gen/portcullis/v1/common_pb.js";
 import type { FinishPasskeySignInResponseSchema } from "../../gen/portcullis/v1/passkey_service_pb.js";
-import type { Ceremonies } from "./ceremonies.js";
+import { requirePasskeys, type Ceremonies } from "./ceremonies.js";
 import { passkeyStore, type PasskeyRow } from "./store.js";
 import { isUserHandleOf } from "./user-handle.js";
 import { authenticationResponseOf, optionsJson } from "./webauthn-json.js";
@@ -61,6 +61,7 @@ export class PasskeySignIn {
   ) {}
 
   async start(): Promise<{ ceremonyId: string; options: JsonObject }> {
+    requirePasskeys(this.settings);
     const options = await generateAuthenticationOptions({
       rpID: this.settings.rpId,
       allowCredentials: [],
@@ -98,10 +99,11 @@ export class PasskeySignIn {
     }
 
     const signedIn = await this.db.transaction(async (tx) => {
-      if (!(await passkeyStore.used(tx, passkey.id, passkey.sign_count, counter))) return { refusal: "passkey_changed" as const };
-      // The user's row lock is the one Sessions.create relies on; it also sees a disable that landed meanwhile.
+      // Both checks come before the counter is written, so a refused sign-in leaves the passkey as it was. The user's
+      // row lock is the one Sessions.create relies on; it also sees a disable that landed meanwhile.
       const user = await userStore.lock(tx, userId);
       if (!user || user.disable_time) return { refusal: "account_disabled" as const };
+      if (!(await passkeyStore.used(tx, passkey.id, passkey.sign_count, counter))) return { refusal: "passkey_changed" as const };
       await audit(tx, origin, { event: "passkey.sign_in", outcome: "success", userId, detail: seen });
       const created = await this.sessions.create(tx, {
         userId,

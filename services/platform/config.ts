@@ -202,6 +202,8 @@ export interface Config {
     /** Origins (scheme, host, port) whose pages may register and use passkeys: APP_URL's by default. */
     origins: string[];
     challengeTtlSeconds: number;
+    /** Why passkeys are off: APP_URL, which the defaults come from, is no relying party browsers accept. */
+    unavailable?: string;
   };
   /** Whether the gateway serves the sign-in web app at / (on for the embedded default, off with DATABASE_URL). */
   webApp: boolean;
@@ -533,6 +535,9 @@ function parseRateLimits(raw: string | undefined): Record<string, RateLimitRule>
  * Browsers run WebAuthn only in a secure context (https, or http on localhost),
  * and only for an RP ID that is the page's host or a parent domain of it: an
  * IP address never qualifies, so a page at http://127.0.0.1 cannot use passkeys.
+ * Set explicitly, a relying party browsers would refuse stops the start; taken
+ * from an APP_URL they would refuse (a LAN address, plain http), it only turns
+ * passkeys off, since a deployment that never uses them must still start.
  */
 function parseWebauthn(
   read: (name: string) => string | undefined,
@@ -541,29 +546,36 @@ function parseWebauthn(
   appUrl: string,
   productName: string,
 ): Config["webauthn"] {
-  const rpId = (read("WEBAUTHN_RP_ID") ?? new URL(appUrl).hostname).toLowerCase();
-  if (!/^(?=.*[a-z])[a-z0-9-]+(\.[a-z0-9-]+)*$/.test(rpId)) {
-    throw new ConfigError("WEBAUTHN_RP_ID", `"${rpId}" is not a domain like example.com (an IP address cannot be a relying party)`);
-  }
-  const configured = list("WEBAUTHN_ORIGINS");
-  const origins = configured.length > 0 ? configured : [new URL(appUrl).origin];
-  for (const origin of origins) {
-    const url = URL.canParse(origin) ? new URL(origin) : undefined;
-    const name = configured.length > 0 ? "WEBAUTHN_ORIGINS" : "APP_URL";
-    if (!url || url.origin !== origin) throw new ConfigError(name, `"${origin}" is not an origin like https://app.example.com`);
-    if (url.protocol !== "https:" && !(url.hostname === "localhost" || url.hostname.endsWith(".localhost"))) {
-      throw new ConfigError(name, `"${origin}": browsers allow passkeys only on https (or http://localhost)`);
-    }
-    if (url.hostname !== rpId && !url.hostname.endsWith(`.${rpId}`)) {
-      throw new ConfigError(name, `"${origin}" is not on WEBAUTHN_RP_ID "${rpId}" or a subdomain of it`);
-    }
-  }
+  const explicitRpId = read("WEBAUTHN_RP_ID");
+  const explicitOrigins = list("WEBAUTHN_ORIGINS");
+  const rpId = (explicitRpId ?? new URL(appUrl).hostname).toLowerCase();
+  const origins = explicitOrigins.length > 0 ? explicitOrigins : [new URL(appUrl).origin];
+  const problem = relyingPartyProblem(rpId, origins, explicitRpId ? "WEBAUTHN_RP_ID" : "APP_URL", explicitOrigins.length > 0 ? "WEBAUTHN_ORIGINS" : "APP_URL");
+  if (problem && (explicitRpId || explicitOrigins.length > 0)) throw problem;
   return {
     rpId,
     rpName: read("WEBAUTHN_RP_NAME") ?? productName,
     origins,
     challengeTtlSeconds: int("WEBAUTHN_CHALLENGE_TTL_SECONDS", 5 * minute, 30, 10 * minute),
+    unavailable: problem?.message,
   };
+}
+
+function relyingPartyProblem(rpId: string, origins: string[], rpIdFrom: string, originsFrom: string): ConfigError | undefined {
+  if (!/^(?=.*[a-z])[a-z0-9-]+(\.[a-z0-9-]+)*$/.test(rpId)) {
+    return new ConfigError(rpIdFrom, `"${rpId}" is not a domain like example.com (an IP address cannot be a relying party)`);
+  }
+  for (const origin of origins) {
+    const url = URL.canParse(origin) ? new URL(origin) : undefined;
+    if (!url || url.origin !== origin) return new ConfigError(originsFrom, `"${origin}" is not an origin like https://app.example.com`);
+    if (url.protocol !== "https:" && !(url.hostname === "localhost" || url.hostname.endsWith(".localhost"))) {
+      return new ConfigError(originsFrom, `"${origin}": browsers allow passkeys only on https (or http://localhost)`);
+    }
+    if (url.hostname !== rpId && !url.hostname.endsWith(`.${rpId}`)) {
+      return new ConfigError(originsFrom, `"${origin}" is not on WEBAUTHN_RP_ID "${rpId}" or a subdomain of it`);
+    }
+  }
+  return undefined;
 }
 
 /** An http(s) URL without a trailing slash, or a ConfigError naming the variable. */

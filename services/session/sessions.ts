@@ -34,7 +34,10 @@ export interface NewSession {
 
 /**
  * A passkey with user verification is two factors in one (the device, and the
- * PIN or biometric that unlocks it): NIST SP 800-63B's AAL2, like a second factor.
+ * PIN or biometric that unlocks it): NIST SP 800-63B's AAL2, like a second
+ * factor. It sets no mfa_time, though: that is when the account's own second
+ * factor was last proved, so calls that want a recent one (adding a passkey
+ * among them) still ask an account with TOTP for it.
  */
 function startsAtAal2(signIn: NewSession): boolean {
   return signIn.secondFactor !== undefined || signIn.method === SignInMethod.PASSKEY;
@@ -116,7 +119,7 @@ export class Sessions {
         signInMethod: signIn.method,
         expireTime,
         aal: startsAtAal2(signIn) ? 2 : 1,
-        mfaTime: startsAtAal2(signIn) ? new Date(now) : null,
+        mfaTime: signIn.secondFactor ? new Date(now) : null,
         secondFactor: signIn.secondFactor,
       },
       refreshToken: this.refreshTokens.mint(signIn.userId),

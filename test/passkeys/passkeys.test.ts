@@ -1,10 +1,12 @@
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
 import type { JsonObject } from "@bufbuild/protobuf";
+import { Secret, TOTP } from "otpauth";
 import pg from "pg";
 import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType, SignInMethod } from "../../gen/portcullis/v1/common_pb.js";
+import { MfaService } from "../../gen/portcullis/v1/mfa_service_pb.js";
 import { PasskeyService } from "../../gen/portcullis/v1/passkey_service_pb.js";
 import { SessionService } from "../../gen/portcullis/v1/session_service_pb.js";
 import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
@@ -140,6 +142,36 @@ describe("Passkeys", () => {
   }
 
   describe("registration", () => {
+    it("asks an account with TOTP for its second factor even right after a passkey sign-in, to add or delete a passkey", async () => {
+      const owner = await accountWithPasskey();
+      const mfa = grpcClient(MfaService, running.grpcPort!);
+      try {
+        const enrolled = (await mfa.call("enrollTotp", {}, bearer(owner.token))).response!;
+        const totp = new TOTP({ secret: Secret.fromBase32(enrolled.secret), algorithm: "SHA1", digits: 6, period: 30 });
+        const confirmed = await mfa.call("confirmTotp", { code: totp.generate() }, bearer(owner.token));
+        expect(confirmed.error).to.equal(undefined);
+        const recoveryCodes = confirmed.response!.recoveryCodes;
+        handedOut.push(enrolled.secret, ...recoveryCodes);
+
+        const token = (await signIn(owner.authenticator)).response!.tokens!.accessToken;
+        expect(claimsOf(token)).to.include({ aal: 2, mfa: true });
+        for (const refused of [
+          await passkeys.call("startPasskeyRegistration", {}, bearer(token)),
+          await passkeys.call("deletePasskey", { passkeyId: owner.passkey.id }, bearer(token)),
+        ]) {
+          expect(refused.error?.code).to.equal(grpc.status.PERMISSION_DENIED);
+          expect(reasonOf(refused.error!)).to.equal("STEP_UP_REQUIRED");
+        }
+
+        const steppedUp = await mfa.call("stepUp", { proof: { factor: { case: "recoveryCode", value: recoveryCodes[0]! } } }, bearer(token));
+        expect(steppedUp.error).to.equal(undefined);
+        handedOut.push(steppedUp.response!.accessToken);
+        expect((await passkeys.call("startPasskeyRegistration", {}, bearer(steppedUp.response!.accessToken))).error).to.equal(undefined);
+      } finally {
+        mfa.close();
+      }
+    });
+
     it("needs more than a token: an account without a password must have signed in recently", async () => {
       const { userId, token } = await account();
       await db.query("update session set create_time = now() - interval '11 minutes' where user_id = $1", [userId]);
@@ -390,11 +422,13 @@ describe("Passkeys", () => {
       expect((await lastAudit("passkey.sign_in"))!.detail).to.include({ reason: "unknown_credential" });
     });
 
-    it("refuses a disabled account", async () => {
+    it("refuses a disabled account, leaving the passkey's counter and last use as they were", async () => {
       const owner = await accountWithPasskey();
+      const before = await db.query("select sign_count, last_use_time from passkey where user_id = $1", [owner.userId]);
       await runAdmin(stores, "disable", owner.phone, "test");
       expectRefused((await signIn(owner.authenticator)).error);
       expect((await lastAudit("passkey.sign_in", owner.userId))!.detail).to.include({ reason: "account_disabled" });
+      expect((await db.query("select sign_count, last_use_time from passkey where user_id = $1", [owner.userId])).rows).to.deep.equal(before.rows);
     });
   });
 
@@ -442,6 +476,21 @@ describe("Passkeys", () => {
         expect(fieldsOf(error!), what).to.deep.equal(["credential"]);
       }
     });
+  });
+
+  it("answers FAILED_PRECONDITION PASSKEYS_UNAVAILABLE where APP_URL is no relying party browsers accept (an IP address)", async () => {
+    const elsewhere = await startPlatform({ ...stores, APP_URL: "http://127.0.0.1:8080" });
+    const client = grpcClient(PasskeyService, elsewhere.grpcPort!);
+    try {
+      const { token } = await account();
+      for (const refused of [await client.call("startPasskeySignIn", {}), await client.call("startPasskeyRegistration", {}, bearer(token))]) {
+        expect(refused.error?.code).to.equal(grpc.status.FAILED_PRECONDITION);
+        expect(reasonOf(refused.error!)).to.equal("PASSKEYS_UNAVAILABLE");
+      }
+    } finally {
+      client.close();
+      await elsewhere.stop();
+    }
   });
 
   describe("managing passkeys", () => {

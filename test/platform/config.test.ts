@@ -176,6 +176,28 @@ describe("Configuration", () => {
     });
   });
 
+  describe("passkeys", () => {
+    it("take their relying party from APP_URL: its host and origin", () => {
+      expect(loadConfig({}).webauthn).to.deep.include({ rpId: "localhost", origins: ["http://localhost:8080"], rpName: "Portcullis", unavailable: undefined });
+      expect(loadConfig({ APP_URL: "https://app.acme.example" }).webauthn).to.deep.include({ rpId: "app.acme.example", origins: ["https://app.acme.example"] });
+    });
+
+    it("are only turned off, not the start refused, by an APP_URL browsers would not take as a relying party", () => {
+      expect(loadConfig({ APP_URL: "http://127.0.0.1:8080" }).webauthn.unavailable).to.match(/^APP_URL: "127.0.0.1" is not a domain/);
+      expect(loadConfig({ APP_URL: "http://auth.internal:8080" }).webauthn.unavailable).to.match(/^APP_URL: .*only on https/);
+    });
+
+    it("refuse to start with a relying party set explicitly that browsers would refuse", () => {
+      expect(() => loadConfig({ WEBAUTHN_RP_ID: "10.0.0.1" })).to.throw(ConfigError, /^WEBAUTHN_RP_ID: "10.0.0.1" is not a domain/);
+      expect(() => loadConfig({ WEBAUTHN_ORIGINS: "http://app.acme.example" })).to.throw(ConfigError, /^WEBAUTHN_ORIGINS: .*only on https/);
+      expect(() => loadConfig({ WEBAUTHN_RP_ID: "acme.example", WEBAUTHN_ORIGINS: "https://evil.example" })).to.throw(
+        ConfigError,
+        /^WEBAUTHN_ORIGINS: "https:\/\/evil.example" is not on WEBAUTHN_RP_ID "acme.example"/,
+      );
+      expect(loadConfig({ WEBAUTHN_RP_ID: "acme.example", WEBAUTHN_ORIGINS: "https://app.acme.example,https://acme.example" }).webauthn.origins).to.have.length(2);
+    });
+  });
+
   it("overrides named rate limits and rejects unknown ones", () => {
     const config = loadConfig({ RATE_LIMITS: "otp_send_phone=5/600, api_ip=10/1" });
     expect(config.rateLimits.otp_send_phone).to.deep.include({ limit: 5, periodSeconds: 600 });
