@@ -27,7 +27,11 @@ export interface PortcullisClientOptions {
   fetch?: typeof globalThis.fetch;
   /** Default globalThis.navigator?.locks, which makes one refresh across the origin's tabs; null: in this client only. */
   locks?: Locks | null;
-  /** How long a refresh may take before it fails like an unreachable server (the pair is kept): default 10000. */
+  /**
+   * How long a refresh may take before it is asked once more and then fails like an unreachable server (the pair is
+   * kept): default 4000. Keep it under half the server's REFRESH_REUSE_INTERVAL (10 s), so that the second ask
+   * reaches the server while it still answers a repeated refresh token with the same successor.
+   */
   refreshTimeoutMs?: number;
   /** This device's clock, default Date.now; expiry times from the server are kept on it. */
   now?: () => number;
@@ -61,7 +65,7 @@ export function createPortcullisClient(options: PortcullisClientOptions): Portcu
   // The keeper's own RefreshToken goes around the session interceptor: the keeper stores its answer.
   const refresher = createClient(AuthService, transportOf([typedErrors]));
   // Bounded: it runs under the origin-wide refresh lock, where a hung request would stall every tab's calls.
-  const refreshOptions = { timeoutMs: options.refreshTimeoutMs ?? 10_000 };
+  const refreshOptions = { timeoutMs: options.refreshTimeoutMs ?? 4_000 };
   const keeper = new SessionKeeper({
     baseUrl,
     storage: options.storage ?? memoryStorage(),

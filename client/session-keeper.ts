@@ -12,6 +12,9 @@ export interface Locks {
   query?(): Promise<{ held?: { name?: string }[] }>;
 }
 
+/** Codes after which a refresh may or may not have happened on the server. */
+const answerLost = new Set([Code.DeadlineExceeded, Code.Unavailable, Code.Unknown]);
+
 /** How long a tab waits for another tab's refreshed pair to reach its Web Storage before refreshing itself. */
 const arrivalWaitMs = 2000;
 
@@ -146,7 +149,7 @@ export class SessionKeeper {
     if (stored.refreshTokenExpireTime <= this.options.now()) throw await this.end("EXPIRED");
     let pair: Pair;
     try {
-      pair = await this.options.refresh(stored.refreshToken);
+      pair = await this.refreshOnServer(stored.refreshToken);
     } catch (e) {
       const error = PortcullisError.from(e);
       // Refused (reused, revoked, expired): over. Offline, UNAVAILABLE or a limit keep the pair for a later try.
@@ -159,6 +162,21 @@ export class SessionKeeper {
     await this.options.storage.save(next);
     await this.markUsed(stored.refreshToken);
     return next;
+  }
+
+  /**
+   * A refresh whose answer never came may still have rotated the pair on the
+   * server, and the old refresh token presented later would count as reuse and
+   * revoke the session. Asked again at once, inside the server's
+   * REFRESH_REUSE_INTERVAL, the server answers with the same successor.
+   */
+  private async refreshOnServer(refreshToken: string): Promise<Pair> {
+    try {
+      return await this.options.refresh(refreshToken);
+    } catch (e) {
+      if (!answerLost.has(PortcullisError.from(e).code)) throw e;
+      return this.options.refresh(refreshToken);
+    }
   }
 
   /**

@@ -30,6 +30,8 @@ class Wire {
   readonly requests: { method: string; authorization: string | null }[] = [];
   readonly offline = new Set<string>();
   readonly hung = new Set<string>();
+  /** Methods whose next request reaches the server but whose answer never comes back. */
+  readonly lost = new Set<string>();
   readonly retiredKey = new Set<string>();
   readonly fetch: typeof globalThis.fetch = async (input, init) => {
     const method = String(input).split("/").at(-1)!;
@@ -37,9 +39,18 @@ class Wire {
     if (this.retiredKey.has(method)) headers.set("authorization", `Bearer ${underRetiredKey(headers.get("authorization")!.slice("Bearer ".length))}`);
     this.requests.push({ method, authorization: headers.get("authorization") });
     if (this.offline.has(method)) throw new TypeError("fetch failed");
-    if (this.hung.has(method)) return new Promise<Response>((_, reject) => init?.signal?.addEventListener("abort", () => reject(init.signal!.reason)));
+    if (this.lost.delete(method)) {
+      await fetch(input, { ...init, headers, signal: undefined });
+      return this.neverAnswered(init);
+    }
+    if (this.hung.has(method)) return this.neverAnswered(init);
     return fetch(input, { ...init, headers });
   };
+
+  /** Until the call gives up, as a real fetch does when its signal aborts. */
+  private neverAnswered(init: RequestInit | undefined): Promise<Response> {
+    return new Promise<Response>((_, reject) => init?.signal?.addEventListener("abort", () => reject(init.signal!.reason)));
+  }
 
   count(method: string): number {
     return this.requests.filter((r) => r.method === method).length;
@@ -108,15 +119,18 @@ describe("portcullis/client sessions, against the gateway", () => {
   let baseUrl: string;
   let devices = 0;
 
+  const rateLimits = "otp_send_ip=1000/3600,otp_verify_ip=1000/3600,otp_send_phone=10/3600,refresh_ip=1000/60,refresh_user=1000/60";
+  let smsUrl: string;
+
   before(async () => {
-    const smsUrl = await inbox.start();
+    smsUrl = await inbox.start();
     running = await startPlatform({
       ...(await sharedStores()),
       SMS_PROVIDER: "webhook",
       SMS_WEBHOOK_URL: smsUrl,
       // No grace for a used refresh token: presenting one twice revokes the session, so a double refresh cannot hide.
       REFRESH_REUSE_INTERVAL: "0",
-      RATE_LIMITS: "otp_send_ip=1000/3600,otp_verify_ip=1000/3600,otp_send_phone=10/3600,refresh_ip=1000/60,refresh_user=1000/60",
+      RATE_LIMITS: rateLimits,
     });
     baseUrl = `http://127.0.0.1:${running.httpPort}`;
   });
@@ -210,7 +224,7 @@ describe("portcullis/client sessions, against the gateway", () => {
 
     await client.auth.getProfile({});
 
-    expect(wire.count("RefreshToken")).to.equal(1);
+    expect(wire.count("RefreshToken"), "tried, and asked once more at once").to.equal(2);
     expect(wire.requests.at(-1)).to.deep.equal({ method: "GetProfile", authorization: `Bearer ${before.accessToken}` });
     expect(await storage.load()).to.deep.equal(before);
     expect(ended).to.deep.equal([]);
@@ -395,9 +409,10 @@ describe("portcullis/client sessions, against the gateway", () => {
     expect(await storage.load()).to.deep.equal(before);
     expect(ended).to.deep.equal([]);
 
+    expect(wire.count("RefreshToken"), "tried, and asked once more at once").to.equal(2);
     wire.offline.clear();
     await client.auth.getProfile({});
-    expect(wire.count("RefreshToken")).to.equal(2);
+    expect(wire.count("RefreshToken")).to.equal(3);
   });
 
   it("gives up on a refresh that gets no answer after refreshTimeoutMs, keeping the pair, and rejects the call", async () => {
@@ -413,9 +428,29 @@ describe("portcullis/client sessions, against the gateway", () => {
     expect(await storage.load()).to.deep.equal(before);
     expect(ended).to.deep.equal([]);
 
+    expect(wire.count("RefreshToken"), "asked once more at once").to.equal(2);
     wire.hung.clear();
     await client.auth.getProfile({});
-    expect(wire.count("RefreshToken")).to.equal(2);
+    expect(wire.count("RefreshToken")).to.equal(3);
+  });
+
+  it("asks again at once when a refresh's answer is lost, and keeps the session: within its reuse interval the server gives the same successor", async () => {
+    const graceful = await startPlatform({ ...(await sharedStores()), SMS_PROVIDER: "webhook", SMS_WEBHOOK_URL: smsUrl, RATE_LIMITS: rateLimits });
+    try {
+      const { client, wire, ended, storage } = await signedIn({ baseUrl: `http://127.0.0.1:${graceful.httpPort}`, refreshTimeoutMs: 300 });
+      await markExpired(storage);
+      wire.lost.add("RefreshToken");
+
+      await client.auth.getProfile({});
+      expect(wire.count("RefreshToken")).to.equal(2);
+
+      await markExpired(storage);
+      await client.auth.getProfile({});
+      expect(wire.count("RefreshToken")).to.equal(3);
+      expect(ended).to.deep.equal([]);
+    } finally {
+      await graceful.stop();
+    }
   });
 
   it("lets a refresh settle when the lock manager refuses the mark of the used refresh token", async () => {
