@@ -35,7 +35,7 @@ export function describeError(error: unknown): string {
   // say http://127.0.0.1:8080 for the default http://localhost:8080, cannot use them. @simplewebauthn/browser's codes.
   const code = error instanceof Error && "code" in error ? error.code : undefined;
   if (code === "ERROR_INVALID_DOMAIN" || code === "ERROR_INVALID_RP_ID") {
-    return "Passkeys work only at the address this server is set up for (APP_URL, http://localhost:8080 by default): open this page there.";
+    return "Passkeys work only at the addresses this server is set up for (WEBAUTHN_ORIGINS, or APP_URL: http://localhost:8080 by default): open this page there.";
   }
   // A cancelled or timed-out prompt, and an authenticator that already holds this account's passkey: the browser's
   // DOMException names, which @simplewebauthn/browser's WebAuthnError keeps.

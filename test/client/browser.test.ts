@@ -3,8 +3,9 @@ import type { AddressInfo } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { expect } from "chai";
 import { build } from "esbuild";
-import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import type { Browser, BrowserContext, Page } from "playwright-core";
 import type { Running } from "../../services/app/servers.js";
+import { launchChromium } from "../support/browser.js";
 import { sharedStores, startPlatform } from "../support/platform.js";
 import { newPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
@@ -39,7 +40,7 @@ describe("portcullis/client in Chromium", () => {
       // A used refresh token presented again revokes the session at once: two tabs refreshing apart would show.
       REFRESH_REUSE_INTERVAL: "0",
     });
-    browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--no-sandbox"] });
+    browser = await launchChromium();
     context = await browser.newContext();
     tabs = [await context.newPage(), await context.newPage()];
     for (const tab of tabs) {
