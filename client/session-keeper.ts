@@ -153,7 +153,11 @@ export class SessionKeeper {
     } catch (e) {
       const error = PortcullisError.from(e);
       // Refused (reused, revoked, expired): over. Offline, UNAVAILABLE or a limit keep the pair for a later try.
-      if (error.code === Code.Unauthenticated) throw await this.end(error.reason ?? "UNAUTHENTICATED", error);
+      if (error.code === Code.Unauthenticated) {
+        // Signed out, or in again, by another tab meanwhile: the refused session is not the stored one, which stays.
+        if ((await this.options.storage.load())?.refreshToken !== stored.refreshToken) throw SessionEndedError.because("SIGNED_OUT", error);
+        throw await this.end(error.reason ?? "UNAUTHENTICATED", error);
+      }
       throw error;
     }
     // Signed out (or in again) while the refresh was on its way: a signed-out session must not come back.

@@ -1,5 +1,6 @@
+import { Code, ConnectError } from "@connectrpc/connect";
 import { expect } from "chai";
-import { memoryStorage } from "../../client/index.js";
+import { memoryStorage, SessionEndedError } from "../../client/index.js";
 import { SessionKeeper } from "../../client/session-keeper.js";
 import type { Pair } from "../../client/token-pair.js";
 
@@ -18,6 +19,35 @@ describe("portcullis/client session keeper", () => {
     await Promise.all([refreshed, steppedUp]);
 
     expect(await storage.load()).to.include({ accessToken: "stepped-up", refreshToken: "second-refresh" });
+    keeper.close();
+  });
+
+  it("leaves a session signed in by another tab while its own refresh was refused", async () => {
+    const storage = memoryStorage();
+    const hour = 3_600_000;
+    const newer = { accessToken: "newer", accessTokenExpireTime: Date.now() + hour, refreshToken: "newer-refresh", refreshTokenExpireTime: Date.now() + hour, sessionId: "s2" };
+    const ended: string[] = [];
+    const keeper = new SessionKeeper({
+      baseUrl: "http://keeper.test",
+      storage,
+      // Another tab signs out and in again while this refresh is on its way; the old session's refresh is refused.
+      refresh: async () => {
+        await storage.save(newer);
+        throw new ConnectError("session revoked", Code.Unauthenticated);
+      },
+      onSessionEnd: ({ reason }) => ended.push(reason),
+      refreshAheadSeconds: 30,
+      locks: null,
+      now: Date.now,
+    });
+    await keeper.signedIn({ accessToken: "old", accessTokenExpireTime: Date.now() - 1000, refreshToken: "old-refresh", refreshTokenExpireTime: Date.now() + hour, sessionId: "s1" });
+
+    const error = await keeper.refresh((await storage.load())!).catch((e: unknown) => e);
+    await Promise.resolve();
+
+    expect(error).to.be.instanceOf(SessionEndedError);
+    expect(await storage.load()).to.deep.equal(newer);
+    expect(ended).to.deep.equal([]);
     keeper.close();
   });
 });
