@@ -154,8 +154,10 @@ export class SessionKeeper {
       const error = PortcullisError.from(e);
       // Refused (reused, revoked, expired): over. Offline, UNAVAILABLE or a limit keep the pair for a later try.
       if (error.code === Code.Unauthenticated) {
-        // Signed out, or in again, by another tab meanwhile: the refused session is not the stored one, which stays.
-        if ((await this.options.storage.load())?.refreshToken !== stored.refreshToken) throw SessionEndedError.because("SIGNED_OUT", error);
+        // Signed in again by another tab meanwhile: that new session is not the one refused, and stays. (The same
+        // session rotated by another tab is refused with it: the server revokes a session whose used token returns.)
+        const current = await this.options.storage.load();
+        if (current?.sessionId && current.sessionId !== stored.sessionId) throw SessionEndedError.because("SIGNED_OUT", error);
         throw await this.end(error.reason ?? "UNAUTHENTICATED", error);
       }
       throw error;
