@@ -11,9 +11,11 @@ export function inputValue(id: string): string {
   return element<HTMLInputElement>(id).value.trim();
 }
 
+const screens = ["loading", "sign-in", "account", "verify-email", "reset-password"] as const;
+
 /** Shows exactly one of the page's screens. */
-export function showScreen(id: "loading" | "sign-in" | "account" | "verify-email" | "reset-password"): void {
-  for (const screen of ["loading", "sign-in", "account", "verify-email", "reset-password"]) element(screen).hidden = screen !== id;
+export function showScreen(id: (typeof screens)[number]): void {
+  for (const screen of screens) element(screen).hidden = screen !== id;
 }
 
 export function say(message: string): void {
@@ -30,7 +32,7 @@ export function showError(error: unknown): void {
   alert.hidden = false;
 }
 
-export function clearNotices(): void {
+function clearNotices(): void {
   element("message").hidden = true;
   element("error").hidden = true;
 }

@@ -396,43 +396,36 @@ describe("portcullis/client sessions, against the gateway", () => {
     expect(await storage.load()).to.equal(null);
   });
 
-  it("keeps the pair when a refresh fails on the network, and rejects the call", async () => {
-    const { client, wire, ended, storage } = await signedIn();
-    await markExpired(storage);
-    const before = await storedIn(storage);
-    wire.offline.add("RefreshToken");
+  // A refresh that fails short of a refusal, offline or unanswered: the pair is kept for a later try, which works.
+  const unanswered = [
+    { title: "keeps the pair when a refresh fails on the network, and rejects the call", wire: "offline", code: Code.Unavailable, options: {} },
+    {
+      title: "gives up on a refresh that gets no answer after refreshTimeoutMs, keeping the pair, and rejects the call",
+      wire: "hung",
+      code: Code.DeadlineExceeded,
+      options: { refreshTimeoutMs: 200 },
+    },
+  ] as const;
+  for (const failure of unanswered) {
+    it(failure.title, async () => {
+      const { client, wire, ended, storage } = await signedIn(failure.options);
+      await markExpired(storage);
+      const before = await storedIn(storage);
+      wire[failure.wire].add("RefreshToken");
 
-    const error = await client.auth.getProfile({}).catch((e: unknown) => e);
+      const error = await client.auth.getProfile({}).catch((e: unknown) => e);
 
-    expect(error).to.be.instanceOf(PortcullisError).and.not.to.be.instanceOf(SessionEndedError);
-    expect((error as PortcullisError).code).to.equal(Code.Unavailable);
-    expect(await storage.load()).to.deep.equal(before);
-    expect(ended).to.deep.equal([]);
+      expect(error).to.be.instanceOf(PortcullisError).and.not.to.be.instanceOf(SessionEndedError);
+      expect((error as PortcullisError).code).to.equal(failure.code);
+      expect(await storage.load()).to.deep.equal(before);
+      expect(ended).to.deep.equal([]);
 
-    expect(wire.count("RefreshToken"), "tried, and asked once more at once").to.equal(2);
-    wire.offline.clear();
-    await client.auth.getProfile({});
-    expect(wire.count("RefreshToken")).to.equal(3);
-  });
-
-  it("gives up on a refresh that gets no answer after refreshTimeoutMs, keeping the pair, and rejects the call", async () => {
-    const { client, wire, ended, storage } = await signedIn({ refreshTimeoutMs: 200 });
-    await markExpired(storage);
-    const before = await storedIn(storage);
-    wire.hung.add("RefreshToken");
-
-    const error = await client.auth.getProfile({}).catch((e: unknown) => e);
-
-    expect(error).to.be.instanceOf(PortcullisError).and.not.to.be.instanceOf(SessionEndedError);
-    expect((error as PortcullisError).code).to.equal(Code.DeadlineExceeded);
-    expect(await storage.load()).to.deep.equal(before);
-    expect(ended).to.deep.equal([]);
-
-    expect(wire.count("RefreshToken"), "asked once more at once").to.equal(2);
-    wire.hung.clear();
-    await client.auth.getProfile({});
-    expect(wire.count("RefreshToken")).to.equal(3);
-  });
+      expect(wire.count("RefreshToken"), "tried, and asked once more at once").to.equal(2);
+      wire[failure.wire].clear();
+      await client.auth.getProfile({});
+      expect(wire.count("RefreshToken")).to.equal(3);
+    });
+  }
 
   it("asks again at once when a refresh's answer is lost, and keeps the session: within its reuse interval the server gives the same successor", async () => {
     const graceful = await startPlatform({ ...(await sharedStores()), SMS_PROVIDER: "webhook", SMS_WEBHOOK_URL: smsUrl, RATE_LIMITS: rateLimits });

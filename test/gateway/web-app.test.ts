@@ -1,3 +1,5 @@
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { expect } from "chai";
 import type { Running } from "../../services/app/servers.js";
 import { webAppFiles } from "../../gateway/web-app.js";
@@ -35,10 +37,17 @@ describe("The sign-in web app on the gateway", function () {
 
   it("has every element the app's scripts and browser tests look for", async () => {
     const html = await (await get("/")).text();
-    const ids = ["sign-in", "phone", "send-code", "code", "verify-code", "email", "password", "sign-in-password", "mfa-code",
+    // The browser tests' selectors, and every id the scripts name (a missing one throws only when its form is used).
+    const ids = new Set(["sign-in", "phone", "send-code", "code", "verify-code", "email", "password", "sign-in-password", "mfa-code",
       "verify-mfa", "sign-in-passkey", "account", "profile-name", "profile-phone", "profile-email", "display-name", "save-profile",
       "devices", "refresh-devices", "kyc-level", "kyc-status", "kyc-form", "submit-kyc", "passkeys", "passkey-name", "add-passkey",
-      "sign-out", "message", "error"];
+      "sign-out", "message", "error"]);
+    const scripts = readdirSync("web").filter((name) => name.endsWith(".ts")).map((name) => readFileSync(join("web", name), "utf8")).join("\n");
+    const named = [...scripts.matchAll(/\b(?:element(?:<\w+>)?|inputValue|onSubmit)\("([\w-]+)"/g)].map((match) => match[1]!);
+    const screens = [.../const screens = \[([^\]]*)\]/.exec(scripts)![1]!.matchAll(/"([\w-]+)"/g)].map((match) => match[1]!);
+    expect(named, "ids found in web/*.ts").to.have.length.greaterThan(40);
+    expect(screens).to.include.members(["loading", "sign-in", "account", "verify-email", "reset-password"]);
+    for (const id of [...named, ...screens]) ids.add(id);
     for (const id of ids) expect(html, id).to.include(`id="${id}"`);
     expect(html).to.include('id="message" role="status"');
     expect(html).to.include('id="error" role="alert"');

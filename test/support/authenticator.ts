@@ -63,21 +63,15 @@ export class SoftAuthenticator {
   /** navigator.credentials.create(): a new discoverable credential, unless the options exclude one this authenticator holds. */
   create(options: JsonObject, ceremony: Ceremony & { reuse?: string } = {}): RegistrationJSON {
     const excluded = ((options.excludeCredentials ?? []) as { id: string }[]).map((c) => c.id);
-    const held = this.credentials.find((c) => excluded.includes(c.id.toString("base64url")));
-    if (held && !ceremony.reuse) throw new Error("InvalidStateError: this authenticator holds an excluded credential");
-    const reused = ceremony.reuse && this.credentials.find((c) => c.id.toString("base64url") === ceremony.reuse);
-    const credential = reused || this.newCredential((options.user as JsonObject).id as string);
+    if (!ceremony.reuse && excluded.some((id) => this.byId(id))) throw new Error("InvalidStateError: this authenticator holds an excluded credential");
+    const credential = this.byId(ceremony.reuse) ?? this.newCredential((options.user as JsonObject).id as string);
     const counter = this.nextCounter(credential, ceremony.counter);
     const clientDataJSON = this.clientData("webauthn.create", options.challenge as string, ceremony);
     const attestedCredential = Buffer.concat([Buffer.alloc(16), uint16(credential.id.length), credential.id, credential.cose]);
     const authData = Buffer.concat([this.authDataHead(ceremony, flags.at, counter), attestedCredential]);
     const attestationObject = cbor(new Map<string, Cbor>([["fmt", "none"], ["attStmt", new Map()], ["authData", authData]]));
-    const id = credential.id.toString("base64url");
     return {
-      id,
-      rawId: id,
-      type: "public-key",
-      authenticatorAttachment: "platform",
+      ...named(credential),
       clientExtensionResults: { credProps: { rk: true } },
       response: { clientDataJSON: clientDataJSON.toString("base64url"), attestationObject: attestationObject.toString("base64url"), transports: ["internal", "hybrid"] },
     };
@@ -86,19 +80,15 @@ export class SoftAuthenticator {
   /** navigator.credentials.get(): an assertion by `credentialId`, or by the newest credential the options allow. */
   get(options: JsonObject, ceremony: Ceremony & { credentialId?: string } = {}): AssertionJSON {
     const allowed = ((options.allowCredentials ?? []) as { id: string }[]).map((c) => c.id);
-    const wanted = ceremony.credentialId ?? allowed.find((id) => this.credentials.some((c) => c.id.toString("base64url") === id));
-    const credential = wanted ? this.credentials.find((c) => c.id.toString("base64url") === wanted) : this.credentials.at(-1);
+    const wanted = ceremony.credentialId ?? allowed.find((id) => this.byId(id));
+    const credential = wanted ? this.byId(wanted) : this.credentials.at(-1);
     if (!credential) throw new Error("NotAllowedError: no credential for these options");
     const counter = this.nextCounter(credential, ceremony.counter);
     const clientDataJSON = this.clientData("webauthn.get", options.challenge as string, ceremony);
     const authData = this.authDataHead(ceremony, 0, counter);
     const signed = Buffer.concat([authData, createHash("sha256").update(clientDataJSON).digest()]);
-    const id = credential.id.toString("base64url");
     return {
-      id,
-      rawId: id,
-      type: "public-key",
-      authenticatorAttachment: "platform",
+      ...named(credential),
       clientExtensionResults: {},
       response: {
         clientDataJSON: clientDataJSON.toString("base64url"),
@@ -108,6 +98,10 @@ export class SoftAuthenticator {
         userHandle: credential.userHandle,
       },
     };
+  }
+
+  private byId(id: string | undefined): StoredCredential | undefined {
+    return id === undefined ? undefined : this.credentials.find((c) => c.id.toString("base64url") === id);
   }
 
   private newCredential(userHandle: string): StoredCredential {
@@ -144,6 +138,12 @@ export class SoftAuthenticator {
     count.writeUInt32BE(counter);
     return Buffer.concat([rpIdHash, Buffer.from([flagByte]), count]);
   }
+}
+
+/** What every PublicKeyCredential.toJSON() of this authenticator starts with. */
+function named(credential: StoredCredential) {
+  const id = credential.id.toString("base64url");
+  return { id, rawId: id, type: "public-key" as const, authenticatorAttachment: "platform" as const };
 }
 
 /** The few CBOR shapes WebAuthn needs here: integers, text, bytes and maps. */
