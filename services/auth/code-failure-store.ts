@@ -17,6 +17,13 @@ export const codeFailureSql = {
   /** The wrong codes of the user `userId` (an SQL expression) within the window: a range of the (user_id, fail_time) index. */
   recent: (userId: string) => `(select count(*)::int from code_failure where user_id = ${userId} and fail_time > now() - ${window})`,
 
+  /**
+   * The tries a new code of the user `userId` allows: `maxAttempts`, or fewer
+   * if the user's budget of wrong codes (`failureBudget`) has fewer left (all SQL expressions).
+   */
+  allowedAttempts: (maxAttempts: string, failureBudget: string, userId: string) =>
+    `greatest(0, least(${maxAttempts}, ${failureBudget} - ${codeFailureSql.recent(userId)}))`,
+
   /** Records a wrong code for each user id `select` yields. */
   record: (select: string) => `insert into code_failure (user_id) ${select}`,
 };

@@ -67,7 +67,7 @@ export const contactVerificationStore = {
     );
     await tx.query(
       `insert into contact_verification (id, user_id, channel, address, code_mac, link_mac, max_attempts, expire_time)
-       values ($1, $2, $3, $4, $5, $6, greatest(0, least($7, $9 - ${codeFailureSql.recent("$2")})), $8)`,
+       values ($1, $2, $3, $4, $5, $6, ${codeFailureSql.allowedAttempts("$7", "$9", "$2")}, $8)`,
       [
         verification.id,
         verification.userId,

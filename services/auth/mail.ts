@@ -1,13 +1,11 @@
-import { SpanKind } from "@opentelemetry/api";
 import nodemailer from "nodemailer";
 import type SMTPTransport from "nodemailer/lib/smtp-transport/index.js";
 import type { EmailConfig, EmailProviderName } from "../platform/config.js";
 import type { Logger } from "../platform/logger.js";
 import { isLoopbackHost } from "../platform/loopback.js";
-import { messageDeliveries } from "../platform/metrics.js";
-import { inChildSpan, tracingOn } from "../platform/tracing.js";
 import { postWithin, signatureHeaders } from "../platform/webhook.js";
 import { maskEmail } from "./email.js";
+import { instrumented } from "./provider-hand-over.js";
 
 /** One message, in plain text and HTML. */
 export interface Mail {
@@ -37,8 +35,23 @@ export class MailDeliveryError extends Error {
   }
 }
 
+/**
+ * Sends a notice whose failure only needs telling in the audit log: whether
+ * it went. The mailer has logged why not; an error other than the provider's
+ * refusal is thrown.
+ */
+export async function sendNotice(mailer: Mailer, mail: Mail): Promise<"mailed" | "undelivered"> {
+  try {
+    await mailer.send(mail);
+    return "mailed";
+  } catch (error) {
+    if (!(error instanceof MailDeliveryError)) throw error;
+    return "undelivered";
+  }
+}
+
 export function createMailer(config: EmailConfig, logger: Logger): Mailer {
-  return traced(timed(configuredMailer(config, logger)));
+  return instrumented(configuredMailer(config, logger), "email", "mail");
 }
 
 function configuredMailer(config: EmailConfig, logger: Logger): Mailer {
@@ -51,34 +64,6 @@ function configuredMailer(config: EmailConfig, logger: Logger): Mailer {
     case "smtp":
       return smtpMailer(smtpTransportOptions(config.smtpUrl!, config.smtpCa, config.timeoutMs), config.from, logger);
   }
-}
-
-/** Times each hand-over to the provider, whether it takes the mail or not. */
-function timed(mailer: Mailer): Mailer {
-  const delivered = messageDeliveries.labels("email", mailer.name, "ok");
-  const undelivered = messageDeliveries.labels("email", mailer.name, "failed");
-  return {
-    name: mailer.name,
-    async send(mail) {
-      const startedAt = performance.now();
-      try {
-        await mailer.send(mail);
-        delivered.observe((performance.now() - startedAt) / 1000);
-      } catch (error) {
-        undelivered.observe((performance.now() - startedAt) / 1000);
-        throw error;
-      }
-    },
-  };
-}
-
-/** A span for each hand-over to the provider: its name only, never the address or the content. */
-function traced(mailer: Mailer): Mailer {
-  const attributes = { "portcullis.mail.provider": mailer.name };
-  return {
-    name: mailer.name,
-    send: (mail) => (tracingOn ? inChildSpan("mail.send", SpanKind.CLIENT, attributes, () => mailer.send(mail)) : mailer.send(mail)),
-  };
 }
 
 /** POSTs {from, to, subject, text, html} as JSON, signed as the SMS webhook is (see signatureHeaders). */

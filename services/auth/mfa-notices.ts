@@ -3,7 +3,7 @@ import type { CallOrigin } from "../kernel/call.js";
 import type { Background } from "../platform/background.js";
 import type { Database } from "../platform/database.js";
 import { userStore } from "../users/store.js";
-import { MailDeliveryError, type Mail, type Mailer } from "./mail.js";
+import { sendNotice, type Mail, type Mailer } from "./mail.js";
 import { mailTemplates, type MailSender } from "./mail-templates.js";
 import type { FactorNotices } from "./second-factors.js";
 
@@ -49,7 +49,7 @@ export class MfaNotices implements FactorNotices {
     this.background.run("recovery-code notice", async () => {
       const user = await userStore.find(this.db, userId);
       if (!user) return;
-      const notice = user.email && user.email_verify_time ? await this.sent(mailTemplates.fewRecoveryCodes(this.sender, user.email, remaining)) : "none";
+      const notice = user.email && user.email_verify_time ? await sendNotice(this.mailer, mailTemplates.fewRecoveryCodes(this.sender, user.email, remaining)) : "none";
       await audit(this.db, { clientIp, userAgent, requestId }, { event: "mfa.recovery_codes_low", outcome: "success", userId, detail: { remaining, notice } });
     });
   }
@@ -59,16 +59,5 @@ export class MfaNotices implements FactorNotices {
       const user = await userStore.find(this.db, userId);
       if (user?.email && user.email_verify_time) await this.mailer.send(compose(user.email));
     });
-  }
-
-  /** Whether the mail went; the mailer has logged why not. */
-  private async sent(mail: Mail): Promise<"mailed" | "undelivered"> {
-    try {
-      await this.mailer.send(mail);
-      return "mailed";
-    } catch (error) {
-      if (!(error instanceof MailDeliveryError)) throw error;
-      return "undelivered";
-    }
   }
 }

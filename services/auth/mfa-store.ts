@@ -153,7 +153,7 @@ export const mfaStore = {
   },
 };
 
-/** For statements that must know of a second factor in their own round trip (sign-in codes; refresh rotation, through app.ts). */
+/** For statements that must know of a second factor in their own round trip (sign-in codes, a right password; refresh rotation, through app.ts). */
 export const totpSql = {
   /** True when the account `userIdExpression` names has confirmed TOTP: one lookup in totp_factor's primary key. */
   enrolled: (userIdExpression: string) => `exists (select 1 from totp_factor where user_id = ${userIdExpression} and confirm_time is not null)`,

@@ -6,7 +6,7 @@ import type { Database } from "../platform/database.js";
 import type { DeviceInput } from "../session/sessions.js";
 import type { UserRow } from "../users/user.js";
 import { deviceStore } from "./device-store.js";
-import { MailDeliveryError, type Mailer } from "./mail.js";
+import { sendNotice, type Mailer } from "./mail.js";
 import { mailTemplates, type MailSender } from "./mail-templates.js";
 
 /** A sign-in that has committed, as the notice tells of it. */
@@ -52,16 +52,9 @@ export class NewDeviceNotices {
     await audit(this.db, origin, { event: "sign_in.new_device", outcome: "success", userId: user.id, sessionId, detail: { method, notice } });
   }
 
-  /** Mails the notice; whether it went. */
-  private async mail(to: string, device: DeviceInput, when: Date, origin: CallOrigin): Promise<"mailed" | "undelivered"> {
-    try {
-      const signIn = { when, deviceName: device.deviceName, ipAddress: origin.clientIp, userAgent: origin.userAgent };
-      await this.mailer.send(mailTemplates.newDevice(this.sender, to, signIn));
-      return "mailed";
-    } catch (error) {
-      // The mailer has logged why; the sign-in from a new device is still worth its audit row.
-      if (!(error instanceof MailDeliveryError)) throw error;
-      return "undelivered";
-    }
+  /** Mails the notice; whether it went (undelivered, the sign-in from a new device is still worth its audit row). */
+  private mail(to: string, device: DeviceInput, when: Date, origin: CallOrigin): Promise<"mailed" | "undelivered"> {
+    const signIn = { when, deviceName: device.deviceName, ipAddress: origin.clientIp, userAgent: origin.userAgent };
+    return sendNotice(this.mailer, mailTemplates.newDevice(this.sender, to, signIn));
   }
 }

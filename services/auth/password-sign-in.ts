@@ -19,7 +19,7 @@ import { emailProblem, normalizeEmail } from "./email.js";
 import type { EmailVerifications } from "./email-verification.js";
 import type { NewDeviceNotices } from "./new-device.js";
 import type { MfaSignIn } from "./mfa-sign-in.js";
-import { mfaStore } from "./mfa-store.js";
+import { totpSql } from "./mfa-store.js";
 import { hashPassword, passwordProblem, verifyPassword } from "./password.js";
 
 const wrongCredentials = () => unauthenticated("INVALID_CREDENTIALS", "the email or the password is wrong");
@@ -75,7 +75,7 @@ export class PasswordSignIn {
     if (this.emailVerification === "required" && user.email_verify_time === null) {
       signIns.labels("pwd", "email_not_verified").inc();
       // The password was right: wrong ones before it must not go on counting toward a lockout.
-      await userStore.passwordAccepted(this.db, user.id, source);
+      await userStore.passwordAccepted(this.db, user.id, source, totpSql.enrolled);
       const resent = await this.verifications.resend(user.id, email);
       await audit(this.db, origin, { event: "sign_in", outcome: "denied", userId: user.id, detail: { method: "pwd", reason: "email_not_verified", resent } });
       throw failedPrecondition("EMAIL_NOT_VERIFIED", "confirm your email address with the code or link mailed to it, then sign in");
@@ -83,9 +83,10 @@ export class PasswordSignIn {
 
     const signedIn = await this.db.transaction(async (tx) => {
       // Takes the user's row lock that create() relies on, and sees a disable that landed during the password check.
-      if ((await userStore.passwordAccepted(tx, user.id, source)).disabled) return undefined;
+      const accepted = await userStore.passwordAccepted(tx, user.id, source, totpSql.enrolled);
+      if (accepted.disabled) return undefined;
       // An account with a second factor gets a challenge instead of a session: no tokens on the password alone.
-      if (await mfaStore.enrolled(tx, user.id)) {
+      if (accepted.mfa_enrolled) {
         return { mfaChallenge: await this.mfa.challenge(tx, { userId: user.id, method: "pwd", device: request.device!, origin }) };
       }
       return this.sessions.create(tx, { userId: user.id, device: request.device!, method: SignInMethod.PASSWORD, origin, event: { name: "sign_in", detail: { method: "pwd" } } });

@@ -1,10 +1,8 @@
-import { SpanKind } from "@opentelemetry/api";
 import type { SmsConfig, SmsProviderName } from "../platform/config.js";
 import type { Logger } from "../platform/logger.js";
-import { messageDeliveries } from "../platform/metrics.js";
-import { inChildSpan, tracingOn } from "../platform/tracing.js";
 import { postWithin, signatureHeaders } from "../platform/webhook.js";
 import { maskPhone } from "./phone.js";
+import { instrumented } from "./provider-hand-over.js";
 
 export interface SmsMessage {
   /** E.164, e.g. "+447700900123". */
@@ -38,7 +36,7 @@ export class SmsDeliveryError extends Error {
 }
 
 export function createSmsProvider(config: SmsConfig, logger: Logger): SmsProvider {
-  return traced(timed(configuredProvider(config, logger)));
+  return instrumented(configuredProvider(config, logger), "sms", "sms");
 }
 
 function configuredProvider(config: SmsConfig, logger: Logger): SmsProvider {
@@ -51,34 +49,6 @@ function configuredProvider(config: SmsConfig, logger: Logger): SmsProvider {
     case "twilio":
       return twilioProvider(config.twilio!, config.timeoutMs, logger);
   }
-}
-
-/** Times each hand-over to the provider, whether it takes the message or not. */
-function timed(provider: SmsProvider): SmsProvider {
-  const delivered = messageDeliveries.labels("sms", provider.name, "ok");
-  const undelivered = messageDeliveries.labels("sms", provider.name, "failed");
-  return {
-    name: provider.name,
-    async send(message) {
-      const startedAt = performance.now();
-      try {
-        await provider.send(message);
-        delivered.observe((performance.now() - startedAt) / 1000);
-      } catch (error) {
-        undelivered.observe((performance.now() - startedAt) / 1000);
-        throw error;
-      }
-    },
-  };
-}
-
-/** A span for each hand-over to the provider: its name only, never the number or the body. */
-function traced(provider: SmsProvider): SmsProvider {
-  const attributes = { "portcullis.sms.provider": provider.name };
-  return {
-    name: provider.name,
-    send: (message) => (tracingOn ? inChildSpan("sms.send", SpanKind.CLIENT, attributes, () => provider.send(message)) : provider.send(message)),
-  };
 }
 
 /** POSTs {to, body} as JSON, signed with the secret when one is set (see signatureHeaders). */

@@ -184,7 +184,7 @@ export const passwordResetStore = {
     );
     await tx.query(
       `insert into password_reset (id, user_id, code_mac, link_mac, max_attempts, expire_time)
-       values ($1, $2, $3, $4, greatest(0, least($5, $7 - ${codeFailureSql.recent("$2")})), $6)`,
+       values ($1, $2, $3, $4, ${codeFailureSql.allowedAttempts("$5", "$7", "$2")}, $6)`,
       [reset.id, reset.userId, reset.codeMac, reset.linkMac, reset.maxAttempts, reset.expireTime, reset.failureBudget],
     );
     return replaced?.id;

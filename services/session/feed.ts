@@ -408,17 +408,18 @@ export function backlogEvents(channel: FeedChannel): RecentEvents {
 export async function recentChanges(sql: Sql, accessTokenLifetimeMs: number, windowMs = accessTokenLifetimeMs): Promise<FeedEvent[]> {
   const windowSeconds = Math.min(windowMs, accessTokenLifetimeMs) / 1000;
   const revoked = await sessionStore.recentRevocations(sql, windowSeconds);
-  const lowered = await userStore.recentKycLowerings(sql, windowSeconds);
-  const narrowed = await userStore.recentPermissionLowerings(sql, windowSeconds);
+  const lowered = await userStore.recentLowerings(sql, windowSeconds);
   return [
     ...revoked.map((row): FeedEvent => ({ kind: "revoked", sessionIds: [row.id], untilMs: row.revoke_time.getTime() + accessTokenLifetimeMs })),
-    ...lowered.map((row): FeedEvent => {
+    ...lowered.flatMap((row): FeedEvent[] => {
+      if (!row.kyc_lower_time) return [];
       const sinceMs = row.kyc_lower_time.getTime();
-      return { kind: "kyc_lowered", userId: row.id, level: row.kyc_level, sinceMs, untilMs: sinceMs + accessTokenLifetimeMs };
+      return [{ kind: "kyc_lowered", userId: row.id, level: row.kyc_level, sinceMs, untilMs: sinceMs + accessTokenLifetimeMs }];
     }),
-    ...narrowed.map((row): FeedEvent => {
+    ...lowered.flatMap((row): FeedEvent[] => {
+      if (!row.permissions_lower_time) return [];
       const sinceMs = row.permissions_lower_time.getTime();
-      return { kind: "permissions_lowered", userId: row.id, permissions: row.permissions, sinceMs, untilMs: sinceMs + accessTokenLifetimeMs };
+      return [{ kind: "permissions_lowered", userId: row.id, permissions: row.permissions, sinceMs, untilMs: sinceMs + accessTokenLifetimeMs }];
     }),
   ];
 }

@@ -125,12 +125,20 @@ export const userStore = {
   /**
    * A right password: clears the failure counts of the account and of this
    * source (other sources stay locked) and takes the user's row lock (which
-   * session creation relies on). True if the account was disabled meanwhile.
+   * session creation relies on). `disabled` if the account was disabled
+   * meanwhile; `mfa_enrolled` if it has a second factor, by the fragment of
+   * that table's owner (`enrolled`: auth's totpSql.enrolled), in the same round trip.
    */
-  async passwordAccepted(tx: Sql, id: string, source: string): Promise<{ disabled: boolean }> {
-    const [state] = await tx.query<{ disabled: boolean }>(
+  async passwordAccepted(
+    tx: Sql,
+    id: string,
+    source: string,
+    enrolled: (userIdExpression: string) => string,
+  ): Promise<{ disabled: boolean; mfa_enrolled: boolean }> {
+    const [state] = await tx.query<{ disabled: boolean; mfa_enrolled: boolean }>(
       `with forgotten as (delete from password_failure where user_id = $1 and source = $2)
-       update app_user set failed_logins = 0, lockouts = 0 where id = $1 returning disable_time is not null as disabled`,
+       update app_user set failed_logins = 0, lockouts = 0 where id = $1
+       returning disable_time is not null as disabled, ${enrolled("app_user.id")} as mfa_enrolled`,
       [id, source],
     );
     return state!;
@@ -283,11 +291,24 @@ export const userStore = {
     return row!.kyc_lower_time;
   },
 
-  /** KYC levels lowered in the last `windowSeconds`, by Postgres's clock. */
-  recentKycLowerings(sql: Sql, windowSeconds: number): Promise<{ id: string; kyc_level: number; kyc_lower_time: Date }[]> {
-    return sql.query("select id, kyc_level, kyc_lower_time from app_user where kyc_lower_time > now() - make_interval(secs => $1)", [
-      windowSeconds,
-    ]);
+  /**
+   * Users whose KYC level or permissions were lowered in the last
+   * `windowSeconds`, by Postgres's clock, in one read for the feed's poll:
+   * each lowering's time, null when that one is older, with the level and
+   * permissions the user has now.
+   */
+  recentLowerings(
+    sql: Sql,
+    windowSeconds: number,
+  ): Promise<{ id: string; kyc_level: number; kyc_lower_time: Date | null; permissions: string[]; permissions_lower_time: Date | null }[]> {
+    return sql.query(
+      `select id, kyc_level, permissions,
+              case when kyc_lower_time > now() - make_interval(secs => $1) then kyc_lower_time end as kyc_lower_time,
+              case when permissions_lower_time > now() - make_interval(secs => $1) then permissions_lower_time end as permissions_lower_time
+       from app_user
+       where kyc_lower_time > now() - make_interval(secs => $1) or permissions_lower_time > now() - make_interval(secs => $1)`,
+      [windowSeconds],
+    );
   },
 
   /** The user's permissions now; undefined for no such user. */
@@ -310,14 +331,6 @@ export const userStore = {
       [permission, id],
     );
     return row && { permissions: row.permissions, lowerTime: row.permissions_lower_time };
-  },
-
-  /** Permissions taken away in the last `windowSeconds`, by Postgres's clock, with those each user holds now. */
-  recentPermissionLowerings(sql: Sql, windowSeconds: number): Promise<{ id: string; permissions: string[]; permissions_lower_time: Date }[]> {
-    return sql.query(
-      "select id, permissions, permissions_lower_time from app_user where permissions_lower_time > now() - make_interval(secs => $1)",
-      [windowSeconds],
-    );
   },
 
   /** False for no such user. Disabling a disabled account keeps when it was first disabled. */
