@@ -156,11 +156,9 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       verifiedCacheSize: config.jwt.verifiedCacheSize,
     });
     const tokenLifetimeMs = accessTokenLifetimeMs(config.jwt);
-    // The session domain's changes, and the auth domain's TOTP enrolments, which the session floor cannot read.
-    const changesWithin = async (windowMs?: number) => [
-      ...(await recentChanges(db, tokenLifetimeMs, windowMs)),
-      ...(await recentTotpEnrolments(db, tokenLifetimeMs, windowMs)),
-    ];
+    // The session domain's changes, and the auth domain's TOTP enrolments, which the session floor cannot read: read at once.
+    const changesWithin = async (windowMs?: number) =>
+      (await Promise.all([recentChanges(db, tokenLifetimeMs, windowMs), recentTotpEnrolments(db, tokenLifetimeMs, windowMs)])).flat();
     const revocations = new RevocationFeed(
       () => changesWithin(),
       logger,

@@ -50,10 +50,12 @@ export class ClientAuthentication {
   ) {}
 
   /**
-   * Proves `clientId`, then runs `use` in the transaction that spends the
-   * proof (the assertion's jti, the credential's last use), so what the proof
-   * was for commits with it or not at all. Every failure answers
-   * INVALID_CLIENT, with a failure row of `event` saying why.
+   * Proves `clientId` and runs `use` in one transaction, which holds the
+   * account's row from the start (a disable waits for it, or has committed
+   * and is seen) and spends the proof (the assertion's jti, the credential's
+   * last use), so what the proof was for commits with it or not at all.
+   * Every failure answers INVALID_CLIENT, with a failure row of `event`
+   * saying why.
    */
   async authenticate<T>(
     clientId: string,
@@ -63,56 +65,44 @@ export class ClientAuthentication {
     use: (tx: Sql, client: AuthenticatedClient) => Promise<T>,
   ): Promise<T> {
     const method: ClientAuthMethod = "assertion" in proof ? "private_key_jwt" : "client_secret";
-    const refuse = async (sql: Sql, reason: string) => {
-      await audit(sql, origin, { event, outcome: "failure", detail: { client_id: clientId, method, reason } });
-    };
-    const account = await store.find(this.db, clientId);
-    const proven = !account ? "unknown_client" : account.disable_time ? "account_disabled" : await this.prove(account, proof);
-    if (typeof proven === "string") {
-      await refuse(this.db, proven);
-      throw invalidClient();
-    }
-    // The proof was checked outside the transaction: a disable or a revocation may have committed since.
     const outcome = await this.db.transaction(async (tx) => {
+      const refuse = async (reason: string) => {
+        await audit(tx, origin, { event, outcome: "failure", detail: { client_id: clientId, method, reason } });
+        return undefined;
+      };
+      const account = await store.lockShared(tx, clientId);
+      if (!account || account.disable_time) return refuse(account ? "account_disabled" : "unknown_client");
+      const proven = await this.prove(tx, account, proof);
+      if (typeof proven === "string") return refuse(proven);
       const { assertion, credential } = proven;
-      const current = await store.lockShared(tx, clientId);
-      if (!current || current.disable_time) {
-        await refuse(tx, "account_disabled");
-        return undefined;
-      }
-      if (assertion && !(await store.recordAssertion(tx, clientId, assertion.jti, assertion.expireTime))) {
-        await refuse(tx, "assertion_replayed");
-        return undefined;
-      }
-      if (!(await store.markUsed(tx, credential.id))) {
-        await refuse(tx, "credential_revoked");
-        return undefined;
-      }
-      return { value: await use(tx, { account: current, method }) };
+      if (assertion && !(await store.recordAssertion(tx, clientId, assertion.jti, assertion.expireTime))) return refuse("assertion_replayed");
+      // A revocation committed since the credential was read leaves nothing to mark.
+      if (!(await store.markUsed(tx, credential.id))) return refuse("credential_revoked");
+      return { value: await use(tx, { account, method }) };
     });
     if (!outcome) throw invalidClient();
     return outcome.value;
   }
 
   /** The credential that proves the account, or why none does. */
-  private async prove(account: ServiceAccountRow, proof: ClientProof): Promise<Proven | string> {
+  private async prove(sql: Sql, account: ServiceAccountRow, proof: ClientProof): Promise<Proven | string> {
     if ("secret" in proof) {
-      const credentials = await store.provingCredentials(this.db, account.name, "client_secret");
+      const credentials = await store.provingCredentials(sql, account.name, "client_secret");
       if (credentials.length === 0) return "no_active_credential";
       const credential = credentials.find((candidate) => this.secrets.matches(proof.secret, candidate.secret_hash!));
       return credential ? { credential } : "wrong_secret";
     }
-    return this.proveAssertion(account.name, proof.assertion);
+    return this.proveAssertion(sql, account.name, proof.assertion);
   }
 
-  private async proveAssertion(name: string, assertion: string): Promise<Proven | string> {
+  private async proveAssertion(sql: Sql, name: string, assertion: string): Promise<Proven | string> {
     let kid: unknown;
     try {
       ({ kid } = decodeProtectedHeader(assertion));
     } catch {
       return "assertion_malformed";
     }
-    const credentials = (await store.provingCredentials(this.db, name, "public_key")).filter((key) => kid === undefined || key.key_id === kid);
+    const credentials = (await store.provingCredentials(sql, name, "public_key")).filter((key) => kid === undefined || key.key_id === kid);
     if (credentials.length === 0) return kid === undefined ? "no_active_credential" : "assertion_unknown_kid";
     const currentDate = new Date(this.now());
     for (const credential of credentials) {

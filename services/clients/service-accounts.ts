@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { audit } from "../audit/store.js";
 import type { CallOrigin } from "../kernel/call.js";
 import { Code, ConnectError, invalidArgument } from "../kernel/errors.js";
+import { serviceNamePattern } from "../kernel/validation.js";
 import type { Database } from "../platform/database.js";
 import type { ClientSecrets } from "./client-secrets.js";
 import { readPublicJwk } from "./public-keys.js";
@@ -14,9 +15,6 @@ export const maxActiveCredentials = 2;
 export interface ServiceAccount extends ServiceAccountRow {
   credentials: ServiceCredentialRow[];
 }
-
-/** The contract's rule for service account names (and audiences). */
-const namePattern = /^[a-z][a-z0-9-]{1,62}$/;
 
 /**
  * Why a name may not be a service account's, if it may not. A service token's
@@ -38,7 +36,7 @@ export function encodeNamePageToken(name: string): string {
 
 export function decodeNamePageToken(token: string): string {
   const name = Buffer.from(token, "base64url").toString();
-  if (!namePattern.test(name) || encodeNamePageToken(name) !== token) {
+  if (!serviceNamePattern.test(name) || encodeNamePageToken(name) !== token) {
     throw invalidArgument([{ field: "page_token", description: "not a token from a previous response" }]);
   }
   return name;

@@ -2,6 +2,7 @@ import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { normalizeEmail } from "../auth/email.js";
 import { phoneLimitKey } from "../auth/phone.js";
 import type { UnaryHandler } from "../kernel/call.js";
+import { serviceNamePattern } from "../kernel/validation.js";
 import { defaultRateLimits, minCaptchaTestTokenLength, sessionFeedKeys, sharedDefaults, type CaptchaConfig, type Config, type RateLimitRule } from "../platform/config.js";
 import type { Dispatch } from "../platform/incoming-call.js";
 import { createLogger, type Logger } from "../platform/logger.js";
@@ -169,11 +170,9 @@ function captchaGate(config: GuardOptions["captcha"], redis: RedisClient, limitK
   return verifier && new CaptchaGate(verifier, config, new RedisFailureCounter(redis, limitKeyPrefix), logger);
 }
 
-const serviceName = /^[a-z][a-z0-9-]{1,62}$/;
-
 /** Refuses, before connecting to anything, a guard that would accept what it should not; returns the audiences it accepts. */
 function checkOptions(options: GuardOptions): string[] {
-  if (!serviceName.test(options.name)) {
+  if (!serviceNamePattern.test(options.name)) {
     throw new Error(`name: "${options.name}" is not a service name (2 to 63 lowercase letters, digits and dashes, starting with a letter)`);
   }
   const audiences = options.audiences ?? [options.name];

@@ -27,3 +27,6 @@ export function textProblem(value: string, min: number, max: number): string | u
 }
 
 export const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The contract's rule for a service account's name, which is also the audience its tokens carry and a guarded service's name. */
+export const serviceNamePattern = /^[a-z][a-z0-9-]{1,62}$/;
