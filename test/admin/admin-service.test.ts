@@ -10,10 +10,9 @@ import { expect } from "chai";
 import pg from "pg";
 import { knownPermissions } from "../../services/admin/permissions.js";
 import type { Running } from "../../services/app/servers.js";
-import { createGrpcServer, createGuard, type UnaryHandler } from "../../services/guard/guard.js";
-import { createLogger } from "../../services/platform/logger.js";
+import type { UnaryHandler } from "../../services/guard/guard.js";
 import { field as fieldRules } from "../../gen/buf/validate/validate_pb.js";
-import { ErrorInfoSchema, BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import {
   AdminService,
   GrantPermissionRequestSchema,
@@ -23,19 +22,19 @@ import {
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
 import { KycService } from "../../gen/portcullis/v1/kyc_service_pb.js";
-import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
+import { connectCall, detailOf, fieldsOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
+import { serveBehindGuard } from "../support/guarded-service.js";
 import { MailInbox } from "../support/mail-inbox.js";
 import { freePort } from "../support/redis-servers.js";
 import { runAdmin, sharedStores, startPlatform, type SharedStores } from "../support/platform.js";
 import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
 import { dropTestDatabases } from "../support/stores.js";
+import { claimsOf } from "../support/service-accounts.js";
 
 const password = "a passphrase for operators";
 const wrongPassword = "not the passphrase at all";
 const device = (name = "Laptop") => ({ deviceId: `${name}-${randomUUID()}`, deviceType: DeviceType.WEB, deviceName: name });
-const claimsOf = (token: string) => JSON.parse(Buffer.from(token.split(".")[1]!, "base64url").toString());
-const violatedFields = (error: grpc.ServiceError) => detailOf(grpcErrorDetails(error), BadRequestSchema)?.fieldViolations.map((v) => v.field);
 
 /**
  * AdminService on two instances sharing Postgres and Redis, used by an
@@ -100,8 +99,7 @@ describe("AdminService", () => {
     stores = await sharedStores();
     env = {
       ...stores,
-      SMS_PROVIDER: "webhook",
-      SMS_WEBHOOK_URL: await sms.start(),
+      ...(await sms.env()),
       ...(await mail.env()),
       EMAIL_VERIFICATION: "optional",
       TRUSTED_PROXIES: "127.0.0.1",
@@ -266,11 +264,11 @@ describe("AdminService", () => {
     it("refuses a bad filter or page token with INVALID_ARGUMENT naming the field", async () => {
       const admin = adminOn(a);
       const badPhone = await admin.call("listUsers", { phonePrefix: "4477%" }, asOperator(operatorToken));
-      expect(violatedFields(badPhone.error!)).to.deep.equal(["phone_prefix"]);
+      expect(fieldsOf(badPhone.error!)).to.deep.equal(["phone_prefix"]);
       const badToken = await admin.call("listUsers", { pageToken: "garbage" }, asOperator(operatorToken));
-      expect(violatedFields(badToken.error!)).to.deep.equal(["page_token"]);
+      expect(fieldsOf(badToken.error!)).to.deep.equal(["page_token"]);
       const tooBig = await admin.call("listUsers", { kycLevel: 4 }, asOperator(operatorToken));
-      expect(violatedFields(tooBig.error!)).to.deep.equal(["kyc_level"]);
+      expect(fieldsOf(tooBig.error!)).to.deep.equal(["kyc_level"]);
     });
   });
 
@@ -319,7 +317,7 @@ describe("AdminService", () => {
         await admin.call("revokePermission", { userId, permission: "kyc.review" }, asOperator(operatorToken)),
       ];
       expect(answers.map((answer) => answer.error?.code)).to.deep.equal(Array(6).fill(grpc.status.NOT_FOUND));
-      expect(violatedFields((await admin.call("getUser", { userId: "nobody" }, asOperator(operatorToken))).error!)).to.deep.equal(["user_id"]);
+      expect(fieldsOf((await admin.call("getUser", { userId: "nobody" }, asOperator(operatorToken))).error!)).to.deep.equal(["user_id"]);
     });
   });
 
@@ -412,7 +410,7 @@ describe("AdminService", () => {
       }
 
       const unknown = await adminOn(a).call("grantPermission", { userId, permission: "root" }, asOperator(operatorToken));
-      expect(violatedFields(unknown.error!)).to.deep.equal(["permission"]);
+      expect(fieldsOf(unknown.error!)).to.deep.equal(["permission"]);
       expect(await auditedBy(operatorId, userId)).to.deep.equal([
         { event: "permission.grant", outcome: "success", detail: { actor: operatorId, permission: "kyc.review" } },
         { event: "permission.revoke", outcome: "success", detail: { actor: operatorId, permission: "kyc.review" } },
@@ -420,27 +418,10 @@ describe("AdminService", () => {
     });
 
     it("reaches a service behind the Portcullis guard through Redis at its next call", async () => {
-      const guard = await createGuard({
-        name: "kyc-desk",
-        // Its callers here hold tokens for Portcullis itself.
-        audiences: ["portcullis"],
-        services: [KycService],
-        jwksUrl: `http://127.0.0.1:${a.httpPort}/.well-known/jwks.json`,
-        redisUrl: stores.REDIS_URL,
-        portcullisKeyPrefix: stores.REDIS_KEY_PREFIX,
-        limitKeyPrefix: `${stores.REDIS_KEY_PREFIX}downstream:`,
-        logger: createLogger("silent"),
-      });
       const listed: UnaryHandler = async () => ({});
-      const { server } = createGrpcServer({
-        services: [KycService],
-        dispatch: guard.dispatch(new Map([[KycService.method.listKycSubmissions, listed]])),
-        maxRequestBytes: 65536,
-      });
-      const port = await new Promise<number>((resolve, reject) =>
-        server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, bound) => (e ? reject(e) : resolve(bound))),
-      );
-      const downstream = grpcClient(KycService, port);
+      // Its callers here hold tokens for Portcullis itself.
+      const guarded = await serveBehindGuard(a, stores, new Map([[KycService.method.listKycSubmissions, listed]]), { name: "kyc-desk", audiences: ["portcullis"] });
+      const downstream = grpcClient(KycService, guarded.port);
       try {
         const user = (await signInByPhone(a.grpcPort!, sms, newPhone(), "Reviewer"))!;
         await adminOn(a).call("grantPermission", { userId: user.user!.userId, permission: "kyc.review" }, asOperator(operatorToken));
@@ -451,8 +432,7 @@ describe("AdminService", () => {
         expect(refused.error?.code).to.equal(grpc.status.PERMISSION_DENIED);
       } finally {
         downstream.close();
-        server.forceShutdown();
-        await guard.close();
+        await guarded.close();
       }
     });
   });
@@ -513,12 +493,12 @@ describe("AdminService", () => {
       const admin = adminOn(a);
       const now = new Date();
       const backwards = await admin.call("listAuditEvents", { startTime: timestampFromDate(now), endTime: timestampFromDate(now) }, asOperator(operatorToken));
-      expect(violatedFields(backwards.error!)).to.deep.equal(["end_time"]);
+      expect(fieldsOf(backwards.error!)).to.deep.equal(["end_time"]);
       const notAUser = await admin.call("listAuditEvents", { userId: "someone" }, asOperator(operatorToken));
-      expect(violatedFields(notAUser.error!)).to.deep.equal(["user_id"]);
+      expect(fieldsOf(notAUser.error!)).to.deep.equal(["user_id"]);
       const usersToken = (await admin.call("listUsers", { pageSize: 1 }, asOperator(operatorToken))).response!.nextPageToken;
       const wrongToken = await admin.call("listAuditEvents", { pageToken: usersToken }, asOperator(operatorToken));
-      expect(violatedFields(wrongToken.error!), "another listing's token").to.deep.equal(["page_token"]);
+      expect(fieldsOf(wrongToken.error!), "another listing's token").to.deep.equal(["page_token"]);
     });
 
     it("audits every read an operator makes, naming them and the kind of filter, never its value", async () => {

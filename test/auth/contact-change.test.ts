@@ -4,8 +4,7 @@ import pg from "pg";
 import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
-import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
+import { connectCall, fieldsOf, grpcClient, reasonOf } from "../support/clients.js";
 import { MailInbox } from "../support/mail-inbox.js";
 import { sharedStores, startPlatform } from "../support/platform.js";
 import { expectNoSecretLeaked } from "../support/secrets.js";
@@ -33,8 +32,7 @@ describe("Changing the email address and phone number", () => {
       {
         ...stores,
         ...(await mail.env()),
-        SMS_PROVIDER: "webhook",
-        SMS_WEBHOOK_URL: await sms.start(),
+        ...(await sms.env()),
         RATE_LIMITS: [
           "register_ip=1000/3600", "verify_email_ip=1000/3600", "login_ip=1000/900", "login_email=1000/900",
           "otp_send_ip=1000/3600", "otp_verify_ip=1000/3600", "change_email_user=1000/3600", "change_phone_user=1000/3600",
@@ -71,8 +69,6 @@ describe("Changing the email address and phone number", () => {
   }
 
   const login = (email: string) => auth.call("login", { email, password, device });
-  const fieldOf = (error: grpc.ServiceError) => detailOf(grpcErrorDetails(error), BadRequestSchema)?.fieldViolations.map((v) => v.field);
-  const reasonOf = (error: grpc.ServiceError) => detailOf(grpcErrorDetails(error), ErrorInfoSchema)?.reason;
   const codeFor = (inbox: { codeFor(to: string): string }, to: string) => {
     const code = inbox.codeFor(to);
     secrets.push(code);
@@ -88,7 +84,7 @@ describe("Changing the email address and phone number", () => {
 
       const wrong = await auth.call("changeEmail", { newEmail: next, currentPassword: "not the passphrase" }, bearer(token));
       expect(wrong.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
-      expect(fieldOf(wrong.error!)).to.deep.equal(["current_password"]);
+      expect(fieldsOf(wrong.error!)).to.deep.equal(["current_password"]);
       const failures = await db.query("select failed_logins from app_user where id = $1", [userId]);
       expect(failures.rows, "counted toward the lockout").to.deep.equal([{ failed_logins: 1 }]);
       expect(mail.countFor(next), "nothing mailed").to.equal(0);
@@ -159,7 +155,7 @@ describe("Changing the email address and phone number", () => {
 
       const reset = await auth.call("resetPassword", { email: next, code: resetCode, newPassword: "a passphrase from the old inbox" });
       expect(reset.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
-      expect(fieldOf(reset.error!)).to.deep.equal(["code"]);
+      expect(fieldsOf(reset.error!)).to.deep.equal(["code"]);
     });
 
     it("answers the same for another account's address, and VerifyEmail tells the conflict only to whoever proves the address", async () => {
@@ -181,7 +177,7 @@ describe("Changing the email address and phone number", () => {
       for (const newEmail of ["not an address", email.toUpperCase()]) {
         const refused = await auth.call("changeEmail", { newEmail, currentPassword: password }, bearer(token));
         expect(refused.error?.code, newEmail).to.equal(grpc.status.INVALID_ARGUMENT);
-        expect(fieldOf(refused.error!)).to.deep.equal(["new_email"]);
+        expect(fieldsOf(refused.error!)).to.deep.equal(["new_email"]);
       }
     });
 
@@ -283,7 +279,7 @@ describe("Changing the email address and phone number", () => {
 
       const wrong = await auth.call("verifyPhoneNumber", { code: code === "000000" ? "111111" : "000000" }, bearer(token));
       expect(wrong.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
-      expect(fieldOf(wrong.error!)).to.deep.equal(["code"]);
+      expect(fieldsOf(wrong.error!)).to.deep.equal(["code"]);
       const verified = await auth.call("verifyPhoneNumber", { code }, bearer(token));
       expect(verified.response?.user).to.deep.include({ userId, phoneNumber: phone });
       expect((await auth.call("verifyPhoneNumber", { code }, bearer(token))).error?.code, "used").to.equal(grpc.status.INVALID_ARGUMENT);
@@ -298,9 +294,9 @@ describe("Changing the email address and phone number", () => {
     it("refuses the wrong password and a number that is not valid, naming the field", async () => {
       const { token } = await emailAccount();
       const wrong = await auth.call("changePhoneNumber", { phoneNumber: newPhone(), currentPassword: "not the passphrase" }, bearer(token));
-      expect(fieldOf(wrong.error!)).to.deep.equal(["current_password"]);
+      expect(fieldsOf(wrong.error!)).to.deep.equal(["current_password"]);
       const invalid = await auth.call("changePhoneNumber", { phoneNumber: "+44 12", currentPassword: password }, bearer(token));
-      expect(fieldOf(invalid.error!)).to.deep.equal(["phone_number"]);
+      expect(fieldsOf(invalid.error!)).to.deep.equal(["phone_number"]);
     });
 
     it("answers ALREADY_EXISTS at VerifyPhoneNumber for another account's number", async () => {

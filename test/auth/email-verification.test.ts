@@ -4,13 +4,14 @@ import pg from "pg";
 import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
-import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { connectCall, detailOf, fieldsOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
 import { MailInbox } from "../support/mail-inbox.js";
 import { sharedStores, startPlatform } from "../support/platform.js";
 import { expectNoSecretLeaked } from "../support/secrets.js";
 import { bearer } from "../support/sign-in.js";
 import { dropTestDatabases } from "../support/stores.js";
+import { claimsOf } from "../support/service-accounts.js";
 
 const device = { deviceId: "browser-1", deviceType: DeviceType.WEB, deviceName: "Browser" };
 const password = "a passphrase to verify";
@@ -21,8 +22,6 @@ const generous = [
 let addresses = 0;
 const newAddress = (name = "ana") => `${name}.${addresses++}@example.com`;
 
-/** The claims of an access token, read as any relying party would. */
-const claimsOf = (token: string) => JSON.parse(Buffer.from(token.split(".")[1]!, "base64url").toString());
 /** What a refusal says, for comparing two of them. */
 const answerOf = (error: grpc.ServiceError | undefined) => error && { code: error.code, message: error.details, details: grpcErrorDetails(error) };
 
@@ -64,7 +63,6 @@ describe("Email verification", () => {
     secrets.push(token);
     return token;
   };
-  const fieldOf = (error: grpc.ServiceError) => detailOf(grpcErrorDetails(error), BadRequestSchema)?.fieldViolations.map((v) => v.field);
   const accountsWith = async (email: string) => (await db.query("select count(*)::int as n from app_user where email = $1", [email])).rows[0].n;
 
   describe("Register", () => {
@@ -105,7 +103,7 @@ describe("Email verification", () => {
       const onTaken = await register(taken, "password123");
       const onNew = await register(newAddress(), "password123");
       expect(onTaken.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
-      expect(fieldOf(onTaken.error!)).to.deep.equal(["password"]);
+      expect(fieldsOf(onTaken.error!)).to.deep.equal(["password"]);
       expect(answerOf(onNew.error)).to.deep.equal(answerOf(onTaken.error));
     });
 
@@ -171,7 +169,7 @@ describe("Email verification", () => {
       expect(confirmed.response?.email).to.equal(email);
       const again = await auth.call("verifyEmail", { email, code });
       expect(again.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
-      expect(fieldOf(again.error!)).to.deep.equal(["code"]);
+      expect(fieldsOf(again.error!)).to.deep.equal(["code"]);
       const { rows } = await db.query("select email_verify_time is not null as verified from app_user where email = $1", [email]);
       expect(rows).to.deep.equal([{ verified: true }]);
     });
@@ -184,7 +182,7 @@ describe("Email verification", () => {
       expect(answers.filter((answer) => answer.response?.email === email)).to.have.lengthOf(1);
       const refused = answers.find((answer) => answer.error)!.error!;
       expect(refused.code).to.equal(grpc.status.INVALID_ARGUMENT);
-      expect(fieldOf(refused)).to.deep.equal(["token"]);
+      expect(fieldsOf(refused)).to.deep.equal(["token"]);
       expect((await auth.call("verifyEmail", { token })).error?.code, "used").to.equal(grpc.status.INVALID_ARGUMENT);
       expect((await auth.call("verifyEmail", { email, code: codeFor(email) })).error?.code, "the code went with the link").to.equal(grpc.status.INVALID_ARGUMENT);
     });
@@ -227,7 +225,7 @@ describe("Email verification", () => {
     it("asks for the address with a code, naming the field", async () => {
       const refused = await auth.call("verifyEmail", { code: "123456" });
       expect(refused.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
-      expect(fieldOf(refused.error!)).to.deep.equal(["email"]);
+      expect(fieldsOf(refused.error!)).to.deep.equal(["email"]);
     });
   });
 

@@ -1,44 +1,25 @@
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
-import * as OTPAuth from "otpauth";
 import pg from "pg";
 import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
 import { MfaService } from "../../gen/portcullis/v1/mfa_service_pb.js";
-import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
+import { connectCall, fieldsOf, grpcClient, reasonOf } from "../support/clients.js";
 import { MailInbox } from "../support/mail-inbox.js";
 import { sharedStores, startPlatform } from "../support/platform.js";
 import { expectNoSecretLeaked } from "../support/secrets.js";
+import { claimsOf } from "../support/service-accounts.js";
 import { bearer, newPhone, registerVerified, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
 import { dropTestDatabases } from "../support/stores.js";
+import { codeOf, enrolTotp, wrongCodeOf } from "../support/totp.js";
 
 const password = "amber lantern quietly 77";
 const maxAttempts = 5;
 let accounts = 0;
 let devices = 0;
 
-/** The code an authenticator app shows for `secret`, `stepsAhead` steps of 30 s from now. */
-function codeOf(secret: string, stepsAhead = 0): string {
-  const totp = new OTPAuth.TOTP({ secret: OTPAuth.Secret.fromBase32(secret), algorithm: "SHA1", digits: 6, period: 30 });
-  return totp.generate({ timestamp: Date.now() + stepsAhead * 30_000 });
-}
-
-/** A 6-digit code that is none of the secret's codes from the step before to the step after. */
-function wrongCodeOf(secret: string): string {
-  const near = new Set([-1, 0, 1].map((step) => codeOf(secret, step)));
-  for (let n = 0; ; n++) {
-    const code = String(n).padStart(6, "0");
-    if (!near.has(code)) return code;
-  }
-}
-
-/** An access token's claims, as any client may read them. */
-const claimsOf = (token: string) => JSON.parse(Buffer.from(token.split(".")[1]!, "base64url").toString());
-const reasonOf = (error: grpc.ServiceError) => detailOf(grpcErrorDetails(error), ErrorInfoSchema)?.reason;
-const fieldsOf = (error: grpc.ServiceError) => detailOf(grpcErrorDetails(error), BadRequestSchema)?.fieldViolations.map((v) => v.field);
 const newDevice = () => ({ deviceId: `device-${devices++}`, deviceType: DeviceType.WEB, deviceName: "Laptop" });
 
 /**
@@ -64,8 +45,7 @@ describe("Sign-in with a second factor", () => {
       {
         ...stores,
         ...(await mail.env()),
-        SMS_PROVIDER: "webhook",
-        SMS_WEBHOOK_URL: await sms.start(),
+        ...(await sms.env()),
         OTP_RESEND_COOLDOWN_SECONDS: "0",
         TRUSTED_PROXIES: "127.0.0.1",
         RATE_LIMITS: [
@@ -93,22 +73,17 @@ describe("Sign-in with a second factor", () => {
   });
 
   /** Turns TOTP on for a signed-in user as their app would; the confirmation spends this step's code. */
-  async function enrolTotp(accessToken: string) {
-    const enrolled = await mfa.call("enrollTotp", {}, bearer(accessToken));
-    expect(enrolled.error).to.equal(undefined);
-    const secret = enrolled.response!.secret;
-    const confirmed = await mfa.call("confirmTotp", { code: codeOf(secret), currentPassword: password }, bearer(accessToken));
-    expect(confirmed.error).to.equal(undefined);
-    const recoveryCodes = confirmed.response!.recoveryCodes;
-    handedOut.push(secret, ...recoveryCodes);
-    return { secret, recoveryCodes };
+  async function enrol(accessToken: string) {
+    const factors = await enrolTotp(mfa, accessToken, password);
+    handedOut.push(factors.secret, ...factors.recoveryCodes);
+    return factors;
   }
 
   /** An email account with a confirmed address and TOTP on, signed out again. */
   async function accountWithTotp() {
     const email = `mfa-${accounts++}@example.com`;
     const first = await registerVerified(running.grpcPort!, mail, email, password);
-    const factors = await enrolTotp(first!.tokens!.accessToken);
+    const factors = await enrol(first!.tokens!.accessToken);
     expect((await auth.call("logout", {}, bearer(first!.tokens!.accessToken))).error).to.equal(undefined);
     return { email, userId: first!.user!.userId, ...factors };
   }
@@ -206,7 +181,7 @@ describe("Sign-in with a second factor", () => {
     const phone = newPhone();
     const first = await signInByPhone(running.grpcPort!, sms, phone);
     const userId = first!.user!.userId;
-    const { secret } = await enrolTotp(first!.tokens!.accessToken);
+    const { secret } = await enrol(first!.tokens!.accessToken);
     const device = { deviceId: `phone-${devices++}`, deviceType: DeviceType.ANDROID, deviceName: "Pixel" };
     expect((await auth.call("sendOtp", { phoneNumber: phone })).error).to.equal(undefined);
 

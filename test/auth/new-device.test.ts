@@ -28,8 +28,7 @@ describe("New-device notice", () => {
     running = await startPlatform({
       ...stores,
       ...(await mail.env()),
-      SMS_PROVIDER: "webhook",
-      SMS_WEBHOOK_URL: await sms.start(),
+      ...(await sms.env()),
       EMAIL_VERIFICATION: "optional",
       RATE_LIMITS: ["register_ip=1000/60", "register_email=1000/60", "login_ip=1000/60", "login_email=1000/60"].join(","),
     });

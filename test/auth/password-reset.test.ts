@@ -4,8 +4,8 @@ import pg from "pg";
 import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
-import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { connectCall, detailOf, fieldsOf, grpcClient, grpcErrorDetails, reasonOf } from "../support/clients.js";
 import { MailInbox, type ReceivedMail } from "../support/mail-inbox.js";
 import { sharedStores, startPlatform } from "../support/platform.js";
 import { expectNoSecretLeaked } from "../support/secrets.js";
@@ -18,8 +18,6 @@ const newPassword = "a brand new passphrase";
 const wrongCode = (right: string) => String((Number(right) + 1) % 1_000_000).padStart(6, "0");
 let accounts = 0;
 
-const fieldsOf = (error: grpc.ServiceError) => detailOf(grpcErrorDetails(error), BadRequestSchema)?.fieldViolations.map((v) => v.field);
-const reasonOf = (error: grpc.ServiceError) => detailOf(grpcErrorDetails(error), ErrorInfoSchema)?.reason;
 
 /**
  * RequestPasswordReset and ResetPassword against real servers, reading the

@@ -1,6 +1,5 @@
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
-import * as OTPAuth from "otpauth";
 import pg from "pg";
 import { Writable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -9,34 +8,19 @@ import { createLogger } from "../../services/platform/logger.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
 import { MfaService } from "../../gen/portcullis/v1/mfa_service_pb.js";
-import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
+import { fieldsOf, grpcClient, reasonOf } from "../support/clients.js";
 import { MailInbox } from "../support/mail-inbox.js";
 import { sharedStores, startPlatform } from "../support/platform.js";
 import { expectNoSecretLeaked } from "../support/secrets.js";
 import { bearer, newPhone, registerVerified, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
 import { dropTestDatabases } from "../support/stores.js";
+import { codeOf, enrolTotp, wrongCodeOf } from "../support/totp.js";
 
 const password = "copper meadow drifting 19";
 const failureBudget = 3;
 let accounts = 0;
 
-function codeOf(secret: string, stepsAhead = 0): string {
-  const totp = new OTPAuth.TOTP({ secret: OTPAuth.Secret.fromBase32(secret), algorithm: "SHA1", digits: 6, period: 30 });
-  return totp.generate({ timestamp: Date.now() + stepsAhead * 30_000 });
-}
-
-function wrongCodeOf(secret: string): string {
-  const near = new Set([-1, 0, 1].map((step) => codeOf(secret, step)));
-  for (let n = 0; ; n++) {
-    const code = String(n).padStart(6, "0");
-    if (!near.has(code)) return code;
-  }
-}
-
-const reasonOf = (error: grpc.ServiceError) => detailOf(grpcErrorDetails(error), ErrorInfoSchema)?.reason;
-const fieldsOf = (error: grpc.ServiceError) => detailOf(grpcErrorDetails(error), BadRequestSchema)?.fieldViolations.map((v) => v.field);
 const totpProof = (value: string) => ({ proof: { factor: { case: "totpCode" as const, value } } });
 const recoveryProof = (value: string) => ({ proof: { factor: { case: "recoveryCode" as const, value } } });
 
@@ -62,8 +46,7 @@ describe("Second-factor safeguards", () => {
     env = {
       ...stores,
       ...(await mail.env()),
-      SMS_PROVIDER: "webhook",
-      SMS_WEBHOOK_URL: await sms.start(),
+      ...(await sms.env()),
       MFA_FAILURE_BUDGET: String(failureBudget),
       RATE_LIMITS: [
         "register_ip=1000/60", "register_email=1000/60", "verify_email_ip=1000/60", "login_ip=1000/60", "login_email=1000/60",
@@ -97,13 +80,9 @@ describe("Second-factor safeguards", () => {
   }
 
   async function enrol(accessToken: string) {
-    const enrolled = await mfa.call("enrollTotp", {}, bearer(accessToken));
-    expect(enrolled.error).to.equal(undefined);
-    const secret = enrolled.response!.secret;
-    const confirmed = await mfa.call("confirmTotp", { code: codeOf(secret), currentPassword: password }, bearer(accessToken));
-    expect(confirmed.error).to.equal(undefined);
-    handedOut.push(secret, ...confirmed.response!.recoveryCodes);
-    return { secret, recoveryCodes: confirmed.response!.recoveryCodes };
+    const factors = await enrolTotp(mfa, accessToken, password);
+    handedOut.push(factors.secret, ...factors.recoveryCodes);
+    return factors;
   }
 
   const subjects = (email: string) => mail.mailsTo(email).map((m) => m.subject);

@@ -35,8 +35,7 @@ describe("ListSecurityEvents", () => {
     running = await startPlatform({
       ...stores,
       ...(await mail.env()),
-      SMS_PROVIDER: "webhook",
-      SMS_WEBHOOK_URL: await sms.start(),
+      ...(await sms.env()),
       EMAIL_VERIFICATION: "optional",
       PASSWORD_LOCKOUT_THRESHOLD: "2",
       RATE_LIMITS: ["register_ip=1000/60", "register_email=1000/60", "login_ip=1000/60", "login_email=1000/60", "change_password_user=1000/60"].join(","),

@@ -43,8 +43,7 @@ describe("Sign-in", () => {
     running = await startPlatform(
       {
         ...stores,
-        SMS_PROVIDER: "webhook",
-        SMS_WEBHOOK_URL: await inbox.start(),
+        ...(await inbox.env()),
         ...(await mail.env()),
         OTP_RESEND_COOLDOWN_SECONDS: "0",
         REFRESH_REUSE_INTERVAL: "1",

@@ -20,8 +20,7 @@ describe("SMS pumping budgets", () => {
   before(async () => {
     running = await startPlatform({
       ...(await sharedStores()),
-      SMS_PROVIDER: "webhook",
-      SMS_WEBHOOK_URL: await inbox.start(),
+      ...(await inbox.env()),
       OTP_ALLOWED_COUNTRIES: "GB",
       OTP_PREFIX_HOURLY_BUDGET: "2",
       OTP_COUNTRY_HOURLY_BUDGET: "5",

@@ -7,35 +7,17 @@ import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
 import { MfaService } from "../../gen/portcullis/v1/mfa_service_pb.js";
-import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
+import { connectCall, fieldsOf, grpcClient, reasonOf } from "../support/clients.js";
 import { sharedStores, startPlatform } from "../support/platform.js";
 import { expectNoSecretLeaked } from "../support/secrets.js";
 import { bearer } from "../support/sign-in.js";
 import { dropTestDatabases } from "../support/stores.js";
+import { codeOf, enrolTotp, wrongCodeOf } from "../support/totp.js";
 
 const password = "violet staple orbit 42";
 const failureBudget = 10;
 let accounts = 0;
 let devices = 0;
-
-/** The code an authenticator app shows for `secret`, `stepsAhead` steps of 30 s from now. */
-function codeOf(secret: string, stepsAhead = 0): string {
-  const totp = new OTPAuth.TOTP({ secret: OTPAuth.Secret.fromBase32(secret), algorithm: "SHA1", digits: 6, period: 30 });
-  return totp.generate({ timestamp: Date.now() + stepsAhead * 30_000 });
-}
-
-/** A 6-digit code that is none of the secret's codes from the step before to the step after. */
-function wrongCodeOf(secret: string): string {
-  const near = new Set([-1, 0, 1].map((step) => codeOf(secret, step)));
-  for (let n = 0; ; n++) {
-    const code = String(n).padStart(6, "0");
-    if (!near.has(code)) return code;
-  }
-}
-
-const fieldOf = (error: grpc.ServiceError) => detailOf(grpcErrorDetails(error), BadRequestSchema)?.fieldViolations.map((v) => v.field);
-const reasonOf = (error: grpc.ServiceError) => detailOf(grpcErrorDetails(error), ErrorInfoSchema)?.reason;
 
 describe("TOTP and recovery codes", () => {
   const logLines: string[] = [];
@@ -86,20 +68,16 @@ describe("TOTP and recovery codes", () => {
     expect(registered.error).to.equal(undefined);
     const { response, error } = await auth.call("login", { email, password, device });
     expect(error).to.equal(undefined);
-    return { email, userId: response!.user!.userId, headers: bearer(response!.tokens!.accessToken) };
+    const accessToken = response!.tokens!.accessToken;
+    return { email, userId: response!.user!.userId, accessToken, headers: bearer(accessToken) };
   }
 
   /** An account with TOTP on: its secret and recovery codes. */
   async function enrolledAccount() {
     const account = await newAccount();
-    const enrolled = await mfa.call("enrollTotp", {}, account.headers);
-    expect(enrolled.error).to.equal(undefined);
-    const secret = enrolled.response!.secret;
-    const confirmed = await mfa.call("confirmTotp", { code: codeOf(secret), currentPassword: password }, account.headers);
-    expect(confirmed.error).to.equal(undefined);
-    const recoveryCodes = confirmed.response!.recoveryCodes;
-    handedOut.push(secret, ...recoveryCodes);
-    return { ...account, secret, recoveryCodes };
+    const factors = await enrolTotp(mfa, account.accessToken, password);
+    handedOut.push(factors.secret, ...factors.recoveryCodes);
+    return { ...account, ...factors };
   }
 
   const auditEvents = async (userId: string) =>
@@ -160,7 +138,7 @@ describe("TOTP and recovery codes", () => {
     const { error } = await mfa.call("confirmTotp", { code: wrongCodeOf(response!.secret), currentPassword: password }, headers);
 
     expect(error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
-    expect(fieldOf(error!)).to.deep.equal(["code"]);
+    expect(fieldsOf(error!)).to.deep.equal(["code"]);
     expect((await db.query("select confirm_time from totp_factor where user_id = $1", [userId])).rows).to.deep.equal([{ confirm_time: null }]);
     expect((await db.query("select count(*)::int as n from recovery_code where user_id = $1", [userId])).rows[0].n).to.equal(0);
     expect((await auditEvents(userId)).at(-1)).to.deep.include({ event: "mfa.factor_failed", outcome: "failure" });
@@ -206,7 +184,7 @@ describe("TOTP and recovery codes", () => {
     handedOut.push(...first.response!.recoveryCodes);
     for (const replay of [replayHere, replayThere]) {
       expect(replay.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
-      expect(fieldOf(replay.error!)).to.deep.equal(["proof.totp_code"]);
+      expect(fieldsOf(replay.error!)).to.deep.equal(["proof.totp_code"]);
     }
   });
 
@@ -263,7 +241,7 @@ describe("TOTP and recovery codes", () => {
 
     expect(first.error).to.equal(undefined);
     expect(again.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
-    expect(fieldOf(again.error!)).to.deep.equal(["proof.recovery_code"]);
+    expect(fieldsOf(again.error!)).to.deep.equal(["proof.recovery_code"]);
     expect((await db.query("select count(*)::int as n from recovery_code where user_id = $1 and use_time is null", [userId])).rows[0].n).to.equal(9);
     const events = await auditEvents(userId);
     expect(events.filter((e) => e.event === "mfa.recovery_code_used")).to.deep.equal([{ event: "mfa.recovery_code_used", outcome: "success", detail: { remaining: 9 } }]);
@@ -293,7 +271,7 @@ describe("TOTP and recovery codes", () => {
 
     const wrong = await mfa.call("disableTotp", totpProof(wrongCodeOf(secret)), headers);
     expect(wrong.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
-    expect(fieldOf(wrong.error!)).to.deep.equal(["proof.totp_code"]);
+    expect(fieldsOf(wrong.error!)).to.deep.equal(["proof.totp_code"]);
     expect((await db.query("select count(*)::int as n from totp_factor where user_id = $1", [userId])).rows[0].n).to.equal(1);
 
     const disabled = await mfa.call("disableTotp", recovery(recoveryCodes[5]!), headers);

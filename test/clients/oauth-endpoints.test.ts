@@ -96,8 +96,7 @@ describe("OAuth 2.0 endpoints on the gateway", () => {
     portcullis = await startPlatform(
       {
         ...stores,
-        SMS_PROVIDER: "webhook",
-        SMS_WEBHOOK_URL: await sms.start(),
+        ...(await sms.env()),
         PUBLIC_URL: publicUrl,
         CORS_ORIGINS: "https://app.portcullis.test",
         RATE_LIMITS: "otp_send_ip=1000/3600,otp_verify_ip=1000/3600",

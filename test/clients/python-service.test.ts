@@ -14,6 +14,7 @@ import { runAdmin, sharedStores, startPlatform, type SharedStores } from "../sup
 import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
 import { dropTestDatabases } from "../support/stores.js";
+import { claimsOf } from "../support/service-accounts.js";
 
 // Debian's python3-grpcio, python3-protobuf and python3-jwt are importable only by Debian's own
 // interpreter, which a pyenv or virtualenv earlier on PATH would hide (.ci/run installs them).
@@ -21,7 +22,6 @@ const python = process.env.PYTHON ?? "/usr/bin/python3";
 const publicUrl = "https://auth.portcullis.test";
 
 type Answer = Record<string, any>;
-const claimsOf = (token: string) => JSON.parse(Buffer.from(token.split(".")[1]!, "base64url").toString());
 
 /** The Python service as its own process: one command a line on stdin, one JSON answer a line on stdout. */
 class PythonService {
@@ -74,7 +74,7 @@ describe("A Python service", () => {
     // Two admin CLI processes, buf and a Python interpreter start here, besides Portcullis.
     this.timeout(120_000);
     stores = await sharedStores();
-    portcullis = await startPlatform({ ...stores, SMS_PROVIDER: "webhook", SMS_WEBHOOK_URL: await sms.start(), PUBLIC_URL: publicUrl });
+    portcullis = await startPlatform({ ...stores, ...(await sms.env()), PUBLIC_URL: publicUrl });
 
     workDir = await mkdtemp(join(tmpdir(), "portcullis-python-"));
     const descriptors = join(workDir, "portcullis.binpb");

@@ -11,10 +11,10 @@ import pg from "pg";
 import type { Running } from "../../services/app/servers.js";
 import { serviceAccountStore } from "../../services/clients/store.js";
 import type { Sql } from "../../services/platform/database.js";
-import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { AdminService, ServiceCredentialKind } from "../../gen/portcullis/v1/admin_service_pb.js";
 import { TokenService } from "../../gen/portcullis/v1/token_service_pb.js";
-import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
+import { connectCall, detailOf, fieldsOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
 import { runAdmin, sharedStores, startPlatform, type SharedStores } from "../support/platform.js";
 import { expectNoSecretLeaked } from "../support/secrets.js";
 import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
@@ -47,7 +47,6 @@ function assertionFor(clientId: string, key: Key, options: { kid?: boolean; aud?
 }
 
 const errorInfoOf = (error: grpc.ServiceError) => detailOf(grpcErrorDetails(error), ErrorInfoSchema);
-const violatedFields = (error: grpc.ServiceError) => detailOf(grpcErrorDetails(error), BadRequestSchema)?.fieldViolations.map((v) => v.field);
 
 /**
  * Service accounts: made with the command-line tool or AdminService (by an
@@ -103,7 +102,7 @@ describe("Service accounts and IssueServiceToken", () => {
   /**
    * Makes `change` in a transaction of the test's own, and commits it only
    * once `issue` waits on its lock (or has finished without doing so): the
-   * request has proven itself before the change, and ends after it.
+   * request began before the change, and ends after it.
    */
   async function changedWhileIssuing<T>(change: (sql: Sql) => Promise<unknown>, issue: () => Promise<T>): Promise<T> {
     const holder = new pg.Client({ connectionString: stores.DATABASE_URL });
@@ -129,8 +128,7 @@ describe("Service accounts and IssueServiceToken", () => {
     running = await startPlatform(
       {
         ...stores,
-        SMS_PROVIDER: "webhook",
-        SMS_WEBHOOK_URL: await sms.start(),
+        ...(await sms.env()),
         PUBLIC_URL: publicUrl,
         RATE_LIMITS: "otp_send_ip=1000/3600,otp_verify_ip=1000/3600,service_token_client=1000/60,service_token_ip=10000/60",
       },
@@ -273,7 +271,7 @@ describe("Service accounts and IssueServiceToken", () => {
 
       const badToken = await admin.call("listServiceAccounts", { pageToken: Buffer.from("Not A Name").toString("base64url") }, asOperator());
       expect(badToken.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
-      expect(violatedFields(badToken.error!)).to.deep.equal(["page_token"]);
+      expect(fieldsOf(badToken.error!)).to.deep.equal(["page_token"]);
     });
 
     it("refuses a name that reads as a UUID, as a user's id does, or that is Portcullis's own issuer or audience", async () => {
@@ -281,7 +279,7 @@ describe("Service accounts and IssueServiceToken", () => {
       for (const name of [lookalike, lookalike.replaceAll("-", ""), "portcullis"]) {
         const refused = await admin.call("createServiceAccount", { name, audiences: ["orders"] }, asOperator());
         expect(refused.error?.code, name).to.equal(grpc.status.INVALID_ARGUMENT);
-        expect(violatedFields(refused.error!), name).to.deep.equal(["name"]);
+        expect(fieldsOf(refused.error!), name).to.deep.equal(["name"]);
       }
       const viaGateway = await connectCall(running.httpPort!, "/portcullis.v1.AdminService/CreateServiceAccount", { name: "portcullis", audiences: ["orders"] }, asOperator());
       expect([viaGateway.status, viaGateway.json.code]).to.deep.equal([400, "invalid_argument"]);
@@ -296,7 +294,7 @@ describe("Service accounts and IssueServiceToken", () => {
       for (const jwk of [privateJwk, p384, { kty: "oct", k: "c2VjcmV0" }]) {
         const refused = await admin.call("addServiceCredential", { name, publicKeyJwk: JSON.stringify(jwk) }, asOperator());
         expect(refused.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
-        expect(violatedFields(refused.error!)).to.deep.equal(["public_key_jwk"]);
+        expect(fieldsOf(refused.error!)).to.deep.equal(["public_key_jwk"]);
       }
       const rsa = await newKey("PS256");
       await addKey(name, rsa);
@@ -417,7 +415,7 @@ describe("Service accounts and IssueServiceToken", () => {
       expect(await issueAudit(name)).to.deep.equal(["failure:credential_revoked"]);
     });
 
-    it("refuses an account disabled while a request that proved itself is under way", async () => {
+    it("refuses an account disabled while a request is under way", async () => {
       const name = await createAccount();
       const { secret } = await addSecret(name);
       const issued = await changedWhileIssuing((sql) => serviceAccountStore.disable(sql, name), () => issueWithSecret(name, secret));

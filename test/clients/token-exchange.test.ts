@@ -5,8 +5,7 @@ import pg from "pg";
 import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { TokenService } from "../../gen/portcullis/v1/token_service_pb.js";
-import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
+import { connectCall, fieldsOf, grpcClient, reasonOf } from "../support/clients.js";
 import { runAdmin, sharedStores, startPlatform, type SharedStores } from "../support/platform.js";
 import { expectNoSecretLeaked } from "../support/secrets.js";
 import { claimsOf, createServiceAccount, serviceToken } from "../support/service-accounts.js";
@@ -14,8 +13,6 @@ import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
 import { dropTestDatabases } from "../support/stores.js";
 
-const reasonOf = (error: grpc.ServiceError) => detailOf(grpcErrorDetails(error), ErrorInfoSchema)?.reason;
-const fieldsOf = (error: grpc.ServiceError) => detailOf(grpcErrorDetails(error), BadRequestSchema)?.fieldViolations.map((v) => v.field);
 /** The same token with one character of its payload changed: its signature no longer matches. */
 const tampered = (token: string) => {
   const [header, payload, signature] = token.split(".");
@@ -70,8 +67,7 @@ describe("Token exchange and introspection (TokenService)", () => {
     stores = await sharedStores();
     env = {
       ...stores,
-      SMS_PROVIDER: "webhook",
-      SMS_WEBHOOK_URL: await sms.start(),
+      ...(await sms.env()),
       // Every test signs someone in from the one loopback address.
       RATE_LIMITS: "otp_send_ip=1000/3600,otp_verify_ip=1000/3600",
     };

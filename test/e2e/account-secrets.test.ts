@@ -25,7 +25,7 @@ describe("The account lifecycle's secrets", function () {
   before(async () => {
     const stores = await sharedStores();
     running = await startPlatform(
-      { ...stores, ...(await mail.env()), SMS_PROVIDER: "webhook", SMS_WEBHOOK_URL: await sms.start(), EMAIL_VERIFICATION_RESEND_SECONDS: "0" },
+      { ...stores, ...(await mail.env()), ...(await sms.env()), EMAIL_VERIFICATION_RESEND_SECONDS: "0" },
       logLines,
     );
     auth = grpcClient(AuthService, running.grpcPort!);

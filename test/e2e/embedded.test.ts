@@ -17,7 +17,7 @@ describe("The embedded default", function () {
   let running: Running;
 
   before(async () => {
-    running = await startPlatform({ DATA_DIR: dataDir, SMS_PROVIDER: "webhook", SMS_WEBHOOK_URL: await inbox.start() });
+    running = await startPlatform({ DATA_DIR: dataDir, ...(await inbox.env()) });
   });
   after(async () => {
     await running?.stop();

@@ -44,8 +44,7 @@ describe("KYC levels", () => {
     stores = await sharedStores();
     const env = {
       ...stores,
-      SMS_PROVIDER: "webhook",
-      SMS_WEBHOOK_URL: await inbox.start(),
+      ...(await inbox.env()),
       RATE_LIMITS: "otp_send_ip=1000/3600,otp_verify_ip=1000/3600,refresh_ip=1000/60,kyc_submit_user=100/86400",
     };
     [a, b] = [await startPlatform(env), await startPlatform(env)];

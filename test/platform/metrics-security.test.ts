@@ -58,8 +58,7 @@ describe("Security and feed metrics", () => {
     this.timeout(60_000);
     running = await startPlatform({
       ...(await sharedStores()),
-      SMS_PROVIDER: "webhook",
-      SMS_WEBHOOK_URL: await inbox.start(),
+      ...(await inbox.env()),
       ...(await mail.env()),
       RATE_LIMITS: "otp_send_ip=1000/3600,otp_verify_ip=1000/3600,refresh_ip=1000/60,refresh_user=1000/60,login_ip=1000/900,login_email=1000/900,register_ip=1000/3600",
       REFRESH_REUSE_INTERVAL: "5",

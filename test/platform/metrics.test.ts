@@ -65,8 +65,7 @@ describe("The metrics port", () => {
     running = await startPlatform({
       ...(await sharedStores()),
       METRICS_PORT: String(await freePort()),
-      SMS_PROVIDER: "webhook",
-      SMS_WEBHOOK_URL: await inbox.start(),
+      ...(await inbox.env()),
       TRUSTED_PROXIES: "127.0.0.1",
       RATE_LIMITS: "register_ip=1/3600,otp_send_global=1000/60",
     });

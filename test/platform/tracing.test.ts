@@ -2,14 +2,13 @@ import { randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { expect } from "chai";
-import * as grpc from "@grpc/grpc-js";
 import type { Running } from "../../services/app/servers.js";
 import { ConfigError, loadConfig } from "../../services/platform/config.js";
 import { flushTracing, tracingOn } from "../../services/platform/tracing.js";
-import { createGrpcServer, createGuard, injectTraceContext, type UnaryHandler } from "../../services/guard/guard.js";
-import { createLogger } from "../../services/platform/logger.js";
+import { injectTraceContext, type UnaryHandler } from "../../services/guard/guard.js";
 import { KycService, SourceOfFunds } from "../../gen/portcullis/v1/kyc_service_pb.js";
 import { connectCall, grpcClient } from "../support/clients.js";
+import { serveBehindGuard } from "../support/guarded-service.js";
 import { mintUserToken, sharedStores, startPlatform, type SharedStores } from "../support/platform.js";
 import { MailInbox } from "../support/mail-inbox.js";
 import { bearer, newPhone } from "../support/sign-in.js";
@@ -85,8 +84,7 @@ describe("Tracing", () => {
     running = await startPlatform(
       {
         ...stores,
-        SMS_PROVIDER: "webhook",
-        SMS_WEBHOOK_URL: await inbox.start(),
+        ...(await inbox.env()),
         ...(await mail.env()),
         // Register then Login, with no confirmation in between: the argon2 spans are what matter here.
         EMAIL_VERIFICATION: "optional",
@@ -250,28 +248,18 @@ describe("Tracing", () => {
   });
 
   it("continues the trace in a service behind the guard, whose handler can pass it on", async () => {
-    const guard = await createGuard({
-      name: "kyc-desk",
-      // Its callers here hold tokens for Portcullis itself.
-      audiences: ["portcullis"],
-      services: [KycService],
-      jwksUrl: `http://127.0.0.1:${running.httpPort}/.well-known/jwks.json`,
-      redisUrl: stores.REDIS_URL,
-      portcullisKeyPrefix: stores.REDIS_KEY_PREFIX,
-      limitKeyPrefix: `${stores.REDIS_KEY_PREFIX}downstream:`,
-      logger: createLogger("silent"),
-      tracing: { endpoint: `${endpoint}/v1/traces`, serviceName: "downstream" },
-    });
     const onwards = new Headers();
     const handler: UnaryHandler = async () => {
       injectTraceContext(onwards);
       return {};
     };
-    const { server } = createGrpcServer({ services: [KycService], dispatch: guard.dispatch(new Map([[KycService.method.submitEnhancedKyc, handler]])), maxRequestBytes: 65536 });
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (error, bound) => (error ? reject(error) : resolve(bound))),
-    );
-    const client = grpcClient(KycService, port);
+    const guarded = await serveBehindGuard(running, stores, new Map([[KycService.method.submitEnhancedKyc, handler]]), {
+      name: "kyc-desk",
+      // Its callers here hold tokens for Portcullis itself.
+      audiences: ["portcullis"],
+      tracing: { endpoint: `${endpoint}/v1/traces`, serviceName: "downstream" },
+    });
+    const client = grpcClient(KycService, guarded.port);
     try {
       const traceId = randomBytes(16).toString("hex");
       const callerSpan = randomBytes(8).toString("hex");
@@ -291,8 +279,7 @@ describe("Tracing", () => {
       expect(onwards.get("traceparent"), "the handler's onward call is a child of the guard's span").to.equal(`00-${traceId}-${door.spanId}-01`);
     } finally {
       client.close();
-      server.forceShutdown();
-      await guard.close();
+      await guarded.close();
     }
     expect(tracingOn, "the guard's stop leaves the platform's tracing on").to.equal(true);
   });

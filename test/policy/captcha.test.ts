@@ -97,7 +97,7 @@ describe("Captcha", () => {
 
   before(async () => {
     standIn = await siteverify.start();
-    delivery = { SMS_PROVIDER: "webhook", SMS_WEBHOOK_URL: await sms.start(), ...(await mail.env()) };
+    delivery = { ...(await sms.env()), ...(await mail.env()) };
   });
 
   after(async () => {

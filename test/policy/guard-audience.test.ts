@@ -1,16 +1,16 @@
 import type { DescMethod } from "@bufbuild/protobuf";
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
-import { createGrpcServer, createGuard, type GuardOptions, type UnaryHandler } from "../../services/guard/guard.js";
+import type { GuardOptions, UnaryHandler } from "../../services/guard/guard.js";
 import type { Principal } from "../../services/kernel/call.js";
 import { defaultRateLimits, loadConfig } from "../../services/platform/config.js";
-import { createLogger } from "../../services/platform/logger.js";
 import { connectRedis } from "../../services/platform/redis.js";
 import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { KycService } from "../../gen/portcullis/v1/kyc_service_pb.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
+import { serveBehindGuard } from "../support/guarded-service.js";
 import { mintUserToken, sharedStores, startPlatform, type SharedStores } from "../support/platform.js";
 import { bearer, newPhone } from "../support/sign-in.js";
 import { dropTestDatabases } from "../support/stores.js";
@@ -37,21 +37,8 @@ describe("The guard: audiences, its JWKS URL and its limit keys", () => {
     await dropTestDatabases();
   });
 
-  const jwksUrl = () => `http://127.0.0.1:${portcullis.httpPort}/.well-known/jwks.json`;
-
   /** A service behind a guard with `options`; `seen` holds the principal of each call its handler served. */
   async function service(options: Partial<GuardOptions> & { name: string }) {
-    const guard = await createGuard({
-      services: [KycService, AuthService],
-      jwksUrl: jwksUrl(),
-      redisUrl: stores.REDIS_URL,
-      portcullisKeyPrefix: stores.REDIS_KEY_PREFIX,
-      limitKeyPrefix: `${stores.REDIS_KEY_PREFIX}downstream:`,
-      logger: createLogger("silent"),
-      // SendOtp declares a captcha these tests do not exercise.
-      captcha: "none",
-      ...options,
-    });
     const seen: (Principal | undefined)[] = [];
     const served: UnaryHandler = async (_request, call) => {
       seen.push(call.principal);
@@ -61,18 +48,15 @@ describe("The guard: audiences, its JWKS URL and its limit keys", () => {
       [KycService.method.getKycStatus, served],
       [AuthService.method.sendOtp, served],
     ]);
-    const { server } = createGrpcServer({ services: [KycService, AuthService], dispatch: guard.dispatch(handlers), maxRequestBytes: 65536 });
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, bound) => (e ? reject(e) : resolve(bound))),
-    );
-    const kyc = grpcClient(KycService, port);
-    const auth = grpcClient(AuthService, port);
+    // SendOtp declares a captcha these tests do not exercise.
+    const guarded = await serveBehindGuard(portcullis, stores, handlers, { captcha: "none", ...options });
+    const kyc = grpcClient(KycService, guarded.port);
+    const auth = grpcClient(AuthService, guarded.port);
     running.push({
       async close() {
         kyc.close();
         auth.close();
-        server.forceShutdown();
-        await guard.close();
+        await guarded.close();
       },
     });
     return { kyc, auth, seen };

@@ -1,14 +1,14 @@
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
 import pg from "pg";
-import { createGrpcServer, createGuard, type UnaryHandler } from "../../services/guard/guard.js";
-import { createLogger } from "../../services/platform/logger.js";
+import type { UnaryHandler } from "../../services/guard/guard.js";
 import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { KycService, SourceOfFunds } from "../../gen/portcullis/v1/kyc_service_pb.js";
 import { TokenService } from "../../gen/portcullis/v1/token_service_pb.js";
 import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
+import { serveBehindGuard, type GuardedService } from "../support/guarded-service.js";
 import { mintUserToken, sharedStores, startPlatform } from "../support/platform.js";
 import { createServiceAccount, serviceToken } from "../support/service-accounts.js";
 import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
@@ -25,9 +25,7 @@ import { dropTestDatabases } from "../support/stores.js";
 describe("The guard for other services", () => {
   const inbox = new SmsInbox();
   let portcullis: Running;
-  let downstream: grpc.Server;
-  let downstreamPort: number;
-  let closeGuard: () => Promise<void>;
+  let downstream: GuardedService;
   let db: pg.Client;
   let handled = 0;
   /** Which service acted for the user in each call served. */
@@ -39,40 +37,21 @@ describe("The guard for other services", () => {
     // The admin tool starts as its own process, a few seconds each time.
     this.timeout(90_000);
     const stores = await sharedStores();
-    portcullis = await startPlatform({ ...stores, SMS_PROVIDER: "webhook", SMS_WEBHOOK_URL: await inbox.start() });
+    portcullis = await startPlatform({ ...stores, ...(await inbox.env()) });
     db = new pg.Client({ connectionString: stores.DATABASE_URL });
     await db.connect();
     const checkoutSecret = await createServiceAccount(stores, "checkout", ["portcullis", "kyc-desk"]);
     checkout = await serviceToken(portcullis.grpcPort!, "checkout", checkoutSecret, "portcullis");
 
-    const guard = await createGuard({
-      name: "kyc-desk",
-      services: [KycService],
-      jwksUrl: `http://127.0.0.1:${portcullis.httpPort}/.well-known/jwks.json`,
-      redisUrl: stores.REDIS_URL,
-      portcullisKeyPrefix: stores.REDIS_KEY_PREFIX,
-      limitKeyPrefix: `${stores.REDIS_KEY_PREFIX}downstream:`,
-      logger: createLogger("silent"),
-    });
-    closeGuard = () => guard.close();
     const submitEnhanced: UnaryHandler = async (_request, call) => {
       handled++;
       actors.push(call.principal?.actor);
       return {};
     };
-    const { server } = createGrpcServer({
-      services: [KycService],
-      dispatch: guard.dispatch(new Map([[KycService.method.submitEnhancedKyc, submitEnhanced]])),
-      maxRequestBytes: 65536,
-    });
-    downstream = server;
-    downstreamPort = await new Promise((resolve, reject) =>
-      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, port) => (e ? reject(e) : resolve(port))),
-    );
+    downstream = await serveBehindGuard(portcullis, stores, new Map([[KycService.method.submitEnhancedKyc, submitEnhanced]]), { name: "kyc-desk" });
   });
   after(async () => {
-    downstream.forceShutdown();
-    await closeGuard();
+    await downstream.close();
     await db.end();
     await portcullis.stop();
     await inbox.stop();
@@ -83,7 +62,7 @@ describe("The guard for other services", () => {
   const enhanced = { dueDiligence: { proofOfAddressRef: "uploads/proof.pdf", sourceOfFunds: SourceOfFunds.EMPLOYMENT } };
 
   it("checks the contract's field rules for the downstream service too", async () => {
-    const client = grpcClient(KycService, downstreamPort);
+    const client = grpcClient(KycService, downstream.port);
     const levelTwo = await mintUserToken(portcullis, { kycLevel: 2, audience: "kyc-desk" });
     const refused = await client.call("submitEnhancedKyc", {}, bearer(levelTwo.token));
     expect(refused.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
@@ -93,7 +72,7 @@ describe("The guard for other services", () => {
   });
 
   it("refuses a level-1 token with KYC_LEVEL_REQUIRED and serves a level-2 token", async () => {
-    const client = grpcClient(KycService, downstreamPort);
+    const client = grpcClient(KycService, downstream.port);
     const levelOne = await mintUserToken(portcullis, { kycLevel: 1, audience: "kyc-desk" });
     const refused = await client.call("submitEnhancedKyc", enhanced, bearer(levelOne.token));
     expect(refused.error?.code).to.equal(grpc.status.PERMISSION_DENIED);
@@ -115,7 +94,7 @@ describe("The guard for other services", () => {
     const tokens = grpcClient(TokenService, portcullis.grpcPort!);
     const exchanged = await tokens.call("exchangeToken", { subjectToken: own, audience: "kyc-desk" }, bearer(checkout));
     const token = exchanged.response!.accessToken;
-    const client = grpcClient(KycService, downstreamPort);
+    const client = grpcClient(KycService, downstream.port);
     expect((await client.call("submitEnhancedKyc", enhanced, bearer(token))).error).to.equal(undefined);
     expect(actors.at(-1), "the handler knows who acts for the user").to.equal("checkout");
     const ownRefused = (await client.call("submitEnhancedKyc", enhanced, bearer(own))).error;

@@ -2,7 +2,7 @@ import { create, createRegistry, fromBinary, toBinary, type DescMessage, type De
 import { anyUnpack } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { StatusSchema } from "../../gen/google/rpc/status_pb.js";
-import { file_google_rpc_error_details } from "../../gen/google/rpc/error_details_pb.js";
+import { BadRequestSchema, ErrorInfoSchema, file_google_rpc_error_details } from "../../gen/google/rpc/error_details_pb.js";
 
 export type GrpcResult<T> = { response: T; error?: undefined } | { response?: undefined; error: grpc.ServiceError };
 
@@ -69,6 +69,12 @@ export function grpcErrorDetails(error: grpc.ServiceError): Message[] {
 export function detailOf<D extends DescMessage>(details: Message[], schema: D): MessageShape<D> | undefined {
   return details.find((d) => d.$typeName === schema.typeName) as MessageShape<D> | undefined;
 }
+
+/** The ErrorInfo reason of a gRPC error. */
+export const reasonOf = (error: grpc.ServiceError) => detailOf(grpcErrorDetails(error), ErrorInfoSchema)?.reason;
+
+/** The fields a gRPC error's BadRequest names. */
+export const fieldsOf = (error: grpc.ServiceError) => detailOf(grpcErrorDetails(error), BadRequestSchema)?.fieldViolations.map((v) => v.field);
 
 /** A Connect JSON call with fetch, as a browser would make it. */
 export async function connectCall(port: number, path: string, body: unknown, headers: Record<string, string> = {}) {

@@ -22,6 +22,11 @@ export class SmsInbox {
     return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}/sms`;
   }
 
+  /** The environment that sends a platform's SMS here. */
+  async env(): Promise<Record<string, string>> {
+    return { SMS_PROVIDER: "webhook", SMS_WEBHOOK_URL: await this.start() };
+  }
+
   /** The code in the latest SMS to this number. */
   codeFor(phone: string): string {
     const message = this.messages.filter((m) => m.to === phone).at(-1);
