@@ -217,7 +217,8 @@ describe("Second-factor safeguards", () => {
     handedOut.push(...fresh);
     for (const code of fresh.slice(0, 8)) await stepUpWith(code);
 
-    await eventually(() => fewCodesMails() > 0);
+    // The notice mails, then audits, off the call's path: wait for the whole task, not the mail.
+    await running.app!.settled();
     expect(fewCodesMails(), "only the step-up that left two").to.equal(1);
     const { rows } = await db.query("select detail from audit_event where user_id = $1 and event = 'mfa.recovery_codes_low' order by id", [userId]);
     expect(rows.map((row) => row.detail.remaining)).to.deep.equal([2]);
