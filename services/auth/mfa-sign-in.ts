@@ -1,9 +1,10 @@
-import { createHmac, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { audit } from "../audit/store.js";
 import type { CallOrigin } from "../kernel/call.js";
 import { invalidArgument, unauthenticated } from "../kernel/errors.js";
+import { keyedUuid } from "../kernel/uuid.js";
 import type { Config } from "../platform/config.js";
 import type { Database, Sql } from "../platform/database.js";
 import { signIns } from "../platform/metrics.js";
@@ -147,7 +148,6 @@ export class MfaSignIn {
 
   /** The stored form of a challenge id: its HMAC, as a uuid. */
   private rowId(challengeId: string): string {
-    const hex = createHmac("sha256", this.challengeKey).update(challengeId).digest("hex");
-    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
+    return keyedUuid(this.challengeKey, challengeId);
   }
 }

@@ -1,5 +1,6 @@
-import { createHmac, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { failedPrecondition } from "../kernel/errors.js";
+import { keyedUuid } from "../kernel/uuid.js";
 import type { Config } from "../platform/config.js";
 import type { Sql } from "../platform/database.js";
 import { ceremonyStore, type CeremonyKind } from "./store.js";
@@ -44,7 +45,6 @@ export class Ceremonies {
 
   /** How the table and the audit log name a ceremony: its HMAC, as a uuid. */
   private rowId(ceremonyId: string): string {
-    const hex = createHmac("sha256", this.key).update(ceremonyId).digest("hex");
-    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
+    return keyedUuid(this.key, ceremonyId);
   }
 }

@@ -1,4 +1,5 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { asUuid } from "../kernel/uuid.js";
 
 const userBytes = 16;
 const secretBytes = 32;
@@ -36,8 +37,7 @@ export class RefreshTokens {
     const raw = Buffer.from(token, "base64url");
     const body = raw.subarray(0, userBytes + secretBytes);
     if (!timingSafeEqual(raw.subarray(userBytes + secretBytes), this.tag(body))) return undefined;
-    const hex = body.subarray(0, userBytes).toString("hex");
-    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+    return asUuid(body.subarray(0, userBytes));
   }
 
   private seal(userId: string, secret: Buffer): string {
