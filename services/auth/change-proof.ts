@@ -4,6 +4,7 @@ import { failedPrecondition, invalidArgument } from "../kernel/errors.js";
 import type { Config } from "../platform/config.js";
 import type { Database } from "../platform/database.js";
 import type { Sessions } from "../session/sessions.js";
+import type { UserRow } from "../users/user.js";
 import type { PasswordSignIn } from "./password-sign-in.js";
 
 /**
@@ -23,12 +24,12 @@ export class ChangeProofs {
   ) {}
 
   /**
-   * Throws unless proved; `event` names the change in the audit row of a
-   * refusal. `verifiedEmail`: refuse an account whose email address is not
+   * The account as it stands, or throws unless proved; `event` names the
+   * change in the audit row of a refusal. `verifiedEmail`: refuse an account whose email address is not
    * confirmed (for a new address or number, which would outlive the owner's
    * password reset and sign in on its own).
    */
-  async prove(principal: Principal, currentPassword: string, event: string, origin: CallOrigin, { verifiedEmail }: { verifiedEmail: boolean }): Promise<void> {
+  async prove(principal: Principal, currentPassword: string, event: string, origin: CallOrigin, { verifiedEmail }: { verifiedEmail: boolean }): Promise<UserRow> {
     const who = { userId: principal.subject, sessionId: principal.sessionId };
     const user = await this.passwords.credentialsOf(principal, origin);
     // Whoever registered an address they do not own (EMAIL_VERIFICATION=optional) must not attach a number or
@@ -42,7 +43,7 @@ export class ChangeProofs {
         throw invalidArgument([{ field: "current_password", description: "required: this account has a password" }]);
       }
       await this.passwords.checkCurrentPassword(user, currentPassword, origin);
-      return;
+      return user;
     }
     const session = await this.sessions.current(principal);
     if (Date.now() - session.create_time.getTime() > this.settings.freshSignInSeconds * 1000) {
@@ -51,5 +52,6 @@ export class ChangeProofs {
         max_age_seconds: String(this.settings.freshSignInSeconds),
       });
     }
+    return user;
   }
 }

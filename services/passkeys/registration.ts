@@ -8,6 +8,7 @@ import { textProblem, Violations } from "../kernel/validation.js";
 import type { Config } from "../platform/config.js";
 import type { Database } from "../platform/database.js";
 import { userStore } from "../users/store.js";
+import type { UserRow } from "../users/user.js";
 import { requirePasskeys, type Ceremonies } from "./ceremonies.js";
 import { optionsJson, registrationResponseOf } from "./webauthn-json.js";
 import { maxNameChars } from "./passkeys.js";
@@ -26,7 +27,7 @@ const alreadyRegistered = () => invalidArgument([{ field: "credential", descript
 
 /** What adding a passkey needs from the account domain: the proof beyond a token (auth's ChangeProofs), and the owner's notice. */
 export interface RegistrationGuards {
-  prove(principal: Principal, currentPassword: string, event: string, origin: CallOrigin, options: { verifiedEmail: boolean }): Promise<void>;
+  prove(principal: Principal, currentPassword: string, event: string, origin: CallOrigin, options: { verifiedEmail: boolean }): Promise<UserRow>;
   passkeyAdded(userId: string): void;
 }
 
@@ -48,9 +49,7 @@ export class PasskeyRegistration {
   async start(principal: Principal, currentPassword: string, origin: CallOrigin): Promise<{ ceremonyId: string; options: JsonObject }> {
     requirePasskeys(this.settings);
     const userId = principal.subject;
-    await this.guards.prove(principal, currentPassword, "passkey.registered", origin, { verifiedEmail: true });
-    const user = await userStore.find(this.db, userId);
-    if (!user) throw accountGone();
+    const user = await this.guards.prove(principal, currentPassword, "passkey.registered", origin, { verifiedEmail: true });
     const existing = await passkeyStore.credentialsOf(this.db, userId);
     const userName = user.email ?? user.phone_number ?? "account";
     const options = await generateRegistrationOptions({
