@@ -57,8 +57,7 @@ import { readPolicies } from "../policy/access.js";
 import { Chain } from "../policy/chain.js";
 import { ClientIpResolver } from "../policy/client-ip.js";
 import { LeasingRateLimiter, MemoryRateLimiter, RedisRateLimiter, ruleGate } from "../policy/rate-limiter.js";
-import { createCaptchaVerifier } from "../policy/captcha.js";
-import { CaptchaGate } from "../policy/captcha-gate.js";
+import { captchaGateFor, type CaptchaGate } from "../policy/captcha-gate.js";
 import { MemoryFailureCounter, RedisFailureCounter } from "../policy/failure-counter.js";
 import { recentChanges, RevocationFeed } from "../session/feed.js";
 import { sessionHandlers } from "../session/handlers.js";
@@ -330,10 +329,8 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
 
 /** The captcha check CAPTCHA_PROVIDER asks for, counting failures where the rate limits count; none for "none". */
 function captchaGate(config: Config, redis: RedisClient | undefined, logger: Logger): CaptchaGate | undefined {
-  const verifier = createCaptchaVerifier(config.captcha, logger);
-  if (!verifier) return undefined;
   const failures = redis ? new RedisFailureCounter(redis, config.redisKeyPrefix) : new MemoryFailureCounter();
-  return new CaptchaGate(verifier, config.captcha, failures, logger);
+  return captchaGateFor(config.captcha, failures, logger);
 }
 
 /**

@@ -10,8 +10,7 @@ import { isLoopbackHost } from "../platform/loopback.js";
 import { connectRedis, type RedisClient } from "../platform/redis.js";
 import { startTracing } from "../platform/tracing.js";
 import { readPolicies, type MethodPolicy } from "../policy/access.js";
-import { createCaptchaVerifier } from "../policy/captcha.js";
-import { CaptchaGate } from "../policy/captcha-gate.js";
+import { captchaGateFor, type CaptchaGate } from "../policy/captcha-gate.js";
 import { RedisFailureCounter } from "../policy/failure-counter.js";
 import { Chain } from "../policy/chain.js";
 import { ClientIpResolver } from "../policy/client-ip.js";
@@ -166,8 +165,7 @@ function checkCaptchaOption(config: GuardOptions["captcha"], policies: Map<DescM
 
 function captchaGate(config: GuardOptions["captcha"], redis: RedisClient, limitKeyPrefix: string, logger: Logger): CaptchaGate | undefined {
   if (!config || config === "none") return undefined;
-  const verifier = createCaptchaVerifier(config, logger);
-  return verifier && new CaptchaGate(verifier, config, new RedisFailureCounter(redis, limitKeyPrefix), logger);
+  return captchaGateFor(config, new RedisFailureCounter(redis, limitKeyPrefix), logger);
 }
 
 /** Refuses, before connecting to anything, a guard that would accept what it should not; returns the audiences it accepts. */

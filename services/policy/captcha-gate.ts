@@ -2,8 +2,14 @@ import type { CaptchaConfig } from "../platform/config.js";
 import { IpRanges } from "../platform/ip-ranges.js";
 import type { Logger } from "../platform/logger.js";
 import { CaptchaRequirement } from "../../gen/portcullis/v1/policy_pb.js";
-import type { CaptchaVerdict, CaptchaVerifier } from "./captcha.js";
+import { createCaptchaVerifier, type CaptchaVerdict, type CaptchaVerifier } from "./captcha.js";
 import type { FailureCounter } from "./failure-counter.js";
+
+/** The gate `config` asks for, counting failures in `failures`; none when its provider is "none". */
+export function captchaGateFor(config: CaptchaConfig, failures: FailureCounter, logger: Logger): CaptchaGate | undefined {
+  const verifier = createCaptchaVerifier(config, logger);
+  return verifier && new CaptchaGate(verifier, config, failures, logger);
+}
 
 /**
  * Decides, for a method that declares `captcha`, whether a call may go on:
