@@ -8,10 +8,29 @@ import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:cr
  */
 const version = 1;
 
+/**
+ * Every subkey the key-encryption key is split into, named once: a key is
+ * only as stable as its label, and the app and the admin CLI must agree on it.
+ */
+export type KeyPurpose =
+  | "signing-keys"
+  | "totp-secrets"
+  | "kyc-data"
+  | "kyc-document-index"
+  | "rate-limit-keys"
+  | "refresh-tokens"
+  | "client-secrets"
+  | "recovery-codes"
+  | "mfa-challenges"
+  | "otp-codes"
+  | "account-codes"
+  | "password-reset"
+  | "passkey-ceremonies";
+
 export class Envelope {
   private readonly key: Buffer;
 
-  constructor(keyEncryptionKey: Buffer, purpose: string) {
+  constructor(keyEncryptionKey: Buffer, purpose: KeyPurpose) {
     this.key = deriveKey(keyEncryptionKey, purpose);
   }
 
@@ -38,6 +57,6 @@ export class Envelope {
  * each use (an envelope, rate-limit keys, blind indexes, refresh tokens)
  * holds its own key, never the key-encryption key itself.
  */
-export function deriveKey(keyEncryptionKey: Buffer, purpose: string): Buffer {
+export function deriveKey(keyEncryptionKey: Buffer, purpose: KeyPurpose): Buffer {
   return Buffer.from(hkdfSync("sha256", keyEncryptionKey, Buffer.alloc(0), `portcullis:${purpose}`, 32));
 }
