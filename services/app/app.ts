@@ -63,6 +63,7 @@ import { recentChanges, RevocationFeed } from "../session/feed.js";
 import { sessionHandlers } from "../session/handlers.js";
 import { RefreshRotation } from "../session/refresh.js";
 import { SessionGuard } from "../session/session-guard.js";
+import { SignInAnswers } from "../session/sign-in-answers.js";
 import { Sessions } from "../session/sessions.js";
 import { sessionStore } from "../session/store.js";
 import { AccessTokens } from "../tokens/access-token.js";
@@ -233,12 +234,13 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
     const recoveryCodeHashes = new RecoveryCodeHashes(deriveKey(kek, "recovery-codes"));
     const mfaNotices = new MfaNotices(db, mailer, config.account, background);
     const secondFactors = new SecondFactors(db, config.mfa, new Envelope(kek, "totp-secrets"), recoveryCodeHashes, mfaNotices);
-    const mfaSignIn = new MfaSignIn(db, config.mfa, deriveKey(kek, "mfa-challenges"), secondFactors, sessions, tokens, newDevices);
+    const signInAnswers = new SignInAnswers(sessions, tokens, newDevices);
+    const mfaSignIn = new MfaSignIn(db, config.mfa, deriveKey(kek, "mfa-challenges"), secondFactors, sessions, signInAnswers);
     const smsBudgets = new SmsBudgets(db, config.otp, limiter, logger);
-    const otp = new OtpSignIn(db, config.otp, sms, smsBudgets, deriveKey(kek, "otp-codes"), sessions, tokens, logger, newDevices, mfaSignIn);
+    const otp = new OtpSignIn(db, config.otp, sms, smsBudgets, deriveKey(kek, "otp-codes"), sessions, signInAnswers, logger, mfaSignIn);
     const accountCodes = new SecretMacs(deriveKey(kek, "account-codes"));
     const emailVerifications = new EmailVerifications(db, config.account, accountCodes, mailer, logger);
-    const passwords = new PasswordSignIn(db, config.password, sessions, tokens, config.ipv6LimitPrefixes.client, config.account.emailVerification, emailVerifications, newDevices, mfaSignIn);
+    const passwords = new PasswordSignIn(db, config.password, sessions, signInAnswers, config.ipv6LimitPrefixes.client, config.account.emailVerification, emailVerifications, mfaSignIn);
     const registration = new Registration(db, config.account, emailVerifications, mailer);
     const changeProofs = new ChangeProofs(db, config.account, passwords, sessions);
     const contactChanges = new ContactChanges(db, config.account, config.otp.allowedCountries, changeProofs, emailVerifications, mailer, sms, smsBudgets, accountCodes);
@@ -282,10 +284,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
           prove: (...args) => changeProofs.prove(...args),
           passkeyAdded: (userId) => mfaNotices.passkeyAdded(userId),
         }),
-        signIn: new PasskeySignIn(db, config.webauthn, passkeyCeremonies, sessions, tokens, {
-          notices: newDevices,
-          mfaEnrolled: (sql, userId) => mfaStore.enrolled(sql, userId),
-        }),
+        signIn: new PasskeySignIn(db, config.webauthn, passkeyCeremonies, sessions, signInAnswers, (sql, userId) => mfaStore.enrolled(sql, userId)),
         passkeys: new Passkeys(db, mfaNotices),
       })],
       [TokenService, tokenHandlers({

@@ -7,17 +7,13 @@ import { invalidArgument, unauthenticated } from "../kernel/errors.js";
 import { keyedUuid } from "../kernel/uuid.js";
 import type { Config } from "../platform/config.js";
 import type { Database, Sql } from "../platform/database.js";
-import { signIns } from "../platform/metrics.js";
+import type { SignInAnswers } from "../session/sign-in-answers.js";
 import type { DeviceInput, Sessions } from "../session/sessions.js";
-import type { AccessTokens } from "../tokens/access-token.js";
-import { issueTokenPair } from "../tokens/token-issuer.js";
 import { userStore } from "../users/store.js";
-import { claimsOf, userMessage } from "../users/user.js";
 import { DeviceType, SignInMethod } from "../../gen/portcullis/v1/common_pb.js";
 import type { MfaChallengeSchema } from "../../gen/portcullis/v1/auth_service_pb.js";
 import type { VerifyMfaResponseSchema } from "../../gen/portcullis/v1/mfa_service_pb.js";
 import { mfaChallengeStore } from "./mfa-challenge-store.js";
-import type { NewDeviceNotices } from "./new-device.js";
 import type { Checked, SecondFactorProof, SecondFactors } from "./second-factors.js";
 
 /** A first factor that passed, for an account with a second factor. */
@@ -49,8 +45,7 @@ export class MfaSignIn {
     private readonly challengeKey: Buffer,
     private readonly factors: Pick<SecondFactors, "verifyIn" | "settle">,
     private readonly sessions: Sessions,
-    private readonly tokens: AccessTokens,
-    private readonly newDevices: NewDeviceNotices,
+    private readonly answers: SignInAnswers,
   ) {}
 
   /** Opens a challenge inside the first factor's transaction, and audits it there. */
@@ -126,14 +121,7 @@ export class MfaSignIn {
     }
     this.factors.settle(signedIn.user.id, signedIn.checked, origin, { warnFewLeft: true });
     const { user, created, method, device } = signedIn;
-    signIns.labels(method, "success").inc();
-    await this.sessions.published(created.evicted);
-    this.newDevices.signedIn({ user, sessionId: created.session.id, device, method }, origin);
-    return {
-      tokens: await issueTokenPair(this.tokens, { ...claimsOf(user), mfaEnrolled: true }, created.session, created.refreshToken),
-      user: userMessage(user),
-      sessionId: created.session.id,
-    };
+    return this.answers.signedIn({ user, created, device, method, mfaEnrolled: true }, origin);
   }
 
   /** A try that took no attempt: why, for the audit log only. */

@@ -3,19 +3,11 @@ import type { CallOrigin } from "../kernel/call.js";
 import type { Background } from "../platform/background.js";
 import { Batcher } from "../platform/batcher.js";
 import type { Database } from "../platform/database.js";
+import type { CommittedSignIn, SignInNotices } from "../session/sign-in-answers.js";
 import type { DeviceInput } from "../session/sessions.js";
-import type { UserRow } from "../users/user.js";
 import { deviceStore } from "./device-store.js";
 import { sendNotice, type Mailer } from "./mail.js";
 import { mailTemplates, type MailSender } from "./mail-templates.js";
-
-/** A sign-in that has committed, as the notice tells of it. */
-export interface CommittedSignIn {
-  user: UserRow;
-  sessionId: string;
-  device: DeviceInput;
-  method: "pwd" | "otp" | "passkey";
-}
 
 /**
  * Tells an account's owner of a sign-in from a device the account had not
@@ -24,7 +16,7 @@ export interface CommittedSignIn {
  * after the sign-in has committed and off its path: the sign-in neither waits
  * for it nor fails with it.
  */
-export class NewDeviceNotices {
+export class NewDeviceNotices implements SignInNotices {
   /** Every sign-in records its device: under load, one statement for all of a turn's sign-ins. */
   private readonly devices: Batcher<{ userId: string; deviceId: string }, { added: boolean; others: boolean }>;
 

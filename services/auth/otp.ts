@@ -9,13 +9,10 @@ import type { Database } from "../platform/database.js";
 import { isUniqueViolation } from "../platform/database-errors.js";
 import type { Logger } from "../platform/logger.js";
 import { lockouts, otpSends, signIns } from "../platform/metrics.js";
+import type { SignInAnswers } from "../session/sign-in-answers.js";
 import type { DeviceInput, Sessions } from "../session/sessions.js";
-import type { AccessTokens } from "../tokens/access-token.js";
-import { issueTokenPair } from "../tokens/token-issuer.js";
-import { claimsOf, userMessage } from "../users/user.js";
 import type { SendOtpResponseSchema, VerifyOtpResponseSchema } from "../../gen/portcullis/v1/auth_service_pb.js";
 import type { MfaSignIn } from "./mfa-sign-in.js";
-import type { NewDeviceNotices } from "./new-device.js";
 import { codeLength, newCode } from "./one-time-secrets.js";
 import { checkPhoneNumber, maskPhone } from "./phone.js";
 import type { SmsBudgets } from "./sms-budgets.js";
@@ -41,10 +38,9 @@ export class OtpSignIn {
     private readonly sms: SmsProvider,
     private readonly budgets: SmsBudgets,
     private readonly codeKey: Buffer,
-    private readonly sessions: Sessions,
-    private readonly tokens: AccessTokens,
+    sessions: Sessions,
+    private readonly answers: SignInAnswers,
     private readonly logger: Logger,
-    private readonly newDevices: NewDeviceNotices,
     mfa: MfaSignIn,
   ) {
     this.attempts = new CodeAttempts(db, settings, sessions, mfa);
@@ -142,14 +138,9 @@ export class OtpSignIn {
         signIns.labels("otp", "mfa_required").inc();
         return { mfaChallenge: outcome.challenge };
       case "signed_in":
-        signIns.labels("otp", "success").inc();
-        await this.sessions.published(outcome.evicted);
-        this.newDevices.signedIn({ user: outcome.user, sessionId: outcome.session.id, device, method: "otp" }, origin);
         return {
-          tokens: await issueTokenPair(this.tokens, claimsOf(outcome.user), outcome.session, outcome.refreshToken),
-          user: userMessage(outcome.user),
+          ...(await this.answers.signedIn({ user: outcome.user, created: outcome, device, method: "otp" }, origin)),
           newUser: outcome.user.inserted,
-          sessionId: outcome.session.id,
         };
     }
   }

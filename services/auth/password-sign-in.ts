@@ -8,16 +8,13 @@ import type { Database } from "../platform/database.js";
 import { lockouts, signIns } from "../platform/metrics.js";
 import { ipLimitKey } from "../policy/client-ip.js";
 import type { Sessions } from "../session/sessions.js";
-import type { AccessTokens } from "../tokens/access-token.js";
-import { issueTokenPair } from "../tokens/token-issuer.js";
+import type { SignInAnswers } from "../session/sign-in-answers.js";
 import { userStore, type CredentialRow } from "../users/store.js";
-import { claimsOf, userMessage } from "../users/user.js";
 import { SignInMethod, type Device } from "../../gen/portcullis/v1/common_pb.js";
 import type { LoginResponseSchema } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { contactVerificationStore } from "./contact-verification-store.js";
 import { emailProblem, normalizeEmail } from "./email.js";
 import type { EmailVerifications } from "./email-verification.js";
-import type { NewDeviceNotices } from "./new-device.js";
 import type { MfaSignIn } from "./mfa-sign-in.js";
 import { totpSql } from "./mfa-store.js";
 import { hashPassword, passwordProblem, verifyPassword } from "./password.js";
@@ -38,12 +35,11 @@ export class PasswordSignIn {
     private readonly db: Database,
     private readonly settings: Config["password"],
     private readonly sessions: Sessions,
-    private readonly tokens: AccessTokens,
+    private readonly answers: SignInAnswers,
     /** IPv6 clients' failures are counted by this prefix, as IP rate limits count them. */
     private readonly ipv6PrefixBits: number,
     private readonly emailVerification: Config["account"]["emailVerification"],
     private readonly verifications: EmailVerifications,
-    private readonly newDevices: NewDeviceNotices,
     private readonly mfa: MfaSignIn,
   ) {}
 
@@ -100,14 +96,7 @@ export class PasswordSignIn {
       await audit(this.db, origin, { event: "sign_in", outcome: "failure", userId: user.id, detail: { method: "pwd", reason: "disabled" } });
       throw wrongCredentials();
     }
-    signIns.labels("pwd", "success").inc();
-    await this.sessions.published(signedIn.evicted);
-    this.newDevices.signedIn({ user, sessionId: signedIn.session.id, device: request.device!, method: "pwd" }, origin);
-    return {
-      tokens: await issueTokenPair(this.tokens, claimsOf(user), signedIn.session, signedIn.refreshToken),
-      user: userMessage(user),
-      sessionId: signedIn.session.id,
-    };
+    return this.answers.signedIn({ user, created: signedIn, device: request.device!, method: "pwd" }, origin);
   }
 
   /** Checks the current password, sets the new one and signs out every other session. */

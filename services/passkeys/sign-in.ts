@@ -6,11 +6,9 @@ import { unauthenticated } from "../kernel/errors.js";
 import type { Config } from "../platform/config.js";
 import type { Database, Sql } from "../platform/database.js";
 import { signIns } from "../platform/metrics.js";
+import type { SignInAnswers } from "../session/sign-in-answers.js";
 import type { DeviceInput, Sessions } from "../session/sessions.js";
-import type { AccessTokens } from "../tokens/access-token.js";
-import { issueTokenPair } from "../tokens/token-issuer.js";
 import { userStore } from "../users/store.js";
-import { claimsOf, userMessage, type UserRow } from "../users/user.js";
 import { SignInMethod } from "../../gen/portcullis/v1/common_pb.js";
 import type { FinishPasskeySignInResponseSchema } from "../../gen/portcullis/v1/passkey_service_pb.js";
 import { requirePasskeys, type Ceremonies } from "./ceremonies.js";
@@ -18,17 +16,8 @@ import { passkeyStore, type PasskeyRow } from "./store.js";
 import { isUserHandleOf } from "./user-handle.js";
 import { authenticationResponseOf, optionsJson } from "./webauthn-json.js";
 
-/** Tells an owner of a sign-in from a device new to the account; called after commit, it returns at once. */
-export interface SignInNotices {
-  signedIn(signIn: { user: UserRow; sessionId: string; device: DeviceInput; method: "passkey" }, origin: CallOrigin): void;
-}
-
-/** What PasskeySignIn needs of the floors it may not import. */
-export interface PasskeySignInDeps {
-  notices: SignInNotices;
-  /** Whether the account has a confirmed second factor, for the token's `mfa` claim. */
-  mfaEnrolled(sql: Sql, userId: string): Promise<boolean>;
-}
+/** Whether the account has a confirmed second factor, for the token's `mfa` claim: auth's to say, a floor up. */
+export type MfaEnrolled = (sql: Sql, userId: string) => Promise<boolean>;
 
 /** Why a sign-in was refused, for the audit log and the metrics only: the caller hears one answer for all. */
 type Refusal =
@@ -56,8 +45,8 @@ export class PasskeySignIn {
     private readonly settings: Config["webauthn"],
     private readonly ceremonies: Ceremonies,
     private readonly sessions: Sessions,
-    private readonly tokens: AccessTokens,
-    private readonly deps: PasskeySignInDeps,
+    private readonly answers: SignInAnswers,
+    private readonly mfaEnrolled: MfaEnrolled,
   ) {}
 
   async start(): Promise<{ ceremonyId: string; options: JsonObject }> {
@@ -112,19 +101,12 @@ export class PasskeySignIn {
         origin,
         event: { name: "sign_in", detail: { method: "passkey", passkey: passkey.id } },
       });
-      return { user, created, mfaEnrolled: await this.deps.mfaEnrolled(tx, userId) };
+      return { user, created, mfaEnrolled: await this.mfaEnrolled(tx, userId) };
     });
     if (signedIn.refusal) return this.refuse(origin, signedIn.refusal, seen, userId);
 
     const { user, created, mfaEnrolled } = signedIn;
-    signIns.labels("passkey", "success").inc();
-    await this.sessions.published(created.evicted);
-    this.deps.notices.signedIn({ user, sessionId: created.session.id, device: request.device, method: "passkey" }, origin);
-    return {
-      tokens: await issueTokenPair(this.tokens, { ...claimsOf(user), mfaEnrolled }, created.session, created.refreshToken),
-      user: userMessage(user),
-      sessionId: created.session.id,
-    };
+    return this.answers.signedIn({ user, created, device: request.device, method: "passkey", mfaEnrolled }, origin);
   }
 
   /** The assertion's counter if it answers the ceremony's challenge with the passkey's key, user verified; else undefined. */
