@@ -202,6 +202,8 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
     cleanup.start();
     closers.push(() => cleanup.stop());
 
+    const background = new Background(logger);
+    closers.push(() => background.settled());
     const limiter = redis ? new LeasingRateLimiter(new RedisRateLimiter(redis, config.redisKeyPrefix)) : new MemoryRateLimiter();
     const chain = new Chain({
       policies,
@@ -211,9 +213,9 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
       clientIp: new ClientIpResolver(config.trustedProxies, config.ipv6LimitPrefixes),
       limitKeyForms: { phone: phoneLimitKey, email: normalizeEmail },
       limitKeySecret: deriveKey(kek, "rate-limit-keys"),
-      onLimited: auditLimitHits(db, logger),
+      onLimited: auditLimitHits(db, background),
       captcha: captchaGate(config, redis, logger),
-      onCaptchaRefused: auditCaptchaRefusals(db, logger),
+      onCaptchaRefused: auditCaptchaRefusals(db, background),
       logger,
     });
 
@@ -228,8 +230,6 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
     );
     const mailer = createMailer(config.email, logger);
     const sms = createSmsProvider(config.sms, logger);
-    const background = new Background(logger);
-    closers.push(() => background.settled());
     const newDevices = new NewDeviceNotices(db, mailer, config.account, background);
     const recoveryCodeHashes = new RecoveryCodeHashes(deriveKey(kek, "recovery-codes"));
     const mfaNotices = new MfaNotices(db, mailer, config.account, background);

@@ -261,6 +261,7 @@ describe("Sign-in", () => {
       const http = await connectCall(running.httpPort!, "/portcullis.v1.AuthService/SendOtp", { phoneNumber: phone });
       expect(http.status).to.equal(429);
       expect(Number(http.headers.get("retry-after"))).to.be.greaterThan(0);
+      await running.app!.settled();
       const audited = await db.query("select count(*)::int as n from audit_event where event = 'rate_limit.hit'");
       expect(audited.rows[0].n).to.be.greaterThan(0);
     });

@@ -292,6 +292,7 @@ describe("Captcha", () => {
     });
 
     it("audits each kind of refusal as captcha.refused, without the token", async () => {
+      await running.app!.settled();
       const { rows } = await db.query("select detail from audit_event where event = 'captcha.refused' order by event_time");
       const seen = new Set(rows.map((row) => `${row.detail.method} ${row.detail.cause}`));
       expect([...seen]).to.include.members([
