@@ -49,7 +49,11 @@ class Wire {
 
   /** Until the call gives up, as a real fetch does when its signal aborts. */
   private neverAnswered(init: RequestInit | undefined): Promise<Response> {
-    return new Promise<Response>((_, reject) => init?.signal?.addEventListener("abort", () => reject(init.signal!.reason)));
+    return new Promise<Response>((_, reject) => {
+      // A lost answer's real request may itself outlast the call's deadline.
+      if (init?.signal?.aborted) reject(init.signal.reason);
+      init?.signal?.addEventListener("abort", () => reject(init.signal!.reason));
+    });
   }
 
   count(method: string): number {
@@ -159,7 +163,7 @@ describe("portcullis/client sessions, against the gateway", () => {
   async function refusedByServer(accessToken: string) {
     const auth = grpcClient(AuthService, running.grpcPort!);
     try {
-      for (const deadline = Date.now() + 2000; (await auth.call("getProfile", {}, bearer(accessToken))).error === undefined; await sleep(10)) {
+      for (const deadline = Date.now() + 5000; (await auth.call("getProfile", {}, bearer(accessToken))).error === undefined; await sleep(10)) {
         if (Date.now() > deadline) throw new Error("the token is still accepted");
       }
     } finally {
@@ -172,7 +176,7 @@ describe("portcullis/client sessions, against the gateway", () => {
     const stored = await storedIn(storage);
     // On the client's clock: the server's times moved alike, here (one clock) by no more than iat's rounding and the answer's way.
     const shift = stored.accessTokenExpireTime - ms(verified.tokens!.accessTokenExpireTime);
-    expect(Math.abs(shift)).to.be.below(2000);
+    expect(Math.abs(shift)).to.be.below(5000);
     expect(stored).to.deep.equal({
       accessToken: verified.tokens!.accessToken,
       accessTokenExpireTime: ms(verified.tokens!.accessTokenExpireTime) + shift,
@@ -403,7 +407,8 @@ describe("portcullis/client sessions, against the gateway", () => {
       title: "gives up on a refresh that gets no answer after refreshTimeoutMs, keeping the pair, and rejects the call",
       wire: "hung",
       code: Code.DeadlineExceeded,
-      options: { refreshTimeoutMs: 200 },
+      // Long enough for the real refresh after it on a loaded machine: this suite's server allows no retry.
+      options: { refreshTimeoutMs: 1500 },
     },
   ] as const;
   for (const failure of unanswered) {
@@ -430,7 +435,7 @@ describe("portcullis/client sessions, against the gateway", () => {
   it("asks again at once when a refresh's answer is lost, and keeps the session: within its reuse interval the server gives the same successor", async () => {
     const graceful = await startPlatform({ ...(await sharedStores()), SMS_PROVIDER: "webhook", SMS_WEBHOOK_URL: smsUrl, RATE_LIMITS: rateLimits });
     try {
-      const { client, wire, ended, storage } = await signedIn({ baseUrl: `http://127.0.0.1:${graceful.httpPort}`, refreshTimeoutMs: 300 });
+      const { client, wire, ended, storage } = await signedIn({ baseUrl: `http://127.0.0.1:${graceful.httpPort}`, refreshTimeoutMs: 1500 });
       await markExpired(storage);
       wire.lost.add("RefreshToken");
 

@@ -90,7 +90,8 @@ describe("Revocation feed: heartbeats and silence", () => {
 
   it("refuses user calls once nothing has been heard past the timeout, and catches up on what it missed when heartbeats resume", async () => {
     const portcullis = await publisher();
-    const guard = await listener();
+    // Beats every 100 ms, but a pause of the loaded test process must not pass for silence.
+    const guard = await listener({ silenceTimeoutMs: 2000 });
     await nextBeat();
     expect(refusal(guard), "live while Portcullis beats").to.equal(undefined);
 
