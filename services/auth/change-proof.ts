@@ -25,9 +25,9 @@ export class ChangeProofs {
 
   /**
    * The account as it stands, or throws unless proved; `event` names the
-   * change in the audit row of a refusal. `verifiedEmail`: refuse an account whose email address is not
-   * confirmed (for a new address or number, which would outlive the owner's
-   * password reset and sign in on its own).
+   * change in the audit row of a refusal. `verifiedEmail`: refuse an account
+   * whose email address is not confirmed (for a new address or number, which
+   * would outlive the owner's password reset and sign in on its own).
    */
   async prove(principal: Principal, currentPassword: string, event: string, origin: CallOrigin, { verifiedEmail }: { verifiedEmail: boolean }): Promise<UserRow> {
     const who = { userId: principal.subject, sessionId: principal.sessionId };
