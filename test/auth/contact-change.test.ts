@@ -1,16 +1,12 @@
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
-import pg from "pg";
-import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
-import { connectCall, fieldsOf, grpcClient, reasonOf } from "../support/clients.js";
+import { connectCall, fieldsOf, reasonOf, type GrpcClient } from "../support/clients.js";
 import { MailInbox } from "../support/mail-inbox.js";
-import { sharedStores, startPlatform } from "../support/platform.js";
-import { expectNoSecretLeaked } from "../support/secrets.js";
 import { bearer, newPhone, registerVerified, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
-import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 const device = { deviceId: "browser-1", deviceType: DeviceType.WEB, deviceName: "Browser" };
 const password = "a passphrase for changes";
@@ -20,50 +16,29 @@ const newAddress = (name = "ana") => `${name}.${addresses++}@example.com`;
 describe("Changing the email address and phone number", () => {
   const mail = new MailInbox();
   const sms = new SmsInbox();
-  const logLines: string[] = [];
   const secrets: string[] = [password];
-  let running: Running;
-  let auth: ReturnType<typeof grpcClient<typeof AuthService>>;
-  let db: pg.Client;
-
-  before(async () => {
-    const stores = await sharedStores();
-    running = await startPlatform(
-      {
-        ...stores,
-        ...(await mail.env()),
-        ...(await sms.env()),
-        RATE_LIMITS: [
-          "register_ip=1000/3600", "verify_email_ip=1000/3600", "login_ip=1000/900", "login_email=1000/900",
-          "otp_send_ip=1000/3600", "otp_verify_ip=1000/3600", "change_email_user=1000/3600", "change_phone_user=1000/3600",
-        ].join(","),
-      },
-      logLines,
-    );
-    auth = grpcClient(AuthService, running.grpcPort!);
-    db = new pg.Client({ connectionString: stores.DATABASE_URL });
-    await db.connect();
+  const platform = platformForSuite({
+    inboxes: [mail, sms],
+    secrets,
+    env: {
+      RATE_LIMITS: [
+        "register_ip=1000/3600", "verify_email_ip=1000/3600", "login_ip=1000/900", "login_email=1000/900",
+        "otp_send_ip=1000/3600", "otp_verify_ip=1000/3600", "change_email_user=1000/3600", "change_phone_user=1000/3600",
+      ].join(","),
+    },
   });
-
-  after(async () => {
-    await expectNoSecretLeaked(db, logLines, secrets);
-    await db.end();
-    auth.close();
-    await running.stop();
-    await mail.stop();
-    await sms.stop();
-    await dropTestDatabases();
-  });
+  let auth: GrpcClient<typeof AuthService>;
+  before(() => (auth = platform.client(AuthService)));
 
   /** An email account, confirmed and signed in; its access token. */
   async function emailAccount(email = newAddress()) {
-    const login = await registerVerified(running.grpcPort!, mail, email, password);
+    const login = await registerVerified(platform.running.grpcPort!, mail, email, password);
     secrets.push(login!.tokens!.accessToken, login!.tokens!.refreshToken);
     return { email, userId: login!.user!.userId, token: login!.tokens!.accessToken };
   }
 
   async function phoneAccount(phone = newPhone()) {
-    const signedIn = await signInByPhone(running.grpcPort!, sms, phone);
+    const signedIn = await signInByPhone(platform.running.grpcPort!, sms, phone);
     secrets.push(signedIn!.tokens!.accessToken, signedIn!.tokens!.refreshToken);
     return { phone, userId: signedIn!.user!.userId, token: signedIn!.tokens!.accessToken };
   }
@@ -75,7 +50,7 @@ describe("Changing the email address and phone number", () => {
     return code;
   };
   const openVerifications = async (userId: string) =>
-    (await db.query("select count(*)::int as n from contact_verification where user_id = $1 and close_time is null", [userId])).rows[0].n;
+    (await platform.db.query("select count(*)::int as n from contact_verification where user_id = $1 and close_time is null", [userId])).rows[0].n;
 
   describe("ChangeEmail", () => {
     it("needs the current password, tells the old address, and moves sign-in to the new one only once it is confirmed", async () => {
@@ -85,7 +60,7 @@ describe("Changing the email address and phone number", () => {
       const wrong = await auth.call("changeEmail", { newEmail: next, currentPassword: "not the passphrase" }, bearer(token));
       expect(wrong.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
       expect(fieldsOf(wrong.error!)).to.deep.equal(["current_password"]);
-      const failures = await db.query("select failed_logins from app_user where id = $1", [userId]);
+      const failures = await platform.db.query("select failed_logins from app_user where id = $1", [userId]);
       expect(failures.rows, "counted toward the lockout").to.deep.equal([{ failed_logins: 1 }]);
       expect(mail.countFor(next), "nothing mailed").to.equal(0);
 
@@ -107,7 +82,7 @@ describe("Changing the email address and phone number", () => {
       expect(signedIn.response?.user).to.deep.include({ userId, email: next, emailVerified: true });
       secrets.push(signedIn.response!.tokens!.accessToken, signedIn.response!.tokens!.refreshToken);
 
-      const { rows } = await db.query("select event, outcome from audit_event where user_id = $1 and event like 'email.%' order by id", [userId]);
+      const { rows } = await platform.db.query("select event, outcome from audit_event where user_id = $1 and event like 'email.%' order by id", [userId]);
       expect(rows).to.deep.equal([
         { event: "email.verify", outcome: "success" },
         { event: "email.change_requested", outcome: "success" },
@@ -121,21 +96,21 @@ describe("Changing the email address and phone number", () => {
       expect((await auth.call("changeEmail", { newEmail: next, currentPassword: password }, bearer(token))).error).to.equal(undefined);
       const intruderCode = codeFor(mail, next);
       expect((await auth.call("requestPasswordReset", { email })).error).to.equal(undefined);
-      await running.app!.settled();
+      await platform.running.app!.settled();
       const reset = await auth.call("resetPassword", { email, code: codeFor(mail, email), newPassword: "the owner's new passphrase" });
       expect(reset.error).to.equal(undefined);
 
       const late = await auth.call("verifyEmail", { email: next, code: intruderCode });
       expect(late.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
       expect((await login(email)).error?.code, "the address stays the owner's").to.equal(grpc.status.UNAUTHENTICATED);
-      const { rows } = await db.query("select email from app_user where email = $1", [email]);
+      const { rows } = await platform.db.query("select email from app_user where email = $1", [email]);
       expect(rows).to.have.length(1);
     });
 
     it("refuses to add an address or number to an account whose own address is not confirmed", async () => {
       const { userId, token } = await emailAccount();
       // As EMAIL_VERIFICATION=optional leaves an account whose registrant may not own the address.
-      await db.query("update app_user set email_verify_time = null where id = $1", [userId]);
+      await platform.db.query("update app_user set email_verify_time = null where id = $1", [userId]);
       const phone = await auth.call("changePhoneNumber", { phoneNumber: newPhone(), currentPassword: password }, bearer(token));
       const address = await auth.call("changeEmail", { newEmail: newAddress(), currentPassword: password }, bearer(token));
       for (const { error } of [phone, address]) {
@@ -148,7 +123,7 @@ describe("Changing the email address and phone number", () => {
       const { email, token } = await emailAccount();
       const next = newAddress("moved");
       expect((await auth.call("requestPasswordReset", { email })).error).to.equal(undefined);
-      await running.app!.settled();
+      await platform.running.app!.settled();
       const resetCode = codeFor(mail, email);
       expect((await auth.call("changeEmail", { newEmail: next, currentPassword: password }, bearer(token))).error).to.equal(undefined);
       expect((await auth.call("verifyEmail", { email: next, code: codeFor(mail, next) })).error).to.equal(undefined);
@@ -207,7 +182,7 @@ describe("Changing the email address and phone number", () => {
       }
       expect(await openVerifications(userId)).to.equal(1);
       expect((await auth.call("verifyEmail", { email: first, code })).response?.email, "the first change's code works again").to.equal(first);
-      const { rows } = await db.query("select outcome, detail->>'reason' as reason from audit_event where user_id = $1 and event = 'email.change_requested' order by id", [userId]);
+      const { rows } = await platform.db.query("select outcome, detail->>'reason' as reason from audit_event where user_id = $1 and event = 'email.change_requested' order by id", [userId]);
       expect(rows).to.deep.equal([
         { outcome: "success", reason: null },
         { outcome: "success", reason: null },
@@ -222,12 +197,12 @@ describe("Changing the email address and phone number", () => {
       const changing = auth.call("changeEmail", { newEmail: next, currentPassword: password }, bearer(token));
       try {
         await held.arrived;
-        await db.query("begin");
+        await platform.db.query("begin");
         // NOWAIT: a row still locked by ChangeEmail's transaction would fail this at once.
-        expect((await db.query("select id from app_user where id = $1 for update nowait", [userId])).rows).to.have.length(1);
+        expect((await platform.db.query("select id from app_user where id = $1 for update nowait", [userId])).rows).to.have.length(1);
         expect(await openVerifications(userId), "the code is committed").to.equal(1);
       } finally {
-        await db.query("rollback");
+        await platform.db.query("rollback");
         held.release();
       }
       expect((await changing).error).to.equal(undefined);
@@ -243,14 +218,14 @@ describe("Changing the email address and phone number", () => {
       const profile = await auth.call("getProfile", {}, bearer(token));
       expect(profile.response?.user).to.deep.include({ email: added, emailVerified: true });
 
-      await db.query("update session set create_time = now() - interval '11 minutes' where user_id = $1", [userId]);
+      await platform.db.query("update session set create_time = now() - interval '11 minutes' where user_id = $1", [userId]);
       const stale = await auth.call("changeEmail", { newEmail: newAddress("later") }, bearer(token));
       expect(stale.error?.code).to.equal(grpc.status.FAILED_PRECONDITION);
       expect(reasonOf(stale.error!)).to.equal("FRESH_SIGN_IN_REQUIRED");
     });
 
     it("works through the gateway with Connect JSON", async () => {
-      const port = running.httpPort!;
+      const port = platform.running.httpPort!;
       const { token } = await emailAccount();
       const next = newAddress("web");
       const started = await connectCall(port, "/portcullis.v1.AuthService/ChangeEmail", { newEmail: next, currentPassword: password }, bearer(token));
@@ -285,7 +260,7 @@ describe("Changing the email address and phone number", () => {
       expect((await auth.call("verifyPhoneNumber", { code }, bearer(token))).error?.code, "used").to.equal(grpc.status.INVALID_ARGUMENT);
 
       expect((await phoneAccount(phone)).userId, "the same account").to.equal(userId);
-      const { rows } = await db.query("select detail->>'phone' as phone from audit_event where user_id = $1 and event = 'phone.change' and outcome = 'success'", [
+      const { rows } = await platform.db.query("select detail->>'phone' as phone from audit_event where user_id = $1 and event = 'phone.change' and outcome = 'success'", [
         userId,
       ]);
       expect(rows).to.deep.equal([{ phone: `${phone.slice(0, 3)}${"*".repeat(phone.length - 5)}${phone.slice(-2)}` }]);
@@ -320,7 +295,7 @@ describe("Changing the email address and phone number", () => {
     });
 
     it("changes a phone account's number on a fresh sign-in, through the gateway", async () => {
-      const port = running.httpPort!;
+      const port = platform.running.httpPort!;
       const { userId, token } = await phoneAccount();
       const next = newPhone();
       const started = await connectCall(port, "/portcullis.v1.AuthService/ChangePhoneNumber", { phoneNumber: next }, bearer(token));

@@ -4,6 +4,8 @@ import * as grpc from "@grpc/grpc-js";
 import { StatusSchema } from "../../gen/google/rpc/status_pb.js";
 import { BadRequestSchema, ErrorInfoSchema, file_google_rpc_error_details } from "../../gen/google/rpc/error_details_pb.js";
 
+export type GrpcClient<S extends DescService> = ReturnType<typeof grpcClient<S>>;
+
 export type GrpcResult<T> = { response: T; error?: undefined } | { response?: undefined; error: grpc.ServiceError };
 
 /**
