@@ -7,7 +7,6 @@ import { getOption } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { expect } from "chai";
-import pg from "pg";
 import { knownPermissions } from "../../services/admin/permissions.js";
 import type { Running } from "../../services/app/servers.js";
 import type { UnaryHandler } from "../../services/guard/guard.js";
@@ -26,11 +25,11 @@ import { connectCall, detailOf, fieldsOf, grpcClient, grpcErrorDetails } from ".
 import { serveBehindGuard } from "../support/guarded-service.js";
 import { MailInbox } from "../support/mail-inbox.js";
 import { freePort } from "../support/redis-servers.js";
-import { runAdmin, sharedStores, startPlatform, type SharedStores } from "../support/platform.js";
+import { runAdmin, startPlatform } from "../support/platform.js";
 import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
-import { dropTestDatabases } from "../support/stores.js";
 import { claimsOf } from "../support/service-accounts.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 const password = "a passphrase for operators";
 const wrongPassword = "not the passphrase at all";
@@ -46,15 +45,27 @@ const device = (name = "Laptop") => ({ deviceId: `${name}-${randomUUID()}`, devi
 describe("AdminService", () => {
   const sms = new SmsInbox();
   const mail = new MailInbox();
-  let stores: SharedStores;
-  let env: Record<string, string>;
   let a: Running;
   let b: Running;
-  let db: pg.Client;
   let operatorId: string;
   let operatorToken: string;
   let operatorPhone: string;
   const clients: { close(): void }[] = [];
+  // Registered before the platform's own after hook, so it runs first, while the instances are up.
+  after(() => clients.forEach((client) => client.close()));
+  const platform = platformForSuite({
+    inboxes: [sms, mail],
+    instances: 2,
+    env: {
+      EMAIL_VERIFICATION: "optional",
+      TRUSTED_PROXIES: "127.0.0.1",
+      PASSWORD_LOCKOUT_THRESHOLD: "3",
+      PASSWORD_LOCKOUT_ACCOUNT_THRESHOLD: "4",
+      RATE_LIMITS:
+        "otp_send_ip=1000/3600,otp_send_phone=100/3600,otp_send_global=1000/60,otp_verify_ip=1000/3600,register_ip=1000/3600," +
+        "login_ip=1000/900,login_email=1000/900,refresh_ip=1000/60,refresh_user=1000/60",
+    },
+  });
 
   const adminOn = (running: Running) => {
     const client = grpcClient(AdminService, running.grpcPort!);
@@ -88,7 +99,7 @@ describe("AdminService", () => {
 
   /** The audit rows an actor left, oldest first. */
   async function auditedBy(actor: string, userId: string) {
-    const { rows } = await db.query("select event, outcome, detail from audit_event where detail->>'actor' = $1 and user_id = $2 order by id", [
+    const { rows } = await platform.db.query("select event, outcome, detail from audit_event where detail->>'actor' = $1 and user_id = $2 order by id", [
       actor,
       userId,
     ]);
@@ -96,40 +107,16 @@ describe("AdminService", () => {
   }
 
   before(async () => {
-    stores = await sharedStores();
-    env = {
-      ...stores,
-      ...(await sms.env()),
-      ...(await mail.env()),
-      EMAIL_VERIFICATION: "optional",
-      TRUSTED_PROXIES: "127.0.0.1",
-      PASSWORD_LOCKOUT_THRESHOLD: "3",
-      PASSWORD_LOCKOUT_ACCOUNT_THRESHOLD: "4",
-      RATE_LIMITS:
-        "otp_send_ip=1000/3600,otp_send_phone=100/3600,otp_send_global=1000/60,otp_verify_ip=1000/3600,register_ip=1000/3600," +
-        "login_ip=1000/900,login_email=1000/900,refresh_ip=1000/60,refresh_user=1000/60",
-    };
-    [a, b] = [await startPlatform(env), await startPlatform(env)];
-    db = new pg.Client({ connectionString: stores.DATABASE_URL });
-    await db.connect();
+    [a, b] = platform.instances as [Running, Running];
 
     operatorPhone = newPhone();
     await signInByPhone(a.grpcPort!, sms, operatorPhone, "Operator");
-    expect((await runAdmin(stores, "grant", operatorPhone, "user.admin")).stdout).to.match(/granted user\.admin/);
-    expect((await runAdmin(stores, "grant", operatorPhone, "audit.read")).stdout).to.match(/granted audit\.read/);
+    expect((await runAdmin(platform.stores, "grant", operatorPhone, "user.admin")).stdout).to.match(/granted user\.admin/);
+    expect((await runAdmin(platform.stores, "grant", operatorPhone, "audit.read")).stdout).to.match(/granted audit\.read/);
     const operator = (await signInByPhone(a.grpcPort!, sms, operatorPhone, "Operator"))!;
     operatorId = operator.user!.userId;
     operatorToken = operator.tokens!.accessToken;
     expect(claimsOf(operatorToken).perm).to.deep.equal(["user.admin", "audit.read"]);
-  });
-  after(async () => {
-    clients.forEach((client) => client.close());
-    await db.end();
-    await a.stop();
-    await b.stop();
-    await sms.stop();
-    await mail.stop();
-    await dropTestDatabases();
   });
 
   describe("who may call it", () => {
@@ -140,7 +127,7 @@ describe("AdminService", () => {
       expect(detailOf(grpcErrorDetails(refused.error!), ErrorInfoSchema)).to.deep.include({ reason: "PERMISSION_REQUIRED", metadata: { permissions: "user.admin" } });
       const viaGateway = await connectCall(b.httpPort!, "/portcullis.v1.AdminService/DisableUser", { userId: operatorId, reason: "takeover" }, bearer(user.tokens!.accessToken));
       expect(viaGateway.status).to.equal(403);
-      expect((await db.query("select disable_time from app_user where id = $1", [operatorId])).rows[0].disable_time).to.equal(null);
+      expect((await platform.db.query("select disable_time from app_user where id = $1", [operatorId])).rows[0].disable_time).to.equal(null);
     });
 
     it("gives a permission at the grantee's next refresh; user.admin alone does not read the audit log; an operator may give up their own permission", async () => {
@@ -242,7 +229,7 @@ describe("AdminService", () => {
       const admin = adminOn(a);
       await admin.call("disableUser", { userId: disabled.userId, reason: "test" }, asOperator(operatorToken));
       for (let i = 0; i < 3; i++) await login(`st${tag}.1@example.com`, wrongPassword, "198.51.100.7");
-      await db.query("update app_user set kyc_level = 2 where id = $1", [verified.userId]);
+      await platform.db.query("update app_user set kyc_level = 2 where id = $1", [verified.userId]);
 
       const ids = async (filter: Record<string, unknown>) => {
         const listed = await admin.call("listUsers", { emailPrefix: `st${tag}`, ...filter }, asOperator(operatorToken));
@@ -399,7 +386,7 @@ describe("AdminService", () => {
       expect(viaGateway.status).to.equal(403);
 
       // An instance started after the change learns of it from Postgres.
-      const c = await startPlatform(env);
+      const c = await startPlatform(platform.env);
       try {
         const onNew = grpcClient(KycService, c.grpcPort!);
         expect((await onNew.call("listKycSubmissions", {}, bearer(reviewerToken))).error?.code).to.equal(grpc.status.PERMISSION_DENIED);
@@ -420,7 +407,7 @@ describe("AdminService", () => {
     it("reaches a service behind the Portcullis guard through Redis at its next call", async () => {
       const listed: UnaryHandler = async () => ({});
       // Its callers here hold tokens for Portcullis itself.
-      const guarded = await serveBehindGuard(a, stores, new Map([[KycService.method.listKycSubmissions, listed]]), { name: "kyc-desk", audiences: ["portcullis"] });
+      const guarded = await serveBehindGuard(a, platform.stores, new Map([[KycService.method.listKycSubmissions, listed]]), { name: "kyc-desk", audiences: ["portcullis"] });
       const downstream = grpcClient(KycService, guarded.port);
       try {
         const user = (await signInByPhone(a.grpcPort!, sms, newPhone(), "Reviewer"))!;
@@ -447,7 +434,7 @@ describe("AdminService", () => {
       await admin.call("unlockUser", { userId }, asOperator(operatorToken));
       await admin.call("disableUser", { userId, reason: "audit trail" }, asOperator(operatorToken));
       await admin.call("enableUser", { userId }, asOperator(operatorToken));
-      const { rows } = await db.query("select id::text, event_time from audit_event where user_id = $1 order by event_time desc, id desc", [userId]);
+      const { rows } = await platform.db.query("select id::text, event_time from audit_event where user_id = $1 order by event_time desc, id desc", [userId]);
 
       const paged: string[] = [];
       let pageToken = "";
@@ -468,7 +455,7 @@ describe("AdminService", () => {
       expect(disable.details).to.deep.equal({ actor: operatorId, reason: "audit trail", revoked_sessions: "1" });
       const [startTime, endTime] = [unlocks[0]!.time!, disable.time!];
       const ranged = (await admin.call("listAuditEvents", { userId, startTime, endTime }, asOperator(operatorToken))).response!.events;
-      const expected = await db.query(
+      const expected = await platform.db.query(
         "select id::text from audit_event where user_id = $1 and event_time >= $2 and event_time < $3 order by event_time desc, id desc",
         [userId, timestampDate(startTime), timestampDate(endTime)],
       );
@@ -487,7 +474,7 @@ describe("AdminService", () => {
       expect(viaGateway.status).to.equal(200);
       expect(viaGateway.json.events.length).to.be.within(1, 5);
       expect(viaGateway.json.events.every((event: { details: { actor?: string } }) => event.details.actor)).to.equal(true);
-      const reads = await db.query("select detail from audit_event where event = 'admin.read' and detail->>'call' = 'list_audit_events' order by id desc limit 1");
+      const reads = await platform.db.query("select detail from audit_event where event = 'admin.read' and detail->>'call' = 'list_audit_events' order by id desc limit 1");
       expect(reads.rows[0].detail).to.deep.equal({ actor: operatorId, call: "list_audit_events", filter: "event,start_time" });
 
       const admin = adminOn(a);
@@ -506,12 +493,12 @@ describe("AdminService", () => {
       const admin = adminOn(a);
       await admin.call("listUsers", { emailPrefix: `secret.${tag}`, status: UserStatus.ACTIVE }, asOperator(operatorToken));
       await admin.call("getUser", { userId: operatorId }, asOperator(operatorToken));
-      const { rows } = await db.query("select user_id, detail from audit_event where event = 'admin.read' order by id desc limit 2");
+      const { rows } = await platform.db.query("select user_id, detail from audit_event where event = 'admin.read' order by id desc limit 2");
       expect(rows.reverse()).to.deep.equal([
         { user_id: null, detail: { actor: operatorId, call: "list_users", filter: "email_prefix,status" } },
         { user_id: operatorId, detail: { actor: operatorId, call: "get_user" } },
       ]);
-      const leaked = await db.query("select count(*)::int as n from audit_event where detail::text like $1", [`%${tag}%`]);
+      const leaked = await platform.db.query("select count(*)::int as n from audit_event where detail::text like $1", [`%${tag}%`]);
       expect(leaked.rows[0].n).to.equal(0);
     });
   });
@@ -529,7 +516,7 @@ describe("AdminService", () => {
       const { SMS_PROVIDER, EMAIL_PROVIDER, SMS_WEBHOOK_URL, EMAIL_WEBHOOK_URL, ...rest } = process.env;
       try {
         const { stdout, stderr } = await promisify(execFile)("node_modules/.bin/tsx", ["services/admin/cli.ts", ...args], {
-          env: { ...rest, ...stores, LOG_LEVEL: "silent", ...overrides },
+          env: { ...rest, ...platform.stores, LOG_LEVEL: "silent", ...overrides },
         });
         return { code: 0, stdout, stderr };
       } catch (error) {

@@ -2,7 +2,7 @@ import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
-import { connectCall, fieldsOf, reasonOf, type GrpcClient } from "../support/clients.js";
+import { connectCall, fieldsOf, reasonOf } from "../support/clients.js";
 import { MailInbox } from "../support/mail-inbox.js";
 import { bearer, newPhone, registerVerified, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
@@ -27,8 +27,7 @@ describe("Changing the email address and phone number", () => {
       ].join(","),
     },
   });
-  let auth: GrpcClient<typeof AuthService>;
-  before(() => (auth = platform.client(AuthService)));
+  const auth = platform.client(AuthService);
 
   /** An email account, confirmed and signed in; its access token. */
   async function emailAccount(email = newAddress()) {

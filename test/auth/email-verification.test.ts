@@ -1,17 +1,13 @@
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
-import pg from "pg";
-import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { connectCall, detailOf, fieldsOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
+import { connectCall, detailOf, fieldsOf, grpcErrorDetails } from "../support/clients.js";
 import { MailInbox } from "../support/mail-inbox.js";
-import { sharedStores, startPlatform } from "../support/platform.js";
-import { expectNoSecretLeaked } from "../support/secrets.js";
 import { bearer } from "../support/sign-in.js";
-import { dropTestDatabases } from "../support/stores.js";
 import { claimsOf } from "../support/service-accounts.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 const device = { deviceId: "browser-1", deviceType: DeviceType.WEB, deviceName: "Browser" };
 const password = "a passphrase to verify";
@@ -27,28 +23,9 @@ const answerOf = (error: grpc.ServiceError | undefined) => error && { code: erro
 
 describe("Email verification", () => {
   const inbox = new MailInbox();
-  const logLines: string[] = [];
   const secrets: string[] = [password];
-  let running: Running;
-  let auth: ReturnType<typeof grpcClient<typeof AuthService>>;
-  let db: pg.Client;
-
-  before(async () => {
-    const stores = await sharedStores();
-    running = await startPlatform({ ...stores, ...(await inbox.env()), ACCOUNT_CODE_MAX_ATTEMPTS: "3", RATE_LIMITS: generous }, logLines);
-    auth = grpcClient(AuthService, running.grpcPort!);
-    db = new pg.Client({ connectionString: stores.DATABASE_URL });
-    await db.connect();
-  });
-
-  after(async () => {
-    await expectNoSecretLeaked(db, logLines, secrets);
-    await db.end();
-    auth.close();
-    await running.stop();
-    await inbox.stop();
-    await dropTestDatabases();
-  });
+  const platform = platformForSuite({ inboxes: [inbox], secrets, env: { ACCOUNT_CODE_MAX_ATTEMPTS: "3", RATE_LIMITS: generous } });
+  const auth = platform.client(AuthService);
 
   const register = (email: string, pass = password) => auth.call("register", { email, password: pass, device });
   const login = (email: string, pass = password) => auth.call("login", { email, password: pass, device });
@@ -63,7 +40,7 @@ describe("Email verification", () => {
     secrets.push(token);
     return token;
   };
-  const accountsWith = async (email: string) => (await db.query("select count(*)::int as n from app_user where email = $1", [email])).rows[0].n;
+  const accountsWith = async (email: string) => (await platform.db.query("select count(*)::int as n from app_user where email = $1", [email])).rows[0].n;
 
   describe("Register", () => {
     it("answers a new and a taken address alike, never with tokens, and mails the taken one's owner a notice instead of a code", async () => {
@@ -86,7 +63,7 @@ describe("Email verification", () => {
       ]);
       expect(inbox.latest(email).text, "the notice carries no code").not.to.match(/\b\d{6}\b/);
       expect(await accountsWith(email)).to.equal(1);
-      const { rows } = await db.query(
+      const { rows } = await platform.db.query(
         `select a.outcome, a.detail->>'reason' as reason from audit_event a join app_user u on u.id = a.user_id
          where u.email = $1 and a.event = 'register' order by a.id`,
         [email],
@@ -124,12 +101,12 @@ describe("Email verification", () => {
       const registering = register(email);
       try {
         await held.arrived;
-        await db.query("begin");
+        await platform.db.query("begin");
         // NOWAIT: a row still locked by Register's transaction would fail this at once.
-        const { rows } = await db.query("select id from app_user where email = $1 for update nowait", [email]);
+        const { rows } = await platform.db.query("select id from app_user where email = $1 for update nowait", [email]);
         expect(rows, "committed, and not locked").to.have.length(1);
       } finally {
-        await db.query("rollback");
+        await platform.db.query("rollback");
         held.release();
       }
       expect((await registering).error).to.equal(undefined);
@@ -143,7 +120,7 @@ describe("Email verification", () => {
         const refused = await register(email);
         expect(refused.error?.code).to.equal(grpc.status.UNAVAILABLE);
         expect(await accountsWith(email), "no account left behind").to.equal(0);
-        const { rows } = await db.query("select count(*)::int as n from contact_verification where address = $1", [email]);
+        const { rows } = await platform.db.query("select count(*)::int as n from contact_verification where address = $1", [email]);
         expect(rows[0].n, "nor a code").to.equal(0);
       } finally {
         inbox.failing = false;
@@ -170,7 +147,7 @@ describe("Email verification", () => {
       const again = await auth.call("verifyEmail", { email, code });
       expect(again.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
       expect(fieldsOf(again.error!)).to.deep.equal(["code"]);
-      const { rows } = await db.query("select email_verify_time is not null as verified from app_user where email = $1", [email]);
+      const { rows } = await platform.db.query("select email_verify_time is not null as verified from app_user where email = $1", [email]);
       expect(rows).to.deep.equal([{ verified: true }]);
     });
 
@@ -193,12 +170,12 @@ describe("Email verification", () => {
       const code = codeFor(email);
       const token = tokenFor(email);
       const wrong = code === "000000" ? "111111" : "000000";
-      const lastRow = (await db.query("select coalesce(max(id), 0) as id from audit_event")).rows[0].id;
+      const lastRow = (await platform.db.query("select coalesce(max(id), 0) as id from audit_event")).rows[0].id;
       for (let i = 0; i < 3; i++) expect((await auth.call("verifyEmail", { email, code: wrong })).error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
       expect((await auth.call("verifyEmail", { email, code })).error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
       expect((await auth.call("verifyEmail", { token })).error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
       // Whoever typed them is not the account's owner's to see: the rows name no account, and the address only masked.
-      const { rows } = await db.query(
+      const { rows } = await platform.db.query(
         `select user_id, detail->>'email' as email, detail->>'attempt' as attempt, detail->>'closed' as closed from audit_event
          where id > $1 and event = 'email.verify' and detail->>'reason' = 'wrong_code' order by id`,
         [lastRow],
@@ -244,7 +221,7 @@ describe("Email verification", () => {
       expect(detailOf(grpcErrorDetails(unverified.error!), ErrorInfoSchema)).to.deep.include({ reason: "EMAIL_NOT_VERIFIED", domain: "portcullis.dev" });
       expect(inbox.countFor(email), "the mail sent at registration is recent: none resent").to.equal(1);
 
-      await db.query("update contact_verification set create_time = now() - interval '2 minutes' where address = $1", [email]);
+      await platform.db.query("update contact_verification set create_time = now() - interval '2 minutes' where address = $1", [email]);
       expect((await login(email)).error?.code).to.equal(grpc.status.FAILED_PRECONDITION);
       expect(inbox.countFor(email), "resent").to.equal(2);
       const resent = codeFor(email);
@@ -263,7 +240,7 @@ describe("Email verification", () => {
       const profile = await auth.call("getProfile", {}, bearer(refreshed.response!.tokens!.accessToken));
       expect(profile.response?.user?.emailVerified).to.equal(true);
 
-      const { rows } = await db.query(
+      const { rows } = await platform.db.query(
         `select a.detail->>'reason' as reason, a.detail->>'resent' as resent from audit_event a join app_user u on u.id = a.user_id
          where u.email = $1 and a.event = 'sign_in' and a.outcome = 'denied' order by a.id`,
         [email],
@@ -280,7 +257,7 @@ describe("Email verification", () => {
       for (let i = 0; i < 2; i++) expect((await login(email, "not the passphrase at all")).error?.code).to.equal(grpc.status.UNAUTHENTICATED);
       const counts = async () =>
         (
-          await db.query(
+          await platform.db.query(
             `select failed_logins, (select count(*)::int from password_failure f where f.user_id = u.id) as sources from app_user u where email = $1`,
             [email],
           )
@@ -294,7 +271,7 @@ describe("Email verification", () => {
     it("still answers EMAIL_NOT_VERIFIED when the resent mail cannot be sent", async () => {
       const email = newAddress();
       await register(email);
-      await db.query("update contact_verification set create_time = now() - interval '2 minutes' where address = $1", [email]);
+      await platform.db.query("update contact_verification set create_time = now() - interval '2 minutes' where address = $1", [email]);
       inbox.failing = true;
       try {
         const refused = await login(email);
@@ -307,7 +284,7 @@ describe("Email verification", () => {
   });
 
   it("goes from Register to a signed-in session through the gateway with Connect JSON, confirming by link", async () => {
-    const port = running.httpPort!;
+    const port = platform.running.httpPort!;
     const email = newAddress("web");
     const webDevice = { deviceId: "web-1", deviceType: "DEVICE_TYPE_WEB" };
     const registered = await connectCall(port, "/portcullis.v1.AuthService/Register", { email, password, device: webDevice });
@@ -332,20 +309,8 @@ describe("Email verification", () => {
 
 describe("Email verification, optional", () => {
   const inbox = new MailInbox();
-  let running: Running;
-  let auth: ReturnType<typeof grpcClient<typeof AuthService>>;
-
-  before(async () => {
-    running = await startPlatform({ ...(await sharedStores()), ...(await inbox.env()), EMAIL_VERIFICATION: "optional", RATE_LIMITS: generous });
-    auth = grpcClient(AuthService, running.grpcPort!);
-  });
-
-  after(async () => {
-    auth.close();
-    await running.stop();
-    await inbox.stop();
-    await dropTestDatabases();
-  });
+  const platform = platformForSuite({ inboxes: [inbox], env: { EMAIL_VERIFICATION: "optional", RATE_LIMITS: generous } });
+  const auth = platform.client(AuthService);
 
   it("signs an unconfirmed address in, its token saying email_verified false, and true once confirmed", async () => {
     const email = newAddress("optional");

@@ -1,15 +1,12 @@
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
-import pg from "pg";
-import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
+import { detailOf, grpcErrorDetails } from "../support/clients.js";
 import { MailInbox } from "../support/mail-inbox.js";
-import { sharedStores, startPlatform } from "../support/platform.js";
 import { registerVerified } from "../support/sign-in.js";
-import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 const device = { deviceId: "device-1", deviceType: DeviceType.IOS, deviceName: "Test phone" };
 const password = "a passphrase for lockouts";
@@ -23,38 +20,22 @@ let accounts = 0;
  */
 describe("Password lockout", () => {
   const mail = new MailInbox();
-  let running: Running;
-  let auth: ReturnType<typeof grpcClient<typeof AuthService>>;
-  let db: pg.Client;
-
-  before(async () => {
-    const stores = await sharedStores();
-    running = await startPlatform({
-      ...stores,
-      ...(await mail.env()),
+  const platform = platformForSuite({
+    inboxes: [mail],
+    env: {
       TRUSTED_PROXIES: "127.0.0.1",
       PASSWORD_LOCKOUT_THRESHOLD: "3",
       // Long enough that no lock runs out while a slow machine hashes the next passwords; tests end locks themselves.
       PASSWORD_LOCKOUT_BASE_SECONDS: "30",
       PASSWORD_LOCKOUT_MAX_SECONDS: "60",
       RATE_LIMITS: "login_ip=1000/900,login_email=1000/900,register_ip=1000/3600",
-    });
-    auth = grpcClient(AuthService, running.grpcPort!);
-    db = new pg.Client({ connectionString: stores.DATABASE_URL });
-    await db.connect();
+    },
   });
-
-  after(async () => {
-    await db.end();
-    auth.close();
-    await running.stop();
-    await mail.stop();
-    await dropTestDatabases();
-  });
+  const auth = platform.client(AuthService);
 
   async function register(): Promise<{ email: string; userId: string }> {
     const email = `lockout.${accounts++}@example.com`;
-    const signedIn = await registerVerified(running.grpcPort!, mail, email, password, { headers: { "x-forwarded-for": "192.0.2.1" } });
+    const signedIn = await registerVerified(platform.running.grpcPort!, mail, email, password, { headers: { "x-forwarded-for": "192.0.2.1" } });
     return { email, userId: signedIn!.user!.userId };
   }
 
@@ -62,7 +43,7 @@ describe("Password lockout", () => {
 
   /** Seconds left of the longest lock on the account, for any source or all of them; 0 when none. */
   async function longestLockSeconds(userId: string): Promise<number> {
-    const { rows } = await db.query(
+    const { rows } = await platform.db.query(
       `select coalesce(extract(epoch from max(locked_until) - now()), 0)::float as seconds from (
          select locked_until from app_user where id = $1 union all select locked_until from password_failure where user_id = $1) locks`,
       [userId],
@@ -72,8 +53,8 @@ describe("Password lockout", () => {
 
   /** Ends every lock on the account now, as the passing of time would. */
   async function expireLocks(userId: string): Promise<void> {
-    await db.query("update app_user set locked_until = now() where id = $1", [userId]);
-    await db.query("update password_failure set locked_until = now() where user_id = $1", [userId]);
+    await platform.db.query("update app_user set locked_until = now() where id = $1", [userId]);
+    await platform.db.query("update password_failure set locked_until = now() where user_id = $1", [userId]);
   }
 
   it("never locks for longer than the maximum, however many lockouts came before", async () => {
@@ -86,7 +67,7 @@ describe("Password lockout", () => {
       expect(await longestLockSeconds(userId), `round ${round}`).to.be.within(25, 60);
       await expireLocks(userId);
     }
-    const { rows } = await db.query("select lockouts from password_failure where user_id = $1 and source = '203.0.113.10'", [userId]);
+    const { rows } = await platform.db.query("select lockouts from password_failure where user_id = $1 and source = '203.0.113.10'", [userId]);
     expect(rows).to.deep.equal([{ lockouts: 8 }]);
     expect((await login(email, "203.0.113.10")).error, "the lock ended").to.equal(undefined);
   });
@@ -118,7 +99,7 @@ describe("Password lockout", () => {
     for (let i = 1; i <= 12; i++) await login(email, `198.18.2.${i}`, wrongPassword);
     const refused = await login(email, "198.18.3.1");
     expect(refused.error?.code, "a fresh source is refused too").to.equal(grpc.status.UNAUTHENTICATED);
-    const { rows } = await db.query(
+    const { rows } = await platform.db.query(
       "select detail->>'scope' as scope from audit_event where user_id = $1 and event = 'account.locked'",
       [userId],
     );

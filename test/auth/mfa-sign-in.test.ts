@@ -1,18 +1,14 @@
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
-import pg from "pg";
-import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
 import { MfaService } from "../../gen/portcullis/v1/mfa_service_pb.js";
-import { connectCall, fieldsOf, grpcClient, reasonOf } from "../support/clients.js";
+import { connectCall, fieldsOf, reasonOf } from "../support/clients.js";
 import { MailInbox } from "../support/mail-inbox.js";
-import { sharedStores, startPlatform } from "../support/platform.js";
-import { expectNoSecretLeaked } from "../support/secrets.js";
 import { claimsOf } from "../support/service-accounts.js";
 import { bearer, newPhone, registerVerified, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
-import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 import { codeOf, enrolTotp, wrongCodeOf } from "../support/totp.js";
 
 const password = "amber lantern quietly 77";
@@ -31,46 +27,22 @@ const newDevice = () => ({ deviceId: `device-${devices++}`, deviceType: DeviceTy
 describe("Sign-in with a second factor", () => {
   const mail = new MailInbox();
   const sms = new SmsInbox();
-  const logLines: string[] = [];
   /** Every secret, code, challenge and token handed out: none may reach a log line or an audit row. */
   const handedOut: string[] = [];
-  let running: Running;
-  let auth: ReturnType<typeof grpcClient<typeof AuthService>>;
-  let mfa: ReturnType<typeof grpcClient<typeof MfaService>>;
-  let db: pg.Client;
-
-  before(async () => {
-    const stores = await sharedStores();
-    running = await startPlatform(
-      {
-        ...stores,
-        ...(await mail.env()),
-        ...(await sms.env()),
-        OTP_RESEND_COOLDOWN_SECONDS: "0",
-        TRUSTED_PROXIES: "127.0.0.1",
-        RATE_LIMITS: [
-          "register_ip=1000/60", "register_email=1000/60", "verify_email_ip=1000/60", "login_ip=1000/60", "login_email=1000/60",
-          "otp_send_ip=1000/60", "otp_send_phone=1000/60", "otp_verify_ip=1000/60", "mfa_user=1000/60", "mfa_verify_ip=1000/60",
-        ].join(","),
-      },
-      logLines,
-    );
-    auth = grpcClient(AuthService, running.grpcPort!);
-    mfa = grpcClient(MfaService, running.grpcPort!);
-    db = new pg.Client({ connectionString: stores.DATABASE_URL });
-    await db.connect();
+  const platform = platformForSuite({
+    inboxes: [mail, sms],
+    secrets: handedOut,
+    env: {
+      OTP_RESEND_COOLDOWN_SECONDS: "0",
+      TRUSTED_PROXIES: "127.0.0.1",
+      RATE_LIMITS: [
+        "register_ip=1000/60", "register_email=1000/60", "verify_email_ip=1000/60", "login_ip=1000/60", "login_email=1000/60",
+        "otp_send_ip=1000/60", "otp_send_phone=1000/60", "otp_verify_ip=1000/60", "mfa_user=1000/60", "mfa_verify_ip=1000/60",
+      ].join(","),
+    },
   });
-
-  after(async () => {
-    await expectNoSecretLeaked(db, logLines, handedOut);
-    await db.end();
-    auth.close();
-    mfa.close();
-    await running.stop();
-    await mail.stop();
-    await sms.stop();
-    await dropTestDatabases();
-  });
+  const auth = platform.client(AuthService);
+  const mfa = platform.client(MfaService);
 
   /** Turns TOTP on for a signed-in user as their app would; the confirmation spends this step's code. */
   async function enrol(accessToken: string) {
@@ -82,7 +54,7 @@ describe("Sign-in with a second factor", () => {
   /** An email account with a confirmed address and TOTP on, signed out again. */
   async function accountWithTotp() {
     const email = `mfa-${accounts++}@example.com`;
-    const first = await registerVerified(running.grpcPort!, mail, email, password);
+    const first = await registerVerified(platform.running.grpcPort!, mail, email, password);
     const factors = await enrol(first!.tokens!.accessToken);
     expect((await auth.call("logout", {}, bearer(first!.tokens!.accessToken))).error).to.equal(undefined);
     return { email, userId: first!.user!.userId, ...factors };
@@ -106,13 +78,13 @@ describe("Sign-in with a second factor", () => {
     );
 
   const mfaEvents = async (userId: string) =>
-    (await db.query<{ event: string; outcome: string; detail: Record<string, unknown> }>(
+    (await platform.db.query<{ event: string; outcome: string; detail: Record<string, unknown> }>(
       "select event, outcome, detail from audit_event where user_id = $1 and (event like 'mfa.%' or event = 'sign_in') order by id",
       [userId],
     )).rows;
 
   const liveSessions = async (userId: string) =>
-    (await db.query<{ device_id: string; aal: number; mfa_time: Date | null }>(
+    (await platform.db.query<{ device_id: string; aal: number; mfa_time: Date | null }>(
       "select device_id, aal, mfa_time from session where user_id = $1 and revoke_time is null order by create_time",
       [userId],
     )).rows;
@@ -160,7 +132,7 @@ describe("Sign-in with a second factor", () => {
   it("works the same through the Connect door, as a browser calls it", async () => {
     const { email, secret } = await accountWithTotp();
 
-    const login = await connectCall(running.httpPort!, "/portcullis.v1.AuthService/Login", { email, password, device: { deviceId: "browser-1", deviceType: "DEVICE_TYPE_WEB", deviceName: "Firefox" } });
+    const login = await connectCall(platform.running.httpPort!, "/portcullis.v1.AuthService/Login", { email, password, device: { deviceId: "browser-1", deviceType: "DEVICE_TYPE_WEB", deviceName: "Firefox" } });
 
     expect(login.status, login.text).to.equal(200);
     expect(login.json).not.to.have.property("tokens");
@@ -168,7 +140,7 @@ describe("Sign-in with a second factor", () => {
     handedOut.push(login.json.mfaChallenge.challengeId);
     const code = codeOf(secret, 1);
     handedOut.push(code);
-    const verified = await connectCall(running.httpPort!, "/portcullis.v1.MfaService/VerifyMfa", { challengeId: login.json.mfaChallenge.challengeId, proof: { totpCode: code } });
+    const verified = await connectCall(platform.running.httpPort!, "/portcullis.v1.MfaService/VerifyMfa", { challengeId: login.json.mfaChallenge.challengeId, proof: { totpCode: code } });
 
     expect(verified.status, verified.text).to.equal(200);
     handedOut.push(verified.json.tokens.accessToken, verified.json.tokens.refreshToken);
@@ -179,7 +151,7 @@ describe("Sign-in with a second factor", () => {
 
   it("answers a phone sign-in with a challenge too, and signs in the device that gave the code", async () => {
     const phone = newPhone();
-    const first = await signInByPhone(running.grpcPort!, sms, phone);
+    const first = await signInByPhone(platform.running.grpcPort!, sms, phone);
     const userId = first!.user!.userId;
     const { secret } = await enrol(first!.tokens!.accessToken);
     const device = { deviceId: `phone-${devices++}`, deviceType: DeviceType.ANDROID, deviceName: "Pixel" };
@@ -232,11 +204,11 @@ describe("Sign-in with a second factor", () => {
     const notices = () => mail.mailsTo(email).filter((m) => m.subject.includes("recovery codes"));
 
     for (const recoveryCode of recoveryCodes.slice(0, 7)) expect((await verify(await challengeFor(email), { recoveryCode })).error).to.equal(undefined);
-    await running.app!.settled();
+    await platform.running.app!.settled();
     expect(notices(), "three left: no notice yet").to.deep.equal([]);
 
     expect((await verify(await challengeFor(email), { recoveryCode: recoveryCodes[7]! })).error).to.equal(undefined);
-    await running.app!.settled();
+    await platform.running.app!.settled();
 
     expect(notices()).to.have.length(1);
     expect(notices()[0]!.text).to.contain("only 2 are left");
@@ -270,7 +242,7 @@ describe("Sign-in with a second factor", () => {
     const codes = answers.map((answer) => answer.error?.code);
     expect(codes.filter((code) => code === grpc.status.INVALID_ARGUMENT)).to.have.length(maxAttempts);
     expect(codes.filter((code) => code === grpc.status.UNAUTHENTICATED)).to.have.length(12 - maxAttempts);
-    const [row] = (await db.query("select attempts, close_time from mfa_challenge where user_id = $1", [userId])).rows;
+    const [row] = (await platform.db.query("select attempts, close_time from mfa_challenge where user_id = $1", [userId])).rows;
     expect(row.attempts).to.equal(maxAttempts);
     expect(row.close_time, "closed by its last attempt").not.to.equal(null);
 
@@ -294,7 +266,7 @@ describe("Sign-in with a second factor", () => {
 
     expect(again.error?.code).to.equal(grpc.status.UNAUTHENTICATED);
     expect(reasonOf(again.error!)).to.equal("MFA_CHALLENGE_INVALID");
-    const unused = (await db.query("select count(*)::int as n from recovery_code where user_id = $1 and use_time is null", [userId])).rows[0].n;
+    const unused = (await platform.db.query("select count(*)::int as n from recovery_code where user_id = $1 and use_time is null", [userId])).rows[0].n;
     expect(unused).to.equal(10);
     expect(await liveSessions(userId)).to.have.length(1);
   });
@@ -302,7 +274,7 @@ describe("Sign-in with a second factor", () => {
   it("refuses an expired challenge, and a challenge id it never gave", async () => {
     const { email, userId, recoveryCodes } = await accountWithTotp();
     const challengeId = await challengeFor(email);
-    await db.query("update mfa_challenge set expire_time = now() - interval '1 second' where user_id = $1", [userId]);
+    await platform.db.query("update mfa_challenge set expire_time = now() - interval '1 second' where user_id = $1", [userId]);
 
     const expired = await verify(challengeId, { recoveryCode: recoveryCodes[0]! });
     const unknown = await verify("A".repeat(43), { recoveryCode: recoveryCodes[0]! });
@@ -335,8 +307,8 @@ describe("Sign-in with a second factor", () => {
 
   it("signs accounts without TOTP in as before: tokens at once, aal 1, and a refresh that says so", async () => {
     const email = `plain-${accounts++}@example.com`;
-    const login = await registerVerified(running.grpcPort!, mail, email, password);
-    const byPhone = await signInByPhone(running.grpcPort!, sms, newPhone());
+    const login = await registerVerified(platform.running.grpcPort!, mail, email, password);
+    const byPhone = await signInByPhone(platform.running.grpcPort!, sms, newPhone());
     handedOut.push(login!.tokens!.accessToken, login!.tokens!.refreshToken, byPhone!.tokens!.accessToken, byPhone!.tokens!.refreshToken);
 
     expect(login!.mfaChallenge).to.equal(undefined);

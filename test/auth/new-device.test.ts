@@ -1,14 +1,11 @@
 import { expect } from "chai";
-import pg from "pg";
-import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
-import { connectCall, grpcClient } from "../support/clients.js";
+import { connectCall } from "../support/clients.js";
 import { MailInbox } from "../support/mail-inbox.js";
-import { sharedStores, startPlatform } from "../support/platform.js";
 import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
-import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 const password = "violet staple orbit 42";
 const noticeSubject = "Portcullis: sign-in from a new device";
@@ -19,42 +16,24 @@ const newDevice = (deviceName: string) => ({ deviceId: `device-${devices++}`, de
 describe("New-device notice", () => {
   const mail = new MailInbox();
   const sms = new SmsInbox();
-  let running: Running;
-  let auth: ReturnType<typeof grpcClient<typeof AuthService>>;
-  let db: pg.Client;
-
-  before(async () => {
-    const stores = await sharedStores();
-    running = await startPlatform({
-      ...stores,
-      ...(await mail.env()),
-      ...(await sms.env()),
+  const platform = platformForSuite({
+    inboxes: [mail, sms],
+    env: {
       EMAIL_VERIFICATION: "optional",
       RATE_LIMITS: ["register_ip=1000/60", "register_email=1000/60", "login_ip=1000/60", "login_email=1000/60"].join(","),
-    });
-    auth = grpcClient(AuthService, running.grpcPort!);
-    db = new pg.Client({ connectionString: stores.DATABASE_URL });
-    await db.connect();
+    },
   });
+  const auth = platform.client(AuthService);
 
   afterEach(() => {
     mail.failing = false;
-  });
-
-  after(async () => {
-    await db.end();
-    auth.close();
-    await running.stop();
-    await mail.stop();
-    await sms.stop();
-    await dropTestDatabases();
   });
 
   /** A password account; its address confirmed unless told otherwise (set in the table, as VerifyEmail would). */
   async function newAccount({ verified = true } = {}) {
     const email = `owner-${accounts++}@example.com`;
     expect((await auth.call("register", { email, password, displayName: "Ana", device: newDevice("Registration") })).error).to.equal(undefined);
-    if (verified) await db.query("update app_user set email_verify_time = now() where email = $1", [email]);
+    if (verified) await platform.db.query("update app_user set email_verify_time = now() where email = $1", [email]);
     return email;
   }
 
@@ -62,26 +41,26 @@ describe("New-device notice", () => {
   async function signIn(email: string, device: ReturnType<typeof newDevice>) {
     const { response, error } = await auth.call("login", { email, password, device });
     expect(error).to.equal(undefined);
-    await running.app!.settled();
+    await platform.running.app!.settled();
     return response!;
   }
 
   const notices = (email: string) => mail.mailsTo(email).filter((m) => m.subject === noticeSubject);
   const noticeAudits = async (userId: string) =>
-    (await db.query("select session_id, ip_address, detail from audit_event where event = 'sign_in.new_device' and user_id = $1", [userId])).rows;
+    (await platform.db.query("select session_id, ip_address, detail from audit_event where event = 'sign_in.new_device' and user_id = $1", [userId])).rows;
 
   it("mails the owner and audits it when the account signs in from a second device", async () => {
     const email = await newAccount();
     await signIn(email, newDevice("Home laptop"));
 
     const laptop = await connectCall(
-      running.httpPort!,
+      platform.running.httpPort!,
       "/portcullis.v1.AuthService/Login",
       { email, password, device: { deviceId: "office-pc", deviceType: "DEVICE_TYPE_WEB", deviceName: "Office PC" } },
       { "user-agent": "Firefox/128.0" },
     );
     expect(laptop.status).to.equal(200);
-    await running.app!.settled();
+    await platform.running.app!.settled();
 
     const [notice, ...more] = notices(email);
     expect(more).to.be.empty;
@@ -122,19 +101,19 @@ describe("New-device notice", () => {
     const phone = await signIn(email, newDevice("Phone"));
     expect(mail.mailsTo(email).map((m) => m.subject)).not.to.include(noticeSubject);
     expect(await noticeAudits(user!.userId)).to.deep.equal([{ session_id: phone.sessionId, ip_address: "127.0.0.1", detail: { method: "pwd", notice: "none" } }]);
-    const { rows } = await db.query("select device_id from user_device where user_id = $1", [user!.userId]);
+    const { rows } = await platform.db.query("select device_id from user_device where user_id = $1", [user!.userId]);
     expect(rows).to.have.length(2);
   });
 
   it("tells of a phone sign-in from a new device too, once the account has a confirmed address", async () => {
     const phone = newPhone();
-    const first = await signInByPhone(running.grpcPort!, sms, phone, "Old phone");
-    await running.app!.settled();
+    const first = await signInByPhone(platform.running.grpcPort!, sms, phone, "Old phone");
+    await platform.running.app!.settled();
     const email = `phone-owner-${accounts++}@example.com`;
-    await db.query("update app_user set email = $1, email_verify_time = now() where id = $2", [email, first.user!.userId]);
+    await platform.db.query("update app_user set email = $1, email_verify_time = now() where id = $2", [email, first.user!.userId]);
 
-    const second = await signInByPhone(running.grpcPort!, sms, phone, "New phone");
-    await running.app!.settled();
+    const second = await signInByPhone(platform.running.grpcPort!, sms, phone, "New phone");
+    await platform.running.app!.settled();
 
     expect(notices(email)).to.have.length(1);
     expect(notices(email)[0]!.text).to.contain("Device: New phone");

@@ -1,16 +1,12 @@
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
-import pg from "pg";
-import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { connectCall, detailOf, fieldsOf, grpcClient, grpcErrorDetails, reasonOf } from "../support/clients.js";
+import { connectCall, detailOf, fieldsOf, grpcErrorDetails, reasonOf } from "../support/clients.js";
 import { MailInbox, type ReceivedMail } from "../support/mail-inbox.js";
-import { sharedStores, startPlatform } from "../support/platform.js";
-import { expectNoSecretLeaked } from "../support/secrets.js";
 import { bearer } from "../support/sign-in.js";
-import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 const device = { deviceId: "device-1", deviceType: DeviceType.IOS, deviceName: "Test phone" };
 const password = "the first passphrase";
@@ -27,44 +23,24 @@ let accounts = 0;
  */
 describe("Password reset", () => {
   const inbox = new MailInbox();
-  const logLines: string[] = [];
   const secrets: string[] = [password, newPassword];
-  let running: Running;
-  let auth: ReturnType<typeof grpcClient<typeof AuthService>>;
-  let db: pg.Client;
-
-  before(async () => {
-    const stores = await sharedStores();
-    running = await startPlatform(
-      {
-        ...stores,
-        ...(await inbox.env()),
-        EMAIL_VERIFICATION: "optional",
-        PASSWORD_LOCKOUT_THRESHOLD: "3",
-        PASSWORD_LOCKOUT_ACCOUNT_THRESHOLD: "3",
-        ACCOUNT_CODE_MAX_ATTEMPTS: "3",
-        ACCOUNT_CODE_FAILURE_BUDGET: "4",
-        RATE_LIMITS: [
-          "register_ip=1000/3600", "register_email=1000/3600", "login_ip=1000/900", "login_email=1000/900", "refresh_ip=1000/60",
-          "password_reset_ip=1000/3600", "password_reset_global=1000/60", "password_reset_email=3/3600",
-          "reset_password_ip=1000/3600", "reset_password_email=1000/3600",
-        ].join(","),
-      },
-      logLines,
-    );
-    auth = grpcClient(AuthService, running.grpcPort!);
-    db = new pg.Client({ connectionString: stores.DATABASE_URL });
-    await db.connect();
+  const platform = platformForSuite({
+    inboxes: [inbox],
+    secrets,
+    env: {
+      EMAIL_VERIFICATION: "optional",
+      PASSWORD_LOCKOUT_THRESHOLD: "3",
+      PASSWORD_LOCKOUT_ACCOUNT_THRESHOLD: "3",
+      ACCOUNT_CODE_MAX_ATTEMPTS: "3",
+      ACCOUNT_CODE_FAILURE_BUDGET: "4",
+      RATE_LIMITS: [
+        "register_ip=1000/3600", "register_email=1000/3600", "login_ip=1000/900", "login_email=1000/900", "refresh_ip=1000/60",
+        "password_reset_ip=1000/3600", "password_reset_global=1000/60", "password_reset_email=3/3600",
+        "reset_password_ip=1000/3600", "reset_password_email=1000/3600",
+      ].join(","),
+    },
   });
-
-  after(async () => {
-    await expectNoSecretLeaked(db, logLines, secrets);
-    await db.end();
-    auth.close();
-    await running.stop();
-    await inbox.stop();
-    await dropTestDatabases();
-  });
+  const auth = platform.client(AuthService);
 
   const newAddress = () => `reset.${accounts++}@example.com`;
 
@@ -80,10 +56,9 @@ describe("Password reset", () => {
 
   const resetMails = (address: string): ReceivedMail[] => inbox.mailsTo(address).filter((m) => m.subject.endsWith("reset your password"));
 
-  /** The code and token of the latest reset mail to the address. */
   /** The secrets of the latest reset mail to `address`, once the mails sent after the answers have gone. */
   async function mailed(address: string) {
-    await running.app!.settled();
+    await platform.running.app!.settled();
     const mail = resetMails(address).at(-1);
     if (!mail) throw new Error(`no reset mail to ${address}`);
     const secret = { code: /\b(\d{6})\b/.exec(mail.text)![1]!, token: /#token=([\w-]+)/.exec(mail.text)![1]! };
@@ -108,13 +83,13 @@ describe("Password reset", () => {
   }
 
   const liveSessions = async (userId: string): Promise<number> =>
-    (await db.query("select count(*)::int as n from session where user_id = $1 and revoke_time is null", [userId])).rows[0].n;
+    (await platform.db.query("select count(*)::int as n from session where user_id = $1 and revoke_time is null", [userId])).rows[0].n;
 
   describe("asking for a reset", () => {
     it("answers a known, an unknown and a disabled account's address alike over gRPC, and mails only the known one", async () => {
       const known = await newAccount();
       const disabled = await newAccount();
-      await db.query("update app_user set disable_time = now() where id = $1", [disabled.userId]);
+      await platform.db.query("update app_user set disable_time = now() where id = $1", [disabled.userId]);
       const unknown = newAddress();
 
       const answers = [];
@@ -122,11 +97,11 @@ describe("Password reset", () => {
       for (const answer of answers) expect(answer).to.deep.equal(answers[0]);
       expect(answers[0]!.error).to.equal(undefined);
 
-      await running.app!.settled();
+      await platform.running.app!.settled();
       expect(resetMails(known.email)).to.have.length(1);
       expect(inbox.countFor(unknown)).to.equal(0);
       expect(resetMails(disabled.email)).to.have.length(0);
-      const { rows } = await db.query(
+      const { rows } = await platform.db.query(
         "select user_id, outcome, detail from audit_event where event = 'password.reset_requested' and (user_id = any($1) or detail->>'reason' = 'unknown_email') order by id",
         [[known.userId, disabled.userId]],
       );
@@ -142,10 +117,10 @@ describe("Password reset", () => {
       const known = await newAccount();
       const unknown = newAddress();
       const path = "/portcullis.v1.AuthService/RequestPasswordReset";
-      const [forKnown, forUnknown] = [await connectCall(running.httpPort!, path, { email: known.email }), await connectCall(running.httpPort!, path, { email: unknown })];
+      const [forKnown, forUnknown] = [await connectCall(platform.running.httpPort!, path, { email: known.email }), await connectCall(platform.running.httpPort!, path, { email: unknown })];
       expect([forKnown.status, forKnown.text]).to.deep.equal([200, "{}"]);
       expect([forUnknown.status, forUnknown.text]).to.deep.equal([forKnown.status, forKnown.text]);
-      await running.app!.settled();
+      await platform.running.app!.settled();
       expect(resetMails(known.email)).to.have.length(1);
       expect(inbox.countFor(unknown)).to.equal(0);
       await mailed(known.email);
@@ -155,7 +130,7 @@ describe("Password reset", () => {
       const { error } = await auth.call("requestPasswordReset", { email: "not an address" });
       expect(error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
       expect(fieldsOf(error!)).to.deep.equal(["email"]);
-      const http = await connectCall(running.httpPort!, "/portcullis.v1.AuthService/RequestPasswordReset", { email: "ana@@example.com" });
+      const http = await connectCall(platform.running.httpPort!, "/portcullis.v1.AuthService/RequestPasswordReset", { email: "ana@@example.com" });
       expect(http.status).to.equal(400);
       expect(http.json.details[0].debug.fieldViolations.map((v: { field: string }) => v.field)).to.deep.equal(["email"]);
     });
@@ -167,13 +142,13 @@ describe("Password reset", () => {
         // Only an account's address gets a mail, so an error here would tell who has an account.
         expect((await auth.call("requestPasswordReset", { email })).error).to.equal(undefined);
         expect((await auth.call("requestPasswordReset", { email: newAddress() })).error).to.equal(undefined);
-        await running.app!.settled();
+        await platform.running.app!.settled();
       } finally {
         inbox.failing = false;
       }
-      const { rows } = await db.query("select count(*)::int as n from password_reset where user_id = $1", [userId]);
+      const { rows } = await platform.db.query("select count(*)::int as n from password_reset where user_id = $1", [userId]);
       expect(rows[0].n, "no reset row").to.equal(0);
-      const audited = await db.query("select outcome, detail->>'reason' as reason from audit_event where event = 'password.reset_requested' and user_id = $1 order by id", [userId]);
+      const audited = await platform.db.query("select outcome, detail->>'reason' as reason from audit_event where event = 'password.reset_requested' and user_id = $1 order by id", [userId]);
       expect(audited.rows).to.deep.equal([
         { outcome: "success", reason: null },
         { outcome: "failure", reason: "mail_undelivered" },
@@ -192,7 +167,7 @@ describe("Password reset", () => {
         expect(refused.code).to.equal(grpc.status.RESOURCE_EXHAUSTED);
         expect(detailOf(grpcErrorDetails(refused), ErrorInfoSchema)?.metadata.rule).to.equal("password_reset_email");
       }
-      await running.app!.settled();
+      await platform.running.app!.settled();
       expect(resetMails(email)).to.have.length(3);
       await mailed(email);
     });
@@ -217,9 +192,9 @@ describe("Password reset", () => {
       expect(signedIn.error, "the new password").to.equal(undefined);
       secrets.push(signedIn.response!.tokens!.accessToken, signedIn.response!.tokens!.refreshToken);
 
-      await running.app!.settled();
+      await platform.running.app!.settled();
       expect(inbox.mailsTo(email).map((mail) => mail.subject)).to.include("Portcullis: your password was changed");
-      const { rows } = await db.query("select detail from audit_event where event = 'password.reset' and user_id = $1", [userId]);
+      const { rows } = await platform.db.query("select detail from audit_event where event = 'password.reset' and user_id = $1", [userId]);
       expect(rows).to.deep.equal([{ detail: { via: "link", revoked_sessions: sessions, unlocked: false, second_factor_removed: false } }]);
     });
 
@@ -227,30 +202,30 @@ describe("Password reset", () => {
       const { email, userId, tokens } = await newAccount();
       const sessions = await liveSessions(userId);
       const path = (method: string) => `/portcullis.v1.AuthService/${method}`;
-      expect((await connectCall(running.httpPort!, path("RequestPasswordReset"), { email })).status).to.equal(200);
+      expect((await connectCall(platform.running.httpPort!, path("RequestPasswordReset"), { email })).status).to.equal(200);
       const { code } = await mailed(email);
 
-      const reset = await connectCall(running.httpPort!, path("ResetPassword"), { email: email.toUpperCase(), code, newPassword });
+      const reset = await connectCall(platform.running.httpPort!, path("ResetPassword"), { email: email.toUpperCase(), code, newPassword });
       expect(reset.status).to.equal(200);
       expect(reset.json.revokedSessionCount).to.equal(sessions);
 
-      const profile = await connectCall(running.httpPort!, path("GetProfile"), {}, bearer(tokens.accessToken));
+      const profile = await connectCall(platform.running.httpPort!, path("GetProfile"), {}, bearer(tokens.accessToken));
       expect([profile.status, profile.json.details[0].debug.reason]).to.deep.equal([401, "SESSION_REVOKED"]);
-      expect((await connectCall(running.httpPort!, path("RefreshToken"), { refreshToken: tokens.refreshToken })).status).to.equal(401);
-      expect((await connectCall(running.httpPort!, path("Login"), { email, password, device: { deviceId: "w" } })).status).to.equal(401);
-      const signedIn = await connectCall(running.httpPort!, path("Login"), { email, password: newPassword, device: { deviceId: "w" } });
+      expect((await connectCall(platform.running.httpPort!, path("RefreshToken"), { refreshToken: tokens.refreshToken })).status).to.equal(401);
+      expect((await connectCall(platform.running.httpPort!, path("Login"), { email, password, device: { deviceId: "w" } })).status).to.equal(401);
+      const signedIn = await connectCall(platform.running.httpPort!, path("Login"), { email, password: newPassword, device: { deviceId: "w" } });
       expect(signedIn.status).to.equal(200);
       secrets.push(signedIn.json.tokens.accessToken, signedIn.json.tokens.refreshToken);
-      await running.app!.settled();
+      await platform.running.app!.settled();
       expect(inbox.mailsTo(email).map((mail) => mail.subject)).to.include("Portcullis: your password was changed");
     });
 
     it("confirms the address the mail reached", async () => {
       const { email, userId } = await newAccount();
-      await db.query("update app_user set email_verify_time = null where id = $1", [userId]);
+      await platform.db.query("update app_user set email_verify_time = null where id = $1", [userId]);
       const { code } = await requestReset(email);
       expect((await auth.call("resetPassword", { email, code, newPassword })).error).to.equal(undefined);
-      const { rows } = await db.query("select email_verify_time is not null as verified from app_user where id = $1", [userId]);
+      const { rows } = await platform.db.query("select email_verify_time is not null as verified from app_user where id = $1", [userId]);
       expect(rows).to.deep.equal([{ verified: true }]);
     });
 
@@ -265,13 +240,13 @@ describe("Password reset", () => {
       expect(signedIn.error).to.equal(undefined);
       secrets.push(signedIn.response!.tokens!.accessToken, signedIn.response!.tokens!.refreshToken);
 
-      const locks = await db.query(
+      const locks = await platform.db.query(
         `select (select locked_until from app_user where id = $1) as account_lock,
                 (select count(*)::int from password_failure where user_id = $1) as sources`,
         [userId],
       );
       expect(locks.rows).to.deep.equal([{ account_lock: null, sources: 0 }]);
-      const audited = await db.query("select detail->'unlocked' as unlocked from audit_event where event = 'password.reset' and user_id = $1", [userId]);
+      const audited = await platform.db.query("select detail->'unlocked' as unlocked from audit_event where event = 'password.reset' and user_id = $1", [userId]);
       expect(audited.rows).to.deep.equal([{ unlocked: true }]);
     });
 
@@ -297,7 +272,7 @@ describe("Password reset", () => {
       const loser = results.find((r) => r.error)!.error!;
       expect(loser.code).to.equal(grpc.status.INVALID_ARGUMENT);
       expect(fieldsOf(loser)).to.deep.equal(["token"]);
-      const { rows } = await db.query(
+      const { rows } = await platform.db.query(
         "select outcome, detail->>'reason' as reason from audit_event where event = 'password.reset' and user_id = $1 order by outcome",
         [userId],
       );
@@ -313,11 +288,11 @@ describe("Password reset", () => {
       inbox.failing = true;
       try {
         expect((await auth.call("resetPassword", { token, newPassword })).error).to.equal(undefined);
-        await running.app!.settled();
+        await platform.running.app!.settled();
       } finally {
         inbox.failing = false;
       }
-      expect(logLines.join("")).to.contain("password-changed notice failed");
+      expect(platform.logLines.join("")).to.contain("password-changed notice failed");
       const signedIn = await login(email, newPassword);
       expect(signedIn.error).to.equal(undefined);
       secrets.push(signedIn.response!.tokens!.accessToken, signedIn.response!.tokens!.refreshToken);
@@ -326,7 +301,7 @@ describe("Password reset", () => {
     it("refuses an expired token as an unknown one", async () => {
       const { email, userId } = await newAccount();
       const { token } = await requestReset(email);
-      await db.query("update password_reset set expire_time = now() - interval '1 second' where user_id = $1", [userId]);
+      await platform.db.query("update password_reset set expire_time = now() - interval '1 second' where user_id = $1", [userId]);
       const expired = await auth.call("resetPassword", { token, newPassword });
       const madeUp = await auth.call("resetPassword", { token: "A".repeat(43), newPassword });
       expect(expired.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
@@ -369,7 +344,7 @@ describe("Password reset", () => {
       const { email, userId } = await newAccount();
       const { code } = await requestReset(email);
       await Promise.all(Array.from({ length: 6 }, () => auth.call("resetPassword", { email, code: wrongCode(code), newPassword })));
-      const { rows } = await db.query("select attempts from password_reset where user_id = $1", [userId]);
+      const { rows } = await platform.db.query("select attempts from password_reset where user_id = $1", [userId]);
       expect(rows).to.deep.equal([{ attempts: 3 }]);
       expect((await auth.call("resetPassword", { email, code, newPassword })).error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
     });
@@ -386,7 +361,7 @@ describe("Password reset", () => {
       const right = await auth.call("resetPassword", { email, code: second.code, newPassword });
       expect([right.error?.code, right.error?.details], "a new reset's right code, answered as a wrong one").to.deep.equal([wrong?.code, wrong?.details]);
       expect((await auth.call("verifyEmail", { email, code: confirmation })).error?.code, "the confirmation's right code").to.equal(grpc.status.INVALID_ARGUMENT);
-      const { rows } = await db.query("select count(*)::int as n from code_failure where user_id = $1", [userId]);
+      const { rows } = await platform.db.query("select count(*)::int as n from code_failure where user_id = $1", [userId]);
       expect(rows[0].n, "the refused right codes spent nothing").to.equal(4);
 
       expect((await auth.call("resetPassword", { token: second.token, newPassword })).error, "the unguessable link").to.equal(undefined);
@@ -401,9 +376,9 @@ describe("Password reset", () => {
       await auth.call("resetPassword", { email, code: wrongCode(next.code), newPassword });
       expect((await auth.call("verifyEmail", { email, code: confirmation })).error?.code, "the budget is spent").to.equal(grpc.status.INVALID_ARGUMENT);
 
-      await db.query("update code_failure set fail_time = fail_time - interval '1 day' where user_id = $1", [userId]);
+      await platform.db.query("update code_failure set fail_time = fail_time - interval '1 day' where user_id = $1", [userId]);
       expect((await auth.call("verifyEmail", { email, code: confirmation })).response?.email).to.equal(email);
-      expect((await running.app!.cleanup.run()).codeFailures, "and the cleanup forgets them").to.be.at.least(4);
+      expect((await platform.running.app!.cleanup.run()).codeFailures, "and the cleanup forgets them").to.be.at.least(4);
     });
 
     it("answers a code for an unknown address as a wrong code for a known one", async () => {
@@ -431,13 +406,13 @@ describe("Password reset", () => {
     it("refuses a still-open token once its account is disabled, as a wrong one", async () => {
       const { email, userId } = await newAccount();
       const { token, code } = await requestReset(email);
-      await db.query("update app_user set disable_time = now() where id = $1", [userId]);
+      await platform.db.query("update app_user set disable_time = now() where id = $1", [userId]);
       const byToken = await auth.call("resetPassword", { token, newPassword });
       const madeUp = await auth.call("resetPassword", { token: "B".repeat(43), newPassword });
       expect(byToken.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
       expect(byToken.error?.details).to.equal(madeUp.error?.details);
       expect((await auth.call("resetPassword", { email, code, newPassword })).error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
-      await db.query("update app_user set disable_time = null where id = $1", [userId]);
+      await platform.db.query("update app_user set disable_time = null where id = $1", [userId]);
       const signedIn = await login(email, password);
       expect(signedIn.error, "the password is unchanged").to.equal(undefined);
       secrets.push(signedIn.response!.tokens!.accessToken, signedIn.response!.tokens!.refreshToken);
@@ -456,9 +431,9 @@ describe("Password reset", () => {
     const { email } = await newAccount();
     const { token } = await requestReset(email);
     expect((await auth.call("resetPassword", { token, newPassword })).error).to.equal(undefined);
-    const removed = await running.app!.cleanup.run();
+    const removed = await platform.running.app!.cleanup.run();
     expect(removed.passwordResets).to.be.greaterThan(0);
-    const { rows } = await db.query("select count(*)::int as n from password_reset where close_time is not null or expire_time < now()");
+    const { rows } = await platform.db.query("select count(*)::int as n from password_reset where close_time is not null or expire_time < now()");
     expect(rows[0].n).to.equal(0);
   });
 });

@@ -1,20 +1,17 @@
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
-import pg from "pg";
 import { Writable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { Running } from "../../services/app/servers.js";
 import { createLogger } from "../../services/platform/logger.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
 import { MfaService } from "../../gen/portcullis/v1/mfa_service_pb.js";
 import { fieldsOf, grpcClient, reasonOf } from "../support/clients.js";
 import { MailInbox } from "../support/mail-inbox.js";
-import { sharedStores, startPlatform } from "../support/platform.js";
-import { expectNoSecretLeaked } from "../support/secrets.js";
+import { startPlatform } from "../support/platform.js";
 import { bearer, newPhone, registerVerified, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
-import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 import { codeOf, enrolTotp, wrongCodeOf } from "../support/totp.js";
 
 const password = "copper meadow drifting 19";
@@ -33,48 +30,25 @@ async function eventually(ready: () => boolean | Promise<boolean>): Promise<void
 describe("Second-factor safeguards", () => {
   const mail = new MailInbox();
   const sms = new SmsInbox();
-  const logLines: string[] = [];
   const handedOut: string[] = [];
-  let env: Record<string, string>;
-  let running: Running;
-  let auth: ReturnType<typeof grpcClient<typeof AuthService>>;
-  let mfa: ReturnType<typeof grpcClient<typeof MfaService>>;
-  let db: pg.Client;
-
-  before(async () => {
-    const stores = await sharedStores();
-    env = {
-      ...stores,
-      ...(await mail.env()),
-      ...(await sms.env()),
+  const platform = platformForSuite({
+    inboxes: [mail, sms],
+    secrets: handedOut,
+    env: {
       MFA_FAILURE_BUDGET: String(failureBudget),
       RATE_LIMITS: [
         "register_ip=1000/60", "register_email=1000/60", "verify_email_ip=1000/60", "login_ip=1000/60", "login_email=1000/60",
         "otp_send_ip=1000/60", "otp_send_phone=1000/60", "otp_verify_ip=1000/60", "mfa_user=1000/60", "mfa_verify_ip=1000/60",
       ].join(","),
-    };
-    running = await startPlatform(env, logLines);
-    auth = grpcClient(AuthService, running.grpcPort!);
-    mfa = grpcClient(MfaService, running.grpcPort!);
-    db = new pg.Client({ connectionString: stores.DATABASE_URL });
-    await db.connect();
+    },
   });
-
-  after(async () => {
-    await expectNoSecretLeaked(db, logLines, handedOut);
-    await db.end();
-    auth.close();
-    mfa.close();
-    await running.stop();
-    await mail.stop();
-    await sms.stop();
-    await dropTestDatabases();
-  });
+  const auth = platform.client(AuthService);
+  const mfa = platform.client(MfaService);
 
   /** A verified email account, signed in: its token says it has no second factor. */
   async function signedIn() {
     const email = `guard-${accounts++}@example.com`;
-    const login = (await registerVerified(running.grpcPort!, mail, email, password))!;
+    const login = (await registerVerified(platform.running.grpcPort!, mail, email, password))!;
     handedOut.push(login.tokens!.accessToken, login.tokens!.refreshToken);
     return { email, userId: login.user!.userId, accessToken: login.tokens!.accessToken };
   }
@@ -92,10 +66,10 @@ describe("Second-factor safeguards", () => {
   it("drops a second factor set up before the address was proved, once a password reset proves it", async () => {
     const { email, userId, accessToken } = await signedIn();
     // As EMAIL_VERIFICATION=optional leaves it: whoever registered the address may not own it.
-    await db.query("update app_user set email_verify_time = null where id = $1", [userId]);
+    await platform.db.query("update app_user set email_verify_time = null where id = $1", [userId]);
     await enrol(accessToken);
     expect((await auth.call("requestPasswordReset", { email })).error).to.equal(undefined);
-    await running.app!.settled();
+    await platform.running.app!.settled();
     const code = mail.codeFor(email);
     handedOut.push(code);
     expect((await auth.call("resetPassword", { email, code, newPassword: "the owner's own passphrase" })).error).to.equal(undefined);
@@ -104,7 +78,7 @@ describe("Second-factor safeguards", () => {
     expect(owner.response?.mfaChallenge, "no factor of the registrant's stands in the way").to.equal(undefined);
     expect(owner.response?.tokens?.accessToken).to.be.a("string");
     handedOut.push(owner.response!.tokens!.accessToken, owner.response!.tokens!.refreshToken);
-    const { rows } = await db.query("select detail->'second_factor_removed' as removed from audit_event where event = 'password.reset' and user_id = $1", [userId]);
+    const { rows } = await platform.db.query("select detail->'second_factor_removed' as removed from audit_event where event = 'password.reset' and user_id = $1", [userId]);
     expect(rows).to.deep.equal([{ removed: true }]);
   });
 
@@ -117,7 +91,7 @@ describe("Second-factor safeguards", () => {
     expect(reasonOf(refused.error!)).to.equal("STEP_UP_REQUIRED");
 
     // A new instance learns of the enrolment from Postgres as it catches up.
-    const later = await startPlatform(env, logLines);
+    const later = await startPlatform(platform.env, platform.logLines);
     const laterAuth = grpcClient(AuthService, later.grpcPort!);
     try {
       const refusedThere = await changePassword(laterAuth, accessToken);
@@ -140,7 +114,7 @@ describe("Second-factor safeguards", () => {
     expect(fieldsOf(without.error!)).to.deep.equal(["current_password"]);
     const wrong = await mfa.call("confirmTotp", { code: codeOf(secret), currentPassword: "not the password" }, bearer(accessToken));
     expect(wrong.error).to.not.equal(undefined);
-    expect((await db.query("select confirm_time from totp_factor where user_id = $1", [userId])).rows[0].confirm_time).to.equal(null);
+    expect((await platform.db.query("select confirm_time from totp_factor where user_id = $1", [userId])).rows[0].confirm_time).to.equal(null);
 
     const confirmed = await mfa.call("confirmTotp", { code: codeOf(secret), currentPassword: password }, bearer(accessToken));
     expect(confirmed.error).to.equal(undefined);
@@ -154,12 +128,12 @@ describe("Second-factor safeguards", () => {
 
   it("asks an account without a password for a recent sign-in before turning TOTP on", async () => {
     const phone = newPhone();
-    const signedInByPhone = (await signInByPhone(running.grpcPort!, sms, phone))!;
+    const signedInByPhone = (await signInByPhone(platform.running.grpcPort!, sms, phone))!;
     const accessToken = signedInByPhone.tokens!.accessToken;
     handedOut.push(accessToken, signedInByPhone.tokens!.refreshToken);
     const secret = (await mfa.call("enrollTotp", {}, bearer(accessToken))).response!.secret;
     handedOut.push(secret);
-    await db.query("update session set create_time = now() - interval '1 hour' where id = $1", [signedInByPhone.sessionId]);
+    await platform.db.query("update session set create_time = now() - interval '1 hour' where id = $1", [signedInByPhone.sessionId]);
 
     const stale = await mfa.call("confirmTotp", { code: codeOf(secret) }, bearer(accessToken));
 
@@ -181,7 +155,7 @@ describe("Second-factor safeguards", () => {
     expect(answers.filter((answer) => !answer.error)).to.have.length(1);
     for (const answer of answers) if (answer.response) handedOut.push(answer.response.tokens!.accessToken, answer.response.tokens!.refreshToken);
     expect(answers.find((answer) => answer.error)!.error!.code).to.equal(grpc.status.UNAUTHENTICATED);
-    const unused = await db.query("select count(*)::int as n from recovery_code where user_id = $1 and use_time is null", [userId]);
+    const unused = await platform.db.query("select count(*)::int as n from recovery_code where user_id = $1 and use_time is null", [userId]);
     expect(unused.rows[0].n, "the loser's code is still good").to.equal(9);
   });
 
@@ -196,11 +170,11 @@ describe("Second-factor safeguards", () => {
 
     expect(replayed.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
     expect(fieldsOf(replayed.error!)).to.deep.equal(["proof.totp_code"]);
-    expect((await db.query("select count(*)::int as n from mfa_failure where user_id = $1", [userId])).rows[0].n).to.equal(0);
+    expect((await platform.db.query("select count(*)::int as n from mfa_failure where user_id = $1", [userId])).rows[0].n).to.equal(0);
     // The token is the plain one of the sign-in: one current code is all DisableTotp asks.
     const disabled = await mfa.call("disableTotp", recoveryProof(recoveryCodes[0]!), bearer(accessToken));
     expect(disabled.error).to.equal(undefined);
-    expect((await db.query("select count(*)::int as n from totp_factor where user_id = $1", [userId])).rows[0].n).to.equal(0);
+    expect((await platform.db.query("select count(*)::int as n from totp_factor where user_id = $1", [userId])).rows[0].n).to.equal(0);
   });
 
   it("tells of few recovery codes after StepUp, never after RegenerateRecoveryCodes", async () => {
@@ -218,9 +192,9 @@ describe("Second-factor safeguards", () => {
     for (const code of fresh.slice(0, 8)) await stepUpWith(code);
 
     // The notice mails, then audits, off the call's path: wait for the whole task, not the mail.
-    await running.app!.settled();
+    await platform.running.app!.settled();
     expect(fewCodesMails(), "only the step-up that left two").to.equal(1);
-    const { rows } = await db.query("select detail from audit_event where user_id = $1 and event = 'mfa.recovery_codes_low' order by id", [userId]);
+    const { rows } = await platform.db.query("select detail from audit_event where user_id = $1 and event = 'mfa.recovery_codes_low' order by id", [userId]);
     expect(rows.map((row) => row.detail.remaining)).to.deep.equal([2]);
   });
 
@@ -237,14 +211,14 @@ describe("Second-factor safeguards", () => {
     await eventually(() => subjects(email).some((s) => s.endsWith("too many wrong sign-in codes")));
 
     // As if the first lockout and the failures' window had passed, within the same day.
-    await db.query("update mfa_failure set fail_time = fail_time - interval '16 minutes' where user_id = $1", [userId]);
-    await db.query("update mfa_lockout set lock_time = lock_time - interval '16 minutes', until_time = until_time - interval '16 minutes' where user_id = $1", [userId]);
+    await platform.db.query("update mfa_failure set fail_time = fail_time - interval '16 minutes' where user_id = $1", [userId]);
+    await platform.db.query("update mfa_lockout set lock_time = lock_time - interval '16 minutes', until_time = until_time - interval '16 minutes' where user_id = $1", [userId]);
     for (let i = 0; i < failureBudget; i++) expect((await tryWrong()).error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
     const lockedLonger = await tryWrong();
     expect(Number(lockedLonger.error!.metadata.get("retry-after")[0])).to.be.within(29 * 60, 30 * 60);
 
     await eventually(() => subjects(email).filter((s) => s.endsWith("too many wrong sign-in codes")).length === 2);
-    const { rows } = await db.query("select detail from audit_event where user_id = $1 and event = 'mfa.budget_exhausted' order by id", [userId]);
+    const { rows } = await platform.db.query("select detail from audit_event where user_id = $1 and event = 'mfa.budget_exhausted' order by id", [userId]);
     expect(rows.map((row) => row.detail.lock_seconds)).to.deep.equal([15 * 60, 30 * 60]);
   });
 

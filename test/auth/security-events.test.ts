@@ -1,17 +1,14 @@
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
-import pg from "pg";
-import type { Running } from "../../services/app/servers.js";
 import { AuthService, type SecurityEvent } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
 import { SessionService } from "../../gen/portcullis/v1/session_service_pb.js";
 import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
+import { connectCall, detailOf, grpcErrorDetails } from "../support/clients.js";
 import { MailInbox } from "../support/mail-inbox.js";
-import { sharedStores, startPlatform } from "../support/platform.js";
 import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
-import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 const password = "violet staple orbit 42";
 let accounts = 0;
@@ -25,36 +22,16 @@ const shape = (e: SecurityEvent) => ({
 describe("ListSecurityEvents", () => {
   const mail = new MailInbox();
   const sms = new SmsInbox();
-  let running: Running;
-  let auth: ReturnType<typeof grpcClient<typeof AuthService>>;
-  let sessions: ReturnType<typeof grpcClient<typeof SessionService>>;
-  let db: pg.Client;
-
-  before(async () => {
-    const stores = await sharedStores();
-    running = await startPlatform({
-      ...stores,
-      ...(await mail.env()),
-      ...(await sms.env()),
+  const platform = platformForSuite({
+    inboxes: [mail, sms],
+    env: {
       EMAIL_VERIFICATION: "optional",
       PASSWORD_LOCKOUT_THRESHOLD: "2",
       RATE_LIMITS: ["register_ip=1000/60", "register_email=1000/60", "login_ip=1000/60", "login_email=1000/60", "change_password_user=1000/60"].join(","),
-    });
-    auth = grpcClient(AuthService, running.grpcPort!);
-    sessions = grpcClient(SessionService, running.grpcPort!);
-    db = new pg.Client({ connectionString: stores.DATABASE_URL });
-    await db.connect();
+    },
   });
-
-  after(async () => {
-    await db.end();
-    auth.close();
-    sessions.close();
-    await running.stop();
-    await mail.stop();
-    await sms.stop();
-    await dropTestDatabases();
-  });
+  const auth = platform.client(AuthService);
+  const sessions = platform.client(SessionService);
 
   async function newAccount() {
     const email = `events-${accounts++}@example.com`;
@@ -81,7 +58,7 @@ describe("ListSecurityEvents", () => {
   it("shows sign-ins that worked and failed, a password change and a logout, newest first, with method, device, IP and user agent", async () => {
     const { email } = await newAccount();
     const laptop = await connectCall(
-      running.httpPort!,
+      platform.running.httpPort!,
       "/portcullis.v1.AuthService/Login",
       { email, password, device: { deviceId: "work-laptop", deviceType: "DEVICE_TYPE_WEB", deviceName: "Work laptop" } },
       { "user-agent": "Firefox/128.0" },
@@ -92,9 +69,9 @@ describe("ListSecurityEvents", () => {
     const changed = await auth.call("changePassword", { currentPassword: password, newPassword }, bearer(laptop.json.tokens.accessToken));
     expect(changed.error).to.equal(undefined);
     const phone = await auth.call("login", { email, password: newPassword, device: device("Phone") });
-    const loggedOut = await connectCall(running.httpPort!, "/portcullis.v1.AuthService/Logout", {}, { ...bearer(laptop.json.tokens.accessToken), "user-agent": "Firefox/128.0" });
+    const loggedOut = await connectCall(platform.running.httpPort!, "/portcullis.v1.AuthService/Logout", {}, { ...bearer(laptop.json.tokens.accessToken), "user-agent": "Firefox/128.0" });
     expect(loggedOut.status).to.equal(200);
-    await running.app!.settled();
+    await platform.running.app!.settled();
 
     const { response } = await auth.call("listSecurityEvents", {}, bearer(phone.response!.tokens!.accessToken));
 
@@ -120,7 +97,7 @@ describe("ListSecurityEvents", () => {
 
   it("answers the same through the gateway, in Connect JSON", async () => {
     const { accessToken } = await newAccount();
-    const listed = await connectCall(running.httpPort!, "/portcullis.v1.AuthService/ListSecurityEvents", {}, bearer(accessToken));
+    const listed = await connectCall(platform.running.httpPort!, "/portcullis.v1.AuthService/ListSecurityEvents", {}, bearer(accessToken));
     expect(listed.status).to.equal(200);
     expect(listed.json.events[0]).to.deep.include({ type: "sign_in", outcome: "success", method: "pwd", deviceName: "Laptop", ipAddress: "127.0.0.1" });
     expect(listed.json.events[0].time).to.match(/^\d{4}-\d\d-\d\dT/);
@@ -132,7 +109,7 @@ describe("ListSecurityEvents", () => {
     for (let i = 0; i < 3; i++) await auth.call("login", { email, password, device: device(`Tablet ${i}`) });
     // The second wrong password locks the account for this source: its failure and the lock share one statement's time.
     for (let i = 0; i < 2; i++) await auth.call("login", { email, password: "wrong password!", device: device("Thief") });
-    await running.app!.settled();
+    await platform.running.app!.settled();
 
     const whole = await allEvents(accessToken, 100);
     expect(whole.map((e) => e.type)).to.include("account.locked");
@@ -152,7 +129,7 @@ describe("ListSecurityEvents", () => {
     const bobEvents = await allEvents(bob.accessToken, 100);
     expect(bobEvents).not.to.be.empty;
     expect(bobEvents.filter((e) => anaIds.has(e.eventId))).to.be.empty;
-    const { rows } = await db.query<{ id: string }>("select id::text from audit_event where user_id = $1", [bob.userId]);
+    const { rows } = await platform.db.query<{ id: string }>("select id::text from audit_event where user_id = $1", [bob.userId]);
     expect(rows.map((r) => r.id)).to.include.members(bobEvents.map((e) => e.eventId));
   });
 
@@ -172,10 +149,10 @@ describe("ListSecurityEvents", () => {
 
   it("never shows a phone number in clear, nor who acted on the account for an operator, nor where they were", async () => {
     const phone = newPhone();
-    const signedIn = await signInByPhone(running.grpcPort!, sms, phone, "Pixel");
+    const signedIn = await signInByPhone(platform.running.grpcPort!, sms, phone, "Pixel");
     const userId = signedIn.user!.userId;
     // As flows write them: one slipped a full number in; a reviewer raised the KYC level from the back office.
-    await db.query(
+    await platform.db.query(
       `insert into audit_event (event, outcome, user_id, ip_address, user_agent, detail) values
          ('phone.change', 'success', $1, '127.0.0.1', 'app', jsonb_build_object('phone', $2::text)),
          ('kyc.level_change', 'success', $1, '10.20.30.40', 'BackOffice/2.0', jsonb_build_object('level', 2, 'by', 'reviewer-7f3a'))`,
@@ -194,7 +171,7 @@ describe("ListSecurityEvents", () => {
 
   it("shows the wrong sign-in codes typed for the account's number", async () => {
     const phone = newPhone();
-    const signedIn = await signInByPhone(running.grpcPort!, sms, phone, "Pixel");
+    const signedIn = await signInByPhone(platform.running.grpcPort!, sms, phone, "Pixel");
     expect((await auth.call("sendOtp", { phoneNumber: phone })).error).to.equal(undefined);
     const code = sms.codeFor(phone);
     const wrong = await auth.call("verifyOtp", { phoneNumber: phone, code: code === "000000" ? "111111" : "000000", device: device("Thief") });
@@ -209,7 +186,7 @@ describe("ListSecurityEvents", () => {
   it("keeps what only operators should see out of the history: the reason an operator typed, the operator, and their address", async () => {
     const { userId, accessToken } = await newAccount();
     // As AdminService.DisableUser and EnableUser write them.
-    await db.query(
+    await platform.db.query(
       `insert into audit_event (event, outcome, user_id, ip_address, user_agent, detail) values
          ('account.disable', 'success', $1, '10.20.30.40', 'AdminConsole/1.0',
           jsonb_build_object('actor', 'operator-7f3a', 'reason', 'chargeback, see ticket 4411 (J. Smith)', 'revoked_sessions', 1)),

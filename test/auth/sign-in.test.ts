@@ -1,18 +1,14 @@
 import { createPublicKey, verify as verifySignature } from "node:crypto";
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
-import pg from "pg";
-import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
 import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
-import { sharedStores, startPlatform, type SharedStores } from "../support/platform.js";
+import { connectCall, detailOf, grpcErrorDetails } from "../support/clients.js";
 import { MailInbox } from "../support/mail-inbox.js";
-import { expectNoSecretLeaked } from "../support/secrets.js";
 import { registerVerified } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
-import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 const device = { deviceId: "device-1", deviceType: DeviceType.IOS, deviceName: "Test phone" };
 let phoneCounter = 0;
@@ -29,46 +25,21 @@ const spellings = (e164: string) => {
 describe("Sign-in", () => {
   const inbox = new SmsInbox();
   const mail = new MailInbox();
-  const logLines: string[] = [];
-  let running: Running;
-  let stores: SharedStores;
-  let databaseUrl: string;
-  let auth: ReturnType<typeof grpcClient<typeof AuthService>>;
-  let db: pg.Client;
   const secrets: string[] = [];
-
-  before(async () => {
-    stores = await sharedStores();
-    databaseUrl = stores.DATABASE_URL;
-    running = await startPlatform(
-      {
-        ...stores,
-        ...(await inbox.env()),
-        ...(await mail.env()),
-        OTP_RESEND_COOLDOWN_SECONDS: "0",
-        REFRESH_REUSE_INTERVAL: "1",
-        OTP_FAILURE_BUDGET: "7",
-        RATE_LIMITS: [
-          "otp_verify_ip=1000/3600", "otp_send_ip=1000/3600", "login_ip=1000/900", "login_email=1000/900",
-          "register_ip=1000/3600", "register_email=1000/3600", "verify_email_ip=1000/3600", "refresh_user=1000/60", "refresh_ip=1000/60",
-        ].join(","),
-      },
-      logLines,
-    );
-    auth = grpcClient(AuthService, running.grpcPort!);
-    db = new pg.Client({ connectionString: databaseUrl });
-    await db.connect();
+  const platform = platformForSuite({
+    inboxes: [inbox, mail],
+    secrets,
+    env: {
+      OTP_RESEND_COOLDOWN_SECONDS: "0",
+      REFRESH_REUSE_INTERVAL: "1",
+      OTP_FAILURE_BUDGET: "7",
+      RATE_LIMITS: [
+        "otp_verify_ip=1000/3600", "otp_send_ip=1000/3600", "login_ip=1000/900", "login_email=1000/900",
+        "register_ip=1000/3600", "register_email=1000/3600", "verify_email_ip=1000/3600", "refresh_user=1000/60", "refresh_ip=1000/60",
+      ].join(","),
+    },
   });
-
-  after(async () => {
-    await expectNoSecretLeaked(db, logLines, secrets);
-    await db.end();
-    auth.close();
-    await running.stop();
-    await inbox.stop();
-    await mail.stop();
-    await dropTestDatabases();
-  });
+  const auth = platform.client(AuthService);
 
   async function signInByPhone(phone = newPhone()) {
     const sent = await auth.call("sendOtp", { phoneNumber: phone });
@@ -110,7 +81,7 @@ describe("Sign-in", () => {
     });
 
     it("signs in through the gateway with Connect JSON, and the same steps hold", async () => {
-      const port = running.httpPort!;
+      const port = platform.running.httpPort!;
       const phone = newPhone();
       expect((await connectCall(port, "/portcullis.v1.AuthService/SendOtp", { phoneNumber: phone })).status).to.equal(200);
       const code = inbox.codeFor(phone);
@@ -179,14 +150,14 @@ describe("Sign-in", () => {
       expect(new Set(signedIn.map((r) => r.sessionId)).size).to.equal(numbers.length - 1);
       expect(signedIn.every((r) => r.newUser)).to.equal(true);
       secrets.push(...signedIn.flatMap((r) => [r.tokens!.accessToken, r.tokens!.refreshToken]));
-      const audited = await db.query<{ request_id: string; session_id: string }>(
+      const audited = await platform.db.query<{ request_id: string; session_id: string }>(
         "select request_id, session_id::text from audit_event where event = 'sign_in' and request_id like $1",
         [`many-${phoneCounter}-%`],
       );
       expect(audited.rows.map((row) => `${row.request_id} ${row.session_id}`).sort()).to.deep.equal(
         signedIn.map((r, i) => `many-${phoneCounter}-${i + 1} ${r.sessionId}`).sort(),
       );
-      const failures = await db.query("select count(*)::int as n from otp_failure where phone_number = $1", [wrongOne]);
+      const failures = await platform.db.query("select count(*)::int as n from otp_failure where phone_number = $1", [wrongOne]);
       expect(failures.rows[0].n).to.equal(1);
     });
 
@@ -197,7 +168,7 @@ describe("Sign-in", () => {
       const wrong = code === "000000" ? "111111" : "000000";
       const guesses = await Promise.all(Array.from({ length: 50 }, () => auth.call("verifyOtp", { phoneNumber: phone, code: wrong, device })));
       expect(guesses.every((g) => g.error?.code === grpc.status.INVALID_ARGUMENT)).to.equal(true);
-      const counted = await db.query("select count(*)::int as n from otp_failure where phone_number = $1", [phone]);
+      const counted = await platform.db.query("select count(*)::int as n from otp_failure where phone_number = $1", [phone]);
       expect(counted.rows[0].n).to.equal(3);
       const late = await auth.call("verifyOtp", { phoneNumber: phone, code, device });
       expect(late.error?.code, "the right code after 3 wrong ones").to.equal(grpc.status.INVALID_ARGUMENT);
@@ -227,7 +198,7 @@ describe("Sign-in", () => {
       expect(detailOf(grpcErrorDetails(locked.error!), ErrorInfoSchema)?.metadata.rule).to.equal("otp_failure_budget");
       const resend = await auth.call("sendOtp", { phoneNumber: phone });
       expect(resend.error?.code, "no new code for a locked number").to.equal(grpc.status.RESOURCE_EXHAUSTED);
-      const audited = await db.query("select count(*)::int as n from audit_event where event = 'otp.phone_locked'");
+      const audited = await platform.db.query("select count(*)::int as n from audit_event where event = 'otp.phone_locked'");
       expect(audited.rows[0].n).to.be.greaterThan(0);
     });
 
@@ -245,7 +216,7 @@ describe("Sign-in", () => {
       const wrong = code === "000000" ? "111111" : "000000";
       const guesses = await Promise.all(Array.from({ length: 10 }, () => auth.call("verifyOtp", { phoneNumber: phone, code: wrong, device })));
       for (const guess of guesses) expect(guess.error?.code).to.be.oneOf([grpc.status.INVALID_ARGUMENT, grpc.status.RESOURCE_EXHAUSTED]);
-      const counted = await db.query("select count(*)::int as n from otp_failure where phone_number = $1", [phone]);
+      const counted = await platform.db.query("select count(*)::int as n from otp_failure where phone_number = $1", [phone]);
       expect(counted.rows[0].n, "failures recorded for the number").to.equal(7);
       const late = await auth.call("verifyOtp", { phoneNumber: phone, code, device });
       expect(late.error?.code, "even the right code, once the budget is spent").to.equal(grpc.status.RESOURCE_EXHAUSTED);
@@ -258,11 +229,11 @@ describe("Sign-in", () => {
       expect(fourth.error?.code).to.equal(grpc.status.RESOURCE_EXHAUSTED);
       const retry = detailOf(grpcErrorDetails(fourth.error!), RetryInfoSchema);
       expect(Number(retry?.retryDelay?.seconds)).to.be.greaterThan(0);
-      const http = await connectCall(running.httpPort!, "/portcullis.v1.AuthService/SendOtp", { phoneNumber: phone });
+      const http = await connectCall(platform.running.httpPort!, "/portcullis.v1.AuthService/SendOtp", { phoneNumber: phone });
       expect(http.status).to.equal(429);
       expect(Number(http.headers.get("retry-after"))).to.be.greaterThan(0);
-      await running.app!.settled();
-      const audited = await db.query("select count(*)::int as n from audit_event where event = 'rate_limit.hit'");
+      await platform.running.app!.settled();
+      const audited = await platform.db.query("select count(*)::int as n from audit_event where event = 'rate_limit.hit'");
       expect(audited.rows[0].n).to.be.greaterThan(0);
     });
 
@@ -272,7 +243,7 @@ describe("Sign-in", () => {
       const failed = await auth.call("sendOtp", { phoneNumber: phone });
       inbox.failing = false;
       expect(failed.error?.code).to.equal(grpc.status.UNAVAILABLE);
-      const open = await db.query("select count(*)::int as n from otp_challenge where phone_number = $1", [phone]);
+      const open = await platform.db.query("select count(*)::int as n from otp_challenge where phone_number = $1", [phone]);
       expect(open.rows[0].n, "no code left behind").to.equal(0);
       expect((await auth.call("sendOtp", { phoneNumber: phone })).error).to.equal(undefined);
     });
@@ -284,7 +255,7 @@ describe("Sign-in", () => {
 
     it("registers, logs in, changes the password, and signs out the other sessions — over gRPC", async () => {
       const email = `ana.${phoneCounter++}@example.com`;
-      const registered = await registerVerified(running.grpcPort!, mail, email.toUpperCase(), password, { displayName: "Ana" });
+      const registered = await registerVerified(platform.running.grpcPort!, mail, email.toUpperCase(), password, { displayName: "Ana" });
       expect(registered?.user?.email, "normalised").to.equal(email);
       secrets.push(registered!.tokens!.accessToken, registered!.tokens!.refreshToken);
       const login = await auth.call("login", { email, password, device });
@@ -308,9 +279,9 @@ describe("Sign-in", () => {
 
     it("answers ChangePassword for an account deleted meanwhile as a signed-out session, not a phone account", async () => {
       const email = `gone.${phoneCounter++}@example.com`;
-      const registered = await registerVerified(running.grpcPort!, mail, email, password);
+      const registered = await registerVerified(platform.running.grpcPort!, mail, email, password);
       secrets.push(registered!.tokens!.accessToken, registered!.tokens!.refreshToken);
-      await db.query("delete from app_user where email = $1", [email]);
+      await platform.db.query("delete from app_user where email = $1", [email]);
       const changed = await auth.call(
         "changePassword",
         { currentPassword: password, newPassword: "another fine passphrase" },
@@ -320,7 +291,7 @@ describe("Sign-in", () => {
     });
 
     it("registers and logs in through the gateway with Connect JSON", async () => {
-      const port = running.httpPort!;
+      const port = platform.running.httpPort!;
       const email = `web.${phoneCounter++}@example.com`;
       const registered = await connectCall(port, "/portcullis.v1.AuthService/Register", { email, password, device: { deviceId: "w", deviceType: "DEVICE_TYPE_WEB" } });
       expect(registered.status).to.equal(200);
@@ -358,12 +329,12 @@ describe("Sign-in", () => {
       const lockedOut = await auth.call("login", { email, password, device });
       expect(lockedOut.error?.code, "even the right password waits").to.equal(grpc.status.UNAUTHENTICATED);
       expect(detailOf(grpcErrorDetails(lockedOut.error!), ErrorInfoSchema)?.reason).to.equal("INVALID_CREDENTIALS");
-      const audited = await db.query(
+      const audited = await platform.db.query(
         "select count(*)::int as n from audit_event a join app_user u on u.id = a.user_id where u.email = $1 and a.event = 'account.locked'",
         [email],
       );
       expect(audited.rows[0].n).to.equal(1);
-      const denied = await db.query(
+      const denied = await platform.db.query(
         "select a.detail->>'reason' as reason from audit_event a join app_user u on u.id = a.user_id where u.email = $1 and a.event = 'sign_in' and a.outcome = 'denied'",
         [email],
       );
@@ -438,7 +409,7 @@ describe("Sign-in", () => {
       const [header, payload, signature] = token.split(".") as [string, string, string];
       const { kid, alg, typ } = JSON.parse(Buffer.from(header, "base64url").toString());
       expect({ alg, typ }).to.deep.equal({ alg: "ES256", typ: "at+jwt" });
-      const jwks = (await (await fetch(`http://127.0.0.1:${running.httpPort}/.well-known/jwks.json`)).json()) as { keys: { kid: string }[] };
+      const jwks = (await (await fetch(`http://127.0.0.1:${platform.running.httpPort}/.well-known/jwks.json`)).json()) as { keys: { kid: string }[] };
       const jwk = jwks.keys.find((k) => k.kid === kid)!;
       const key = createPublicKey({ key: jwk as never, format: "jwk" });
       const valid = verifySignature("sha256", Buffer.from(`${header}.${payload}`), { key, dsaEncoding: "ieee-p1363" }, Buffer.from(signature, "base64url"));

@@ -1,12 +1,10 @@
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
-import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { ErrorInfoSchema, RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
-import { sharedStores, startPlatform } from "../support/platform.js";
+import { detailOf, grpcErrorDetails } from "../support/clients.js";
 import { SmsInbox } from "../support/sms-inbox.js";
-import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 /**
  * The budgets against SMS pumping, set small: 2 codes an hour per number
@@ -14,27 +12,16 @@ import { dropTestDatabases } from "../support/stores.js";
  */
 describe("SMS pumping budgets", () => {
   const inbox = new SmsInbox();
-  let running: Running;
-  let auth: ReturnType<typeof grpcClient<typeof AuthService>>;
-
-  before(async () => {
-    running = await startPlatform({
-      ...(await sharedStores()),
-      ...(await inbox.env()),
+  const platform = platformForSuite({
+    inboxes: [inbox],
+    env: {
       OTP_ALLOWED_COUNTRIES: "GB",
       OTP_PREFIX_HOURLY_BUDGET: "2",
       OTP_COUNTRY_HOURLY_BUDGET: "5",
       RATE_LIMITS: "otp_send_ip=1000/3600",
-    });
-    auth = grpcClient(AuthService, running.grpcPort!);
+    },
   });
-
-  after(async () => {
-    auth.close();
-    await running.stop();
-    await inbox.stop();
-    await dropTestDatabases();
-  });
+  const auth = platform.client(AuthService);
 
   /** The send refused by `rule`, with RetryInfo, and no SMS sent. */
   async function expectRefused(phoneNumber: string, rule: string) {

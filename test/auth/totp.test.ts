@@ -2,16 +2,12 @@ import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
 import * as OTPAuth from "otpauth";
 import QRCode from "qrcode";
-import pg from "pg";
-import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
 import { MfaService } from "../../gen/portcullis/v1/mfa_service_pb.js";
-import { connectCall, fieldsOf, grpcClient, reasonOf } from "../support/clients.js";
-import { sharedStores, startPlatform } from "../support/platform.js";
-import { expectNoSecretLeaked } from "../support/secrets.js";
+import { connectCall, fieldsOf, reasonOf } from "../support/clients.js";
 import { bearer } from "../support/sign-in.js";
-import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 import { codeOf, enrolTotp, wrongCodeOf } from "../support/totp.js";
 
 const password = "violet staple orbit 42";
@@ -20,45 +16,22 @@ let accounts = 0;
 let devices = 0;
 
 describe("TOTP and recovery codes", () => {
-  const logLines: string[] = [];
   /** Every secret and code handed out, none of which may reach a log line or an audit row. */
   const handedOut: string[] = [];
-  let running: Running;
-  /** A second instance on the same stores, for what must hold across instances. */
-  let other: Running;
-  let auth: ReturnType<typeof grpcClient<typeof AuthService>>;
-  let mfa: ReturnType<typeof grpcClient<typeof MfaService>>;
-  let otherMfa: ReturnType<typeof grpcClient<typeof MfaService>>;
-  let db: pg.Client;
-
-  before(async () => {
-    const stores = await sharedStores();
-    const env = {
-      ...stores,
+  /** Two instances on the same stores; the second for what must hold across instances. */
+  const platform = platformForSuite({
+    instances: 2,
+    secrets: handedOut,
+    env: {
       EMAIL_VERIFICATION: "optional",
       PRODUCT_NAME: "Acme Bank",
       MFA_FAILURE_BUDGET: String(failureBudget),
       RATE_LIMITS: ["register_ip=1000/60", "register_email=1000/60", "login_ip=1000/60", "login_email=1000/60", "mfa_user=1000/60"].join(","),
-    };
-    running = await startPlatform(env, logLines);
-    other = await startPlatform(env, logLines);
-    auth = grpcClient(AuthService, running.grpcPort!);
-    mfa = grpcClient(MfaService, running.grpcPort!);
-    otherMfa = grpcClient(MfaService, other.grpcPort!);
-    db = new pg.Client({ connectionString: stores.DATABASE_URL });
-    await db.connect();
+    },
   });
-
-  after(async () => {
-    await expectNoSecretLeaked(db, logLines, handedOut);
-    await db.end();
-    auth.close();
-    mfa.close();
-    otherMfa.close();
-    await running.stop();
-    await other.stop();
-    await dropTestDatabases();
-  });
+  const auth = platform.client(AuthService);
+  const mfa = platform.client(MfaService);
+  const otherMfa = platform.client(MfaService, 1);
 
   /** A new account, signed in (before any second factor, so with a plain token). */
   async function newAccount() {
@@ -81,7 +54,7 @@ describe("TOTP and recovery codes", () => {
   }
 
   const auditEvents = async (userId: string) =>
-    (await db.query<{ event: string; outcome: string; detail: Record<string, unknown> }>("select event, outcome, detail from audit_event where user_id = $1 and event like 'mfa.%' order by id", [userId])).rows;
+    (await platform.db.query<{ event: string; outcome: string; detail: Record<string, unknown> }>("select event, outcome, detail from audit_event where user_id = $1 and event like 'mfa.%' order by id", [userId])).rows;
 
   it("enrols with a code an authenticator app computes from the returned secret, and returns 10 recovery codes once", async () => {
     const { email, userId, headers } = await newAccount();
@@ -99,11 +72,11 @@ describe("TOTP and recovery codes", () => {
     });
     expect(response!.qrCodeSvg).to.match(/^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
     expect(response!.qrCodeSvg, "the QR code of the URI").to.equal(await QRCode.toString(response!.otpauthUri, { type: "svg", errorCorrectionLevel: "M" }));
-    expect((await db.query("select confirm_time from totp_factor where user_id = $1", [userId])).rows).to.deep.equal([{ confirm_time: null }]);
+    expect((await platform.db.query("select confirm_time from totp_factor where user_id = $1", [userId])).rows).to.deep.equal([{ confirm_time: null }]);
 
     const code = codeOf(secret);
     handedOut.push(code);
-    const confirmed = await connectCall(running.httpPort!, "/portcullis.v1.MfaService/ConfirmTotp", { code, currentPassword: password }, headers);
+    const confirmed = await connectCall(platform.running.httpPort!, "/portcullis.v1.MfaService/ConfirmTotp", { code, currentPassword: password }, headers);
 
     expect(confirmed.status, confirmed.text).to.equal(200);
     const recoveryCodes: string[] = confirmed.json.recoveryCodes;
@@ -111,7 +84,7 @@ describe("TOTP and recovery codes", () => {
     expect(recoveryCodes).to.have.length(10);
     expect(new Set(recoveryCodes).size).to.equal(10);
     for (const recoveryCode of recoveryCodes) expect(recoveryCode).to.match(/^[a-z2-7]{5}-[a-z2-7]{5}$/);
-    const stored = (await db.query("select code_hash from recovery_code where user_id = $1", [userId])).rows;
+    const stored = (await platform.db.query("select code_hash from recovery_code where user_id = $1", [userId])).rows;
     expect(stored).to.have.length(10);
     expect(JSON.stringify(stored), "stored as hashes").not.to.contain(recoveryCodes[0]!.replace("-", ""));
     expect((await auditEvents(userId)).map((e) => [e.event, e.outcome])).to.deep.equal([
@@ -123,7 +96,7 @@ describe("TOTP and recovery codes", () => {
   it("keeps the secret sealed in the database", async () => {
     const { userId, secret } = await enrolledAccount();
 
-    const [row] = (await db.query("select secret_sealed from totp_factor where user_id = $1", [userId])).rows;
+    const [row] = (await platform.db.query("select secret_sealed from totp_factor where user_id = $1", [userId])).rows;
 
     expect(row.secret_sealed).not.to.contain(secret);
     expect(Buffer.from(row.secret_sealed, "base64").toString("latin1")).not.to.contain(secret);
@@ -139,8 +112,8 @@ describe("TOTP and recovery codes", () => {
 
     expect(error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
     expect(fieldsOf(error!)).to.deep.equal(["code"]);
-    expect((await db.query("select confirm_time from totp_factor where user_id = $1", [userId])).rows).to.deep.equal([{ confirm_time: null }]);
-    expect((await db.query("select count(*)::int as n from recovery_code where user_id = $1", [userId])).rows[0].n).to.equal(0);
+    expect((await platform.db.query("select confirm_time from totp_factor where user_id = $1", [userId])).rows).to.deep.equal([{ confirm_time: null }]);
+    expect((await platform.db.query("select count(*)::int as n from recovery_code where user_id = $1", [userId])).rows[0].n).to.equal(0);
     expect((await auditEvents(userId)).at(-1)).to.deep.include({ event: "mfa.factor_failed", outcome: "failure" });
   });
 
@@ -210,7 +183,7 @@ describe("TOTP and recovery codes", () => {
       ),
     );
 
-    const counted = (await db.query("select count(*)::int as n from mfa_failure where user_id = $1", [userId])).rows[0].n;
+    const counted = (await platform.db.query("select count(*)::int as n from mfa_failure where user_id = $1", [userId])).rows[0].n;
     expect(counted).to.equal(failureBudget);
     const codes = answers.map((answer) => answer.error?.code);
     expect(codes.filter((code) => code === grpc.status.INVALID_ARGUMENT)).to.have.length(failureBudget);
@@ -223,8 +196,8 @@ describe("TOTP and recovery codes", () => {
     expect(Number(refused.error!.metadata.get("retry-after")[0]), "seconds until the oldest failure leaves the window").to.be.within(1, 15 * 60);
 
     // As if the window, and the lockout the spent budget started, had passed.
-    await db.query("update mfa_failure set fail_time = now() - interval '16 minutes' where user_id = $1", [userId]);
-    await db.query("update mfa_lockout set lock_time = lock_time - interval '16 minutes', until_time = until_time - interval '16 minutes' where user_id = $1", [userId]);
+    await platform.db.query("update mfa_failure set fail_time = now() - interval '16 minutes' where user_id = $1", [userId]);
+    await platform.db.query("update mfa_lockout set lock_time = lock_time - interval '16 minutes', until_time = until_time - interval '16 minutes' where user_id = $1", [userId]);
     const later = await mfa.call("regenerateRecoveryCodes", { proof: { factor: { case: "totpCode", value: right } } }, headers);
     expect(later.error).to.equal(undefined);
     handedOut.push(...later.response!.recoveryCodes);
@@ -242,7 +215,7 @@ describe("TOTP and recovery codes", () => {
     expect(first.error).to.equal(undefined);
     expect(again.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
     expect(fieldsOf(again.error!)).to.deep.equal(["proof.recovery_code"]);
-    expect((await db.query("select count(*)::int as n from recovery_code where user_id = $1 and use_time is null", [userId])).rows[0].n).to.equal(9);
+    expect((await platform.db.query("select count(*)::int as n from recovery_code where user_id = $1 and use_time is null", [userId])).rows[0].n).to.equal(9);
     const events = await auditEvents(userId);
     expect(events.filter((e) => e.event === "mfa.recovery_code_used")).to.deep.equal([{ event: "mfa.recovery_code_used", outcome: "success", detail: { remaining: 9 } }]);
     expect(events.at(-1)).to.deep.include({ event: "mfa.factor_failed", outcome: "failure" });
@@ -254,7 +227,7 @@ describe("TOTP and recovery codes", () => {
     const code = codeOf(secret, 1);
     handedOut.push(code);
 
-    const regenerated = await connectCall(running.httpPort!, "/portcullis.v1.MfaService/RegenerateRecoveryCodes", { proof: { totpCode: code } }, headers);
+    const regenerated = await connectCall(platform.running.httpPort!, "/portcullis.v1.MfaService/RegenerateRecoveryCodes", { proof: { totpCode: code } }, headers);
 
     expect(regenerated.status, regenerated.text).to.equal(200);
     const fresh: string[] = regenerated.json.recoveryCodes;
@@ -272,13 +245,13 @@ describe("TOTP and recovery codes", () => {
     const wrong = await mfa.call("disableTotp", totpProof(wrongCodeOf(secret)), headers);
     expect(wrong.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
     expect(fieldsOf(wrong.error!)).to.deep.equal(["proof.totp_code"]);
-    expect((await db.query("select count(*)::int as n from totp_factor where user_id = $1", [userId])).rows[0].n).to.equal(1);
+    expect((await platform.db.query("select count(*)::int as n from totp_factor where user_id = $1", [userId])).rows[0].n).to.equal(1);
 
     const disabled = await mfa.call("disableTotp", recovery(recoveryCodes[5]!), headers);
 
     expect(disabled.error).to.equal(undefined);
-    expect((await db.query("select count(*)::int as n from totp_factor where user_id = $1", [userId])).rows[0].n).to.equal(0);
-    expect((await db.query("select count(*)::int as n from recovery_code where user_id = $1", [userId])).rows[0].n).to.equal(0);
+    expect((await platform.db.query("select count(*)::int as n from totp_factor where user_id = $1", [userId])).rows[0].n).to.equal(0);
+    expect((await platform.db.query("select count(*)::int as n from recovery_code where user_id = $1", [userId])).rows[0].n).to.equal(0);
     const off = await mfa.call("regenerateRecoveryCodes", recovery(recoveryCodes[6]!), headers);
     expect(off.error?.code).to.equal(grpc.status.FAILED_PRECONDITION);
     expect(reasonOf(off.error!)).to.equal("MFA_NOT_ENABLED");

@@ -1,6 +1,5 @@
 import { expect } from "chai";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { Running } from "../../services/app/servers.js";
 import { captchaRequired, stepUpRequired } from "../../services/policy/refusals.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
@@ -15,10 +14,9 @@ import {
   StepUpRequiredError,
   type PortcullisClient,
 } from "../../client/index.js";
-import { sharedStores, startPlatform } from "../support/platform.js";
 import { newPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
-import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 const device = { deviceId: "browser", deviceType: DeviceType.WEB, deviceName: "Browser" };
 
@@ -33,26 +31,14 @@ async function rejectionOf(call: Promise<unknown>): Promise<PortcullisError> {
 
 describe("portcullis/client errors, from the server's real answers", () => {
   const inbox = new SmsInbox();
-  let running: Running;
+  const platform = platformForSuite({ inboxes: [inbox], env: { RATE_LIMITS: "login_email=1/60,otp_send_ip=1000/3600,otp_verify_ip=1000/3600" } });
   let client: PortcullisClient;
 
   before(async () => {
-    const smsUrl = await inbox.start();
-    running = await startPlatform({
-      ...(await sharedStores()),
-      SMS_PROVIDER: "webhook",
-      SMS_WEBHOOK_URL: smsUrl,
-      RATE_LIMITS: "login_email=1/60,otp_send_ip=1000/3600,otp_verify_ip=1000/3600",
-    });
-    client = createPortcullisClient({ baseUrl: `http://127.0.0.1:${running.httpPort}`, locks: null });
+    client = createPortcullisClient({ baseUrl: `http://127.0.0.1:${platform.running.httpPort}`, locks: null });
     const phone = newPhone();
     await client.auth.sendOtp({ phoneNumber: phone });
     await client.auth.verifyOtp({ phoneNumber: phone, code: inbox.codeFor(phone), device });
-  });
-  after(async () => {
-    await running.stop();
-    await inbox.stop();
-    await dropTestDatabases();
   });
 
   it("a rate limit: RateLimitedError with the rule and how long to wait", async () => {

@@ -1,7 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { expect } from "chai";
 import { Code } from "@connectrpc/connect";
-import type { Running } from "../../services/app/servers.js";
 import { AccessTokens } from "../../services/tokens/access-token.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
@@ -20,7 +19,7 @@ import { grpcClient } from "../support/clients.js";
 import { sharedStores, startPlatform } from "../support/platform.js";
 import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
-import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 /**
  * The client's side of the wire: every request by method name with the Authorization it carried, methods that fail
@@ -119,29 +118,21 @@ async function markExpired(storage: TokenStorage): Promise<void> {
 
 describe("portcullis/client sessions, against the gateway", () => {
   const inbox = new SmsInbox();
-  let running: Running;
   let baseUrl: string;
   let devices = 0;
 
   const rateLimits = "otp_send_ip=1000/3600,otp_verify_ip=1000/3600,otp_send_phone=10/3600,refresh_ip=1000/60,refresh_user=1000/60";
-  let smsUrl: string;
-
-  before(async () => {
-    smsUrl = await inbox.start();
-    running = await startPlatform({
-      ...(await sharedStores()),
-      SMS_PROVIDER: "webhook",
-      SMS_WEBHOOK_URL: smsUrl,
+  const platform = platformForSuite({
+    inboxes: [inbox],
+    env: {
       // No grace for a used refresh token: presenting one twice revokes the session, so a double refresh cannot hide.
       REFRESH_REUSE_INTERVAL: "0",
       RATE_LIMITS: rateLimits,
-    });
-    baseUrl = `http://127.0.0.1:${running.httpPort}`;
+    },
   });
-  after(async () => {
-    await running.stop();
-    await inbox.stop();
-    await dropTestDatabases();
+
+  before(() => {
+    baseUrl = `http://127.0.0.1:${platform.running.httpPort}`;
   });
 
   /** A client that has signed a new phone in through itself; `ended` collects its onSessionEnd reasons. */
@@ -161,7 +152,7 @@ describe("portcullis/client sessions, against the gateway", () => {
 
   /** The server refuses `accessToken` (revocation reaches the session guard through the feed, a moment later). */
   async function refusedByServer(accessToken: string) {
-    const auth = grpcClient(AuthService, running.grpcPort!);
+    const auth = grpcClient(AuthService, platform.running.grpcPort!);
     try {
       for (const deadline = Date.now() + 5000; (await auth.call("getProfile", {}, bearer(accessToken))).error === undefined; await sleep(10)) {
         if (Date.now() > deadline) throw new Error("the token is still accepted");
@@ -268,7 +259,7 @@ describe("portcullis/client sessions, against the gateway", () => {
     const { client, wire, storage } = await signedIn();
     const stored = await storedIn(storage);
     // Signed an hour ago by the platform's own key ring: what a client with a slow clock would still hold.
-    const anHourAgo = new AccessTokens(running.app!.keyRing, { issuer: "portcullis", audience: "portcullis", ttlSeconds: 60, clockToleranceSeconds: 0, verifiedCacheSize: 0 }, () => Date.now() - 3_600_000);
+    const anHourAgo = new AccessTokens(platform.running.app!.keyRing, { issuer: "portcullis", audience: "portcullis", ttlSeconds: 60, clockToleranceSeconds: 0, verifiedCacheSize: 0 }, () => Date.now() - 3_600_000);
     const { token: expired } = await anHourAgo.issue({
       kind: "user", subject: stored.userId!, sessionId: stored.sessionId!, sessionExpiresAt: 0, deviceId: "d", kycLevel: 0, kycStatus: "", permissions: [], amr: ["otp"],
     });
@@ -361,8 +352,8 @@ describe("portcullis/client sessions, against the gateway", () => {
   it("ends a session revoked from another device: SessionEndedError for every waiting call, onSessionEnd once, storage cleared", async () => {
     const phone = newPhone();
     const { client, wire, ended, storage, verified } = await signedIn({}, phone);
-    const otherDevice = await signInByPhone(running.grpcPort!, inbox, phone, "Laptop");
-    const sessions = grpcClient(SessionService, running.grpcPort!);
+    const otherDevice = await signInByPhone(platform.running.grpcPort!, inbox, phone, "Laptop");
+    const sessions = grpcClient(SessionService, platform.running.grpcPort!);
     const revoked = await sessions.call("revokeSession", { sessionId: verified.sessionId }, bearer(otherDevice.tokens!.accessToken));
     sessions.close();
     expect(revoked.error).to.equal(undefined);
@@ -385,8 +376,8 @@ describe("portcullis/client sessions, against the gateway", () => {
   it("ends the session when the server refuses its refresh token", async () => {
     const phone = newPhone();
     const { client, wire, ended, storage, verified } = await signedIn({}, phone);
-    const otherDevice = await signInByPhone(running.grpcPort!, inbox, phone, "Laptop");
-    const sessions = grpcClient(SessionService, running.grpcPort!);
+    const otherDevice = await signInByPhone(platform.running.grpcPort!, inbox, phone, "Laptop");
+    const sessions = grpcClient(SessionService, platform.running.grpcPort!);
     await sessions.call("revokeSession", { sessionId: verified.sessionId }, bearer(otherDevice.tokens!.accessToken));
     sessions.close();
     await markExpired(storage);
@@ -433,7 +424,7 @@ describe("portcullis/client sessions, against the gateway", () => {
   }
 
   it("asks again at once when a refresh's answer is lost, and keeps the session: within its reuse interval the server gives the same successor", async () => {
-    const graceful = await startPlatform({ ...(await sharedStores()), SMS_PROVIDER: "webhook", SMS_WEBHOOK_URL: smsUrl, RATE_LIMITS: rateLimits });
+    const graceful = await startPlatform({ ...(await sharedStores()), SMS_PROVIDER: "webhook", SMS_WEBHOOK_URL: platform.env.SMS_WEBHOOK_URL!, RATE_LIMITS: rateLimits });
     try {
       const { client, wire, ended, storage } = await signedIn({ baseUrl: `http://127.0.0.1:${graceful.httpPort}`, refreshTimeoutMs: 1500 });
       await markExpired(storage);

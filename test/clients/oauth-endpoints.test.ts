@@ -5,16 +5,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT, type CryptoKey } from "jose";
-import pg from "pg";
 import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { grpcClient } from "../support/clients.js";
-import { runAdmin, sharedStores, startPlatform, type SharedStores } from "../support/platform.js";
+import { runAdmin, startPlatform } from "../support/platform.js";
 import { expectNoSecretLeaked } from "../support/secrets.js";
 import { claimsOf, createServiceAccount } from "../support/service-accounts.js";
 import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
-import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 const publicUrl = "https://auth.portcullis.test";
 const tokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -45,26 +44,30 @@ async function postForm(port: number, path: string, form: Record<string, string>
  */
 describe("OAuth 2.0 endpoints on the gateway", () => {
   const sms = new SmsInbox();
-  const logLines: string[] = [];
   const secrets: string[] = [];
-  let stores: SharedStores;
-  let portcullis: Running;
-  let db: pg.Client;
+  const platform = platformForSuite({
+    inboxes: [sms],
+    env: {
+      PUBLIC_URL: publicUrl,
+      CORS_ORIGINS: "https://app.portcullis.test",
+      RATE_LIMITS: "otp_send_ip=1000/3600,otp_verify_ip=1000/3600",
+    },
+  });
   let keyDir: string;
   let checkoutSecret: string;
   let reportsSecret: string;
   let ordersSecret: string;
   let inventoryKey: { privateKey: CryptoKey; kid: string };
 
-  const token = (form: Record<string, string> | string, headers: Record<string, string> = {}, port = portcullis.httpPort!) =>
+  const token = (form: Record<string, string> | string, headers: Record<string, string> = {}, port = platform.running.httpPort!) =>
     postForm(port, "/oauth2/token", form, headers).then((answer) => {
       if (answer.json?.access_token) secrets.push(answer.json.access_token);
       return answer;
     });
-  const introspect = (form: Record<string, string>, headers: Record<string, string> = {}, port = portcullis.httpPort!) =>
+  const introspect = (form: Record<string, string>, headers: Record<string, string> = {}, port = platform.running.httpPort!) =>
     postForm(port, "/oauth2/introspect", form, headers);
   const signIn = async () => {
-    const { tokens } = await signInByPhone(portcullis.grpcPort!, sms, newPhone());
+    const { tokens } = await signInByPhone(platform.running.grpcPort!, sms, newPhone());
     secrets.push(tokens!.accessToken, tokens!.refreshToken);
     return tokens!.accessToken;
   };
@@ -92,48 +95,30 @@ describe("OAuth 2.0 endpoints on the gateway", () => {
   before(async function () {
     // The admin tool starts as its own process, a few seconds each time.
     this.timeout(90_000);
-    stores = await sharedStores();
-    portcullis = await startPlatform(
-      {
-        ...stores,
-        ...(await sms.env()),
-        PUBLIC_URL: publicUrl,
-        CORS_ORIGINS: "https://app.portcullis.test",
-        RATE_LIMITS: "otp_send_ip=1000/3600,otp_verify_ip=1000/3600",
-      },
-      logLines,
-    );
-    db = new pg.Client({ connectionString: stores.DATABASE_URL });
-    await db.connect();
-
     const { publicKey, privateKey } = await generateKeyPair("ES256", { extractable: true });
     const publicJwk = await exportJWK(publicKey);
     inventoryKey = { privateKey, kid: await calculateJwkThumbprint(publicJwk) };
     keyDir = await mkdtemp(join(tmpdir(), "portcullis-oauth-"));
     await writeFile(join(keyDir, "inventory.jwk"), JSON.stringify(publicJwk));
     [checkoutSecret, reportsSecret, , ordersSecret] = await Promise.all([
-      createServiceAccount(stores, "checkout", ["portcullis", "orders"]),
+      createServiceAccount(platform.stores, "checkout", ["portcullis", "orders"]),
       // No "portcullis" among its audiences: it may not exchange or introspect through the token endpoint.
-      createServiceAccount(stores, "reports", ["orders"]),
+      createServiceAccount(platform.stores, "reports", ["orders"]),
       (async () => {
-        await runAdmin(stores, "service", "create", "inventory", "--audience", "orders");
-        await runAdmin(stores, "service", "key", "inventory", join(keyDir, "inventory.jwk"));
+        await runAdmin(platform.stores, "service", "create", "inventory", "--audience", "orders");
+        await runAdmin(platform.stores, "service", "key", "inventory", join(keyDir, "inventory.jwk"));
       })(),
-      createServiceAccount(stores, "orders", ["portcullis", "payments"]),
+      createServiceAccount(platform.stores, "orders", ["portcullis", "payments"]),
     ]);
     secrets.push(checkoutSecret, reportsSecret, ordersSecret);
   });
   after(async () => {
-    await db.end();
-    await portcullis.stop();
-    await sms.stop();
     await rm(keyDir, { recursive: true, force: true });
-    await dropTestDatabases();
   });
 
   describe("GET /.well-known/oauth-authorization-server", () => {
     it("describes the endpoints, grants and client authentication methods (RFC 8414)", async () => {
-      const response = await fetch(`http://127.0.0.1:${portcullis.httpPort}/.well-known/oauth-authorization-server`);
+      const response = await fetch(`http://127.0.0.1:${platform.running.httpPort}/.well-known/oauth-authorization-server`);
       expect(response.status).to.equal(200);
       expect(response.headers.get("content-type")).to.equal("application/json");
       expect(await response.json()).to.deep.equal({
@@ -202,9 +187,9 @@ describe("OAuth 2.0 endpoints on the gateway", () => {
       expectOAuthError(await token({ grant_type: "client_credentials", audience: "orders", client_secret: checkoutSecret }, client), 400, "invalid_request");
       expectOAuthError(await token({ grant_type: "client_credentials", client_assertion: await assertion(), audience: "orders" }), 400, "invalid_request");
 
-      const json = await postForm(portcullis.httpPort!, "/oauth2/token", "", { ...client, "content-type": "application/json" });
+      const json = await postForm(platform.running.httpPort!, "/oauth2/token", "", { ...client, "content-type": "application/json" });
       expectOAuthError(json, 400, "invalid_request");
-      const get = await fetch(`http://127.0.0.1:${portcullis.httpPort}/oauth2/token`);
+      const get = await fetch(`http://127.0.0.1:${platform.running.httpPort}/oauth2/token`);
       expect(get.status).to.equal(405);
       expect(get.headers.get("allow")).to.equal("POST");
     });
@@ -221,7 +206,7 @@ describe("OAuth 2.0 endpoints on the gateway", () => {
           controller.close();
         },
       });
-      const response = await fetch(`http://127.0.0.1:${portcullis.httpPort}/oauth2/token`, {
+      const response = await fetch(`http://127.0.0.1:${platform.running.httpPort}/oauth2/token`, {
         method: "POST",
         headers: { "content-type": "application/x-www-form-urlencoded", ...basic("checkout", checkoutSecret) },
         body,
@@ -236,7 +221,7 @@ describe("OAuth 2.0 endpoints on the gateway", () => {
       const answer = await token({ grant_type: "client_credentials", audience: "orders" }, { ...basic("checkout", checkoutSecret), ...origin });
       expect(answer.status).to.equal(200);
       expect(answer.headers.get("access-control-allow-origin")).to.equal(null);
-      const preflight = await fetch(`http://127.0.0.1:${portcullis.httpPort}/oauth2/token`, {
+      const preflight = await fetch(`http://127.0.0.1:${platform.running.httpPort}/oauth2/token`, {
         method: "OPTIONS",
         headers: { ...origin, "access-control-request-method": "POST" },
       });
@@ -323,7 +308,7 @@ describe("OAuth 2.0 endpoints on the gateway", () => {
 
     it("answers only {active: false} for a signed-out session's token or one that is not a token", async () => {
       const userToken = await signIn();
-      const auth = grpcClient(AuthService, portcullis.grpcPort!);
+      const auth = grpcClient(AuthService, platform.running.grpcPort!);
       try {
         expect((await auth.call("logout", {}, bearer(userToken))).error).to.equal(undefined);
       } finally {
@@ -350,8 +335,8 @@ describe("OAuth 2.0 endpoints on the gateway", () => {
     let gateway: Running;
 
     before(async () => {
-      upstream = await startPlatform({ ...stores, MODE: "grpc", PUBLIC_URL: publicUrl, RATE_LIMITS: "service_token_client=6/3600" }, logLines);
-      gateway = await startPlatform({ MODE: "gateway", GATEWAY_UPSTREAM: `http://127.0.0.1:${upstream.grpcPort}`, PUBLIC_URL: publicUrl }, logLines);
+      upstream = await startPlatform({ ...platform.stores, MODE: "grpc", PUBLIC_URL: publicUrl, RATE_LIMITS: "service_token_client=6/3600" }, platform.logLines);
+      gateway = await startPlatform({ MODE: "gateway", GATEWAY_UPSTREAM: `http://127.0.0.1:${upstream.grpcPort}`, PUBLIC_URL: publicUrl }, platform.logLines);
     });
     after(async () => {
       await gateway.stop();
@@ -400,8 +385,8 @@ describe("OAuth 2.0 endpoints on the gateway", () => {
 
   describe("afterwards", () => {
     it("no secret, assertion or token reached a log line or an audit row", async () => {
-      await expectNoSecretLeaked(db, logLines, secrets);
-      const audited = (await db.query("select distinct event from audit_event")).rows.map((row) => row.event);
+      await expectNoSecretLeaked(platform.db, platform.logLines, secrets);
+      const audited = (await platform.db.query("select distinct event from audit_event")).rows.map((row) => row.event);
       expect(audited).to.include.members(["service_token.issue", "token.exchange"]);
     });
   });

@@ -7,14 +7,13 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { promisify } from "node:util";
 import { expect } from "chai";
-import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { grpcClient } from "../support/clients.js";
-import { runAdmin, sharedStores, startPlatform, type SharedStores } from "../support/platform.js";
+import { runAdmin } from "../support/platform.js";
 import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
-import { dropTestDatabases } from "../support/stores.js";
 import { claimsOf } from "../support/service-accounts.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 // Debian's python3-grpcio, python3-protobuf and python3-jwt are importable only by Debian's own
 // interpreter, which a pyenv or virtualenv earlier on PATH would hide (.ci/run installs them).
@@ -62,20 +61,22 @@ class PythonService {
  */
 describe("A Python service", () => {
   const sms = new SmsInbox();
-  let stores: SharedStores;
-  let portcullis: Running;
   let workDir: string;
   let service: PythonService;
   let issued: Answer;
 
-  const signIn = async () => (await signInByPhone(portcullis.grpcPort!, sms, newPhone()))!.tokens!.accessToken;
+  // Registered before the platform's: the Python service stops while Portcullis still answers.
+  after(async () => {
+    await service?.stop();
+    if (workDir) await rm(workDir, { recursive: true, force: true });
+  });
+  const platform = platformForSuite({ inboxes: [sms], env: { PUBLIC_URL: publicUrl } });
+
+  const signIn = async () => (await signInByPhone(platform.running.grpcPort!, sms, newPhone()))!.tokens!.accessToken;
 
   before(async function () {
-    // Two admin CLI processes, buf and a Python interpreter start here, besides Portcullis.
+    // Two admin CLI processes, buf and a Python interpreter start here.
     this.timeout(120_000);
-    stores = await sharedStores();
-    portcullis = await startPlatform({ ...stores, ...(await sms.env()), PUBLIC_URL: publicUrl });
-
     workDir = await mkdtemp(join(tmpdir(), "portcullis-python-"));
     const descriptors = join(workDir, "portcullis.binpb");
     await promisify(execFile)("node_modules/.bin/buf", ["build", "-o", descriptors]);
@@ -85,25 +86,18 @@ describe("A Python service", () => {
     await writeFile(publicJwk, JSON.stringify(publicKey.export({ format: "jwk" })));
     await writeFile(privatePem, privateKey.export({ format: "pem", type: "pkcs8" }), { mode: 0o600 });
 
-    await runAdmin(stores, "service", "create", "py-svc", "--audience", "portcullis,orders");
-    await runAdmin(stores, "service", "key", "py-svc", publicJwk);
+    await runAdmin(platform.stores, "service", "create", "py-svc", "--audience", "portcullis,orders");
+    await runAdmin(platform.stores, "service", "key", "py-svc", publicJwk);
 
     service = new PythonService([
-      "--target", `127.0.0.1:${portcullis.grpcPort}`,
+      "--target", `127.0.0.1:${platform.running.grpcPort}`,
       "--descriptors", descriptors,
-      "--jwks-url", `http://127.0.0.1:${portcullis.httpPort}/.well-known/jwks.json`,
+      "--jwks-url", `http://127.0.0.1:${platform.running.httpPort}/.well-known/jwks.json`,
       "--client-id", "py-svc",
       "--private-key", privatePem,
       "--assertion-audience", `${publicUrl}/oauth2/token`,
     ]);
     issued = await service.next();
-  });
-  after(async () => {
-    await service?.stop();
-    await portcullis?.stop();
-    await sms.stop();
-    if (workDir) await rm(workDir, { recursive: true, force: true });
-    await dropTestDatabases();
   });
 
   it("gets a short-lived service token for Portcullis with a client assertion it signed itself", () => {
@@ -145,7 +139,7 @@ describe("A Python service", () => {
     const userToken = await signIn();
     expect((await service.ask("introspect", userToken)).active).to.equal(true);
 
-    const auth = grpcClient(AuthService, portcullis.grpcPort!);
+    const auth = grpcClient(AuthService, platform.running.grpcPort!);
     try {
       expect((await auth.call("logout", {}, bearer(userToken))).error).to.equal(undefined);
     } finally {

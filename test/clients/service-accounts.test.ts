@@ -8,18 +8,17 @@ import * as grpc from "@grpc/grpc-js";
 import { expect } from "chai";
 import { calculateJwkThumbprint, createLocalJWKSet, exportJWK, generateKeyPair, jwtVerify, SignJWT, type CryptoKey, type JWK } from "jose";
 import pg from "pg";
-import type { Running } from "../../services/app/servers.js";
 import { serviceAccountStore } from "../../services/clients/store.js";
 import type { Sql } from "../../services/platform/database.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { AdminService, ServiceCredentialKind } from "../../gen/portcullis/v1/admin_service_pb.js";
 import { TokenService } from "../../gen/portcullis/v1/token_service_pb.js";
-import { connectCall, detailOf, fieldsOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
-import { runAdmin, sharedStores, startPlatform, type SharedStores } from "../support/platform.js";
+import { connectCall, detailOf, fieldsOf, grpcErrorDetails } from "../support/clients.js";
+import { runAdmin } from "../support/platform.js";
 import { expectNoSecretLeaked } from "../support/secrets.js";
 import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
-import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 const publicUrl = "https://auth.example.test";
 const tokenEndpoint = `${publicUrl}/oauth2/token`;
@@ -56,15 +55,18 @@ const errorInfoOf = (error: grpc.ServiceError) => detailOf(grpcErrorDetails(erro
  */
 describe("Service accounts and IssueServiceToken", () => {
   const sms = new SmsInbox();
-  const logLines: string[] = [];
   /** Every client secret and assertion handed out, none of which may reach a log line or an audit row. */
   const handedOut: string[] = [];
-  let stores: SharedStores;
-  let running: Running;
-  let db: pg.Client;
+  const platform = platformForSuite({
+    inboxes: [sms],
+    env: {
+      PUBLIC_URL: publicUrl,
+      RATE_LIMITS: "otp_send_ip=1000/3600,otp_verify_ip=1000/3600,service_token_client=1000/60,service_token_ip=10000/60",
+    },
+  });
   let operatorToken: string;
-  let admin: ReturnType<typeof grpcClient<typeof AdminService>>;
-  let tokenService: ReturnType<typeof grpcClient<typeof TokenService>>;
+  const admin = platform.client(AdminService);
+  const tokenService = platform.client(TokenService);
   let workDir: string;
   let jwks: ReturnType<typeof createLocalJWKSet>;
 
@@ -95,7 +97,7 @@ describe("Service accounts and IssueServiceToken", () => {
   }
   /** The reasons the audit log gives for the account's token requests, oldest first. */
   async function issueAudit(clientId: string) {
-    const { rows } = await db.query("select outcome, detail from audit_event where event = 'service_token.issue' and detail->>'client_id' = $1 order by id", [clientId]);
+    const { rows } = await platform.db.query("select outcome, detail from audit_event where event = 'service_token.issue' and detail->>'client_id' = $1 order by id", [clientId]);
     return rows.map((row) => `${row.outcome}:${row.detail.reason ?? row.detail.method}`);
   }
 
@@ -105,7 +107,7 @@ describe("Service accounts and IssueServiceToken", () => {
    * request began before the change, and ends after it.
    */
   async function changedWhileIssuing<T>(change: (sql: Sql) => Promise<unknown>, issue: () => Promise<T>): Promise<T> {
-    const holder = new pg.Client({ connectionString: stores.DATABASE_URL });
+    const holder = new pg.Client({ connectionString: platform.stores.DATABASE_URL });
     await holder.connect();
     try {
       const sql: Sql = { query: async (text, params) => (await holder.query(text, params as unknown[])).rows };
@@ -114,7 +116,7 @@ describe("Service accounts and IssueServiceToken", () => {
       const [{ pid }] = (await holder.query("select pg_backend_pid() as pid")).rows;
       let settled = false;
       const issuing = issue().finally(() => (settled = true));
-      const blocked = async () => (await db.query("select 1 from pg_stat_activity where $1 = any(pg_blocking_pids(pid))", [pid])).rowCount! > 0;
+      const blocked = async () => (await platform.db.query("select 1 from pg_stat_activity where $1 = any(pg_blocking_pids(pid))", [pid])).rowCount! > 0;
       while (!settled && !(await blocked())) await sleep(10);
       await holder.query("commit");
       return await issuing;
@@ -124,35 +126,15 @@ describe("Service accounts and IssueServiceToken", () => {
   }
 
   before(async () => {
-    stores = await sharedStores();
-    running = await startPlatform(
-      {
-        ...stores,
-        ...(await sms.env()),
-        PUBLIC_URL: publicUrl,
-        RATE_LIMITS: "otp_send_ip=1000/3600,otp_verify_ip=1000/3600,service_token_client=1000/60,service_token_ip=10000/60",
-      },
-      logLines,
-    );
-    db = new pg.Client({ connectionString: stores.DATABASE_URL });
-    await db.connect();
-    admin = grpcClient(AdminService, running.grpcPort!);
-    tokenService = grpcClient(TokenService, running.grpcPort!);
     workDir = await mkdtemp(join(tmpdir(), "service-accounts-"));
     const operatorPhone = newPhone();
-    await signInByPhone(running.grpcPort!, sms, operatorPhone, "Operator");
-    expect((await runAdmin(stores, "grant", operatorPhone, "service.admin")).stdout).to.match(/granted service\.admin/);
-    operatorToken = (await signInByPhone(running.grpcPort!, sms, operatorPhone, "Operator"))!.tokens!.accessToken;
-    jwks = createLocalJWKSet(await (await fetch(`http://127.0.0.1:${running.httpPort}/.well-known/jwks.json`)).json());
+    await signInByPhone(platform.running.grpcPort!, sms, operatorPhone, "Operator");
+    expect((await runAdmin(platform.stores, "grant", operatorPhone, "service.admin")).stdout).to.match(/granted service\.admin/);
+    operatorToken = (await signInByPhone(platform.running.grpcPort!, sms, operatorPhone, "Operator"))!.tokens!.accessToken;
+    jwks = createLocalJWKSet(await (await fetch(`http://127.0.0.1:${platform.running.httpPort}/.well-known/jwks.json`)).json());
   });
   after(async () => {
-    admin.close();
-    tokenService.close();
-    await db.end();
-    await running.stop();
-    await sms.stop();
     await rm(workDir, { recursive: true, force: true });
-    await dropTestDatabases();
   });
 
   describe("the command-line tool", function () {
@@ -160,7 +142,7 @@ describe("Service accounts and IssueServiceToken", () => {
     this.timeout(180_000);
 
     const cli = (...args: string[]) =>
-      runAdmin(stores, "service", ...args).then(
+      runAdmin(platform.stores, "service", ...args).then(
         ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
         (error: { code: number; stdout: string; stderr: string }) => error,
       );
@@ -195,7 +177,7 @@ describe("Service accounts and IssueServiceToken", () => {
       expect((await cli("disable", "billing")).stdout).to.match(/disabled service account billing/);
       expect(errorInfoOf((await issueWithAssertion("billing", await assertionFor("billing", key))).error!)?.reason).to.equal("INVALID_CLIENT");
 
-      const { rows } = await db.query("select event, detail from audit_event where detail->>'client_id' = 'billing' and detail ? 'actor' order by id");
+      const { rows } = await platform.db.query("select event, detail from audit_event where detail->>'client_id' = 'billing' and detail ? 'actor' order by id");
       expect(rows.map((row) => row.event)).to.deep.equal([
         "service_account.create",
         "service_credential.add",
@@ -229,10 +211,10 @@ describe("Service accounts and IssueServiceToken", () => {
 
   describe("AdminService", () => {
     it("needs service.admin, through both doors", async () => {
-      const user = (await signInByPhone(running.grpcPort!, sms, newPhone()))!;
+      const user = (await signInByPhone(platform.running.grpcPort!, sms, newPhone()))!;
       const refused = await admin.call("createServiceAccount", { name: "sneaky", audiences: ["orders"] }, bearer(user.tokens!.accessToken));
       expect(refused.error?.code).to.equal(grpc.status.PERMISSION_DENIED);
-      const viaGateway = await connectCall(running.httpPort!, "/portcullis.v1.AdminService/ListServiceAccounts", {}, bearer(user.tokens!.accessToken));
+      const viaGateway = await connectCall(platform.running.httpPort!, "/portcullis.v1.AdminService/ListServiceAccounts", {}, bearer(user.tokens!.accessToken));
       expect(viaGateway.status).to.equal(403);
     });
 
@@ -265,7 +247,7 @@ describe("Service accounts and IssueServiceToken", () => {
       expect(seen).to.deep.equal([...seen].sort());
       expect(seen).to.include.members(names);
 
-      const viaGateway = await connectCall(running.httpPort!, "/portcullis.v1.AdminService/ListServiceAccounts", {}, asOperator());
+      const viaGateway = await connectCall(platform.running.httpPort!, "/portcullis.v1.AdminService/ListServiceAccounts", {}, asOperator());
       expect(viaGateway.status).to.equal(200);
       expect(viaGateway.text).not.to.contain(secret);
 
@@ -281,9 +263,9 @@ describe("Service accounts and IssueServiceToken", () => {
         expect(refused.error?.code, name).to.equal(grpc.status.INVALID_ARGUMENT);
         expect(fieldsOf(refused.error!), name).to.deep.equal(["name"]);
       }
-      const viaGateway = await connectCall(running.httpPort!, "/portcullis.v1.AdminService/CreateServiceAccount", { name: "portcullis", audiences: ["orders"] }, asOperator());
+      const viaGateway = await connectCall(platform.running.httpPort!, "/portcullis.v1.AdminService/CreateServiceAccount", { name: "portcullis", audiences: ["orders"] }, asOperator());
       expect([viaGateway.status, viaGateway.json.code]).to.deep.equal([400, "invalid_argument"]);
-      const { rows } = await db.query("select 1 from service_account where name = any($1)", [[lookalike, lookalike.replaceAll("-", ""), "portcullis"]]);
+      const { rows } = await platform.db.query("select 1 from service_account where name = any($1)", [[lookalike, lookalike.replaceAll("-", ""), "portcullis"]]);
       expect(rows).to.have.length(0);
     });
 
@@ -313,7 +295,7 @@ describe("Service accounts and IssueServiceToken", () => {
       expect((await admin.call("revokeServiceCredential", { name, credentialId }, asOperator())).error).to.equal(undefined);
       expect((await admin.call("disableServiceAccount", { name }, asOperator())).error).to.equal(undefined);
       const operatorId = JSON.parse(Buffer.from(operatorToken.split(".")[1]!, "base64url").toString()).sub;
-      const { rows } = await db.query("select event, detail from audit_event where detail->>'client_id' = $1 order by id", [name]);
+      const { rows } = await platform.db.query("select event, detail from audit_event where detail->>'client_id' = $1 order by id", [name]);
       expect(rows.map((row) => row.event)).to.deep.equal(["service_account.create", "service_credential.add", "service_credential.revoke", "service_account.disable"]);
       expect(rows.every((row) => row.detail.actor === operatorId)).to.equal(true);
     });
@@ -337,7 +319,7 @@ describe("Service accounts and IssueServiceToken", () => {
       expect(payload).not.to.have.any.keys("sid", "did", "act");
       expect(await issueAudit(name)).to.deep.equal(["success:client_secret"]);
       // The token's id, so the audit log ties the token's later use to this issuance.
-      const { rows } = await db.query("select detail from audit_event where event = 'service_token.issue' and detail->>'client_id' = $1", [name]);
+      const { rows } = await platform.db.query("select detail from audit_event where event = 'service_token.issue' and detail->>'client_id' = $1", [name]);
       expect(rows[0].detail.jti).to.equal(payload.jti);
     });
 
@@ -458,7 +440,7 @@ describe("Service accounts and IssueServiceToken", () => {
       const name = await createAccount();
       const { secret } = await addSecret(name);
       const path = "/portcullis.v1.TokenService/IssueServiceToken";
-      const issued = await connectCall(running.httpPort!, path, { clientId: name, clientSecret: secret, audience: "orders" });
+      const issued = await connectCall(platform.running.httpPort!, path, { clientId: name, clientSecret: secret, audience: "orders" });
       expect(issued.status).to.equal(200);
       expect(issued.json).to.include({ tokenType: "Bearer", expiresIn: 300 });
       handedOut.push(issued.json.accessToken);
@@ -468,19 +450,19 @@ describe("Service accounts and IssueServiceToken", () => {
       await addKey(name, key);
       const assertion = await assertionFor(name, key);
       handedOut.push(assertion);
-      expect((await connectCall(running.httpPort!, path, { clientId: name, clientAssertion: assertion, audience: "orders" })).status).to.equal(200);
+      expect((await connectCall(platform.running.httpPort!, path, { clientId: name, clientAssertion: assertion, audience: "orders" })).status).to.equal(200);
 
       for (const body of [
         { clientId: name, clientSecret: "pcs_wrong", audience: "orders" },
         { clientId: name, clientAssertion: assertion, audience: "orders" },
       ]) {
-        const refused = await connectCall(running.httpPort!, path, body);
+        const refused = await connectCall(platform.running.httpPort!, path, body);
         expect(refused.status).to.equal(401);
         expect(refused.json).to.include({ code: "unauthenticated", message: "client authentication failed" });
         const info = fromBinary(ErrorInfoSchema, Buffer.from(refused.json.details[0].value, "base64"));
         expect(info.reason).to.equal("INVALID_CLIENT");
       }
-      const neither = await connectCall(running.httpPort!, path, { clientId: name, audience: "orders" });
+      const neither = await connectCall(platform.running.httpPort!, path, { clientId: name, audience: "orders" });
       expect([neither.status, neither.json.code]).to.deep.equal([400, "invalid_argument"]);
     });
 
@@ -490,17 +472,17 @@ describe("Service accounts and IssueServiceToken", () => {
       await addKey(name, key);
       await issueWithAssertion(name, await assertionFor(name, key));
       await issueWithAssertion(name, await assertionFor(name, key));
-      const used = () => db.query("select jti from client_assertion_use where service_name = $1", [name]).then(({ rows }) => rows.map((row) => row.jti));
+      const used = () => platform.db.query("select jti from client_assertion_use where service_name = $1", [name]).then(({ rows }) => rows.map((row) => row.jti));
       const [expired, live] = await used();
       // As it will be once its exp has passed.
-      await db.query("update client_assertion_use set expire_time = now() - interval '1 second' where jti = $1", [expired]);
-      expect((await running.app!.cleanup.run()).clientAssertions).to.be.at.least(1);
+      await platform.db.query("update client_assertion_use set expire_time = now() - interval '1 second' where jti = $1", [expired]);
+      expect((await platform.running.app!.cleanup.run()).clientAssertions).to.be.at.least(1);
       expect(await used()).to.deep.equal([live]);
     });
 
     it("never lets a client secret, an assertion or a token reach a log line or an audit row", async () => {
       expect(handedOut.length).to.be.greaterThan(10);
-      await expectNoSecretLeaked(db, logLines, handedOut);
+      await expectNoSecretLeaked(platform.db, platform.logLines, handedOut);
     });
   });
 });

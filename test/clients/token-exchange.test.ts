@@ -1,17 +1,15 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
-import pg from "pg";
-import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { TokenService } from "../../gen/portcullis/v1/token_service_pb.js";
 import { connectCall, fieldsOf, grpcClient, reasonOf } from "../support/clients.js";
-import { runAdmin, sharedStores, startPlatform, type SharedStores } from "../support/platform.js";
+import { runAdmin, startPlatform } from "../support/platform.js";
 import { expectNoSecretLeaked } from "../support/secrets.js";
 import { claimsOf, createServiceAccount, serviceToken } from "../support/service-accounts.js";
 import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
-import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 /** The same token with one character of its payload changed: its signature no longer matches. */
 const tampered = (token: string) => {
@@ -27,14 +25,14 @@ const tampered = (token: string) => {
  */
 describe("Token exchange and introspection (TokenService)", () => {
   const sms = new SmsInbox();
-  const logLines: string[] = [];
   const secrets: string[] = [];
-  let stores: SharedStores;
-  let env: Record<string, string>;
-  let portcullis: Running;
-  let db: pg.Client;
-  let tokens: ReturnType<typeof grpcClient<typeof TokenService>>;
-  let auth: ReturnType<typeof grpcClient<typeof AuthService>>;
+  const platform = platformForSuite({
+    inboxes: [sms],
+    // Every test signs someone in from the one loopback address.
+    env: { RATE_LIMITS: "otp_send_ip=1000/3600,otp_verify_ip=1000/3600" },
+  });
+  const tokens = platform.client(TokenService);
+  const auth = platform.client(AuthService);
   /** Service tokens for Portcullis (to call TokenService), by service. */
   let checkout: string;
   let orders: string;
@@ -44,7 +42,7 @@ describe("Token exchange and introspection (TokenService)", () => {
   let relay: string;
 
   const signIn = async () => {
-    const { tokens: issued } = await signInByPhone(portcullis.grpcPort!, sms, newPhone());
+    const { tokens: issued } = await signInByPhone(platform.running.grpcPort!, sms, newPhone());
     secrets.push(issued!.accessToken, issued!.refreshToken);
     return issued!.accessToken;
   };
@@ -59,45 +57,25 @@ describe("Token exchange and introspection (TokenService)", () => {
     return answer.response;
   };
   const auditRows = async (event: string) =>
-    (await db.query("select outcome, user_id, session_id, detail from audit_event where event = $1 order by id", [event])).rows;
+    (await platform.db.query("select outcome, user_id, session_id, detail from audit_event where event = $1 order by id", [event])).rows;
 
   before(async function () {
     // The admin tool starts as its own process, a few seconds each time.
     this.timeout(90_000);
-    stores = await sharedStores();
-    env = {
-      ...stores,
-      ...(await sms.env()),
-      // Every test signs someone in from the one loopback address.
-      RATE_LIMITS: "otp_send_ip=1000/3600,otp_verify_ip=1000/3600",
-    };
-    portcullis = await startPlatform(env, logLines);
-    db = new pg.Client({ connectionString: stores.DATABASE_URL });
-    await db.connect();
-    tokens = grpcClient(TokenService, portcullis.grpcPort!);
-    auth = grpcClient(AuthService, portcullis.grpcPort!);
     const [checkoutSecret, ordersSecret, reportsSecret, archiveSecret, relaySecret] = await Promise.all([
-      createServiceAccount(stores, "checkout", ["portcullis", "orders"]),
-      createServiceAccount(stores, "orders", ["portcullis", "payments"]),
-      createServiceAccount(stores, "reports", ["portcullis"]),
-      createServiceAccount(stores, "archive", ["portcullis"]),
-      createServiceAccount(stores, "relay", ["portcullis", "orders"]),
+      createServiceAccount(platform.stores, "checkout", ["portcullis", "orders"]),
+      createServiceAccount(platform.stores, "orders", ["portcullis", "payments"]),
+      createServiceAccount(platform.stores, "reports", ["portcullis"]),
+      createServiceAccount(platform.stores, "archive", ["portcullis"]),
+      createServiceAccount(platform.stores, "relay", ["portcullis", "orders"]),
     ]);
     secrets.push(checkoutSecret, ordersSecret, reportsSecret, archiveSecret, relaySecret);
-    reports = await serviceToken(portcullis.grpcPort!, "reports", reportsSecret, "portcullis");
-    checkout = await serviceToken(portcullis.grpcPort!, "checkout", checkoutSecret, "portcullis");
-    orders = await serviceToken(portcullis.grpcPort!, "orders", ordersSecret, "portcullis");
-    archive = await serviceToken(portcullis.grpcPort!, "archive", archiveSecret, "portcullis");
-    relay = await serviceToken(portcullis.grpcPort!, "relay", relaySecret, "portcullis");
+    reports = await serviceToken(platform.running.grpcPort!, "reports", reportsSecret, "portcullis");
+    checkout = await serviceToken(platform.running.grpcPort!, "checkout", checkoutSecret, "portcullis");
+    orders = await serviceToken(platform.running.grpcPort!, "orders", ordersSecret, "portcullis");
+    archive = await serviceToken(platform.running.grpcPort!, "archive", archiveSecret, "portcullis");
+    relay = await serviceToken(platform.running.grpcPort!, "relay", relaySecret, "portcullis");
     secrets.push(checkout, orders, reports, archive, relay);
-  });
-  after(async () => {
-    tokens.close();
-    auth.close();
-    await db.end();
-    await portcullis.stop();
-    await sms.stop();
-    await dropTestDatabases();
   });
 
   describe("ExchangeToken", () => {
@@ -128,7 +106,7 @@ describe("Token exchange and introspection (TokenService)", () => {
 
     it("answers the same at the Connect gateway", async () => {
       const answer = await connectCall(
-        portcullis.httpPort!,
+        platform.running.httpPort!,
         "/portcullis.v1.TokenService/ExchangeToken",
         { subjectToken: await signIn(), audience: "orders" },
         bearer(checkout),
@@ -226,7 +204,7 @@ describe("Token exchange and introspection (TokenService)", () => {
 
     it("answers only active: false for a token that is not good, never an error", async () => {
       const userToken = await signIn();
-      const expired = await portcullis.app!.tokens.issue(
+      const expired = await platform.running.app!.tokens.issue(
         { kind: "user", subject: claimsOf(userToken).sub, sessionId: claimsOf(userToken).sid, sessionExpiresAt: 0, deviceId: "", kycLevel: 0, kycStatus: "", permissions: [], amr: [] },
         { notAfter: Math.floor(Date.now() / 1000) - 60 },
       );
@@ -245,7 +223,7 @@ describe("Token exchange and introspection (TokenService)", () => {
     it("says active: false for a token past its exp by Portcullis's own clock, though within the tolerance given to other clocks", async () => {
       const user = claimsOf(await signIn());
       // A second past its exp: inside the verifier's clock tolerance (JWT_CLOCK_TOLERANCE_SECONDS, 5 s).
-      const { token } = await portcullis.app!.tokens.issue(
+      const { token } = await platform.running.app!.tokens.issue(
         { kind: "user", subject: user.sub, sessionId: user.sid, sessionExpiresAt: 0, deviceId: "", kycLevel: 0, kycStatus: "", permissions: [], amr: [] },
         { notAfter: Math.floor(Date.now() / 1000) - 1 },
       );
@@ -272,12 +250,12 @@ describe("Token exchange and introspection (TokenService)", () => {
       this.timeout(60_000);
       const userToken = await signIn();
       expect((await introspect(userToken, archive)).active).to.equal(true);
-      await runAdmin(stores, "service", "disable", "archive");
+      await runAdmin(platform.stores, "service", "disable", "archive");
 
       const { error } = await tokens.call("introspectToken", { token: userToken }, bearer(archive));
       expect(error?.code).to.equal(grpc.status.PERMISSION_DENIED);
       expect(reasonOf(error!)).to.equal("SERVICE_DISABLED");
-      const viaGateway = await connectCall(portcullis.httpPort!, "/portcullis.v1.TokenService/IntrospectToken", { token: userToken }, bearer(archive));
+      const viaGateway = await connectCall(platform.running.httpPort!, "/portcullis.v1.TokenService/IntrospectToken", { token: userToken }, bearer(archive));
       expect([viaGateway.status, viaGateway.json.code]).to.deep.equal([403, "permission_denied"]);
       const exchanged = await exchange(archive, userToken, "portcullis");
       expect(reasonOf(exchanged.error!)).to.equal("SERVICE_DISABLED");
@@ -295,7 +273,7 @@ describe("Token exchange and introspection (TokenService)", () => {
       const { response: forPayments } = await exchange(orders, forOrders!.accessToken, "payments");
       expect((await introspect(forOrders!.accessToken)).active).to.equal(true);
       expect((await introspect(forPayments!.accessToken)).active).to.equal(true);
-      await runAdmin(stores, "service", "disable", "relay");
+      await runAdmin(platform.stores, "service", "disable", "relay");
       expect((await introspect(forOrders!.accessToken)).active).to.equal(false);
       // relay acted first, nested under orders.
       expect((await introspect(forPayments!.accessToken)).active).to.equal(false);
@@ -311,7 +289,7 @@ describe("Token exchange and introspection (TokenService)", () => {
     });
 
     it("says active: false within a second of a Logout on another instance", async () => {
-      const other = await startPlatform(env);
+      const other = await startPlatform(platform.env);
       const otherTokens = grpcClient(TokenService, other.grpcPort!);
       try {
         const userToken = await signIn();
@@ -333,13 +311,13 @@ describe("Token exchange and introspection (TokenService)", () => {
     it("reflects a permission taken away since the token was issued, as does a token exchanged from it", async function () {
       this.timeout(60_000);
       const phone = newPhone();
-      await signInByPhone(portcullis.grpcPort!, sms, phone);
-      await runAdmin(stores, "grant", phone, "audit.read");
-      const { tokens: issued } = await signInByPhone(portcullis.grpcPort!, sms, phone);
+      await signInByPhone(platform.running.grpcPort!, sms, phone);
+      await runAdmin(platform.stores, "grant", phone, "audit.read");
+      const { tokens: issued } = await signInByPhone(platform.running.grpcPort!, sms, phone);
       secrets.push(issued!.accessToken, issued!.refreshToken);
       expect((await introspect(issued!.accessToken)).perm).to.deep.equal(["audit.read"]);
 
-      await runAdmin(stores, "revoke", phone, "audit.read");
+      await runAdmin(platform.stores, "revoke", phone, "audit.read");
       // The admin tool is another process: the change reaches this instance on the feed.
       const deadline = Date.now() + 5000;
       while ((await introspect(issued!.accessToken)).perm.length > 0) {
@@ -353,12 +331,12 @@ describe("Token exchange and introspection (TokenService)", () => {
     it("says active: false for the tokens of a disabled service account", async function () {
       this.timeout(60_000);
       expect((await introspect(reports)).active).to.equal(true);
-      await runAdmin(stores, "service", "disable", "reports");
+      await runAdmin(platform.stores, "service", "disable", "reports");
       expect((await introspect(reports)).active).to.equal(false);
     });
 
     it("answers the same at the Connect gateway", async () => {
-      const answer = await connectCall(portcullis.httpPort!, "/portcullis.v1.TokenService/IntrospectToken", { token: checkout }, bearer(orders));
+      const answer = await connectCall(platform.running.httpPort!, "/portcullis.v1.TokenService/IntrospectToken", { token: checkout }, bearer(orders));
       expect(answer.status).to.equal(200);
       expect(answer.json).to.include({ active: true, sub: "checkout", svc: true });
     });
@@ -372,7 +350,7 @@ describe("Token exchange and introspection (TokenService)", () => {
 
   describe("afterwards", () => {
     it("no token or secret reached a log line or an audit row", async () => {
-      await expectNoSecretLeaked(db, logLines, secrets);
+      await expectNoSecretLeaked(platform.db, platform.logLines, secrets);
     });
   });
 });

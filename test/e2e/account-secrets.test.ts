@@ -1,46 +1,20 @@
 import { expect } from "chai";
-import pg from "pg";
-import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
-import { grpcClient } from "../support/clients.js";
 import { MailInbox } from "../support/mail-inbox.js";
-import { sharedStores, startPlatform } from "../support/platform.js";
 import { expectNoSecretLeaked } from "../support/secrets.js";
 import { bearer, newPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
-import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 /** Every flow of the account lifecycle, with logs at info: no code, link token or password reaches a log line or an audit row. */
 describe("The account lifecycle's secrets", function () {
   this.timeout(60_000);
   const mail = new MailInbox();
   const sms = new SmsInbox();
-  const logLines: string[] = [];
   const secrets: string[] = [];
-  let running: Running;
-  let db: pg.Client;
-  let auth: ReturnType<typeof grpcClient<typeof AuthService>>;
-
-  before(async () => {
-    const stores = await sharedStores();
-    running = await startPlatform(
-      { ...stores, ...(await mail.env()), ...(await sms.env()), EMAIL_VERIFICATION_RESEND_SECONDS: "0" },
-      logLines,
-    );
-    auth = grpcClient(AuthService, running.grpcPort!);
-    db = new pg.Client({ connectionString: stores.DATABASE_URL });
-    await db.connect();
-  });
-
-  after(async () => {
-    auth?.close();
-    await db?.end();
-    await running?.stop();
-    await mail.stop();
-    await sms.stop();
-    await dropTestDatabases();
-  });
+  const platform = platformForSuite({ inboxes: [mail, sms], env: { EMAIL_VERIFICATION_RESEND_SECONDS: "0" } });
+  const auth = platform.client(AuthService);
 
   /** The call's answer, failing the test on an error; what it hands out is remembered as a secret. */
   async function ok<M extends keyof typeof AuthService.method>(method: M, request: object, accessToken?: string) {
@@ -51,7 +25,7 @@ describe("The account lifecycle's secrets", function () {
 
   /** The code and link token of the latest mail to `address`, once the mails sent after answers have gone. */
   async function mailed(address: string): Promise<{ code: string; token: string }> {
-    await running.app!.settled();
+    await platform.running.app!.settled();
     const secret = { code: mail.codeFor(address), token: mail.tokenFor(address) };
     secrets.push(secret.code, secret.token);
     return secret;
@@ -89,7 +63,7 @@ describe("The account lifecycle's secrets", function () {
     secrets.push(again.tokens.accessToken, again.tokens.refreshToken);
     await ok("listSecurityEvents", {}, again.tokens.accessToken);
 
-    expect(logLines.length).to.be.greaterThan(10);
-    await expectNoSecretLeaked(db, logLines, secrets);
+    expect(platform.logLines.length).to.be.greaterThan(10);
+    await expectNoSecretLeaked(platform.db, platform.logLines, secrets);
   });
 });

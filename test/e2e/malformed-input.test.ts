@@ -6,11 +6,9 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
-import type { Running } from "../../services/app/servers.js";
 import { AuthService, GetJwksRequestSchema, SendOtpRequestSchema } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { grpcClient } from "../support/clients.js";
-import { sharedStores, startPlatform } from "../support/platform.js";
-import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 const sendOtp = "/portcullis.v1.AuthService/SendOtp";
 
@@ -80,22 +78,16 @@ function rawHttp(port: number, request: string): Promise<string> {
 }
 
 describe("Malformed input at both doors", () => {
-  let platform: Running;
+  const platform = platformForSuite();
   let gatewayPort: number;
   let grpcPort: number;
-  const logLines: string[] = [];
 
-  before(async () => {
-    platform = await startPlatform({ ...(await sharedStores()) }, logLines);
-    gatewayPort = platform.httpPort!;
-    grpcPort = platform.grpcPort!;
-  });
-  after(async () => {
-    await platform?.stop();
-    await dropTestDatabases();
+  before(() => {
+    gatewayPort = platform.running.httpPort!;
+    grpcPort = platform.running.grpcPort!;
   });
 
-  const errorLines = () => logLines.filter((line) => ["error", "fatal"].includes(JSON.parse(line).level));
+  const errorLines = () => platform.logLines.filter((line) => ["error", "fatal"].includes(JSON.parse(line).level));
 
   describe("the gateway, Connect binary", () => {
     const post = (body: Buffer) =>

@@ -1,16 +1,15 @@
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
-import pg from "pg";
 import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DocumentType, KycService } from "../../gen/portcullis/v1/kyc_service_pb.js";
 import { KycStatus } from "../../gen/portcullis/v1/common_pb.js";
 import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
-import { runAdmin, sharedStores, startPlatform, type SharedStores } from "../support/platform.js";
+import { runAdmin } from "../support/platform.js";
 import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
-import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 
 const basicIdentity = {
@@ -30,40 +29,27 @@ const passport = (number: string) => ({
 
 describe("KYC levels", () => {
   const inbox = new SmsInbox();
-  let stores: SharedStores;
+  const platform = platformForSuite({
+    inboxes: [inbox],
+    instances: 2,
+    env: { RATE_LIMITS: "otp_send_ip=1000/3600,otp_verify_ip=1000/3600,refresh_ip=1000/60,kyc_submit_user=100/86400" },
+  });
   let a: Running;
   let b: Running;
-  let db: pg.Client;
   let reviewerToken: string;
 
   /** The admin tool, run as a new user would, against the same database. */
   const admin = (...args: string[]) =>
-    runAdmin(stores, ...args);
+    runAdmin(platform.stores, ...args);
 
   before(async () => {
-    stores = await sharedStores();
-    const env = {
-      ...stores,
-      ...(await inbox.env()),
-      RATE_LIMITS: "otp_send_ip=1000/3600,otp_verify_ip=1000/3600,refresh_ip=1000/60,kyc_submit_user=100/86400",
-    };
-    [a, b] = [await startPlatform(env), await startPlatform(env)];
-    db = new pg.Client({ connectionString: stores.DATABASE_URL });
-    await db.connect();
-
+    [a, b] = platform.instances as [Running, Running];
     const reviewerPhone = newPhone();
     await signInByPhone(a.grpcPort!, inbox, reviewerPhone, "Reviewer");
     const { stdout } = await admin("grant", reviewerPhone, "kyc.review");
     expect(stdout).to.match(/granted kyc\.review/);
     expect((await admin("list", reviewerPhone)).stdout).to.match(/permissions: kyc\.review/);
     reviewerToken = (await signInByPhone(a.grpcPort!, inbox, reviewerPhone, "Reviewer"))!.tokens!.accessToken;
-  });
-  after(async () => {
-    await db.end();
-    await a.stop();
-    await b.stop();
-    await inbox.stop();
-    await dropTestDatabases();
   });
 
   it("takes a user from level 0 to 1 by review, lets the next level through, and a downgrade is refused at once — over gRPC", async () => {
@@ -106,7 +92,7 @@ describe("KYC levels", () => {
     expect(refused.error?.code, "the very next call, on the other instance").to.equal(grpc.status.PERMISSION_DENIED);
     expect(detailOf(grpcErrorDetails(refused.error!), ErrorInfoSchema)?.metadata).to.deep.equal({ required_level: "1", current_level: "0" });
 
-    const audit = await db.query("select event from audit_event where user_id = $1 and event like 'kyc.%' order by id", [user.user!.userId]);
+    const audit = await platform.db.query("select event from audit_event where user_id = $1 and event like 'kyc.%' order by id", [user.user!.userId]);
     expect(audit.rows.map((r) => r.event)).to.include.members(["kyc.submit", "kyc.approve", "kyc.level_change", "kyc.reject"]);
     [kycA, kycB, authB].forEach((c) => c.close());
   });
@@ -134,7 +120,7 @@ describe("KYC levels", () => {
   });
 
   it("keeps personal data sealed at rest", async () => {
-    const rows = await db.query("select sealed_details::text || coalesce(encode(document_index, 'hex'), '') as stored from kyc_submission");
+    const rows = await platform.db.query("select sealed_details::text || coalesce(encode(document_index, 'hex'), '') as stored from kyc_submission");
     expect(rows.rows.length).to.be.greaterThan(0);
     for (const { stored } of rows.rows) {
       for (const clear of ["Ana Maria Pereira", "1990-05-17", "Rua Augusta", "P1234567", "X9988776"]) expect(stored).not.to.contain(clear);
@@ -170,7 +156,7 @@ describe("KYC levels", () => {
     const reviewer = JSON.parse(Buffer.from(reviewerToken.split(".")[1]!, "base64url").toString()).sub as string;
     const reads = async (submissionIds: string[]) =>
       (
-        await db.query(
+        await platform.db.query(
           "select user_id, detail from audit_event where event = 'kyc.read' and outcome = 'success' and detail->>'submission' = any($1) order by id",
           [submissionIds],
         )
@@ -247,7 +233,7 @@ describe("KYC levels", () => {
 
     const approve = await kyc.call("reviewKycSubmission", { decision: { case: "approveSubmissionId", value: pending.submissionId } }, bearer(reviewerToken));
     expect(approve.error?.code).to.equal(grpc.status.FAILED_PRECONDITION);
-    const stored = await db.query("select kyc_level from app_user where id = $1", [user.userId]);
+    const stored = await platform.db.query("select kyc_level from app_user where id = $1", [user.userId]);
     expect(stored.rows[0].kyc_level, "the level stays lowered").to.equal(0);
     kyc.close();
   });
@@ -257,11 +243,11 @@ describe("KYC levels", () => {
     const user = await levelOneUser(kyc);
     const pending = (await kyc.call("submitDocumentKyc", { document: passport("L2000002") }, bearer(user.token))).response!.submission!;
     // A lowering that raced the submission and left it pending.
-    await db.query("update app_user set kyc_level = 0 where id = $1", [user.userId]);
+    await platform.db.query("update app_user set kyc_level = 0 where id = $1", [user.userId]);
 
     const approve = await kyc.call("reviewKycSubmission", { decision: { case: "approveSubmissionId", value: pending.submissionId } }, bearer(reviewerToken));
     expect(approve.error?.code).to.equal(grpc.status.FAILED_PRECONDITION);
-    const stored = await db.query("select kyc_level from app_user where id = $1", [user.userId]);
+    const stored = await platform.db.query("select kyc_level from app_user where id = $1", [user.userId]);
     expect(stored.rows[0].kyc_level, "no level 2 for a level-0 user").to.equal(0);
     const reject = await kyc.call(
       "reviewKycSubmission",

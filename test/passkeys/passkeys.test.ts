@@ -2,8 +2,6 @@ import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
 import type { JsonObject } from "@bufbuild/protobuf";
 import { Secret, TOTP } from "otpauth";
-import pg from "pg";
-import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType, SignInMethod } from "../../gen/portcullis/v1/common_pb.js";
 import { MfaService } from "../../gen/portcullis/v1/mfa_service_pb.js";
@@ -12,11 +10,10 @@ import { SessionService } from "../../gen/portcullis/v1/session_service_pb.js";
 import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { SoftAuthenticator } from "../support/authenticator.js";
 import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
-import { runAdmin, sharedStores, startPlatform, type SharedStores } from "../support/platform.js";
-import { expectNoSecretLeaked } from "../support/secrets.js";
+import { runAdmin, startPlatform } from "../support/platform.js";
 import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
-import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 let devices = 0;
 
@@ -34,48 +31,26 @@ const newDevice = () => ({ deviceId: `passkey-device-${devices++}`, deviceType: 
  */
 describe("Passkeys", () => {
   const sms = new SmsInbox();
-  const logLines: string[] = [];
   /** Every ceremony id and token handed out: none may reach a log line or an audit row. */
   const handedOut: string[] = [];
-  let stores: SharedStores;
-  let running: Running;
-  let passkeys: ReturnType<typeof grpcClient<typeof PasskeyService>>;
-  let db: pg.Client;
-
-  before(async () => {
-    stores = await sharedStores();
-    running = await startPlatform(
-      {
-        ...stores,
-        APP_URL: "http://localhost:8080",
-        SMS_PROVIDER: "webhook",
-        SMS_WEBHOOK_URL: await sms.start(),
-        OTP_RESEND_COOLDOWN_SECONDS: "0",
-        RATE_LIMITS: [
-          "otp_send_ip=1000/60", "otp_send_phone=1000/60", "otp_verify_ip=1000/60",
-          "passkey_user=1000/60", "passkey_sign_in_ip=1000/60", "passkey_sign_in_global=1000/60",
-        ].join(","),
-      },
-      logLines,
-    );
-    passkeys = grpcClient(PasskeyService, running.grpcPort!);
-    db = new pg.Client({ connectionString: stores.DATABASE_URL });
-    await db.connect();
+  const platform = platformForSuite({
+    inboxes: [sms],
+    secrets: handedOut,
+    env: {
+      APP_URL: "http://localhost:8080",
+      OTP_RESEND_COOLDOWN_SECONDS: "0",
+      RATE_LIMITS: [
+        "otp_send_ip=1000/60", "otp_send_phone=1000/60", "otp_verify_ip=1000/60",
+        "passkey_user=1000/60", "passkey_sign_in_ip=1000/60", "passkey_sign_in_global=1000/60",
+      ].join(","),
+    },
   });
-
-  after(async () => {
-    await expectNoSecretLeaked(db, logLines, handedOut);
-    await db.end();
-    passkeys.close();
-    await running.stop();
-    await sms.stop();
-    await dropTestDatabases();
-  });
+  const passkeys = platform.client(PasskeyService);
 
   /** A phone account, signed in on a phone. */
   async function account() {
     const phone = newPhone();
-    const signedIn = (await signInByPhone(running.grpcPort!, sms, phone))!;
+    const signedIn = (await signInByPhone(platform.running.grpcPort!, sms, phone))!;
     handedOut.push(signedIn.tokens!.accessToken, signedIn.tokens!.refreshToken);
     return { phone, userId: signedIn.user!.userId, token: signedIn.tokens!.accessToken };
   }
@@ -134,7 +109,7 @@ describe("Passkeys", () => {
 
   /** The newest audit row of `event`, for the user when given. */
   async function lastAudit(event: string, userId?: string) {
-    const { rows } = await db.query(
+    const { rows } = await platform.db.query(
       `select outcome, user_id, detail from audit_event where event = $1 and ($2::uuid is null or user_id = $2) order by id desc limit 1`,
       [event, userId ?? null],
     );
@@ -144,7 +119,7 @@ describe("Passkeys", () => {
   describe("registration", () => {
     it("asks an account with TOTP for its second factor even right after a passkey sign-in, to add or delete a passkey", async () => {
       const owner = await accountWithPasskey();
-      const mfa = grpcClient(MfaService, running.grpcPort!);
+      const mfa = grpcClient(MfaService, platform.running.grpcPort!);
       try {
         const enrolled = (await mfa.call("enrollTotp", {}, bearer(owner.token))).response!;
         const totp = new TOTP({ secret: Secret.fromBase32(enrolled.secret), algorithm: "SHA1", digits: 6, period: 30 });
@@ -174,11 +149,11 @@ describe("Passkeys", () => {
 
     it("needs more than a token: an account without a password must have signed in recently", async () => {
       const { userId, token } = await account();
-      await db.query("update session set create_time = now() - interval '11 minutes' where user_id = $1", [userId]);
+      await platform.db.query("update session set create_time = now() - interval '11 minutes' where user_id = $1", [userId]);
       const stale = await passkeys.call("startPasskeyRegistration", {}, bearer(token));
       expect(stale.error?.code).to.equal(grpc.status.FAILED_PRECONDITION);
       expect(reasonOf(stale.error!)).to.equal("FRESH_SIGN_IN_REQUIRED");
-      const refused = await db.query("select detail from audit_event where event = 'passkey.registered' and user_id = $1 and outcome = 'denied'", [userId]);
+      const refused = await platform.db.query("select detail from audit_event where event = 'passkey.registered' and user_id = $1 and outcome = 'denied'", [userId]);
       expect(refused.rows.map((row) => row.detail.reason)).to.deep.equal(["fresh_sign_in_required"]);
     });
 
@@ -259,7 +234,7 @@ describe("Passkeys", () => {
     it("refuses an expired ceremony", async () => {
       const owner = await account();
       const { ceremonyId, options } = await startRegistration(owner.token);
-      await db.query("update passkey_ceremony set expire_time = now() - interval '1 second' where user_id = $1", [owner.userId]);
+      await platform.db.query("update passkey_ceremony set expire_time = now() - interval '1 second' where user_id = $1", [owner.userId]);
       const { error } = await passkeys.call("finishPasskeyRegistration", { ceremonyId, credential: new SoftAuthenticator().create(options), name: "" }, bearer(owner.token));
       expectInvalid(error, "ceremony_id");
     });
@@ -284,7 +259,7 @@ describe("Passkeys", () => {
       expect(claims.amr).to.include.members(["passkey", "mfa"]);
       expect(claims.aal).to.equal(2);
 
-      const sessions = grpcClient(SessionService, running.grpcPort!);
+      const sessions = grpcClient(SessionService, platform.running.grpcPort!);
       try {
         const listed = await sessions.call("listSessions", {}, bearer(response!.tokens!.accessToken));
         expect(listed.error, "the access token works").to.equal(undefined);
@@ -297,18 +272,18 @@ describe("Passkeys", () => {
       expect(used!.lastUseTime, "last use recorded").not.to.equal(undefined);
       expect(await lastAudit("passkey.sign_in", owner.userId)).to.deep.include({ outcome: "success" });
       expect((await lastAudit("sign_in", owner.userId))!.detail).to.deep.include({ method: "passkey", passkey: owner.passkey.id });
-      await running.app!.settled();
+      await platform.running.app!.settled();
       expect((await lastAudit("sign_in.new_device", owner.userId))!.detail, "the owner is told of the new device").to.include({ method: "passkey" });
     });
 
     it("works through the gateway's Connect JSON, as a browser calls it", async () => {
       const owner = await accountWithPasskey();
       const path = "/portcullis.v1.PasskeyService";
-      const started = await connectCall(running.httpPort!, `${path}/StartPasskeySignIn`, {});
+      const started = await connectCall(platform.running.httpPort!, `${path}/StartPasskeySignIn`, {});
       expect(started.status).to.equal(200);
       handedOut.push(started.json.ceremonyId);
       const credential = owner.authenticator.get(started.json.options);
-      const finished = await connectCall(running.httpPort!, `${path}/FinishPasskeySignIn`, {
+      const finished = await connectCall(platform.running.httpPort!, `${path}/FinishPasskeySignIn`, {
         ceremonyId: started.json.ceremonyId,
         credential,
         device: { deviceId: "browser-1", deviceType: "DEVICE_TYPE_WEB", deviceName: "Browser" },
@@ -340,7 +315,7 @@ describe("Passkeys", () => {
       expectInvalid(registered.error, "ceremony_id");
 
       const expiring = await startSignIn();
-      await db.query("update passkey_ceremony set expire_time = now() - interval '1 second' where kind = 'sign_in'");
+      await platform.db.query("update passkey_ceremony set expire_time = now() - interval '1 second' where kind = 'sign_in'");
       expectRefused((await finishSignIn(expiring.ceremonyId, owner.authenticator.get(expiring.options))).error);
 
       const { options } = await startSignIn();
@@ -424,11 +399,11 @@ describe("Passkeys", () => {
 
     it("refuses a disabled account, leaving the passkey's counter and last use as they were", async () => {
       const owner = await accountWithPasskey();
-      const before = await db.query("select sign_count, last_use_time from passkey where user_id = $1", [owner.userId]);
-      await runAdmin(stores, "disable", owner.phone, "test");
+      const before = await platform.db.query("select sign_count, last_use_time from passkey where user_id = $1", [owner.userId]);
+      await runAdmin(platform.stores, "disable", owner.phone, "test");
       expectRefused((await signIn(owner.authenticator)).error);
       expect((await lastAudit("passkey.sign_in", owner.userId))!.detail).to.include({ reason: "account_disabled" });
-      expect((await db.query("select sign_count, last_use_time from passkey where user_id = $1", [owner.userId])).rows).to.deep.equal(before.rows);
+      expect((await platform.db.query("select sign_count, last_use_time from passkey where user_id = $1", [owner.userId])).rows).to.deep.equal(before.rows);
     });
   });
 
@@ -479,7 +454,7 @@ describe("Passkeys", () => {
   });
 
   it("answers FAILED_PRECONDITION PASSKEYS_UNAVAILABLE where APP_URL is no relying party browsers accept (an IP address)", async () => {
-    const elsewhere = await startPlatform({ ...stores, APP_URL: "http://127.0.0.1:8080" });
+    const elsewhere = await startPlatform({ ...platform.stores, APP_URL: "http://127.0.0.1:8080" });
     const client = grpcClient(PasskeyService, elsewhere.grpcPort!);
     try {
       const { token } = await account();
@@ -524,7 +499,7 @@ describe("Passkeys", () => {
     it("shows the owner their passkey events in the security history", async () => {
       const owner = await accountWithPasskey();
       await passkeys.call("renamePasskey", { passkeyId: owner.passkey.id, name: "Phone" }, bearer(owner.token));
-      const auth = grpcClient(AuthService, running.grpcPort!);
+      const auth = grpcClient(AuthService, platform.running.grpcPort!);
       try {
         const { response } = await auth.call("listSecurityEvents", {}, bearer(owner.token));
         const types = response!.events.map((e) => e.type);
@@ -538,9 +513,9 @@ describe("Passkeys", () => {
 
   it("purges expired ceremonies", async () => {
     await startSignIn();
-    await db.query("update passkey_ceremony set expire_time = now() - interval '1 second'");
-    const removed = await running.app!.cleanup.run();
+    await platform.db.query("update passkey_ceremony set expire_time = now() - interval '1 second'");
+    const removed = await platform.running.app!.cleanup.run();
     expect(removed.passkeyCeremonies).to.be.greaterThan(0);
-    expect((await db.query("select count(*)::int as n from passkey_ceremony")).rows[0].n).to.equal(0);
+    expect((await platform.db.query("select count(*)::int as n from passkey_ceremony")).rows[0].n).to.equal(0);
   });
 });

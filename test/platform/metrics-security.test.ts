@@ -1,6 +1,5 @@
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
-import type { Running } from "../../services/app/servers.js";
 import { createLogger } from "../../services/platform/logger.js";
 import { metricsRegistry } from "../../services/platform/metrics.js";
 import { connectRedis, type RedisClient } from "../../services/platform/redis.js";
@@ -8,12 +7,11 @@ import { RevocationFeed } from "../../services/session/feed.js";
 import type { FeedEvent } from "../../services/session/revocations.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
-import { grpcClient } from "../support/clients.js";
 import { MailInbox } from "../support/mail-inbox.js";
-import { sharedStores, startPlatform } from "../support/platform.js";
 import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
-import { dropTestDatabases, runId, testRedisUrl } from "../support/stores.js";
+import { runId, testRedisUrl } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 type Labels = Record<string, string>;
 
@@ -43,8 +41,17 @@ const password = "a passphrase for metrics";
 describe("Security and feed metrics", () => {
   const inbox = new SmsInbox();
   const mail = new MailInbox();
-  let running: Running;
-  let auth: ReturnType<typeof grpcClient<typeof AuthService>>;
+  const platform = platformForSuite({
+    inboxes: [inbox, mail],
+    env: {
+      RATE_LIMITS: "otp_send_ip=1000/3600,otp_verify_ip=1000/3600,refresh_ip=1000/60,refresh_user=1000/60,login_ip=1000/900,login_email=1000/900,register_ip=1000/3600",
+      REFRESH_REUSE_INTERVAL: "5",
+      OTP_FAILURE_BUDGET: "2",
+      PASSWORD_LOCKOUT_THRESHOLD: "2",
+      PASSWORD_LOCKOUT_ACCOUNT_THRESHOLD: "2",
+    },
+  });
+  const auth = platform.client(AuthService);
   let baseline: Map<string, number>;
   let reached: Map<string, number>;
 
@@ -56,20 +63,9 @@ describe("Security and feed metrics", () => {
 
   before(async function () {
     this.timeout(60_000);
-    running = await startPlatform({
-      ...(await sharedStores()),
-      ...(await inbox.env()),
-      ...(await mail.env()),
-      RATE_LIMITS: "otp_send_ip=1000/3600,otp_verify_ip=1000/3600,refresh_ip=1000/60,refresh_user=1000/60,login_ip=1000/900,login_email=1000/900,register_ip=1000/3600",
-      REFRESH_REUSE_INTERVAL: "5",
-      OTP_FAILURE_BUDGET: "2",
-      PASSWORD_LOCKOUT_THRESHOLD: "2",
-      PASSWORD_LOCKOUT_ACCOUNT_THRESHOLD: "2",
-    });
-    auth = grpcClient(AuthService, running.grpcPort!);
     baseline = await samples();
 
-    const signedIn = await signInByPhone(running.grpcPort!, inbox, newPhone());
+    const signedIn = await signInByPhone(platform.running.grpcPort!, inbox, newPhone());
 
     // The provider failing.
     inbox.failing = true;
@@ -97,7 +93,7 @@ describe("Security and feed metrics", () => {
     expect((await auth.call("refreshToken", { refreshToken: tampered })).error?.code).to.equal(grpc.status.UNAUTHENTICATED);
 
     // A second phone session signed out; its refresh token then meets a revoked session.
-    const other = await signInByPhone(running.grpcPort!, inbox, newPhone());
+    const other = await signInByPhone(platform.running.grpcPort!, inbox, newPhone());
     expect((await auth.call("logout", {}, bearer(other!.tokens!.accessToken))).error).to.equal(undefined);
     expect((await auth.call("refreshToken", { refreshToken: other!.tokens!.refreshToken })).error?.code).to.equal(grpc.status.UNAUTHENTICATED);
 
@@ -113,14 +109,6 @@ describe("Security and feed metrics", () => {
     expect((await login(`nobody.${Date.now()}@example.com`, password)).error?.code).to.equal(grpc.status.UNAUTHENTICATED);
 
     reached = await samples();
-  });
-
-  after(async () => {
-    auth?.close();
-    await running?.stop();
-    await inbox.stop();
-    await mail.stop();
-    await dropTestDatabases();
   });
 
   it("counts sign-ins by method and outcome", () => {

@@ -5,15 +5,14 @@ import type { GuardOptions, UnaryHandler } from "../../services/guard/guard.js";
 import type { Principal } from "../../services/kernel/call.js";
 import { defaultRateLimits, loadConfig } from "../../services/platform/config.js";
 import { connectRedis } from "../../services/platform/redis.js";
-import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { KycService } from "../../gen/portcullis/v1/kyc_service_pb.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
 import { serveBehindGuard } from "../support/guarded-service.js";
-import { mintUserToken, sharedStores, startPlatform, type SharedStores } from "../support/platform.js";
+import { mintUserToken } from "../support/platform.js";
 import { bearer, newPhone } from "../support/sign-in.js";
-import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 /**
  * Services behind the guard, each under its own name, serving
@@ -21,20 +20,11 @@ import { dropTestDatabases } from "../support/stores.js";
  * one, limited per phone number) with handlers of their own.
  */
 describe("The guard: audiences, its JWKS URL and its limit keys", () => {
-  let portcullis: Running;
-  let stores: SharedStores;
+  const platform = platformForSuite();
   const running: { close(): Promise<void> }[] = [];
 
-  before(async () => {
-    stores = await sharedStores();
-    portcullis = await startPlatform(stores);
-  });
   afterEach(async () => {
     await Promise.all(running.splice(0).map((service) => service.close()));
-  });
-  after(async () => {
-    await portcullis.stop();
-    await dropTestDatabases();
   });
 
   /** A service behind a guard with `options`; `seen` holds the principal of each call its handler served. */
@@ -49,7 +39,7 @@ describe("The guard: audiences, its JWKS URL and its limit keys", () => {
       [AuthService.method.sendOtp, served],
     ]);
     // SendOtp declares a captcha these tests do not exercise.
-    const guarded = await serveBehindGuard(portcullis, stores, handlers, { captcha: "none", ...options });
+    const guarded = await serveBehindGuard(platform.running, platform.stores, handlers, { captcha: "none", ...options });
     const kyc = grpcClient(KycService, guarded.port);
     const auth = grpcClient(AuthService, guarded.port);
     running.push({
@@ -67,11 +57,11 @@ describe("The guard: audiences, its JWKS URL and its limit keys", () => {
   describe("audiences", () => {
     it("serves a token bound to its name and refuses, as TOKEN_INVALID, one for Portcullis or another service", async () => {
       const { kyc, seen } = await service({ name: "orders" });
-      const forOrders = await mintUserToken(portcullis, { audience: "orders" });
+      const forOrders = await mintUserToken(platform.running, { audience: "orders" });
       expect((await kyc.call("getKycStatus", {}, bearer(forOrders.token))).error).to.equal(undefined);
 
       for (const audience of [undefined, "payments"]) {
-        const elsewhere = await mintUserToken(portcullis, { audience });
+        const elsewhere = await mintUserToken(platform.running, { audience });
         const refused = (await kyc.call("getKycStatus", {}, bearer(elsewhere.token))).error;
         expect(refused?.code, audience ?? "portcullis").to.equal(grpc.status.UNAUTHENTICATED);
         expect(reason(refused), audience ?? "portcullis").to.equal("TOKEN_INVALID");
@@ -81,7 +71,7 @@ describe("The guard: audiences, its JWKS URL and its limit keys", () => {
 
     it("accepts exactly the audiences it is given in place of its name", async () => {
       const { kyc } = await service({ name: "orders", audiences: ["orders", "portcullis"] });
-      const answer = async (audience?: string) => (await kyc.call("getKycStatus", {}, bearer((await mintUserToken(portcullis, { audience })).token))).error;
+      const answer = async (audience?: string) => (await kyc.call("getKycStatus", {}, bearer((await mintUserToken(platform.running, { audience })).token))).error;
       expect(await answer("orders")).to.equal(undefined);
       expect(await answer(undefined), "Portcullis's own").to.equal(undefined);
       expect(reason(await answer("payments"))).to.equal("TOKEN_INVALID");
@@ -108,8 +98,8 @@ describe("The guard: audiences, its JWKS URL and its limit keys", () => {
     });
 
     it("takes plain http on loopback, by name or address", async () => {
-      const { kyc } = await service({ name: "orders", jwksUrl: `http://localhost:${portcullis.httpPort}/.well-known/jwks.json` });
-      const token = await mintUserToken(portcullis, { audience: "orders" });
+      const { kyc } = await service({ name: "orders", jwksUrl: `http://localhost:${platform.running.httpPort}/.well-known/jwks.json` });
+      const token = await mintUserToken(platform.running, { audience: "orders" });
       expect((await kyc.call("getKycStatus", {}, bearer(token.token))).error).to.equal(undefined);
     });
   });
@@ -138,7 +128,7 @@ describe("The guard: audiences, its JWKS URL and its limit keys", () => {
 
     it("counts a phone number once across the instances of one service, and apart for another service, each keeping its secret under its own prefix", async () => {
       // Each under a prefix of its own, as their defaults (guard:orders:, guard:payments:) would be.
-      const prefix = (name: string) => `${stores.REDIS_KEY_PREFIX}guard:${name}:`;
+      const prefix = (name: string) => `${platform.stores.REDIS_KEY_PREFIX}guard:${name}:`;
       const first = await service({ name: "orders", rateLimits: onePerPhone, limitKeyPrefix: prefix("orders") });
       const second = await service({ name: "orders", rateLimits: onePerPhone, limitKeyPrefix: prefix("orders") });
       const other = await service({ name: "payments", rateLimits: onePerPhone, limitKeyPrefix: prefix("payments") });
@@ -147,7 +137,7 @@ describe("The guard: audiences, its JWKS URL and its limit keys", () => {
       expect((await second.auth.call("sendOtp", { phoneNumber })).error?.code, "the same key on the second instance").to.equal(grpc.status.RESOURCE_EXHAUSTED);
       expect((await other.auth.call("sendOtp", { phoneNumber })).error, "another service, another key").to.equal(undefined);
 
-      const redis = await connectRedis(stores.REDIS_URL, false);
+      const redis = await connectRedis(platform.stores.REDIS_URL, false);
       try {
         const [orders, payments] = await Promise.all([redis.get(`${prefix("orders")}limit-key-secret`), redis.get(`${prefix("payments")}limit-key-secret`)]);
         expect(Buffer.from(orders ?? "", "base64"), "32 random bytes").to.have.length(32);

@@ -13,6 +13,7 @@ import { grpcClient } from "../support/clients.js";
 import { mintUserToken, sharedStores, startPlatform, type SharedStores } from "../support/platform.js";
 import { bearer } from "../support/sign-in.js";
 import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 /** Not Portcullis's default (5 s, so 15 s of silence): guards must time the feed by the interval Portcullis announces. */
 const heartbeatSeconds = 1;
@@ -126,38 +127,35 @@ describe("The guard when Portcullis's feed falls silent", () => {
 describe("The guard beside a Portcullis older than heartbeats", () => {
   const timeoutMs = 1000;
   const lines: string[] = [];
-  let stores: SharedStores;
-  let portcullis: Running;
   let redis: RedisClient;
   let olderFeed: { channel: string };
   let guarded: Awaited<ReturnType<typeof serveBehind>>;
 
+  // Registered before the platform's own after hook, so the guard closes first, as Portcullis still runs.
+  after(async () => {
+    await guarded.close();
+    redis.disconnect();
+  });
+  // Serves the JWKS; the guard listens on a channel of its own, where only this test publishes, as an older Portcullis would.
+  const platform = platformForSuite();
+
   before(async () => {
-    stores = await sharedStores();
-    // Serves the JWKS; the guard listens on a channel of its own, where only this test publishes, as an older Portcullis would.
-    portcullis = await startPlatform(stores);
-    redis = await connectRedis(stores.REDIS_URL, false);
-    const olderPrefix = `${stores.REDIS_KEY_PREFIX}older:`;
+    redis = await connectRedis(platform.stores.REDIS_URL, false);
+    const olderPrefix = `${platform.stores.REDIS_KEY_PREFIX}older:`;
     olderFeed = sessionFeedKeys(olderPrefix);
     guarded = await serveBehind({
-      jwksUrl: `http://127.0.0.1:${portcullis.httpPort}/.well-known/jwks.json`,
-      redisUrl: stores.REDIS_URL,
+      jwksUrl: `http://127.0.0.1:${platform.running.httpPort}/.well-known/jwks.json`,
+      redisUrl: platform.stores.REDIS_URL,
       portcullisKeyPrefix: olderPrefix,
-      limitKeyPrefix: `${stores.REDIS_KEY_PREFIX}downstream:`,
+      limitKeyPrefix: `${platform.stores.REDIS_KEY_PREFIX}downstream:`,
       feedHeartbeatTimeoutMs: timeoutMs,
       logger: createLogger("info", new Writable({ write(chunk, _encoding, done) { lines.push(String(chunk)); done(); } })),
     });
   });
-  after(async () => {
-    await guarded.close();
-    redis.disconnect();
-    await portcullis.stop();
-    await dropTestDatabases();
-  });
 
   it("serves long past its timeout and hears the revocations, warning once that it cannot detect silence, until a first heartbeat starts the watch", async () => {
     const { client } = guarded;
-    const first = await mintUserToken(portcullis, { audience: "orders" });
+    const first = await mintUserToken(platform.running, { audience: "orders" });
     expect(lines.filter((line) => line.includes("no heartbeat yet")), "warned at start-up").to.have.length(1);
 
     await servedFor(client, first.token, 3 * timeoutMs);
@@ -168,7 +166,7 @@ describe("The guard beside a Portcullis older than heartbeats", () => {
 
     // Upgraded, Portcullis beats, announcing a minute (the timeout given overrides it), then falls silent.
     await redis.publish(olderFeed.channel, JSON.stringify({ kind: "heartbeat", intervalMs: 60_000 }));
-    const second = await mintUserToken(portcullis, { audience: "orders" });
+    const second = await mintUserToken(platform.running, { audience: "orders" });
     const refused = await answerWhen(client, second.token, (error) => error !== undefined);
     expect(refused?.code).to.equal(grpc.status.UNAVAILABLE);
     expect(lines.filter((line) => line.includes("heartbeat heard")), "told when the first arrived").to.have.length(1);

@@ -1,19 +1,17 @@
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
-import pg from "pg";
 import type { UnaryHandler } from "../../services/guard/guard.js";
-import type { Running } from "../../services/app/servers.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { KycService, SourceOfFunds } from "../../gen/portcullis/v1/kyc_service_pb.js";
 import { TokenService } from "../../gen/portcullis/v1/token_service_pb.js";
 import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
 import { serveBehindGuard, type GuardedService } from "../support/guarded-service.js";
-import { mintUserToken, sharedStores, startPlatform } from "../support/platform.js";
+import { mintUserToken } from "../support/platform.js";
 import { createServiceAccount, serviceToken } from "../support/service-accounts.js";
 import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
-import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 /**
  * A small downstream service protected by the exported guard: it serves
@@ -24,38 +22,31 @@ import { dropTestDatabases } from "../support/stores.js";
  */
 describe("The guard for other services", () => {
   const inbox = new SmsInbox();
-  let portcullis: Running;
   let downstream: GuardedService;
-  let db: pg.Client;
   let handled = 0;
   /** Which service acted for the user in each call served. */
   const actors: (string | undefined)[] = [];
   /** Checkout's service token, for calling TokenService. */
   let checkout: string;
 
+  // Registered before the platform's own after hook, so the downstream service closes first, as Portcullis still runs.
+  after(async () => {
+    await downstream.close();
+  });
+  const platform = platformForSuite({ inboxes: [inbox] });
+
   before(async function () {
     // The admin tool starts as its own process, a few seconds each time.
     this.timeout(90_000);
-    const stores = await sharedStores();
-    portcullis = await startPlatform({ ...stores, ...(await inbox.env()) });
-    db = new pg.Client({ connectionString: stores.DATABASE_URL });
-    await db.connect();
-    const checkoutSecret = await createServiceAccount(stores, "checkout", ["portcullis", "kyc-desk"]);
-    checkout = await serviceToken(portcullis.grpcPort!, "checkout", checkoutSecret, "portcullis");
+    const checkoutSecret = await createServiceAccount(platform.stores, "checkout", ["portcullis", "kyc-desk"]);
+    checkout = await serviceToken(platform.running.grpcPort!, "checkout", checkoutSecret, "portcullis");
 
     const submitEnhanced: UnaryHandler = async (_request, call) => {
       handled++;
       actors.push(call.principal?.actor);
       return {};
     };
-    downstream = await serveBehindGuard(portcullis, stores, new Map([[KycService.method.submitEnhancedKyc, submitEnhanced]]), { name: "kyc-desk" });
-  });
-  after(async () => {
-    await downstream.close();
-    await db.end();
-    await portcullis.stop();
-    await inbox.stop();
-    await dropTestDatabases();
+    downstream = await serveBehindGuard(platform.running, platform.stores, new Map([[KycService.method.submitEnhancedKyc, submitEnhanced]]), { name: "kyc-desk" });
   });
 
   /** A request that satisfies the contract's field rules, which the guard checks as Portcullis does. */
@@ -63,7 +54,7 @@ describe("The guard for other services", () => {
 
   it("checks the contract's field rules for the downstream service too", async () => {
     const client = grpcClient(KycService, downstream.port);
-    const levelTwo = await mintUserToken(portcullis, { kycLevel: 2, audience: "kyc-desk" });
+    const levelTwo = await mintUserToken(platform.running, { kycLevel: 2, audience: "kyc-desk" });
     const refused = await client.call("submitEnhancedKyc", {}, bearer(levelTwo.token));
     expect(refused.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
     expect(detailOf(grpcErrorDetails(refused.error!), BadRequestSchema)?.fieldViolations.map((v) => v.field)).to.deep.equal(["due_diligence"]);
@@ -73,12 +64,12 @@ describe("The guard for other services", () => {
 
   it("refuses a level-1 token with KYC_LEVEL_REQUIRED and serves a level-2 token", async () => {
     const client = grpcClient(KycService, downstream.port);
-    const levelOne = await mintUserToken(portcullis, { kycLevel: 1, audience: "kyc-desk" });
+    const levelOne = await mintUserToken(platform.running, { kycLevel: 1, audience: "kyc-desk" });
     const refused = await client.call("submitEnhancedKyc", enhanced, bearer(levelOne.token));
     expect(refused.error?.code).to.equal(grpc.status.PERMISSION_DENIED);
     expect(detailOf(grpcErrorDetails(refused.error!), ErrorInfoSchema)?.metadata).to.deep.equal({ required_level: "2", current_level: "1" });
 
-    const levelTwo = await mintUserToken(portcullis, { kycLevel: 2, audience: "kyc-desk" });
+    const levelTwo = await mintUserToken(platform.running, { kycLevel: 2, audience: "kyc-desk" });
     const served = await client.call("submitEnhancedKyc", enhanced, bearer(levelTwo.token));
     expect(served.error).to.equal(undefined);
     expect(handled).to.equal(1);
@@ -87,11 +78,11 @@ describe("The guard for other services", () => {
   });
 
   it("serves a token checkout exchanged for it, refuses the user's own, and hears of a sign-out in Portcullis", async () => {
-    const signedIn = (await signInByPhone(portcullis.grpcPort!, inbox, newPhone()))!;
-    await db.query("update app_user set kyc_level = 2 where id = $1", [signedIn.user!.userId]);
-    const auth = grpcClient(AuthService, portcullis.grpcPort!);
+    const signedIn = (await signInByPhone(platform.running.grpcPort!, inbox, newPhone()))!;
+    await platform.db.query("update app_user set kyc_level = 2 where id = $1", [signedIn.user!.userId]);
+    const auth = grpcClient(AuthService, platform.running.grpcPort!);
     const own = (await auth.call("refreshToken", { refreshToken: signedIn.tokens!.refreshToken })).response!.tokens!.accessToken;
-    const tokens = grpcClient(TokenService, portcullis.grpcPort!);
+    const tokens = grpcClient(TokenService, platform.running.grpcPort!);
     const exchanged = await tokens.call("exchangeToken", { subjectToken: own, audience: "kyc-desk" }, bearer(checkout));
     const token = exchanged.response!.accessToken;
     const client = grpcClient(KycService, downstream.port);

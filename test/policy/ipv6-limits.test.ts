@@ -1,12 +1,9 @@
 import { randomInt } from "node:crypto";
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
-import type { Running } from "../../services/app/servers.js";
 import { ClientIpResolver, ipv6Prefix } from "../../services/policy/client-ip.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
-import { grpcClient } from "../support/clients.js";
-import { sharedStores, startPlatform } from "../support/platform.js";
-import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 describe("IPv6 clients are rate-limited by prefix", () => {
   it("clears every bit past the prefix, reading :: and a dotted IPv4 tail", () => {
@@ -28,18 +25,8 @@ describe("IPv6 clients are rate-limited by prefix", () => {
   });
 
   describe("through the chain (otp_verify_ip at 1 an hour, behind a trusted proxy)", () => {
-    let running: Running;
-    let auth: ReturnType<typeof grpcClient<typeof AuthService>>;
-
-    before(async () => {
-      running = await startPlatform({ ...(await sharedStores()), TRUSTED_PROXIES: "127.0.0.1", RATE_LIMITS: "otp_verify_ip=1/3600" });
-      auth = grpcClient(AuthService, running.grpcPort!);
-    });
-    after(async () => {
-      auth.close();
-      await running.stop();
-      await dropTestDatabases();
-    });
+    const platform = platformForSuite({ env: { TRUSTED_PROXIES: "127.0.0.1", RATE_LIMITS: "otp_verify_ip=1/3600" } });
+    const auth = platform.client(AuthService);
 
     /** VerifyOtp from each address in turn; how many the limits refused. */
     async function refusedFrom(addresses: string[]): Promise<number> {

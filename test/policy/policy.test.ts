@@ -1,7 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
-import pg from "pg";
 import { defaultRateLimits } from "../../services/platform/config.js";
 import { PolicyError, readPolicies } from "../../services/policy/access.js";
 import { ClientIpResolver } from "../../services/policy/client-ip.js";
@@ -15,10 +14,10 @@ import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { KycService } from "../../gen/portcullis/v1/kyc_service_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
-import type { Running } from "../../services/app/servers.js";
 import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
 import { sharedStores, startPlatform } from "../support/platform.js";
 import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 describe("Access policies from the contract", () => {
   it("reads a policy for every RPC of the three services", () => {
@@ -85,29 +84,15 @@ describe("Client IP", () => {
 });
 
 describe("Client IP behind a trusted proxy", () => {
-  let running: Running;
-  let auth: ReturnType<typeof grpcClient<typeof AuthService>>;
-  let db: pg.Client;
-  before(async () => {
-    const stores = await sharedStores();
-    running = await startPlatform({ ...stores, TRUSTED_PROXIES: "127.0.0.1" });
-    auth = grpcClient(AuthService, running.grpcPort!);
-    db = new pg.Client({ connectionString: stores.DATABASE_URL });
-    await db.connect();
-  });
-  after(async () => {
-    await db.end();
-    auth.close();
-    await running.stop();
-    await dropTestDatabases();
-  });
+  const platform = platformForSuite({ env: { TRUSTED_PROXIES: "127.0.0.1" } });
+  const auth = platform.client(AuthService);
 
   /** The address the audit log records for a call carrying these X-Forwarded-For values. */
   async function auditedIp(forwardedFor: string | string[]) {
     const requestId = randomUUID();
     const { error } = await auth.call("refreshToken", { refreshToken: "not-a-refresh-token" }, { "x-request-id": requestId, "x-forwarded-for": forwardedFor });
     expect(error?.code).to.equal(grpc.status.UNAUTHENTICATED);
-    const rows = await db.query("select ip_address from audit_event where request_id = $1", [requestId]);
+    const rows = await platform.db.query("select ip_address from audit_event where request_id = $1", [requestId]);
     expect(rows.rows).to.have.length(1);
     return rows.rows[0].ip_address as string;
   }

@@ -2,8 +2,6 @@ import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
 import { create, setExtension, type DescMethod, type DescService, type MessageInitShape } from "@bufbuild/protobuf";
 import { MethodOptionsSchema } from "@bufbuild/protobuf/wkt";
-import pg from "pg";
-import type { Running } from "../../services/app/servers.js";
 import type { UnaryHandler } from "../../services/guard/guard.js";
 import { defaultRateLimits } from "../../services/platform/config.js";
 import { PolicyError, readPolicies } from "../../services/policy/access.js";
@@ -18,11 +16,9 @@ import { TokenService } from "../../gen/portcullis/v1/token_service_pb.js";
 import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
 import { serveBehindGuard, type GuardedService } from "../support/guarded-service.js";
 import { MailInbox } from "../support/mail-inbox.js";
-import { sharedStores, startPlatform, type SharedStores } from "../support/platform.js";
-import { expectNoSecretLeaked } from "../support/secrets.js";
 import { claimsOf, createServiceAccount, serviceToken } from "../support/service-accounts.js";
 import { bearer, newPhone, registerVerified } from "../support/sign-in.js";
-import { dropTestDatabases } from "../support/stores.js";
+import { platformForSuite } from "../support/suite-platform.js";
 import { codeOf, enrolTotp } from "../support/totp.js";
 
 const password = "correct horse battery staple";
@@ -37,43 +33,21 @@ let counter = 0;
  */
 describe("Step-up declared in the contract", () => {
   const mail = new MailInbox();
-  const logLines: string[] = [];
+  // The no-leak check runs in the platform's after hook rather than in a test of its own: mocha runs this
+  // suite's tests before the nested suite's, whose codes, secrets and tokens must stay out of logs and audit rows too.
   const secrets: string[] = [password];
-  let stores: SharedStores;
-  let running: Running;
-  let db: pg.Client;
-  let auth: ReturnType<typeof grpcClient<typeof AuthService>>;
-  let mfa: ReturnType<typeof grpcClient<typeof MfaService>>;
-
-  before(async () => {
-    stores = await sharedStores();
-    running = await startPlatform(
-      {
-        ...stores,
-        ...(await mail.env()),
-        RATE_LIMITS: [
-          "login_ip=1000/900", "login_email=1000/900", "register_ip=1000/3600", "register_email=1000/3600", "verify_email_ip=1000/3600",
-          "refresh_user=1000/60", "refresh_ip=1000/60", "change_password_user=1000/60", "mfa_user=1000/60",
-        ].join(","),
-      },
-      logLines,
-    );
-    auth = grpcClient(AuthService, running.grpcPort!);
-    mfa = grpcClient(MfaService, running.grpcPort!);
-    db = new pg.Client({ connectionString: stores.DATABASE_URL });
-    await db.connect();
+  const platform = platformForSuite({
+    inboxes: [mail],
+    secrets,
+    env: {
+      RATE_LIMITS: [
+        "login_ip=1000/900", "login_email=1000/900", "register_ip=1000/3600", "register_email=1000/3600", "verify_email_ip=1000/3600",
+        "refresh_user=1000/60", "refresh_ip=1000/60", "change_password_user=1000/60", "mfa_user=1000/60",
+      ].join(","),
+    },
   });
-  after(async () => {
-    // Here rather than in a test of its own: mocha runs this suite's tests before the nested
-    // suite's, whose codes, secrets and tokens must stay out of logs and audit rows too.
-    if (db) await expectNoSecretLeaked(db, logLines, secrets);
-    auth?.close();
-    mfa?.close();
-    await db?.end();
-    await running?.stop();
-    await mail.stop();
-    await dropTestDatabases();
-  });
+  const auth = platform.client(AuthService);
+  const mfa = platform.client(MfaService);
 
   /**
    * An account with TOTP on, as its owner makes it: register, enrol with a
@@ -82,7 +56,7 @@ describe("Step-up declared in the contract", () => {
    */
   async function enrolledUser() {
     const email = `step.${counter++}@example.com`;
-    const signedIn = (await registerVerified(running.grpcPort!, mail, email, password))!;
+    const signedIn = (await registerVerified(platform.running.grpcPort!, mail, email, password))!;
     const { secret, recoveryCodes } = await enrolTotp(mfa, signedIn.tokens!.accessToken, password);
     const refreshed = await auth.call("refreshToken", { refreshToken: signedIn.tokens!.refreshToken });
     if (refreshed.error) throw refreshed.error;
@@ -123,13 +97,13 @@ describe("Step-up declared in the contract", () => {
 
     const changed = await changePassword(stepped.response!.accessToken, "a whole new passphrase");
     expect(changed.error).to.equal(undefined);
-    const { rows } = await db.query("select outcome, detail from audit_event where event = 'mfa.step_up' and user_id = $1", [user.userId]);
+    const { rows } = await platform.db.query("select outcome, detail from audit_event where event = 'mfa.step_up' and user_id = $1", [user.userId]);
     expect(rows).to.deep.equal([{ outcome: "success", detail: { factor: "totp" } }]);
   });
 
   it("does the same through the gateway, with a recovery code, and keeps aal 2 in the session for the next refresh", async () => {
     const user = await enrolledUser();
-    const port = running.httpPort!;
+    const port = platform.running.httpPort!;
     const refused = await connectCall(port, "/portcullis.v1.AuthService/ChangePassword", { currentPassword: password, newPassword: "the gateway passphrase" }, bearer(user.accessToken));
     expect(refused.status).to.equal(403);
     expect(refused.json.code).to.equal("permission_denied");
@@ -143,7 +117,7 @@ describe("Step-up declared in the contract", () => {
     const again = await connectCall(port, "/portcullis.v1.MfaService/StepUp", { proof: { recoveryCode: user.recoveryCodes[0] } }, bearer(user.accessToken));
     expect(again.status, "a recovery code works once").to.equal(400);
 
-    const { rows } = await db.query("select aal, mfa_time is not null as stepped from session where user_id = $1 and revoke_time is null", [user.userId]);
+    const { rows } = await platform.db.query("select aal, mfa_time is not null as stepped from session where user_id = $1 and revoke_time is null", [user.userId]);
     expect(rows).to.deep.equal([{ aal: 2, stepped: true }]);
     const refreshed = await connectCall(port, "/portcullis.v1.AuthService/RefreshToken", { refreshToken: user.refreshToken });
     const next = refreshed.json.tokens.accessToken;
@@ -158,7 +132,7 @@ describe("Step-up declared in the contract", () => {
     const user = await enrolledUser();
     const wrong = await mfa.call("stepUp", { proof: { factor: { case: "totpCode", value: "000000" } } }, bearer(user.accessToken));
     expect(wrong.error?.code).to.equal(grpc.status.INVALID_ARGUMENT);
-    const { rows } = await db.query("select aal from session where user_id = $1 and revoke_time is null", [user.userId]);
+    const { rows } = await platform.db.query("select aal from session where user_id = $1 and revoke_time is null", [user.userId]);
     expect(rows).to.deep.equal([{ aal: 1 }]);
     expect((await changePassword(user.accessToken, "not this time either")).error?.code).to.equal(grpc.status.PERMISSION_DENIED);
   });
@@ -170,7 +144,7 @@ describe("Step-up declared in the contract", () => {
     const stepped = await mfa.call("stepUp", { proof: { factor: { case: "totpCode", value: code } } }, bearer(user.accessToken));
     const claims = claimsOf(stepped.response!.accessToken);
     // The same session's token, as it would be 301 seconds after the step-up.
-    const stale = await running.app!.tokens.issue({
+    const stale = await platform.running.app!.tokens.issue({
       kind: "user",
       subject: claims.sub,
       sessionId: claims.sid,
@@ -195,7 +169,7 @@ describe("Step-up declared in the contract", () => {
     const refused = await change(user.accessToken);
     expect(refused.error?.code).to.equal(grpc.status.PERMISSION_DENIED);
     expect(detailOf(grpcErrorDetails(refused.error!), ErrorInfoSchema)).to.deep.include({ reason: "STEP_UP_REQUIRED", metadata: stepUpRequired });
-    const { rows } = await db.query("select count(*)::int as started from contact_verification where user_id = $1 and channel = 'phone'", [user.userId]);
+    const { rows } = await platform.db.query("select count(*)::int as started from contact_verification where user_id = $1 and channel = 'phone'", [user.userId]);
     expect(rows).to.deep.equal([{ started: 0 }]);
 
     const code = user.nextCode();
@@ -206,16 +180,16 @@ describe("Step-up declared in the contract", () => {
   });
 
   it("lets a user without a second factor change the password at aal 1, as before", async () => {
-    const signedIn = (await registerVerified(running.grpcPort!, mail, `plain.${counter++}@example.com`, password))!;
+    const signedIn = (await registerVerified(platform.running.grpcPort!, mail, `plain.${counter++}@example.com`, password))!;
     expect(claimsOf(signedIn.tokens!.accessToken)).to.deep.include({ aal: 1 });
     expect(claimsOf(signedIn.tokens!.accessToken).mfa).to.equal(undefined);
     expect((await changePassword(signedIn.tokens!.accessToken, "still a fine passphrase")).error).to.equal(undefined);
   });
 
   it("asks an enrolled operator to step up for AdminService calls, through both doors, and not an operator without a factor", async () => {
-    const admin = grpcClient(AdminService, running.grpcPort!);
+    const admin = grpcClient(AdminService, platform.running.grpcPort!);
     const operator = (aal: number, mfaEnrolled: boolean, mfaTime = 0) =>
-      running.app!.tokens.issue({
+      platform.running.app!.tokens.issue({
         kind: "user",
         subject: crypto.randomUUID(),
         sessionId: crypto.randomUUID(),
@@ -235,7 +209,7 @@ describe("Step-up declared in the contract", () => {
       reason: "STEP_UP_REQUIRED",
       metadata: { required_aal: "2", max_factor_age_seconds: "900" },
     });
-    const http = await connectCall(running.httpPort!, "/portcullis.v1.AdminService/ListUsers", {}, bearer(atAal1));
+    const http = await connectCall(platform.running.httpPort!, "/portcullis.v1.AdminService/ListUsers", {}, bearer(atAal1));
     expect(http.json.details[0].debug.reason).to.equal("STEP_UP_REQUIRED");
 
     const stepped = (await operator(2, true, Math.floor(Date.now() / 1000) - 60)).token;
@@ -258,13 +232,13 @@ describe("Step-up declared in the contract", () => {
     before(async function () {
       // The admin tool starts as its own process, a few seconds each time.
       this.timeout(90_000);
-      const checkoutSecret = await createServiceAccount(stores, "checkout", ["portcullis", "kyc-desk"]);
-      checkout = await serviceToken(running.grpcPort!, "checkout", checkoutSecret, "portcullis");
+      const checkoutSecret = await createServiceAccount(platform.stores, "checkout", ["portcullis", "kyc-desk"]);
+      checkout = await serviceToken(platform.running.grpcPort!, "checkout", checkoutSecret, "portcullis");
       const submitEnhanced: UnaryHandler = async () => {
         handled++;
         return {};
       };
-      downstream = await serveBehindGuard(running, stores, new Map([[KycService.method.submitEnhancedKyc, submitEnhanced]]), { name: "kyc-desk" });
+      downstream = await serveBehindGuard(platform.running, platform.stores, new Map([[KycService.method.submitEnhancedKyc, submitEnhanced]]), { name: "kyc-desk" });
     });
     after(async () => {
       await downstream.close();
@@ -273,8 +247,8 @@ describe("Step-up declared in the contract", () => {
     it("refuses an exchanged aal-1 token of an enrolled user with STEP_UP_REQUIRED, and serves one exchanged after StepUp", async () => {
       const user = await enrolledUser();
       // Level 2 for the method's min_kyc_level: StepUp reads it into its token from the account.
-      await db.query("update app_user set kyc_level = 2 where id = $1", [user.userId]);
-      const tokens = grpcClient(TokenService, running.grpcPort!);
+      await platform.db.query("update app_user set kyc_level = 2 where id = $1", [user.userId]);
+      const tokens = grpcClient(TokenService, platform.running.grpcPort!);
       const client = grpcClient(KycService, downstream.port);
       const exchange = async (subjectToken: string) => {
         const exchanged = await tokens.call("exchangeToken", { subjectToken, audience: "kyc-desk" }, bearer(checkout));
@@ -289,7 +263,7 @@ describe("Step-up declared in the contract", () => {
       expect(claimsOf(stepped.response!.accessToken)).to.deep.include({ kyc_lvl: 2, aal: 2 });
 
       // The same user and level, before the step-up: aal 1.
-      const before = await running.app!.tokens.issue({
+      const before = await platform.running.app!.tokens.issue({
         ...principalClaims(claimsOf(stepped.response!.accessToken)),
         aal: 1,
         mfaTime: 0,

@@ -1,7 +1,7 @@
 import type { DescService } from "@bufbuild/protobuf";
 import pg from "pg";
 import type { Running } from "../../services/app/servers.js";
-import { grpcClient } from "./clients.js";
+import { grpcClient, type GrpcClient } from "./clients.js";
 import { sharedStores, startPlatform, type SharedStores } from "./platform.js";
 import { expectNoSecretLeaked } from "./secrets.js";
 import { dropTestDatabases } from "./stores.js";
@@ -40,15 +40,31 @@ export function platformForSuite(options: SuitePlatformOptions = {}) {
     instances: [] as Running[],
     db: undefined as unknown as pg.Client,
     logLines: [] as string[],
-    /** A stock gRPC client on instance `instance`, closed after the suite. */
-    client<S extends DescService>(service: S, instance = 0) {
-      const client = grpcClient(service, platform.instances[instance]!.grpcPort!);
-      clients.push(client);
-      return client;
+    /**
+     * A stock gRPC client on instance `instance`, closed after the suite. It
+     * may be made where the suite is declared: it connects at its first call,
+     * once the instance is up.
+     */
+    client<S extends DescService>(service: S, instance = 0): GrpcClient<S> {
+      let made: GrpcClient<S> | undefined;
+      const connected = () => {
+        if (!made) clients.push((made = grpcClient(service, platform.instances[instance]!.grpcPort!)));
+        return made;
+      };
+      return {
+        get raw() {
+          return connected().raw;
+        },
+        call: (...args) => connected().call(...args),
+        callRaw: (...args) => connected().callRaw(...args),
+        close: () => made?.close(),
+      };
     },
   };
 
-  before(async () => {
+  before(async function () {
+    // Fresh migrations on every instance, on a machine busy with the other suites.
+    this.timeout(90_000);
     platform.stores = await sharedStores();
     const inboxEnv = await Promise.all((options.inboxes ?? []).map((inbox) => inbox.env()));
     platform.env = Object.assign({ ...platform.stores }, ...inboxEnv, options.env);
