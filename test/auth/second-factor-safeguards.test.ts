@@ -1,7 +1,6 @@
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
 import { Writable } from "node:stream";
-import { setTimeout as sleep } from "node:timers/promises";
 import { createLogger } from "../../services/platform/logger.js";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType } from "../../gen/portcullis/v1/common_pb.js";
@@ -13,6 +12,7 @@ import { bearer, newPhone, registerVerified, signInByPhone } from "../support/si
 import { SmsInbox } from "../support/sms-inbox.js";
 import { platformForSuite } from "../support/suite-platform.js";
 import { codeOf, enrolTotp, wrongCodeOf } from "../support/totp.js";
+import { until } from "../support/until.js";
 
 const password = "copper meadow drifting 19";
 const failureBudget = 3;
@@ -20,11 +20,6 @@ let accounts = 0;
 
 const totpProof = (value: string) => ({ proof: { factor: { case: "totpCode" as const, value } } });
 const recoveryProof = (value: string) => ({ proof: { factor: { case: "recoveryCode" as const, value } } });
-
-/** Waits (without a deadline of its own: mocha's timeout is it) until `ready` holds. */
-async function eventually(ready: () => boolean | Promise<boolean>): Promise<void> {
-  while (!(await ready())) await sleep(50);
-}
 
 /** The review's findings on second factors, each pinned down: who may turn TOTP on, what a check spends, who is told. */
 describe("Second-factor safeguards", () => {
@@ -119,11 +114,11 @@ describe("Second-factor safeguards", () => {
     const confirmed = await mfa.call("confirmTotp", { code: codeOf(secret), currentPassword: password }, bearer(accessToken));
     expect(confirmed.error).to.equal(undefined);
     handedOut.push(...confirmed.response!.recoveryCodes);
-    await eventually(() => subjects(email).some((s) => s.endsWith("two-step sign-in turned on")));
+    await until(() => subjects(email).some((s) => s.endsWith("two-step sign-in turned on")));
 
     const disabled = await mfa.call("disableTotp", recoveryProof(confirmed.response!.recoveryCodes[0]!), bearer(accessToken));
     expect(disabled.error).to.equal(undefined);
-    await eventually(() => subjects(email).some((s) => s.endsWith("two-step sign-in turned off")));
+    await until(() => subjects(email).some((s) => s.endsWith("two-step sign-in turned off")));
   });
 
   it("asks an account without a password for a recent sign-in before turning TOTP on", async () => {
@@ -208,7 +203,7 @@ describe("Second-factor safeguards", () => {
     const locked = await tryWrong();
     expect(locked.error?.code).to.equal(grpc.status.RESOURCE_EXHAUSTED);
     expect(Number(locked.error!.metadata.get("retry-after")[0])).to.be.within(14 * 60, 15 * 60);
-    await eventually(() => subjects(email).some((s) => s.endsWith("too many wrong sign-in codes")));
+    await until(() => subjects(email).some((s) => s.endsWith("too many wrong sign-in codes")));
 
     // As if the first lockout and the failures' window had passed, within the same day.
     await platform.db.query("update mfa_failure set fail_time = fail_time - interval '16 minutes' where user_id = $1", [userId]);
@@ -217,7 +212,7 @@ describe("Second-factor safeguards", () => {
     const lockedLonger = await tryWrong();
     expect(Number(lockedLonger.error!.metadata.get("retry-after")[0])).to.be.within(29 * 60, 30 * 60);
 
-    await eventually(() => subjects(email).filter((s) => s.endsWith("too many wrong sign-in codes")).length === 2);
+    await until(() => subjects(email).filter((s) => s.endsWith("too many wrong sign-in codes")).length === 2);
     const { rows } = await platform.db.query("select detail from audit_event where user_id = $1 and event = 'mfa.budget_exhausted' order by id", [userId]);
     expect(rows.map((row) => row.detail.lock_seconds)).to.deep.equal([15 * 60, 30 * 60]);
   });

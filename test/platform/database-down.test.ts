@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from "node:timers/promises";
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
 import type { Running } from "../../services/app/servers.js";
@@ -10,14 +9,7 @@ import { sharedStores, startPlatform } from "../support/platform.js";
 import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
 import { adminQuery, dropTestDatabases } from "../support/stores.js";
-
-async function until(condition: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`not so after ${ms} ms`);
-    await sleep(100);
-  }
-}
+import { until } from "../support/until.js";
 
 describe("Telling a database that is down from a bug", () => {
   it("counts lost, refused and terminated connections as the database being unavailable, and statement errors as not", () => {
@@ -94,7 +86,7 @@ describe("While Postgres refuses the platform", () => {
       expect(levels.filter((line) => line.msg === "database unavailable").map((line) => line.level)).to.deep.equal(["warn", "warn", "warn", "warn"]);
       expect(levels.filter((line) => line.msg === "unexpected error")).to.deep.equal([]);
 
-      await until(async () => (await health.call("check", { service: "" })).response?.status === HealthCheckResponse_ServingStatus.NOT_SERVING);
+      await until(async () => (await health.call("check", { service: "" })).response?.status === HealthCheckResponse_ServingStatus.NOT_SERVING, 10_000);
       expect((await fetch(`http://127.0.0.1:${platform.httpPort}/readyz`)).status).to.equal(503);
     } finally {
       auth.close();

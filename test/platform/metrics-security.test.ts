@@ -12,6 +12,7 @@ import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
 import { runId, testRedisUrl } from "../support/stores.js";
 import { platformForSuite } from "../support/suite-platform.js";
+import { until } from "../support/until.js";
 
 type Labels = Record<string, string>;
 
@@ -181,14 +182,6 @@ describe("Revocation feed metrics, feed by feed", () => {
   let baseline: Map<string, number>;
   const moved = async (name: string, labels: Labels = {}) => ((await samples()).get(key(name, labels)) ?? 0) - (baseline.get(key(name, labels)) ?? 0);
   const connected = async () => (await samples()).get(key("portcullis_revocation_feed_connected", {}));
-
-  async function until(condition: () => Promise<boolean>) {
-    const deadline = Date.now() + 5000;
-    while (!(await condition())) {
-      if (Date.now() > deadline) throw new Error("not so after 5 s");
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-  }
 
   before(async () => {
     redis = await connectRedis(testRedisUrl, false);

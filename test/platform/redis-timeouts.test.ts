@@ -1,5 +1,4 @@
 import { execFile } from "node:child_process";
-import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
@@ -12,6 +11,7 @@ import { mintUserToken, sharedStores, startPlatform, type SharedStores } from ".
 import { freePort, RedisServer } from "../support/redis-servers.js";
 import { newPhone } from "../support/sign-in.js";
 import { dropTestDatabases } from "../support/stores.js";
+import { until } from "../support/until.js";
 
 const run = promisify(execFile);
 
@@ -72,10 +72,3 @@ describe("A stalled Redis", () => {
   });
 });
 
-async function until(condition: () => boolean, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`not so after ${ms} ms`);
-    await sleep(20);
-  }
-}

@@ -1,41 +1,16 @@
 import { Writable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { expect } from "chai";
-import { Code, ConnectError } from "../../services/kernel/errors.js";
-import type { Principal } from "../../services/kernel/call.js";
+import { Code } from "../../services/kernel/errors.js";
 import { createLogger } from "../../services/platform/logger.js";
 import { connectRedis, subscriberConnection, type RedisClient } from "../../services/platform/redis.js";
 import { backlogEvents, RevocationFeed, type FeedChannel, type FeedOptions } from "../../services/session/feed.js";
 import type { FeedEvent } from "../../services/session/revocations.js";
 import { runId, testRedisUrl } from "../support/stores.js";
+import { until } from "../support/until.js";
+import { principal, refusal } from "../support/feed.js";
 
 const logger = createLogger("silent");
-
-function principal(claims: Partial<Principal> = {}): Principal {
-  const issuedAt = Math.floor(Date.now() / 1000);
-  return {
-    kind: "user", subject: "user-1", sessionId: "session-1", deviceId: "device", kycLevel: 2, kycStatus: "", permissions: [], amr: ["otp"],
-    sessionExpiresAt: 0, tokenId: "token", issuedAt, expiresAt: issuedAt + 900, ...claims,
-  };
-}
-
-/** The code `check` refuses with, or undefined if it lets the principal through. */
-function refusal(feed: RevocationFeed, who: Principal = principal()): Code | undefined {
-  try {
-    feed.check(who);
-    return undefined;
-  } catch (error) {
-    return (error as ConnectError).code;
-  }
-}
-
-async function until(condition: () => boolean, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`not so after ${ms} ms`);
-    await sleep(20);
-  }
-}
 
 const revoked = (sessionId: string): FeedEvent => ({ kind: "revoked", sessionIds: [sessionId], untilMs: Date.now() + 60_000 });
 

@@ -1,44 +1,19 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { expect } from "chai";
-import { Code, ConnectError } from "../../services/kernel/errors.js";
+import { Code } from "../../services/kernel/errors.js";
 import { createLogger } from "../../services/platform/logger.js";
 import { connectRedis, type RedisClient } from "../../services/platform/redis.js";
 import { RevocationFeed } from "../../services/session/feed.js";
 import { kycCapMarginMs, mayPredateLowering, type FeedEvent } from "../../services/session/revocations.js";
-import type { Principal } from "../../services/kernel/call.js";
 import { freePort, RedisServer } from "../support/redis-servers.js";
 import { runId, testRedisUrl } from "../support/stores.js";
+import { until } from "../support/until.js";
+import { principal, refusal } from "../support/feed.js";
 
 const logger = createLogger("silent");
 const lifetimeMs = 905_000;
 
-function principal(claims: Partial<Principal> = {}): Principal {
-  const issuedAt = Math.floor(Date.now() / 1000);
-  return {
-    kind: "user", subject: "user-1", sessionId: "session-1", deviceId: "device", kycLevel: 2, kycStatus: "", permissions: [], amr: ["otp"],
-    sessionExpiresAt: 0, tokenId: "token", issuedAt, expiresAt: issuedAt + 900, ...claims,
-  };
-}
-
 const revoked = (sessionId: string): FeedEvent => ({ kind: "revoked", sessionIds: [sessionId], untilMs: Date.now() + lifetimeMs });
-
-/** The code `check` refuses with, or undefined if it lets the principal through. */
-function refusal(feed: RevocationFeed, who: Principal): Code | undefined {
-  try {
-    feed.check(who);
-    return undefined;
-  } catch (error) {
-    return (error as ConnectError).code;
-  }
-}
-
-async function until(condition: () => boolean, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`not so after ${ms} ms`);
-    await sleep(20);
-  }
-}
 
 let channels = 0;
 const feedChannel = (client: RedisClient) => {

@@ -16,6 +16,7 @@ import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
 import { expectNoSecretLeaked } from "../support/secrets.js";
 import { SmsInbox } from "../support/sms-inbox.js";
 import { dropTestDatabases } from "../support/stores.js";
+import { until } from "../support/until.js";
 
 const run = promisify(execFile);
 const inbox = new SmsInbox();
@@ -45,14 +46,6 @@ async function refusedWithin(ms: number, call: () => Promise<{ error?: grpc.Serv
     if (error) return error;
     if (Date.now() > deadline) throw new Error(`still accepted after ${ms} ms`);
     await sleep(10);
-  }
-}
-
-async function until(condition: () => Promise<boolean>, ms = 5000) {
-  const deadline = Date.now() + ms;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`not so after ${ms} ms`);
-    await sleep(50);
   }
 }
 
