@@ -4,6 +4,7 @@ import { failedPrecondition, invalidArgument } from "../kernel/errors.js";
 import type { Config } from "../platform/config.js";
 import type { Database } from "../platform/database.js";
 import type { Sessions } from "../session/sessions.js";
+import type { CredentialRow } from "../users/store.js";
 import type { UserRow } from "../users/user.js";
 import type { PasswordSignIn } from "./password-sign-in.js";
 
@@ -43,7 +44,7 @@ export class ChangeProofs {
         throw invalidArgument([{ field: "current_password", description: "required: this account has a password" }]);
       }
       await this.passwords.checkCurrentPassword(user, currentPassword, origin);
-      return user;
+      return accountOf(user);
     }
     const session = await this.sessions.current(principal);
     if (Date.now() - session.create_time.getTime() > this.settings.freshSignInSeconds * 1000) {
@@ -52,6 +53,11 @@ export class ChangeProofs {
         max_age_seconds: String(this.settings.freshSignInSeconds),
       });
     }
-    return user;
+    return accountOf(user);
   }
+}
+
+/** The account without what only a password check needs. */
+function accountOf({ password_hash: _hash, locked: _locked, ...account }: CredentialRow): UserRow {
+  return account;
 }

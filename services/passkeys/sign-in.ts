@@ -16,7 +16,7 @@ import { passkeyStore, type PasskeyRow } from "./store.js";
 import { isUserHandleOf } from "./user-handle.js";
 import { authenticationResponseOf, optionsJson } from "./webauthn-json.js";
 
-/** Whether the account has a confirmed second factor, for the token's `mfa` claim: auth's to say, a floor up. */
+/** Whether the account has a confirmed second factor, for the token's `mfa` claim: auth's to say, on the same floor. */
 export type MfaEnrolled = (sql: Sql, userId: string) => Promise<boolean>;
 
 /** Why a sign-in was refused, for the audit log and the metrics only: the caller hears one answer for all. */

@@ -15,7 +15,7 @@ let accounts = 0;
 
 /**
  * Password lockouts with 3 wrong passwords per source, 12 across all sources,
- * and locks of 1 s doubling up to 2 s; every call comes through a trusted proxy
+ * and locks of 30 s doubling up to 60 s; every call comes through a trusted proxy
  * that names the client in X-Forwarded-For.
  */
 describe("Password lockout", () => {

@@ -47,6 +47,7 @@ describe("OAuth 2.0 endpoints on the gateway", () => {
   const secrets: string[] = [];
   const platform = platformForSuite({
     inboxes: [sms],
+    logs: true,
     env: {
       PUBLIC_URL: publicUrl,
       CORS_ORIGINS: "https://app.portcullis.test",

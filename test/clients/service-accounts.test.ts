@@ -59,6 +59,7 @@ describe("Service accounts and IssueServiceToken", () => {
   const handedOut: string[] = [];
   const platform = platformForSuite({
     inboxes: [sms],
+    logs: true,
     env: {
       PUBLIC_URL: publicUrl,
       RATE_LIMITS: "otp_send_ip=1000/3600,otp_verify_ip=1000/3600,service_token_client=1000/60,service_token_ip=10000/60",

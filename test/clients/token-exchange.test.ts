@@ -28,6 +28,7 @@ describe("Token exchange and introspection (TokenService)", () => {
   const secrets: string[] = [];
   const platform = platformForSuite({
     inboxes: [sms],
+    logs: true,
     // Every test signs someone in from the one loopback address.
     env: { RATE_LIMITS: "otp_send_ip=1000/3600,otp_verify_ip=1000/3600" },
   });

@@ -13,7 +13,7 @@ describe("The account lifecycle's secrets", function () {
   const mail = new MailInbox();
   const sms = new SmsInbox();
   const secrets: string[] = [];
-  const platform = platformForSuite({ inboxes: [mail, sms], env: { EMAIL_VERIFICATION_RESEND_SECONDS: "0" } });
+  const platform = platformForSuite({ inboxes: [mail, sms], logs: true, env: { EMAIL_VERIFICATION_RESEND_SECONDS: "0" } });
   const auth = platform.client(AuthService);
 
   /** The call's answer, failing the test on an error; what it hands out is remembered as a secret. */

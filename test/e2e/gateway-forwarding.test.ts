@@ -5,6 +5,7 @@ import { expect } from "chai";
 import type { Running } from "../../services/app/servers.js";
 import { connectCall } from "../support/clients.js";
 import { startPlatform } from "../support/platform.js";
+import { until } from "../support/until.js";
 
 /** A gRPC upstream that takes every call and never answers, as a stalled instance would. */
 async function stalledUpstream() {
@@ -41,10 +42,6 @@ function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout;
   const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms)));
   return Promise.race([promise, late]).finally(() => clearTimeout(timer));
-}
-
-async function until(condition: () => boolean) {
-  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 10));
 }
 
 describe("A gateway forwarding to a gRPC instance (MODE=gateway)", () => {
@@ -84,7 +81,7 @@ describe("A gateway forwarding to a gRPC instance (MODE=gateway)", () => {
         body: "{}",
         signal: caller.signal,
       }).catch(() => undefined);
-      await within(5000, "the forwarded call", until(() => upstream.calls.length > before));
+      await until(() => upstream.calls.length > before);
       const forwarded = upstream.calls.at(-1)!;
       caller.abort();
       await call;

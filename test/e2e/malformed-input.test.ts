@@ -78,7 +78,7 @@ function rawHttp(port: number, request: string): Promise<string> {
 }
 
 describe("Malformed input at both doors", () => {
-  const platform = platformForSuite();
+  const platform = platformForSuite({ logs: true });
   let gatewayPort: number;
   let grpcPort: number;
 

@@ -133,8 +133,8 @@ describe("The guard beside a Portcullis older than heartbeats", () => {
 
   // Registered before the platform's own after hook, so the guard closes first, as Portcullis still runs.
   after(async () => {
-    await guarded.close();
-    redis.disconnect();
+    await guarded?.close();
+    redis?.disconnect();
   });
   // Serves the JWKS; the guard listens on a channel of its own, where only this test publishes, as an older Portcullis would.
   const platform = platformForSuite();

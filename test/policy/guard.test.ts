@@ -31,7 +31,7 @@ describe("The guard for other services", () => {
 
   // Registered before the platform's own after hook, so the downstream service closes first, as Portcullis still runs.
   after(async () => {
-    await downstream.close();
+    await downstream?.close();
   });
   const platform = platformForSuite({ inboxes: [inbox] });
 

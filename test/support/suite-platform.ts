@@ -7,28 +7,29 @@ import { expectNoSecretLeaked } from "./secrets.js";
 import { dropTestDatabases } from "./stores.js";
 
 /** A stand-in provider a platform sends to: its settings go into the platform's environment. */
-export interface Inbox {
+interface Inbox {
   env(): Promise<Record<string, string>>;
   stop(): Promise<void>;
 }
 
-export interface SuitePlatformOptions {
+interface SuitePlatformOptions {
   /** Settings beyond the fresh stores and the inboxes'. */
   env?: Record<string, string>;
   inboxes?: Inbox[];
   /** Instances sharing the stores (default 1): the first is `running`. */
   instances?: number;
-  /** Checked at the end not to have reached a log line or an audit row; tests push what they hand out. */
+  /** Checked at the end not to have reached a log line or an audit row; tests push what they hand out. Implies `logs`. */
   secrets?: string[];
+  /** Keep the instances' log lines (at info) in `logLines`; otherwise they log nothing. */
+  logs?: boolean;
 }
-
-export type SuitePlatform = ReturnType<typeof platformForSuite>;
 
 /**
  * The platform one describe block tests: started before its tests, on a fresh
  * database, with a Postgres client on it; stopped after them with everything
- * the suite opened through it. Call in the describe block; its fields are set
- * once the suite's first before hook has run.
+ * the suite opened through it. Call it in the describe block before any hook
+ * of the suite's own that uses it: its fields are set by the before hook it
+ * registers. Not for nested suites: its teardown drops every test database.
  */
 export function platformForSuite(options: SuitePlatformOptions = {}) {
   const clients: { close(): void }[] = [];
@@ -68,19 +69,27 @@ export function platformForSuite(options: SuitePlatformOptions = {}) {
     platform.stores = await sharedStores();
     const inboxEnv = await Promise.all((options.inboxes ?? []).map((inbox) => inbox.env()));
     platform.env = Object.assign({ ...platform.stores }, ...inboxEnv, options.env);
-    for (let i = 0; i < (options.instances ?? 1); i++) platform.instances.push(await startPlatform(platform.env, platform.logLines));
+    const logLines = options.logs || options.secrets ? platform.logLines : undefined;
+    for (let i = 0; i < (options.instances ?? 1); i++) platform.instances.push(await startPlatform(platform.env, logLines));
     platform.running = platform.instances[0]!;
     platform.db = new pg.Client({ connectionString: platform.stores.DATABASE_URL });
     await platform.db.connect();
   });
 
   after(async () => {
-    if (options.secrets && platform.db) await expectNoSecretLeaked(platform.db, platform.logLines, options.secrets);
-    for (const client of clients.splice(0)) client.close();
-    await platform.db?.end();
-    for (const instance of platform.instances.splice(0)) await instance.stop();
-    for (const inbox of options.inboxes ?? []) await inbox.stop();
-    await dropTestDatabases();
+    try {
+      if (options.secrets && platform.db) {
+        // Notices and refusals write their audit rows after the answer: the check must see those too.
+        for (const instance of platform.instances) await instance.app?.settled();
+        await expectNoSecretLeaked(platform.db, platform.logLines, options.secrets);
+      }
+    } finally {
+      for (const client of clients.splice(0)) client.close();
+      await platform.db?.end();
+      for (const instance of platform.instances.splice(0)) await instance.stop();
+      for (const inbox of options.inboxes ?? []) await inbox.stop();
+      await dropTestDatabases();
+    }
   });
 
   return platform;
