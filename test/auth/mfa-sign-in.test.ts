@@ -9,7 +9,7 @@ import { claimsOf } from "../support/service-accounts.js";
 import { bearer, newPhone, registerVerified, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
 import { platformForSuite } from "../support/suite-platform.js";
-import { codeOf, enrolTotp, wrongCodeOf } from "../support/totp.js";
+import { codeOf, enrolTotp, secondFactorRateLimits, wrongCodeOf } from "../support/totp.js";
 
 const password = "amber lantern quietly 77";
 const maxAttempts = 5;
@@ -35,10 +35,7 @@ describe("Sign-in with a second factor", () => {
     env: {
       OTP_RESEND_COOLDOWN_SECONDS: "0",
       TRUSTED_PROXIES: "127.0.0.1",
-      RATE_LIMITS: [
-        "register_ip=1000/60", "register_email=1000/60", "verify_email_ip=1000/60", "login_ip=1000/60", "login_email=1000/60",
-        "otp_send_ip=1000/60", "otp_send_phone=1000/60", "otp_verify_ip=1000/60", "mfa_user=1000/60", "mfa_verify_ip=1000/60",
-      ].join(","),
+      RATE_LIMITS: secondFactorRateLimits,
     },
   });
   const auth = platform.client(AuthService);

@@ -11,7 +11,7 @@ import { startPlatform } from "../support/platform.js";
 import { bearer, newPhone, registerVerified, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
 import { platformForSuite } from "../support/suite-platform.js";
-import { codeOf, enrolTotp, wrongCodeOf } from "../support/totp.js";
+import { codeOf, enrolTotp, secondFactorRateLimits, wrongCodeOf } from "../support/totp.js";
 import { until } from "../support/until.js";
 
 const password = "copper meadow drifting 19";
@@ -31,10 +31,7 @@ describe("Second-factor safeguards", () => {
     secrets: handedOut,
     env: {
       MFA_FAILURE_BUDGET: String(failureBudget),
-      RATE_LIMITS: [
-        "register_ip=1000/60", "register_email=1000/60", "verify_email_ip=1000/60", "login_ip=1000/60", "login_email=1000/60",
-        "otp_send_ip=1000/60", "otp_send_phone=1000/60", "otp_verify_ip=1000/60", "mfa_user=1000/60", "mfa_verify_ip=1000/60",
-      ].join(","),
+      RATE_LIMITS: secondFactorRateLimits,
     },
   });
   const auth = platform.client(AuthService);
