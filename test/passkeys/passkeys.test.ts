@@ -1,26 +1,22 @@
 import { expect } from "chai";
 import * as grpc from "@grpc/grpc-js";
 import type { JsonObject } from "@bufbuild/protobuf";
-import { Secret, TOTP } from "otpauth";
 import { AuthService } from "../../gen/portcullis/v1/auth_service_pb.js";
 import { DeviceType, SignInMethod } from "../../gen/portcullis/v1/common_pb.js";
 import { MfaService } from "../../gen/portcullis/v1/mfa_service_pb.js";
 import { PasskeyService } from "../../gen/portcullis/v1/passkey_service_pb.js";
 import { SessionService } from "../../gen/portcullis/v1/session_service_pb.js";
-import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { SoftAuthenticator } from "../support/authenticator.js";
-import { connectCall, detailOf, grpcClient, grpcErrorDetails } from "../support/clients.js";
+import { connectCall, fieldsOf, grpcClient, reasonOf } from "../support/clients.js";
 import { runAdmin, startPlatform } from "../support/platform.js";
+import { claimsOf } from "../support/service-accounts.js";
 import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
 import { platformForSuite } from "../support/suite-platform.js";
+import { enrolTotp } from "../support/totp.js";
 
 let devices = 0;
 
-/** An access token's claims, as any client may read them. */
-const claimsOf = (token: string) => JSON.parse(Buffer.from(token.split(".")[1]!, "base64url").toString());
-const reasonOf = (error: grpc.ServiceError) => detailOf(grpcErrorDetails(error), ErrorInfoSchema)?.reason;
-const fieldsOf = (error: grpc.ServiceError) => detailOf(grpcErrorDetails(error), BadRequestSchema)?.fieldViolations.map((v) => v.field);
 const newDevice = () => ({ deviceId: `passkey-device-${devices++}`, deviceType: DeviceType.WEB, deviceName: "Laptop" });
 
 /**
@@ -46,6 +42,9 @@ describe("Passkeys", () => {
     },
   });
   const passkeys = platform.client(PasskeyService);
+  const mfa = platform.client(MfaService);
+  const sessions = platform.client(SessionService);
+  const auth = platform.client(AuthService);
 
   /** A phone account, signed in on a phone. */
   async function account() {
@@ -108,43 +107,39 @@ describe("Passkeys", () => {
   }
 
   /** The newest audit row of `event`, for the user when given. */
+  /** The id of the newest `event` row a test has looked at: each look wants a row written since, so a row from a step before cannot pass for the next. */
+  const seenAudits = new Map<string, string>();
   async function lastAudit(event: string, userId?: string) {
     const { rows } = await platform.db.query(
-      `select outcome, user_id, detail from audit_event where event = $1 and ($2::uuid is null or user_id = $2) order by id desc limit 1`,
-      [event, userId ?? null],
+      `select id::text, outcome, user_id, detail from audit_event
+       where event = $1 and ($2::uuid is null or user_id = $2) and id > $3 order by audit_event.id desc limit 1`,
+      [event, userId ?? null, seenAudits.get(event) ?? "0"],
     );
-    return rows[0] as { outcome: string; user_id: string | null; detail: Record<string, unknown> } | undefined;
+    const row = rows[0] as { id: string; outcome: string; user_id: string | null; detail: Record<string, unknown> } | undefined;
+    if (row) seenAudits.set(event, row.id);
+    return row;
   }
 
   describe("registration", () => {
     it("asks an account with TOTP for its second factor even right after a passkey sign-in, to add or delete a passkey", async () => {
       const owner = await accountWithPasskey();
-      const mfa = grpcClient(MfaService, platform.running.grpcPort!);
-      try {
-        const enrolled = (await mfa.call("enrollTotp", {}, bearer(owner.token))).response!;
-        const totp = new TOTP({ secret: Secret.fromBase32(enrolled.secret), algorithm: "SHA1", digits: 6, period: 30 });
-        const confirmed = await mfa.call("confirmTotp", { code: totp.generate() }, bearer(owner.token));
-        expect(confirmed.error).to.equal(undefined);
-        const recoveryCodes = confirmed.response!.recoveryCodes;
-        handedOut.push(enrolled.secret, ...recoveryCodes);
+      const { secret, recoveryCodes } = await enrolTotp(mfa, owner.token, "");
+      handedOut.push(secret, ...recoveryCodes);
 
-        const token = (await signIn(owner.authenticator)).response!.tokens!.accessToken;
-        expect(claimsOf(token)).to.include({ aal: 2, mfa: true });
-        for (const refused of [
-          await passkeys.call("startPasskeyRegistration", {}, bearer(token)),
-          await passkeys.call("deletePasskey", { passkeyId: owner.passkey.id }, bearer(token)),
-        ]) {
-          expect(refused.error?.code).to.equal(grpc.status.PERMISSION_DENIED);
-          expect(reasonOf(refused.error!)).to.equal("STEP_UP_REQUIRED");
-        }
-
-        const steppedUp = await mfa.call("stepUp", { proof: { factor: { case: "recoveryCode", value: recoveryCodes[0]! } } }, bearer(token));
-        expect(steppedUp.error).to.equal(undefined);
-        handedOut.push(steppedUp.response!.accessToken);
-        expect((await passkeys.call("startPasskeyRegistration", {}, bearer(steppedUp.response!.accessToken))).error).to.equal(undefined);
-      } finally {
-        mfa.close();
+      const token = (await signIn(owner.authenticator)).response!.tokens!.accessToken;
+      expect(claimsOf(token)).to.include({ aal: 2, mfa: true });
+      for (const refused of [
+        await passkeys.call("startPasskeyRegistration", {}, bearer(token)),
+        await passkeys.call("deletePasskey", { passkeyId: owner.passkey.id }, bearer(token)),
+      ]) {
+        expect(refused.error?.code).to.equal(grpc.status.PERMISSION_DENIED);
+        expect(reasonOf(refused.error!)).to.equal("STEP_UP_REQUIRED");
       }
+
+      const steppedUp = await mfa.call("stepUp", { proof: { factor: { case: "recoveryCode", value: recoveryCodes[0]! } } }, bearer(token));
+      expect(steppedUp.error).to.equal(undefined);
+      handedOut.push(steppedUp.response!.accessToken);
+      expect((await passkeys.call("startPasskeyRegistration", {}, bearer(steppedUp.response!.accessToken))).error).to.equal(undefined);
     });
 
     it("needs more than a token: an account without a password must have signed in recently", async () => {
@@ -259,15 +254,10 @@ describe("Passkeys", () => {
       expect(claims.amr).to.include.members(["passkey", "mfa"]);
       expect(claims.aal).to.equal(2);
 
-      const sessions = grpcClient(SessionService, platform.running.grpcPort!);
-      try {
-        const listed = await sessions.call("listSessions", {}, bearer(response!.tokens!.accessToken));
-        expect(listed.error, "the access token works").to.equal(undefined);
-        const session = listed.response!.sessions.find((s) => s.sessionId === response!.sessionId);
-        expect(session!.signInMethod).to.equal(SignInMethod.PASSKEY);
-      } finally {
-        sessions.close();
-      }
+      const listed = await sessions.call("listSessions", {}, bearer(response!.tokens!.accessToken));
+      expect(listed.error, "the access token works").to.equal(undefined);
+      const session = listed.response!.sessions.find((s) => s.sessionId === response!.sessionId);
+      expect(session!.signInMethod).to.equal(SignInMethod.PASSKEY);
       const [used] = (await passkeys.call("listPasskeys", {}, bearer(owner.token))).response!.passkeys;
       expect(used!.lastUseTime, "last use recorded").not.to.equal(undefined);
       expect(await lastAudit("passkey.sign_in", owner.userId)).to.deep.include({ outcome: "success" });
@@ -393,8 +383,9 @@ describe("Passkeys", () => {
       const stranger = new SoftAuthenticator();
       stranger.create({ challenge: "AAAA", user: { id: "AAAA" } });
       expectRefused((await signIn(stranger)).error);
-      expect(await lastAudit("passkey.sign_in")).to.deep.include({ outcome: "failure", user_id: null });
-      expect((await lastAudit("passkey.sign_in"))!.detail).to.include({ reason: "unknown_credential" });
+      const audited = await lastAudit("passkey.sign_in");
+      expect(audited).to.deep.include({ outcome: "failure", user_id: null });
+      expect(audited!.detail).to.include({ reason: "unknown_credential" });
     });
 
     it("refuses a disabled account, leaving the passkey's counter and last use as they were", async () => {
@@ -499,15 +490,10 @@ describe("Passkeys", () => {
     it("shows the owner their passkey events in the security history", async () => {
       const owner = await accountWithPasskey();
       await passkeys.call("renamePasskey", { passkeyId: owner.passkey.id, name: "Phone" }, bearer(owner.token));
-      const auth = grpcClient(AuthService, platform.running.grpcPort!);
-      try {
-        const { response } = await auth.call("listSecurityEvents", {}, bearer(owner.token));
-        const types = response!.events.map((e) => e.type);
-        expect(types).to.include.members(["passkey.registered", "passkey.renamed"]);
-        expect(response!.events.find((e) => e.type === "passkey.renamed")!.details).to.deep.equal({ passkey: owner.passkey.id });
-      } finally {
-        auth.close();
-      }
+      const { response } = await auth.call("listSecurityEvents", {}, bearer(owner.token));
+      const types = response!.events.map((e) => e.type);
+      expect(types).to.include.members(["passkey.registered", "passkey.renamed"]);
+      expect(response!.events.find((e) => e.type === "passkey.renamed")!.details).to.deep.equal({ passkey: owner.passkey.id });
     });
   });
 
