@@ -30,7 +30,9 @@ function folderOf(path) {
   return parts[0] === "services" ? parts[1] : parts[0];
 }
 
-const importsOf = (file) => [...readFileSync(file, "utf8").matchAll(/(?:import|export)[^'"]*?from\s+["']([^"']+)["']/g)].map((m) => m[1]);
+// Static imports and re-exports, side-effect imports (`import "./x.js"`) and dynamic ones (`import("./x.js")`).
+const importsOf = (file) =>
+  [...readFileSync(file, "utf8").matchAll(/\b(?:(?:import|export)[^'"]*?from\s*|import\s*\(\s*|import\s+)["']([^"']+)["']/g)].map((m) => m[1]);
 const browserPackages = ["@connectrpc/connect", "@connectrpc/connect-web", "@bufbuild/protobuf", "@simplewebauthn/browser"];
 
 const browserFolders = { client: { folders: ["client", "gen"], packages: browserPackages }, web: { folders: ["web", "client", "gen"], packages: browserPackages } };

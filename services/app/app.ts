@@ -284,7 +284,7 @@ export async function createApp(config: Config, logger: Logger): Promise<App> {
           prove: (...args) => changeProofs.prove(...args),
           passkeyAdded: (userId) => mfaNotices.passkeyAdded(userId),
         }),
-        signIn: new PasskeySignIn(db, config.webauthn, passkeyCeremonies, sessions, signInAnswers, (sql, userId) => mfaStore.enrolled(sql, userId)),
+        signIn: new PasskeySignIn(db, config.webauthn, passkeyCeremonies, sessions, signInAnswers, totpSql.enrolled),
         passkeys: new Passkeys(db, mfaNotices),
       })],
       [TokenService, tokenHandlers({

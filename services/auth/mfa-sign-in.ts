@@ -1,10 +1,9 @@
-import { randomBytes } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { audit } from "../audit/store.js";
 import type { CallOrigin } from "../kernel/call.js";
 import { invalidArgument, unauthenticated } from "../kernel/errors.js";
-import { keyedUuid } from "../kernel/uuid.js";
+import { newSecretId, rowIdOf } from "../kernel/uuid.js";
 import type { Config } from "../platform/config.js";
 import type { Database, Sql } from "../platform/database.js";
 import type { SignInAnswers } from "../session/sign-in-answers.js";
@@ -25,9 +24,6 @@ export interface FirstFactor {
 }
 
 const signInMethods = { pwd: SignInMethod.PASSWORD, otp: SignInMethod.OTP } as const;
-
-/** 256 random bits in base64url. */
-const challengeIdPattern = /^[A-Za-z0-9_-]{43}$/;
 
 const deadChallenge = () => unauthenticated("MFA_CHALLENGE_INVALID", "this sign-in has expired or can no longer be completed; sign in again");
 
@@ -50,8 +46,7 @@ export class MfaSignIn {
 
   /** Opens a challenge inside the first factor's transaction, and audits it there. */
   async challenge(tx: Sql, first: FirstFactor): Promise<MessageInitShape<typeof MfaChallengeSchema>> {
-    const challengeId = randomBytes(32).toString("base64url");
-    const id = this.rowId(challengeId);
+    const { id: challengeId, rowId: id } = newSecretId(this.challengeKey);
     const expireTime = new Date(Date.now() + this.settings.challengeTtlSeconds * 1000);
     await mfaChallengeStore.open(tx, {
       id,
@@ -75,8 +70,8 @@ export class MfaSignIn {
    * waits, then finds the challenge closed: the factor it carries is not spent.
    */
   async verify(challengeId: string, proof: SecondFactorProof, origin: CallOrigin): Promise<MessageInitShape<typeof VerifyMfaResponseSchema>> {
-    if (!challengeIdPattern.test(challengeId)) throw invalidArgument([{ field: "challenge_id", description: "not a challenge id this server gave" }]);
-    const id = this.rowId(challengeId);
+    const id = rowIdOf(this.challengeKey, challengeId);
+    if (!id) throw invalidArgument([{ field: "challenge_id", description: "not a challenge id this server gave" }]);
     const signedIn = await this.db.transaction(async (tx) => {
       const challenge = await mfaChallengeStore.attempt(tx, id, origin.clientIp);
       if (!challenge) return { ok: false as const, audited: false, refused: undefined };
@@ -132,10 +127,5 @@ export class MfaSignIn {
 
   private failed(sql: Sql, origin: CallOrigin, id: string, userId: string | undefined, detail: Record<string, string | number | boolean>): Promise<void> {
     return audit(sql, origin, { event: "mfa.challenge_verified", outcome: "failure", userId, detail: { challenge: id, ...detail } });
-  }
-
-  /** The stored form of a challenge id: its HMAC, as a uuid. */
-  private rowId(challengeId: string): string {
-    return keyedUuid(this.challengeKey, challengeId);
   }
 }

@@ -138,11 +138,6 @@ export const mfaStore = {
     return rows.length === 1;
   },
 
-  async enrolled(sql: Sql, userId: string): Promise<boolean> {
-    const rows = await sql.query("select 1 from totp_factor where user_id = $1 and confirm_time is not null", [userId]);
-    return rows.length === 1;
-  },
-
   purgeOldFailures(db: Database, windowSeconds: number): Promise<number> {
     return db.deleteInPages("mfa_failure", "ctid", `fail_time <= now() - make_interval(secs => ${Math.floor(windowSeconds)})`);
   },
@@ -153,7 +148,7 @@ export const mfaStore = {
   },
 };
 
-/** For statements that must know of a second factor in their own round trip (sign-in codes, a right password; refresh rotation, through app.ts). */
+/** For statements that must know of a second factor in their own round trip (sign-in codes, a right password; refresh rotation and a passkey sign-in, through app.ts). */
 export const totpSql = {
   /** True when the account `userIdExpression` names has confirmed TOTP: one lookup in totp_factor's primary key. */
   enrolled: (userIdExpression: string) => `exists (select 1 from totp_factor where user_id = ${userIdExpression} and confirm_time is not null)`,

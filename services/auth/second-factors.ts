@@ -60,13 +60,12 @@ export class SecondFactors {
    * (until the oldest leaves the window), FAILED_PRECONDITION MFA_NOT_ENABLED
    * when the user has no second factor. Audits every wrong code
    * (mfa.factor_failed) and every recovery code used (mfa.recovery_code_used);
-   * the caller audits what the factor was for. `warnFewLeft`: whether to tell
-   * a user down to few recovery codes to make new ones (not when the call
-   * replaces or removes them anyway).
+   * the caller audits what the factor was for. Tells a user down to few
+   * recovery codes to make new ones.
    */
-  async verify(userId: string, proof: SecondFactorProof, origin: CallOrigin, { warnFewLeft }: { warnFewLeft: boolean }): Promise<FactorMethod> {
+  async verify(userId: string, proof: SecondFactorProof, origin: CallOrigin): Promise<FactorMethod> {
     const checked = await this.db.transaction((tx) => this.verifyIn(tx, userId, proof, origin));
-    return this.settle(userId, checked, origin, { warnFewLeft });
+    return this.settle(userId, checked, origin, { warnFewLeft: true });
   }
 
   /**
@@ -80,7 +79,12 @@ export class SecondFactors {
     return this.check(tx, userId, factor, proof, origin);
   }
 
-  /** After the check's transaction committed: the notices it calls for, and its answer (the method, or the refusal thrown). */
+  /**
+   * After the check's transaction committed: the notices it calls for, and
+   * its answer (the method, or the refusal thrown). `warnFewLeft`: whether to
+   * tell a user down to few recovery codes to make new ones (not when the
+   * call replaces or removes them anyway).
+   */
   settle(userId: string, checked: Checked, origin: CallOrigin, { warnFewLeft }: { warnFewLeft: boolean }): FactorMethod {
     if (checked.kind === "wrong" && checked.lockSeconds !== undefined) this.notices?.budgetExhausted(userId, checked.lockSeconds);
     if (warnFewLeft && checked.kind === "ok" && checked.remaining !== undefined && checked.remaining <= fewRecoveryCodes) {

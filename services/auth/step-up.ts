@@ -29,7 +29,7 @@ export class StepUps {
   async stepUp(principal: Principal, proof: SecondFactorProof, origin: CallOrigin): Promise<SteppedUp> {
     const who = { userId: principal.subject, sessionId: principal.sessionId };
     // Wrong codes are counted and audited by the check itself (mfa.factor_failed).
-    const factor = await this.factors.verify(principal.subject, proof, origin, { warnFewLeft: true });
+    const factor = await this.factors.verify(principal.subject, proof, origin);
     const session = await this.db.transaction(async (tx) => {
       const stepped = await sessionStore.stepUp(tx, principal.sessionId, principal.subject);
       if (stepped) await audit(tx, origin, { event: "mfa.step_up", outcome: "success", ...who, detail: { factor } });

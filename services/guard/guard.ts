@@ -3,7 +3,7 @@ import { normalizeEmail } from "../auth/email.js";
 import { phoneLimitKey } from "../auth/phone.js";
 import type { UnaryHandler } from "../kernel/call.js";
 import { serviceNamePattern } from "../kernel/validation.js";
-import { defaultRateLimits, minCaptchaTestTokenLength, sessionFeedKeys, sharedDefaults, type CaptchaConfig, type Config, type RateLimitRule } from "../platform/config.js";
+import { captchaTestTokenLongEnough, defaultRateLimits, minCaptchaTestTokenLength, sessionFeedKeys, sharedDefaults, type CaptchaConfig, type Config, type RateLimitRule } from "../platform/config.js";
 import type { Dispatch } from "../platform/incoming-call.js";
 import { createLogger, type Logger } from "../platform/logger.js";
 import { isLoopbackHost } from "../platform/loopback.js";
@@ -153,7 +153,7 @@ export async function createGuard(options: GuardOptions): Promise<Guard> {
 
 /** Like a method without a policy: a captcha the contract declares is never skipped unless the service says so. */
 function checkCaptchaOption(config: GuardOptions["captcha"], policies: Map<DescMethod, MethodPolicy>): void {
-  if (typeof config === "object" && config.testToken !== undefined && config.testToken.length < minCaptchaTestTokenLength) {
+  if (typeof config === "object" && config.testToken !== undefined && !captchaTestTokenLongEnough(config.testToken)) {
     throw new Error(`captcha.testToken: at least ${minCaptchaTestTokenLength} characters, as CAPTCHA_TEST_TOKEN`);
   }
   if (config) return;

@@ -1,12 +1,8 @@
-import { randomBytes } from "node:crypto";
 import { failedPrecondition } from "../kernel/errors.js";
-import { keyedUuid } from "../kernel/uuid.js";
+import { newSecretId, rowIdOf } from "../kernel/uuid.js";
 import type { Config } from "../platform/config.js";
 import type { Sql } from "../platform/database.js";
 import { ceremonyStore, type CeremonyKind } from "./store.js";
-
-/** 256 random bits in base64url. */
-const ceremonyIdPattern = /^[A-Za-z0-9_-]{43}$/;
 
 /** Every ceremony starts here: with passkeys off, no options go out that the browser would only refuse. */
 export function requirePasskeys(settings: Config["webauthn"]): void {
@@ -26,9 +22,9 @@ export class Ceremonies {
 
   /** The id to hand the client. */
   async open(sql: Sql, kind: CeremonyKind, userId: string | null, challenge: string): Promise<string> {
-    const ceremonyId = randomBytes(32).toString("base64url");
-    await ceremonyStore.open(sql, { id: this.rowId(ceremonyId), kind, userId, challenge, expireTime: new Date(Date.now() + this.ttlSeconds * 1000) });
-    return ceremonyId;
+    const { id, rowId } = newSecretId(this.key);
+    await ceremonyStore.open(sql, { id: rowId, kind, userId, challenge, expireTime: new Date(Date.now() + this.ttlSeconds * 1000) });
+    return id;
   }
 
   /**
@@ -37,14 +33,9 @@ export class Ceremonies {
    * Undefined for any other id, whatever its shape.
    */
   async consume(sql: Sql, ceremonyId: string, kind: CeremonyKind, userId: string | null): Promise<{ challenge: string; rowId: string } | undefined> {
-    if (!ceremonyIdPattern.test(ceremonyId)) return undefined;
-    const rowId = this.rowId(ceremonyId);
+    const rowId = rowIdOf(this.key, ceremonyId);
+    if (!rowId) return undefined;
     const challenge = await ceremonyStore.consume(sql, rowId, kind, userId);
     return challenge === undefined ? undefined : { challenge, rowId };
-  }
-
-  /** How the table and the audit log name a ceremony: its HMAC, as a uuid. */
-  private rowId(ceremonyId: string): string {
-    return keyedUuid(this.key, ceremonyId);
   }
 }

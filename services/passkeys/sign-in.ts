@@ -4,9 +4,10 @@ import { audit } from "../audit/store.js";
 import type { CallOrigin } from "../kernel/call.js";
 import { unauthenticated } from "../kernel/errors.js";
 import type { Config } from "../platform/config.js";
-import type { Database, Sql } from "../platform/database.js";
+import type { Database } from "../platform/database.js";
 import { signIns } from "../platform/metrics.js";
 import type { SignInAnswers } from "../session/sign-in-answers.js";
+import type { SecondFactorSql } from "../session/store.js";
 import type { DeviceInput, Sessions } from "../session/sessions.js";
 import { userStore } from "../users/store.js";
 import { SignInMethod } from "../../gen/portcullis/v1/common_pb.js";
@@ -15,9 +16,6 @@ import { requirePasskeys, type Ceremonies } from "./ceremonies.js";
 import { passkeyStore, type PasskeyRow } from "./store.js";
 import { isUserHandleOf } from "./user-handle.js";
 import { authenticationResponseOf, optionsJson } from "./webauthn-json.js";
-
-/** Whether the account has a confirmed second factor, for the token's `mfa` claim: auth's to say, on the same floor. */
-export type MfaEnrolled = (sql: Sql, userId: string) => Promise<boolean>;
 
 /** Why a sign-in was refused, for the audit log and the metrics only: the caller hears one answer for all. */
 type Refusal =
@@ -46,7 +44,8 @@ export class PasskeySignIn {
     private readonly ceremonies: Ceremonies,
     private readonly sessions: Sessions,
     private readonly answers: SignInAnswers,
-    private readonly mfaEnrolled: MfaEnrolled,
+    /** Whether the account has a second factor, for the token's `mfa` claim: auth's fragment, on the same floor. */
+    private readonly enrolled: SecondFactorSql,
   ) {}
 
   async start(): Promise<{ ceremonyId: string; options: JsonObject }> {
@@ -92,7 +91,8 @@ export class PasskeySignIn {
       // row lock is the one Sessions.create relies on; it also sees a disable that landed meanwhile.
       const user = await userStore.lock(tx, userId);
       if (!user || user.disable_time) return { refusal: "account_disabled" as const };
-      if (!(await passkeyStore.used(tx, passkey.id, passkey.sign_count, counter))) return { refusal: "passkey_changed" as const };
+      const used = await passkeyStore.used(tx, passkey.id, passkey.sign_count, counter, this.enrolled);
+      if (!used) return { refusal: "passkey_changed" as const };
       await audit(tx, origin, { event: "passkey.sign_in", outcome: "success", userId, detail: seen });
       const created = await this.sessions.create(tx, {
         userId,
@@ -101,7 +101,7 @@ export class PasskeySignIn {
         origin,
         event: { name: "sign_in", detail: { method: "passkey", passkey: passkey.id } },
       });
-      return { user, created, mfaEnrolled: await this.mfaEnrolled(tx, userId) };
+      return { user, created, mfaEnrolled: used.mfa_enrolled };
     });
     if (signedIn.refusal) return this.refuse(origin, signedIn.refusal, seen, userId);
 

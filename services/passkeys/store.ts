@@ -1,4 +1,5 @@
 import type { Database, Sql } from "../platform/database.js";
+import type { SecondFactorSql } from "../session/store.js";
 
 /** A passkey as its owner and the sign-in see it. */
 export interface PasskeyRow {
@@ -73,15 +74,23 @@ export const passkeyStore = {
 
   /**
    * Records a sign-in's counter, only if no other sign-in moved it since it
-   * was read: of two uses racing from one counter value, one passes.
+   * was read: of two uses racing from one counter value, one passes (the
+   * other gets undefined). With it, whether the owner has a second factor,
+   * by the fragment of that table's owner, in the same round trip.
    */
-  async used(sql: Sql, id: string, readCount: number, newCount: number): Promise<boolean> {
-    const rows = await sql.query("update passkey set sign_count = $3, last_use_time = now() where id = $1 and sign_count = $2 returning 1", [
-      id,
-      readCount,
-      newCount,
-    ]);
-    return rows.length === 1;
+  async used(
+    sql: Sql,
+    id: string,
+    readCount: number,
+    newCount: number,
+    enrolled: SecondFactorSql,
+  ): Promise<{ mfa_enrolled: boolean } | undefined> {
+    const [row] = await sql.query<{ mfa_enrolled: boolean }>(
+      `update passkey set sign_count = $3, last_use_time = now() where id = $1 and sign_count = $2
+       returning ${enrolled("passkey.user_id")} as mfa_enrolled`,
+      [id, readCount, newCount],
+    );
+    return row;
   },
 
   async rename(sql: Sql, id: string, userId: string, name: string): Promise<PasskeyRow | undefined> {

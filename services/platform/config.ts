@@ -643,6 +643,11 @@ function ipRanges(name: string, entries: string[]): string[] {
 /** Long enough that guessing it is no way past the captcha. */
 export const minCaptchaTestTokenLength = 32;
 
+/** The rule for a captcha test token from anywhere (CAPTCHA_TEST_TOKEN, a guarded service's options). */
+export function captchaTestTokenLongEnough(token: string): boolean {
+  return token.length >= minCaptchaTestTokenLength;
+}
+
 /**
  * The token that passes every captcha check. A shared deployment (one with
  * DATABASE_URL) refuses it unless CAPTCHA_ALLOW_TEST_TOKEN says it is a test
@@ -650,7 +655,7 @@ export const minCaptchaTestTokenLength = 32;
  */
 function captchaTestToken(token: string | undefined, shared: boolean, allowed: boolean): string | undefined {
   if (token === undefined) return undefined;
-  if (token.length < minCaptchaTestTokenLength) {
+  if (!captchaTestTokenLongEnough(token)) {
     throw new ConfigError("CAPTCHA_TEST_TOKEN", `expected at least ${minCaptchaTestTokenLength} characters: whoever guesses it skips every captcha`);
   }
   if (shared && !allowed) {

@@ -407,8 +407,7 @@ export function backlogEvents(channel: FeedChannel): RecentEvents {
  */
 export async function recentChanges(sql: Sql, accessTokenLifetimeMs: number, windowMs = accessTokenLifetimeMs): Promise<FeedEvent[]> {
   const windowSeconds = Math.min(windowMs, accessTokenLifetimeMs) / 1000;
-  const revoked = await sessionStore.recentRevocations(sql, windowSeconds);
-  const lowered = await userStore.recentLowerings(sql, windowSeconds);
+  const [revoked, lowered] = await Promise.all([sessionStore.recentRevocations(sql, windowSeconds), userStore.recentLowerings(sql, windowSeconds)]);
   return [
     ...revoked.map((row): FeedEvent => ({ kind: "revoked", sessionIds: [row.id], untilMs: row.revoke_time.getTime() + accessTokenLifetimeMs })),
     ...lowered.flatMap((row): FeedEvent[] => {
