@@ -88,14 +88,19 @@ export function createPortcullisClient(options: PortcullisClientOptions): Portcu
     admin: createClient(AdminService, transport),
     currentSession: () => keeper.load(),
     async signOut() {
+      let loggedOut = false;
       try {
-        if (await keeper.load()) await auth.logout({});
+        if (await keeper.load()) {
+          await auth.logout({});
+          // Logout's answer has ended the session in the session interceptor.
+          loggedOut = true;
+        }
       } catch (e) {
         // Revoked, expired or refused already: signed out all the same.
         if (!(e instanceof PortcullisError && e.code === Code.Unauthenticated)) throw e;
       } finally {
         // Even when the server could not be reached, this device forgets the tokens.
-        await keeper.end("SIGNED_OUT");
+        if (!loggedOut) await keeper.end("SIGNED_OUT");
       }
     },
     registerPasskey: (request) => registerPasskey(passkeys, request),

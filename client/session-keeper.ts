@@ -108,16 +108,20 @@ export class SessionKeeper {
     return this.refreshing;
   }
 
-  /** The call's token was refused for good (SESSION_REVOKED, or TOKEN_INVALID after a refresh): the session ends, unless the stored one has moved on since. */
+  /** The call's token was refused for good (SESSION_REVOKED, or TOKEN_INVALID after a refresh): the session ends, unless another has been signed in since. */
   async refused(used: StoredSession, error: PortcullisError): Promise<PortcullisError> {
-    const stored = await this.options.storage.load();
-    if (stored && stored.refreshToken !== used.refreshToken) return error;
-    return this.end(error.reason ?? "UNAUTHENTICATED", error);
+    const stored = await this.load();
+    if (!this.sameSession(stored, used)) return error;
+    return this.endLoaded(stored, error.reason ?? "UNAUTHENTICATED", error);
   }
 
   /** Clears the storage, fires onSessionEnd once and tells the other tabs; the error to reject the call with. */
   async end(reason: SessionEndReason, error?: ConnectError): Promise<SessionEndedError> {
-    const stored = await this.load();
+    return this.endLoaded(await this.load(), reason, error);
+  }
+
+  /** `end` for the session just loaded. */
+  private async endLoaded(stored: StoredSession | null, reason: SessionEndReason, error?: ConnectError): Promise<SessionEndedError> {
     await this.options.storage.save(null);
     if (this.holding) {
       this.announce(reason);
@@ -134,19 +138,28 @@ export class SessionKeeper {
     this.releaseUsedMark = undefined;
   }
 
+  /**
+   * Whether `current`, loaded after the server refused `refused`, is still that session. A session signed in again
+   * by another tab meanwhile is not, and stays; the same session rotated by another tab is, and ends with it: the
+   * server revokes a session, not a pair. One without an id cannot be told apart, and ends.
+   */
+  private sameSession(current: StoredSession | null, refused: StoredSession): boolean {
+    return !current?.sessionId || current.sessionId === refused.sessionId;
+  }
+
   private underLock(run: () => Promise<StoredSession>): Promise<StoredSession> {
     const { locks, baseUrl } = this.options;
     return locks ? (locks.request(`portcullis-refresh:${baseUrl}`, run) as Promise<StoredSession>) : run();
   }
 
   private async rotate(seen: StoredSession): Promise<StoredSession> {
-    let stored = await this.options.storage.load();
+    let stored = await this.load();
     if (stored?.refreshToken === seen.refreshToken && (await this.usedElsewhere(seen.refreshToken))) stored = await this.arrival(seen.refreshToken);
     // Emptied by another tab, which has told us (or is about to) why.
-    if (!stored) throw await this.end("SIGNED_OUT");
+    if (!stored) throw await this.endLoaded(null, "SIGNED_OUT");
     // Refreshed by another tab or an earlier call: the used token presented again would revoke the session.
     if (stored.refreshToken !== seen.refreshToken) return stored;
-    if (stored.refreshTokenExpireTime <= this.options.now()) throw await this.end("EXPIRED");
+    if (stored.refreshTokenExpireTime <= this.options.now()) throw await this.endLoaded(stored, "EXPIRED");
     let pair: Pair;
     try {
       pair = await this.refreshOnServer(stored.refreshToken);
@@ -154,11 +167,9 @@ export class SessionKeeper {
       const error = PortcullisError.from(e);
       // Refused (reused, revoked, expired): over. Offline, UNAVAILABLE or a limit keep the pair for a later try.
       if (error.code === Code.Unauthenticated) {
-        // Signed in again by another tab meanwhile: that new session is not the one refused, and stays. (The same
-        // session rotated by another tab is refused with it: the server revokes a session whose used token returns.)
-        const current = await this.options.storage.load();
-        if (current?.sessionId && current.sessionId !== stored.sessionId) throw SessionEndedError.because("SIGNED_OUT", error);
-        throw await this.end(error.reason ?? "UNAUTHENTICATED", error);
+        const current = await this.load();
+        if (!this.sameSession(current, stored)) throw SessionEndedError.because("SIGNED_OUT", error);
+        throw await this.endLoaded(current, error.reason ?? "UNAUTHENTICATED", error);
       }
       throw error;
     }

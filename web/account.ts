@@ -5,8 +5,6 @@ import { button, element, formatTime, inputValue, listItem, onClick, onSubmit, s
 
 export interface AccountScreen {
   client: PortcullisClient;
-  /** After this session has ended on purpose (signed out here). */
-  signedOut(): void;
   onError(error: unknown): void;
 }
 
@@ -64,10 +62,8 @@ export function setUpAccount(screen: AccountScreen): { load(): Promise<void> } {
   }
 
   async function signOutDevice(sessionId: string, current: boolean) {
-    if (current) {
-      await client.signOut();
-      return screen.signedOut();
-    }
+    // The client's onSessionEnd shows the sign-in screen.
+    if (current) return client.signOut();
     await client.sessions.revokeSession({ sessionId });
     say("That device has been signed out.");
     await loadDevices();
@@ -134,10 +130,7 @@ export function setUpAccount(screen: AccountScreen): { load(): Promise<void> } {
     say("The passkey has been added.");
   }, onError);
 
-  onClick(element("sign-out"), async () => {
-    await client.signOut();
-    screen.signedOut();
-  }, onError);
+  onClick(element("sign-out"), () => client.signOut(), onError);
 
   return {
     /** Each part on its own: one that fails leaves the others shown. */

@@ -32,7 +32,7 @@ const systems: [RegExp, string][] = [
   [/Linux/, "Linux"],
 ];
 
-export function deviceName(userAgent: string): string {
+function deviceName(userAgent: string): string {
   const browser = browsers.find(([pattern]) => pattern.test(userAgent))?.[1] ?? "Browser";
   const system = systems.find(([pattern]) => pattern.test(userAgent))?.[1];
   return system ? `${browser} on ${system}` : browser;

@@ -5,7 +5,6 @@ import {
   KycLevelRequiredError,
   PortcullisError,
   RateLimitedError,
-  SessionEndedError,
   StepUpRequiredError,
 } from "../client/index.js";
 
@@ -25,7 +24,6 @@ export function describeError(error: unknown): string {
   if (error instanceof KycLevelRequiredError) return `This needs identity verification at level ${error.requiredLevel}; you are at level ${error.currentLevel}.`;
   if (error instanceof StepUpRequiredError) return "This needs a recent second factor. Try again and confirm it is you.";
   if (error instanceof CaptchaRequiredError) return "The server asks for a captcha, which this example app cannot show. Try again later.";
-  if (error instanceof SessionEndedError) return "You have been signed out";
   if (error instanceof PortcullisError && error.reason && reasons[error.reason]) return reasons[error.reason]!;
   if (error instanceof ConnectError) {
     if (error.code === Code.Unavailable || error.code === Code.Unknown) return "The server cannot be reached. Check your connection and try again.";

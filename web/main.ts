@@ -60,7 +60,7 @@ function checkSession(): void {
 }
 
 const signIn = setUpSignIn({ client, signedIn, onError });
-const account = setUpAccount({ client, signedOut, onError });
+const account = setUpAccount({ client, onError });
 
 document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "visible" && sessionCheck !== undefined) checkSession();

@@ -61,16 +61,14 @@ export function setUpSignIn(screen: SignInScreen): { reset(): void } {
 
   onSubmit("mfa-form", async () => {
     await client.mfa.verifyMfa({ challengeId, proof: proofOf(element<HTMLInputElement>("mfa-code").value) });
-    reset();
-    await screen.signedIn();
+    await finish({});
   }, onError);
 
   element("cancel-mfa").addEventListener("click", reset);
 
   onClick(element("sign-in-passkey"), async () => {
     await client.signInWithPasskey({ device: thisDevice() });
-    reset();
-    await screen.signedIn();
+    await finish({});
   }, onError);
 
   return { reset };

@@ -1,3 +1,4 @@
+import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { describeError } from "./errors.js";
 
 /** The page's element with this id; the page is static, so a missing one is a bug caught at start-up. */
@@ -89,7 +90,7 @@ export function button(label: string, className: string): HTMLButtonElement {
   return made;
 }
 
-export function formatTime(time: { seconds: bigint } | undefined): string {
+export function formatTime(time: Timestamp | undefined): string {
   if (!time) return "never";
-  return new Date(Number(time.seconds) * 1000).toLocaleString();
+  return timestampDate(time).toLocaleString();
 }

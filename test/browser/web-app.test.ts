@@ -4,15 +4,14 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { expect } from "chai";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { addVirtualAuthenticator, launchChromium, screenshot, watchCsp } from "../support/browser.js";
+import { connectCall } from "../support/clients.js";
 import { freePort } from "../support/redis-servers.js";
-import { consoleSmsCode, launch, startBoundMs, type StartCommand } from "../support/start-command.js";
-import { webAppFiles } from "../../gateway/web-app.js";
+import { bearer, newPhone } from "../support/sign-in.js";
+import { consoleCode, launch, startBoundMs, type StartCommand } from "../support/start-command.js";
+import { serveWebApp, webAppFiles } from "../../gateway/web-app.js";
 
 /** The shortest access-token lifetime the platform allows; the expiry tests wait it out once. */
 const accessTokenTtlSeconds = 60;
-
-let phones = 0;
-const newPhone = () => `+4479112${String(10000 + phones++).padStart(5, "0")}`;
 
 /** The page's client library, as the web app exposes it for the console. */
 type PageClient = {
@@ -31,9 +30,7 @@ async function waitForText(page: Page, selector: string, text: string): Promise<
 async function serveApp(port: number, apiBaseUrl: string): Promise<Server> {
   const files = await webAppFiles({ apiBaseUrl });
   const server = createServer((req, res) => {
-    const file = files.get((req.url ?? "/").split("?")[0]!) ?? files.get("/")!;
-    res.writeHead(200, file.headers);
-    res.end(file.body);
+    if (!serveWebApp(files, req, res, (req.url ?? "/").split("?")[0]!)) res.writeHead(404).end();
   });
   await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
   return server;
@@ -91,7 +88,7 @@ describe("The web app in Chromium", function () {
   async function signInByPhone(page: Page, phone = newPhone()): Promise<string> {
     await page.fill("#phone", phone);
     await page.click("#send-code");
-    await page.fill("#code", await consoleSmsCode(command, phone));
+    await page.fill("#code", await consoleCode(command, "sms", phone));
     await page.click("#verify-code");
     await page.locator("#account").waitFor({ state: "visible" });
     return phone;
@@ -106,21 +103,12 @@ describe("The web app in Chromium", function () {
     return () => refreshes;
   }
 
-  /** A Connect JSON call from outside the browser, as another device would make it. */
-  async function call(method: string, body: unknown, accessToken?: string) {
-    const response = await fetch(`http://127.0.0.1:${command.ports.http}/portcullis.v1.${method}`, {
-      method: "POST",
-      headers: { "content-type": "application/json", ...(accessToken ? { authorization: `Bearer ${accessToken}` } : {}) },
-      body: JSON.stringify(body),
-    });
-    return (await response.json()) as any;
-  }
-
+  /** Signs `phone` in with Connect calls from outside the browser, as another device would. */
   async function signInElsewhere(phone: string): Promise<string> {
-    await call("AuthService/SendOtp", { phoneNumber: phone });
-    const device = { deviceId: `other-${phones++}`, deviceType: "DEVICE_TYPE_ANDROID", deviceName: "Other phone" };
-    const signedIn = await call("AuthService/VerifyOtp", { phoneNumber: phone, code: await consoleSmsCode(command, phone), device });
-    return signedIn.tokens.accessToken;
+    await connectCall(command.ports.http, "/portcullis.v1.AuthService/SendOtp", { phoneNumber: phone });
+    const device = { deviceId: `other-${phone}`, deviceType: "DEVICE_TYPE_ANDROID", deviceName: "Other phone" };
+    const signedIn = await connectCall(command.ports.http, "/portcullis.v1.AuthService/VerifyOtp", { phoneNumber: phone, code: await consoleCode(command, "sms", phone), device });
+    return signedIn.json.tokens.accessToken;
   }
 
   it("signs in by phone and shows the profile, and a reload keeps the session", async () => {
@@ -141,7 +129,7 @@ describe("The web app in Chromium", function () {
     const phone = await signInByPhone(page);
     const { sessionId } = (await page.evaluate(() => portcullis.currentSession()))!;
     const otherDevice = await signInElsewhere(phone);
-    expect(await call("SessionService/RevokeSession", { sessionId }, otherDevice)).to.deep.equal({});
+    expect((await connectCall(command.ports.http, "/portcullis.v1.SessionService/RevokeSession", { sessionId }, bearer(otherDevice))).json).to.deep.equal({});
 
     await page.click("#refresh-devices");
     await page.locator("#sign-in").waitFor({ state: "visible" });
@@ -203,7 +191,6 @@ describe("The web app in Chromium", function () {
     await addVirtualAuthenticator(page);
     await page.click("#sign-in-passkey");
     await waitForText(page, "#error", "open this page there");
-    expect(await page.locator("#error").textContent()).to.include("http://localhost:8080");
   });
 
   describe("served from another origin", () => {

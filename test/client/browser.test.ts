@@ -1,6 +1,5 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { setTimeout as sleep } from "node:timers/promises";
 import { expect } from "chai";
 import { build } from "esbuild";
 import type { Browser, BrowserContext, Page } from "playwright-core";
@@ -10,6 +9,7 @@ import { sharedStores, startPlatform } from "../support/platform.js";
 import { newPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
 import { dropTestDatabases } from "../support/stores.js";
+import { until } from "../support/until.js";
 
 /**
  * The library as a browser runs it: bundled for the browser alone (a Node-only
@@ -34,8 +34,7 @@ describe("portcullis/client in Chromium", () => {
     const app = `http://localhost:${(site.address() as AddressInfo).port}`;
     running = await startPlatform({
       ...(await sharedStores()),
-      SMS_PROVIDER: "webhook",
-      SMS_WEBHOOK_URL: await inbox.start(),
+      ...(await inbox.env()),
       CORS_ORIGINS: app,
       // A used refresh token presented again revokes the session at once: two tabs refreshing apart would show.
       REFRESH_REUSE_INTERVAL: "0",
@@ -91,7 +90,7 @@ describe("portcullis/client in Chromium", () => {
       [error instanceof library.KycLevelRequiredError, error.requiredLevel, error.currentLevel])`)).to.deep.equal([true, 1, 0]);
 
     await first.evaluate("client.signOut()");
-    for (const deadline = Date.now() + 2000; (await second.evaluate("ended.length")) === 0 && Date.now() < deadline; ) await sleep(20);
+    await until(async () => (await second.evaluate("ended.length")) !== 0, 2000);
     expect(await first.evaluate("ended")).to.deep.equal(["SIGNED_OUT"]);
     expect(await second.evaluate("ended")).to.deep.equal(["SIGNED_OUT"]);
     expect(await second.evaluate(`client.auth.getProfile({}).catch((error) => [error instanceof library.SessionEndedError, error.reason])`)).to.deep.equal([true, "TOKEN_MISSING"]);

@@ -1,6 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { expect } from "chai";
-import { memoryStorage, SessionEndedError } from "../../client/index.js";
+import { memoryStorage, PortcullisError, SessionEndedError } from "../../client/index.js";
 import { SessionKeeper } from "../../client/session-keeper.js";
 import type { Pair } from "../../client/token-pair.js";
 
@@ -49,5 +49,41 @@ describe("portcullis/client session keeper", () => {
     expect(await storage.load()).to.deep.equal(newer);
     expect(ended).to.deep.equal([]);
     keeper.close();
+  });
+
+  describe("a call's token refused for good", () => {
+    const hour = 3_600_000;
+    const used = { accessToken: "old", accessTokenExpireTime: Date.now() + hour, refreshToken: "old-refresh", refreshTokenExpireTime: Date.now() + hour, sessionId: "s1" };
+    const revoked = new PortcullisError(new ConnectError("session revoked", Code.Unauthenticated), "SESSION_REVOKED");
+
+    async function refusedAfter(storedMeanwhile: typeof used) {
+      const storage = memoryStorage();
+      const ended: string[] = [];
+      const keeper = new SessionKeeper({ baseUrl: "http://keeper.test", storage, refresh: () => Promise.reject(new Error("no refresh")), onSessionEnd: ({ reason }) => ended.push(reason), refreshAheadSeconds: 30, locks: null, now: Date.now });
+      await keeper.signedIn(used);
+      // Another tab writes its session while the call is on its way.
+      await storage.save(storedMeanwhile);
+      const error = await keeper.refused(used, revoked);
+      await Promise.resolve();
+      keeper.close();
+      return { error, stored: await storage.load(), ended };
+    }
+
+    it("ends the session when another tab has rotated it meanwhile: the server revoked the session, not the pair", async () => {
+      const { error, stored, ended } = await refusedAfter({ ...used, accessToken: "rotated", refreshToken: "rotated-refresh" });
+
+      expect(error).to.be.instanceOf(SessionEndedError).and.to.include({ reason: "SESSION_REVOKED" });
+      expect(stored).to.equal(null);
+      expect(ended).to.deep.equal(["SESSION_REVOKED"]);
+    });
+
+    it("leaves a session signed in by another tab meanwhile", async () => {
+      const newer = { ...used, accessToken: "newer", refreshToken: "newer-refresh", sessionId: "s2" };
+      const { error, stored, ended } = await refusedAfter(newer);
+
+      expect(error).to.equal(revoked);
+      expect(stored).to.deep.equal(newer);
+      expect(ended).to.deep.equal([]);
+    });
   });
 });

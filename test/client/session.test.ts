@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { expect } from "chai";
 import { Code } from "@connectrpc/connect";
 import { AccessTokens } from "../../services/tokens/access-token.js";
@@ -20,6 +21,7 @@ import { sharedStores, startPlatform } from "../support/platform.js";
 import { bearer, newPhone, signInByPhone } from "../support/sign-in.js";
 import { SmsInbox } from "../support/sms-inbox.js";
 import { platformForSuite } from "../support/suite-platform.js";
+import { until } from "../support/until.js";
 
 /**
  * The client's side of the wire: every request by method name with the Authorization it carried, methods that fail
@@ -101,11 +103,6 @@ function underRetiredKey(accessToken: string): string {
   return [Buffer.from(JSON.stringify({ ...fields, kid: "retired" })).toString("base64url"), ...rest].join(".");
 }
 
-/** A Timestamp as milliseconds since the epoch. */
-function ms(time: { seconds: bigint; nanos: number } | undefined): number {
-  return Number(time!.seconds) * 1000 + time!.nanos / 1e6;
-}
-
 async function storedIn(storage: TokenStorage): Promise<StoredSession> {
   const session = await storage.load();
   expect(session, "a stored session").to.not.equal(null);
@@ -154,9 +151,7 @@ describe("portcullis/client sessions, against the gateway", () => {
   async function refusedByServer(accessToken: string) {
     const auth = grpcClient(AuthService, platform.running.grpcPort!);
     try {
-      for (const deadline = Date.now() + 5000; (await auth.call("getProfile", {}, bearer(accessToken))).error === undefined; await sleep(10)) {
-        if (Date.now() > deadline) throw new Error("the token is still accepted");
-      }
+      await until(async () => (await auth.call("getProfile", {}, bearer(accessToken))).error !== undefined);
     } finally {
       auth.close();
     }
@@ -166,13 +161,13 @@ describe("portcullis/client sessions, against the gateway", () => {
     const { client, wire, verified, storage } = await signedIn();
     const stored = await storedIn(storage);
     // On the client's clock: the server's times moved alike, here (one clock) by no more than iat's rounding and the answer's way.
-    const shift = stored.accessTokenExpireTime - ms(verified.tokens!.accessTokenExpireTime);
+    const shift = stored.accessTokenExpireTime - timestampMs(verified.tokens!.accessTokenExpireTime!);
     expect(Math.abs(shift)).to.be.below(5000);
     expect(stored).to.deep.equal({
       accessToken: verified.tokens!.accessToken,
-      accessTokenExpireTime: ms(verified.tokens!.accessTokenExpireTime) + shift,
+      accessTokenExpireTime: timestampMs(verified.tokens!.accessTokenExpireTime!) + shift,
       refreshToken: verified.tokens!.refreshToken,
-      refreshTokenExpireTime: ms(verified.tokens!.refreshTokenExpireTime) + shift,
+      refreshTokenExpireTime: timestampMs(verified.tokens!.refreshTokenExpireTime!) + shift,
       sessionId: verified.sessionId,
       userId: verified.user!.userId,
     });
@@ -228,7 +223,7 @@ describe("portcullis/client sessions, against the gateway", () => {
   it("keeps expiry times on the client's clock: one two hours ahead refreshes when due, not on every call", async () => {
     const twoHours = 2 * 3_600_000;
     const { client, wire, storage, verified } = await signedIn({ now: () => Date.now() + twoHours });
-    expect((await storedIn(storage)).accessTokenExpireTime - ms(verified.tokens!.accessTokenExpireTime)).to.be.closeTo(twoHours, 2000);
+    expect((await storedIn(storage)).accessTokenExpireTime - timestampMs(verified.tokens!.accessTokenExpireTime!)).to.be.closeTo(twoHours, 2000);
 
     for (let i = 0; i < 3; i++) await client.auth.getProfile({});
     expect(wire.count("RefreshToken")).to.equal(0);
@@ -480,7 +475,7 @@ describe("portcullis/client sessions, against the gateway", () => {
     expect(first.wire.requests.at(-1)).to.deep.equal({ method: "Logout", authorization: `Bearer ${accessToken}` });
     expect(await storage.load()).to.equal(null);
     expect(first.ended).to.deep.equal(["SIGNED_OUT"]);
-    for (const deadline = Date.now() + 1000; otherTab.length === 0 && Date.now() < deadline; ) await sleep(10);
+    await until(() => otherTab.length > 0, 1000);
     expect(otherTab).to.deep.equal(["SIGNED_OUT"]);
     await refusedByServer(accessToken);
     // Signing out again, with nothing left to end, is no error and no second event.
@@ -499,7 +494,7 @@ describe("portcullis/client sessions, against the gateway", () => {
     closed.close();
     await first.client.signOut();
 
-    for (const deadline = Date.now() + 1000; heard.open.length === 0 && Date.now() < deadline; ) await sleep(10);
+    await until(() => heard.open.length > 0, 1000);
     await sleep(50);
     expect(heard).to.deep.equal({ open: ["SIGNED_OUT"], closed: [] });
   });

@@ -26,13 +26,13 @@ async function accountJourney(command: StartCommand): Promise<void> {
   expect(registered.status, JSON.stringify(registered.json)).to.equal(200);
   const early = await call(port, "AuthService/Login", { email, password: "correct horse battery", device });
   expect(early.json.code).to.equal("failed_precondition");
-  const verified = await call(port, "AuthService/VerifyEmail", { email, code: await consoleCode(command, email, /confirm your email/) });
+  const verified = await call(port, "AuthService/VerifyEmail", { email, code: await consoleCode(command, "mail", email, /confirm your email/) });
   expect(verified.json).to.deep.equal({ email });
   const first = await call(port, "AuthService/Login", { email, password: "correct horse battery", device });
   expect(first.status, JSON.stringify(first.json)).to.equal(200);
 
   expect((await call(port, "AuthService/RequestPasswordReset", { email })).status).to.equal(200);
-  const code = await consoleCode(command, email, /reset your password/);
+  const code = await consoleCode(command, "mail", email, /reset your password/);
   const reset = await call(port, "AuthService/ResetPassword", { email, code, newPassword: "a brand new passphrase" });
   expect(reset.json).to.deep.equal({ revokedSessionCount: 1 });
   expect((await call(port, "AuthService/GetProfile", {}, first.json.tokens.accessToken)).status).to.equal(401);

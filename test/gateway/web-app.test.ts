@@ -1,23 +1,16 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { expect } from "chai";
-import type { Running } from "../../services/app/servers.js";
 import { webAppFiles } from "../../gateway/web-app.js";
-import { sharedStores, startPlatform } from "../support/platform.js";
+import { platformForSuite } from "../support/suite-platform.js";
 
 const appPolicy =
   "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 describe("The sign-in web app on the gateway", function () {
   this.timeout(90_000);
-  let running: Running;
-  const logLines: string[] = [];
-  const get = (path: string, init?: RequestInit) => fetch(`http://127.0.0.1:${running.httpPort}${path}`, init);
-
-  before(async () => {
-    running = await startPlatform({ ...(await sharedStores()), WEB_APP: "on" }, logLines);
-  });
-  after(() => running?.stop());
+  const platform = platformForSuite({ env: { WEB_APP: "on" }, logs: true });
+  const get = (path: string, init?: RequestInit) => fetch(`http://127.0.0.1:${platform.running.httpPort}${path}`, init);
 
   it("answers / with the page, its API at the same origin, under a CSP with no inline script or style", async () => {
     const response = await get("/");
@@ -37,11 +30,9 @@ describe("The sign-in web app on the gateway", function () {
 
   it("has every element the app's scripts and browser tests look for", async () => {
     const html = await (await get("/")).text();
-    // The browser tests' selectors, and every id the scripts name (a missing one throws only when its form is used).
-    const ids = new Set(["sign-in", "phone", "send-code", "code", "verify-code", "email", "password", "sign-in-password", "mfa-code",
-      "verify-mfa", "sign-in-passkey", "account", "profile-name", "profile-phone", "profile-email", "display-name", "save-profile",
-      "devices", "refresh-devices", "kyc-level", "kyc-status", "kyc-form", "submit-kyc", "passkeys", "passkey-name", "add-passkey",
-      "sign-out", "message", "error"]);
+    // Every id the scripts name (a missing one throws only when its form is used), and the forms' submit buttons,
+    // which no script names, for browser tests to click.
+    const ids = new Set(["send-code", "verify-code", "sign-in-password", "verify-mfa", "save-profile", "submit-kyc", "add-passkey"]);
     const scripts = readdirSync("web").filter((name) => name.endsWith(".ts")).map((name) => readFileSync(join("web", name), "utf8")).join("\n");
     const named = [...scripts.matchAll(/\b(?:element(?:<\w+>)?|inputValue|onSubmit)\("([\w-]+)"/g)].map((match) => match[1]!);
     const screens = [.../const screens = \[([^\]]*)\]/.exec(scripts)![1]!.matchAll(/"([\w-]+)"/g)].map((match) => match[1]!);
@@ -117,8 +108,8 @@ describe("The sign-in web app on the gateway", function () {
   });
 
   it("logs where the app is, and that passkeys need APP_URL when it is not the app's origin", () => {
-    const line = logLines.map((l) => JSON.parse(l) as { msg: string; url?: string }).find((l) => l.msg.startsWith("web app at"));
-    const origin = `http://localhost:${running.httpPort}`;
+    const line = platform.logLines.map((l) => JSON.parse(l) as { msg: string; url?: string }).find((l) => l.msg.startsWith("web app at"));
+    const origin = `http://localhost:${platform.running.httpPort}`;
     expect(line?.url).to.equal(`${origin}/`);
     expect(line?.msg).to.equal(`web app at ${origin}/; passkeys need APP_URL (or WEBAUTHN_ORIGINS) set to ${origin}`);
   });
@@ -135,17 +126,12 @@ describe("The sign-in web app on the gateway", function () {
 
 describe("The gateway with the web app off", function () {
   this.timeout(90_000);
-  let running: Running;
-
-  before(async () => {
-    running = await startPlatform({ ...(await sharedStores()), WEB_APP: "off" });
-  });
-  after(() => running?.stop());
+  const platform = platformForSuite({ env: { WEB_APP: "off" } });
 
   it("answers / and the app's files with 404, as before the app", async () => {
     for (const path of ["/", "/app.js", "/app.css", "/verify-email"]) {
-      expect((await fetch(`http://127.0.0.1:${running.httpPort}${path}`)).status, path).to.equal(404);
+      expect((await fetch(`http://127.0.0.1:${platform.running.httpPort}${path}`)).status, path).to.equal(404);
     }
-    expect((await fetch(`http://127.0.0.1:${running.httpPort}/healthz`)).status).to.equal(200);
+    expect((await fetch(`http://127.0.0.1:${platform.running.httpPort}/healthz`)).status).to.equal(200);
   });
 });

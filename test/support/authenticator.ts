@@ -10,7 +10,7 @@ import type { JsonObject } from "@bufbuild/protobuf";
  */
 
 /** How one ceremony goes; every field defaults to what an honest authenticator on the right page does. */
-export interface Ceremony {
+interface Ceremony {
   /** The page's origin, as the browser writes it into clientDataJSON. */
   origin?: string;
   /** The relying party whose id is hashed into authenticatorData. */
@@ -21,7 +21,7 @@ export interface Ceremony {
   counter?: number;
 }
 
-export type RegistrationJSON = {
+type RegistrationJSON = {
   id: string;
   rawId: string;
   type: "public-key";
@@ -30,7 +30,7 @@ export type RegistrationJSON = {
   response: { clientDataJSON: string; attestationObject: string; transports: string[] };
 };
 
-export type AssertionJSON = {
+type AssertionJSON = {
   id: string;
   rawId: string;
   type: "public-key";

@@ -83,27 +83,15 @@ export class StartCommand {
   }
 }
 
-
-/** The code in the latest mail printed on the console to `to` whose subject says `about`. */
-export async function consoleCode(command: StartCommand, to: string, about: RegExp): Promise<string> {
+/** The code in the latest mail or SMS printed on the console to `to`; of mails, those whose subject says `about`. */
+export async function consoleCode(command: StartCommand, channel: "mail" | "sms", to: string, about?: RegExp): Promise<string> {
   for (let tries = 0; tries < 40; tries++) {
-    const mails = command.output.join("").split(`[mail to ${to}] `).slice(1).filter((mail) => about.test(mail.split("\n")[0]!));
-    const code = /\b(\d{6})\b/.exec(mails.at(-1) ?? "")?.[1];
+    const messages = command.output.join("").split(`[${channel} to ${to}] `).slice(1).filter((message) => !about || about.test(message.split("\n")[0]!));
+    const code = /\b(\d{6})\b/.exec(messages.at(-1) ?? "")?.[1];
     if (code) return code;
     await sleep(100);
   }
-  throw new Error(`no mail to ${to} about ${about} on the console:\n${command.tail()}`);
-}
-
-/** The code in the latest SMS printed on the console to `phone`. */
-export async function consoleSmsCode(command: StartCommand, phone: string): Promise<string> {
-  for (let tries = 0; tries < 40; tries++) {
-    const texts = command.output.join("").split(`[sms to ${phone}] `).slice(1);
-    const code = /\b(\d{6})\b/.exec(texts.at(-1) ?? "")?.[1];
-    if (code) return code;
-    await sleep(100);
-  }
-  throw new Error(`no SMS to ${phone} on the console:\n${command.tail()}`);
+  throw new Error(`no ${channel} to ${to}${about ? ` about ${about}` : ""} on the console:\n${command.tail()}`);
 }
 
 type Ports = StartCommand["ports"];
